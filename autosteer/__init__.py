@@ -1,0 +1,74 @@
+"""AutoSteer: steer LLMs with activation vectors, and search for the best steering.
+
+Public API (everything else is private)::
+
+    from autosteer import Steer, DecaySchedule, CosineSchedule, WarmupSchedule
+    from autosteer import SteerSearchSpace, SteerCandidate, AutoSteerSearch
+    from autosteer import SteerEvaluator, AutoSteerRunner, read_log, plot_history
+
+The manual API and the schedules load eagerly; the search loop, the embedded
+model and plotting load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .errors import (
+    AutoSteerError,
+    InvalidArgumentError,
+    LayerIndexError,
+    LogFormatError,
+    ScheduleError,
+    SearchSpaceError,
+    UnsupportedModelError,
+    VectorShapeError,
+)
+from .schedules import CosineSchedule, DecaySchedule, WarmupSchedule, schedule_from_dict
+from .steer import Steer
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "SteerSearchSpace": "autosteer.search",
+    "SteerCandidate": "autosteer.search",
+    "SteerVector": "autosteer.search",
+    "AutoSteerSearch": "autosteer.search",
+    "SteerEvaluator": "autosteer.evaluator",
+    "AutoSteerRunner": "autosteer.runner",
+    "SteerResults": "autosteer.runner",
+    "read_log": "autosteer.log",
+    "plot_history": "autosteer.plot",
+    "load_organism": "autosteer.organism",
+    "find_decoder_layers": "autosteer.layers",
+}
+
+__all__ = [
+    "Steer",
+    "DecaySchedule",
+    "CosineSchedule",
+    "WarmupSchedule",
+    "schedule_from_dict",
+    "AutoSteerError",
+    "InvalidArgumentError",
+    "LayerIndexError",
+    "LogFormatError",
+    "ScheduleError",
+    "SearchSpaceError",
+    "UnsupportedModelError",
+    "VectorShapeError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'autosteer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
