@@ -96,9 +96,9 @@ class Steer:
         self._ln_eps = first_layernorm_eps(model)
         self._vectors: list[_Vector] = []
         self._hooks: dict[int, tuple[Any, Any]] = {}  # layer -> (handle, SteerHook)
-        self._tracker = _C.StepTracker(_torch_ops.last_token_index)
-        self._tracker_handle = None
         self._tracker_module = self._owner_of(found.layers) or self.model
+        self._tracker = _C.StepTracker(_torch_ops.last_token_index, self._tracker_module)
+        self._tracker_handles: list = []
         self._dir_cache: dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------ info
@@ -284,15 +284,20 @@ class Steer:
         return dirs
 
     def _ensure_tracker(self) -> None:
-        if self._tracker_handle is None:
+        # on the owner of the layer list (it gets the KV cache), and on the
+        # outermost model, whose 2-D attention mask a VLM does not pass down
+        if not self._tracker_handles:
             self._tracker.reset()
-            self._tracker_handle = self._tracker_module.register_forward_pre_hook(self._tracker, with_kwargs=True)
+            if self.model is not self._tracker_module:
+                self._tracker_handles.append(self.model.register_forward_pre_hook(self._tracker, with_kwargs=True))
+            self._tracker_handles.append(
+                self._tracker_module.register_forward_pre_hook(self._tracker, with_kwargs=True)
+            )
 
     def _remove_tracker(self) -> None:
-        if self._tracker_handle is not None:
-            self._tracker_handle.remove()
-            self._tracker_handle = None
-            self._tracker.reset()
+        while self._tracker_handles:
+            self._tracker_handles.pop().remove()
+        self._tracker.reset()
 
     def _install(self, layer_idx: int) -> None:
         self._uninstall(layer_idx)

@@ -34,6 +34,7 @@ typedef struct {
     PyTypeObject *hook_type;
     PyObject *schedule_error;      /* autosteer.errors.ScheduleError */
     PyObject *s_past_key_values;
+    PyObject *s_cache;
     PyObject *s_attention_mask;
     PyObject *s_input_ids;
     PyObject *s_inputs_embeds;
@@ -574,7 +575,9 @@ typedef struct {
     int64_t prefill_len;
     int64_t calls;
     uintptr_t embeds_ptr;      /* data_ptr() of inputs_embeds passed in, or 0 */
+    uintptr_t owner_id;        /* identity of the module owning the layers (no ref) */
     PyObject *mask;            /* the attention mask of this forward, or NULL */
+    PyObject *outer_mask;      /* a 2-D mask seen on an enclosing module, or NULL */
     PyObject *last_index_fn;   /* Python fallback: (mask, B, T) -> tensor | None */
     /* cache of the last-token indexes for the current forward */
     int last_valid;            /* 0: not computed; 1: computed */
@@ -591,6 +594,7 @@ Tracker_traverse(PyObject *self, visitproc visit, void *arg)
     TrackerObject *t = (TrackerObject *)self;
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(t->mask);
+    Py_VISIT(t->outer_mask);
     Py_VISIT(t->last_index_fn);
     Py_VISIT(t->last_tensor);
     return 0;
@@ -601,6 +605,7 @@ Tracker_clear(PyObject *self)
 {
     TrackerObject *t = (TrackerObject *)self;
     Py_CLEAR(t->mask);
+    Py_CLEAR(t->outer_mask);
     Py_CLEAR(t->last_index_fn);
     Py_CLEAR(t->last_tensor);
     return 0;
@@ -620,9 +625,9 @@ Tracker_dealloc(PyObject *self)
 static PyObject *
 Tracker_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"last_index_fn", NULL};
-    PyObject *fn = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:StepTracker", kwlist, &fn))
+    static char *kwlist[] = {"last_index_fn", "owner", NULL};
+    PyObject *fn = Py_None, *owner = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:StepTracker", kwlist, &fn, &owner))
         return NULL;
     if (fn != Py_None && !PyCallable_Check(fn)) {
         PyErr_SetString(PyExc_TypeError, "last_index_fn must be callable or None");
@@ -632,6 +637,7 @@ Tracker_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (t == NULL)
         return NULL;
     t->last_index_fn = fn == Py_None ? NULL : Py_NewRef(fn);
+    t->owner_id = owner == Py_None ? 0 : (uintptr_t)owner;
     return (PyObject *)t;
 }
 
@@ -653,8 +659,21 @@ Tracker_call(PyObject *self, PyObject *args, PyObject *kwds)
     if (fkwargs == Py_None)
         fkwargs = NULL;
 
+    PyObject *mask = as_kw(fkwargs, st->s_attention_mask);
+    int mask_2d = mask != NULL && as_dim(st, mask, 1) >= 0 && as_dim(st, mask, 2) < 0;
+    if (t->owner_id != 0 && (uintptr_t)module != t->owner_id) {
+        /* an enclosing module (a VLM, a PEFT wrapper): remember its 2-D mask,
+         * the owner may only get a dict or a 4-D mask */
+        if (mask_2d)
+            Py_XSETREF(t->outer_mask, Py_NewRef(mask));
+        Py_RETURN_NONE;
+    }
+
     int64_t cache_len = 0;
+    /* transformers < 5.2x calls it past_key_values, newer releases cache */
     PyObject *pkv = as_kw(fkwargs, st->s_past_key_values);
+    if (pkv == NULL)
+        pkv = as_kw(fkwargs, st->s_cache);
     if (pkv != NULL) {
         PyObject *n = PyObject_CallMethodNoArgs(pkv, st->s_get_seq_length);
         if (n == NULL) {
@@ -704,8 +723,10 @@ Tracker_call(PyObject *self, PyObject *args, PyObject *kwds)
         if (PyErr_Occurred())
             return NULL;
     }
-    PyObject *mask = as_kw(fkwargs, st->s_attention_mask);
+    if (!mask_2d)
+        mask = t->outer_mask;
     Py_XSETREF(t->mask, Py_XNewRef(mask));
+    Py_CLEAR(t->outer_mask);
     t->last_valid = 0;
     t->last_tensor_valid = 0;
     Py_CLEAR(t->last_tensor);
@@ -830,6 +851,7 @@ Tracker_reset(PyObject *self, PyObject *Py_UNUSED(ignored))
     t->last_valid = 0;
     t->last_tensor_valid = 0;
     Py_CLEAR(t->mask);
+    Py_CLEAR(t->outer_mask);
     Py_CLEAR(t->last_tensor);
     Py_RETURN_NONE;
 }
@@ -847,11 +869,14 @@ static PyMethodDef Tracker_methods[] = {
 };
 
 PyDoc_STRVAR(Tracker_doc,
-"StepTracker(last_index_fn=None)\n--\n\n"
+"StepTracker(last_index_fn=None, owner=None)\n--\n\n"
 "Forward pre-hook (with_kwargs=True) for the module that owns the decoder layers.\n"
-"Derives the generation step from past_key_values.get_seq_length() and keeps the\n"
+"Derives the generation step from the KV cache's get_seq_length() (keyword\n"
+"past_key_values, or cache in newer transformers) and keeps the\n"
 "attention mask for the layer hooks.  last_index_fn(mask, B, T) computes each\n"
-"row's last real token as a tensor for masks that C does not read (GPU).");
+"row's last real token as a tensor for masks that C does not read (GPU).\n"
+"Registered on an enclosing module too (any module but `owner`), it only\n"
+"remembers a 2-D mask for the owner's next forward.");
 
 static PyType_Slot Tracker_slots[] = {
     {Py_tp_new, Tracker_new},
@@ -1482,6 +1507,7 @@ as_exec(PyObject *m)
         as_add_type(m, &Hook_spec, &st->hook_type) < 0)
         return -1;
     if (as_intern(&st->s_past_key_values, "past_key_values") < 0 ||
+        as_intern(&st->s_cache, "cache") < 0 ||
         as_intern(&st->s_attention_mask, "attention_mask") < 0 ||
         as_intern(&st->s_input_ids, "input_ids") < 0 ||
         as_intern(&st->s_inputs_embeds, "inputs_embeds") < 0 ||
@@ -1520,6 +1546,7 @@ as_clear(PyObject *m)
     Py_CLEAR(st->hook_type);
     Py_CLEAR(st->schedule_error);
     Py_CLEAR(st->s_past_key_values);
+    Py_CLEAR(st->s_cache);
     Py_CLEAR(st->s_attention_mask);
     Py_CLEAR(st->s_input_ids);
     Py_CLEAR(st->s_inputs_embeds);

@@ -1,0 +1,156 @@
+"""Schedules: exact values against the formulas (written here), vectorised calls,
+serialisation, equality, pickling and domain errors."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+from autosteer import (
+    AutoSteerError,
+    CosineSchedule,
+    DecaySchedule,
+    ScheduleError,
+    WarmupSchedule,
+    schedule_from_dict,
+)
+
+
+def decay_ref(rate, mn, restarts, k):
+    if rate <= 0:
+        return 1.0
+    if restarts > 0:
+        cycle = math.ceil(math.log(mn) / math.log(rate)) + 1
+        p = k % cycle if k < cycle * restarts else k - cycle * restarts
+    else:
+        p = k
+    return max(rate**p, mn)
+
+
+def cosine_ref(period, mn, k):
+    if k >= period:
+        return mn
+    return mn + (1 - mn) * 0.5 * (1 + math.cos(math.pi * k / period))
+
+
+def warmup_ref(steps, start, k):
+    if k >= steps:
+        return 1.0
+    return start + (1 - start) * k / steps
+
+
+@pytest.mark.parametrize("rate,mn", [(0.9, 0.0), (0.5, 0.2), (1.0, 0.0), (0.0, 0.5), (-1.0, 0.3), (0.97, 0.6)])
+def test_decay_values(rate, mn):
+    s = DecaySchedule(rate=rate, min_multiplier=mn)
+    for k in range(200):
+        assert s(k) == pytest.approx(decay_ref(rate, mn, 0, k), rel=1e-12, abs=0)
+
+
+@pytest.mark.parametrize("rate,mn,restarts", [(0.5, 0.1, 2), (0.8, 0.3, 3), (0.9, 0.05, 1), (0.25, 0.25, 4)])
+def test_decay_sawtooth(rate, mn, restarts):
+    s = DecaySchedule(rate, mn, restarts)
+    cycle = math.ceil(math.log(mn) / math.log(rate)) + 1
+    assert s.cycle_length == cycle
+    values = [s(k) for k in range(cycle * (restarts + 2))]
+    for k, v in enumerate(values):
+        assert v == pytest.approx(decay_ref(rate, mn, restarts, k), rel=1e-12)
+    for c in range(restarts):
+        assert values[c * cycle] == 1.0  # each cycle starts at 1.0 ...
+        assert values[c * cycle + cycle - 1] == mn  # ... and ends exactly at min
+    # after the restarts it decays on and stays at min
+    assert values[restarts * cycle] == 1.0
+    assert s(restarts * cycle + 10_000) == mn
+
+
+def test_decay_sawtooth_shape_explicit():
+    # rate 0.5, min 0.1: 1, .5, .25, .125, then the cycle's last step is exactly .1
+    s = DecaySchedule(0.5, 0.1, 1)
+    assert [s(k) for k in range(11)] == [1.0, 0.5, 0.25, 0.125, 0.1, 1.0, 0.5, 0.25, 0.125, 0.1, 0.1]
+
+
+@pytest.mark.parametrize("period,mn", [(1, 0.0), (10, 0.2), (7, 1.0)])
+def test_cosine_values(period, mn):
+    s = CosineSchedule(period, mn)
+    for k in range(3 * period + 3):
+        assert s(k) == pytest.approx(cosine_ref(period, mn, k), rel=1e-12, abs=1e-15)
+    assert s(0) == 1.0
+    assert s(period) == mn
+
+
+@pytest.mark.parametrize("steps,start", [(0, 0.0), (1, 0.5), (8, 0.0), (5, 0.3)])
+def test_warmup_values(steps, start):
+    s = WarmupSchedule(steps, start)
+    for k in range(steps + 5):
+        assert s(k) == pytest.approx(warmup_ref(steps, start, k), rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    "sched", [DecaySchedule(0.8, 0.2, 2), CosineSchedule(6, 0.1), WarmupSchedule(4, 0.25), DecaySchedule()]
+)
+def test_vectorised_matches_scalar(sched):
+    steps = np.arange(40, dtype=np.int64).reshape(5, 8)
+    out = sched(steps)
+    assert out.dtype == np.float64 and out.shape == (5, 8)
+    assert [float(x) for x in out.ravel()] == [sched(int(k)) for k in steps.ravel()]
+    assert list(sched([0, 1, 2])) == [sched(0), sched(1), sched(2)]
+    assert sched(np.int32(3)) == sched(3)
+
+
+@pytest.mark.parametrize(
+    "sched", [DecaySchedule(0.8, 0.2, 2), CosineSchedule(6, 0.1), WarmupSchedule(4, 0.25)]
+)
+def test_serialisation_roundtrips(sched):
+    d = sched.to_dict()
+    assert d["type"] in {"decay", "cosine", "warmup"}
+    assert schedule_from_dict(d) == sched
+    assert type(sched).from_dict(d) == sched
+    assert eval(repr(sched)) == sched  # noqa: S307 - the repr rebuilds it
+    assert pickle.loads(pickle.dumps(sched)) == sched
+    assert hash(schedule_from_dict(d)) == hash(sched)
+
+
+def test_equality_is_by_value_and_type():
+    assert DecaySchedule(0.9, 0.1) == DecaySchedule(rate=0.9, min_multiplier=0.1, times_restart=0)
+    assert DecaySchedule(0.9, 0.1) != DecaySchedule(0.9, 0.2)
+    assert CosineSchedule(5, 0.0) != WarmupSchedule(5, 0.0)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: DecaySchedule(rate=1.5),
+        lambda: DecaySchedule(rate=float("nan")),
+        lambda: DecaySchedule(min_multiplier=-0.1),
+        lambda: DecaySchedule(0.9, 0.0, 2),  # restarts need 0 < min < 1
+        lambda: DecaySchedule(1.0, 0.5, 1),  # restarts need 0 < rate < 1
+        lambda: DecaySchedule(0.9, 0.1, -1),
+        lambda: CosineSchedule(0),
+        lambda: CosineSchedule(10, 1.5),
+        lambda: WarmupSchedule(-1),
+        lambda: WarmupSchedule(3, float("inf")),
+    ],
+)
+def test_domain_errors(make):
+    with pytest.raises(ScheduleError) as info:
+        make()
+    assert isinstance(info.value, ValueError) and isinstance(info.value, AutoSteerError)
+    assert "got" in str(info.value)
+
+
+def test_bad_steps_and_dicts():
+    s = DecaySchedule(0.9)
+    with pytest.raises(ScheduleError):
+        s(-1)
+    with pytest.raises(ScheduleError):
+        s(np.array([0, 1, -3]))
+    with pytest.raises(TypeError):
+        s(1.5)
+    with pytest.raises(TypeError):
+        s(np.array([0.5, 1.0]))
+    with pytest.raises(ScheduleError, match="unknown schedule type"):
+        schedule_from_dict({"type": "linear"})
+    with pytest.raises(ScheduleError):
+        schedule_from_dict({"type": "decay", "rate": 0.9, "bogus": 1})
+    with pytest.raises(ScheduleError):
+        DecaySchedule.from_dict({"type": "cosine", "period": 3})

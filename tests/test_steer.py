@@ -1,0 +1,361 @@
+"""Steer against the independent plain-torch reference (tests/reference.py) on
+every supported architecture, plus restore, composition, autograd and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import tiny_models
+from autosteer import (
+    AutoSteerError,
+    CosineSchedule,
+    DecaySchedule,
+    InvalidArgumentError,
+    LayerIndexError,
+    ScheduleError,
+    Steer,
+    UnsupportedModelError,
+    VectorShapeError,
+    WarmupSchedule,
+)
+from reference import ReferenceSteer, reference_direction
+
+PROMPTS = ["the cat sees a small red ball", "my friend likes"]
+
+
+def vectors_for(n_layers):
+    """Three vectors: two on one layer (with schedules), a negative one elsewhere."""
+    a, b = 0, n_layers - 1
+    return [
+        (a, 0.8, "the robot is happy", DecaySchedule(0.7, 0.2, 0)),
+        (a, 0.3, "a quiet friend", CosineSchedule(3, 0.1)),
+        (b, -0.6, "the dog runs slowly", WarmupSchedule(2, 0.25)),
+    ]
+
+
+def steer_with(model, tok, vecs):
+    s = Steer(model, tok)
+    for layer, coeff, text, sched in vecs:
+        s.add(layer_idx=layer, coeff=coeff, text=text, coeff_schedule=sched)
+    return s
+
+
+def generate_logits(model, tok, **kw):
+    enc = tok(PROMPTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model.generate(
+            **enc, max_new_tokens=4, do_sample=False, output_logits=True, return_dict_in_generate=True,
+            pad_token_id=tok.pad_token_id, **kw,
+        )
+    return out.sequences, torch.stack(out.logits)
+
+
+@pytest.mark.parametrize("arch", tiny_models.ARCHITECTURES)
+def test_generate_matches_reference_every_arch(arch, left_tokenizer):
+    """Prefill and each decode step, left-padded batch of 2: same logits as the reference."""
+    model = tiny_models.make_model(arch)
+    layers = tiny_models.layers_of(model, arch)
+    vecs = vectors_for(len(layers))
+    base_seq, base_logits = generate_logits(model, left_tokenizer)
+
+    with steer_with(model, left_tokenizer, vecs) as s:
+        assert s.layers_path == tiny_models.LAYER_PATHS[arch]
+        seq, logits = generate_logits(model, left_tokenizer)
+    with ReferenceSteer(model, left_tokenizer, layers, vecs, directions_from="clean") as ref:
+        ref_seq, ref_logits = generate_logits(model, left_tokenizer)
+        assert ref.steps[-4:] == [0, 1, 2, 3]  # the first entries are capture passes
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-4)
+    assert torch.equal(seq, ref_seq)
+    assert not torch.allclose(logits, base_logits, atol=1e-3)  # steering did something
+    # restored: bit-identical to the unsteered run
+    again_seq, again_logits = generate_logits(model, left_tokenizer)
+    assert torch.equal(again_logits, base_logits) and torch.equal(again_seq, base_seq)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "falcon", "gemma3_vlm", "llama_peft"])
+def test_right_padding_uses_last_real_token(arch, tokenizer):
+    """A right-padded prefill (perplexity scoring) takes the rms at each row's last real token."""
+    model = tiny_models.make_model(arch)
+    layers = tiny_models.layers_of(model, arch)
+    vecs = [(1, 1.5, "the teacher", None)]
+    enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    assert (enc["attention_mask"][1] == 0).any()
+    with steer_with(model, tokenizer, vecs), torch.no_grad():
+        got = model(**enc).logits
+    with ReferenceSteer(model, tokenizer, layers, vecs, directions_from="clean"), torch.no_grad():
+        want = model(**enc).logits
+    mask = enc["attention_mask"].bool()
+    torch.testing.assert_close(got[mask], want[mask], rtol=1e-4, atol=1e-4)
+
+
+def test_beams_and_num_return_sequences_match_reference(left_tokenizer):
+    model = tiny_models.make_model("llama")
+    layers = tiny_models.layers_of(model, "llama")
+    vecs = vectors_for(len(layers))
+    kw = dict(num_beams=3, num_return_sequences=2)
+    with steer_with(model, left_tokenizer, vecs):
+        seq, logits = generate_logits(model, left_tokenizer, **kw)
+    with ReferenceSteer(model, left_tokenizer, layers, vecs, directions_from="clean"):
+        ref_seq, ref_logits = generate_logits(model, left_tokenizer, **kw)
+    assert torch.equal(seq, ref_seq)
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_step_restarts_with_every_generate(left_tokenizer):
+    model = tiny_models.make_model("qwen2")
+    seen = []
+    s = Steer(model, left_tokenizer)
+    s.add(1, 0.5, "the cat", coeff_schedule=lambda k: (seen.append(k), 1.0)[1])
+    for _ in range(2):
+        generate_logits(model, left_tokenizer)
+    assert seen == [0, 1, 2, 3, 0, 1, 2, 3]
+    s.reset_all()
+
+
+def test_output_hidden_states_show_the_steered_state(tokenizer):
+    model = tiny_models.make_model("llama")
+    layers = tiny_models.layers_of(model, "llama")
+    enc = tokenizer(PROMPTS[:1], return_tensors="pt")
+    with torch.no_grad():
+        plain = model(**enc, output_hidden_states=True).hidden_states
+    direction = reference_direction(model, tokenizer, layers, 2, "a dog")
+    with Steer(model, tokenizer) as s, torch.no_grad():
+        s.add(2, 0.9, "a dog")
+        steered = model(**enc, output_hidden_states=True).hidden_states
+    h = plain[2]
+    r = h[:, -1].float().pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+    expected = h + 0.9 * direction * r[:, None, :]
+    torch.testing.assert_close(steered[2], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(steered[1], plain[1], rtol=0, atol=0)
+
+
+def test_coeff_zero_and_reset_are_bit_identical_and_weights_untouched(tokenizer):
+    model = tiny_models.make_model("mistral")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        base = model(**enc).logits
+    s = Steer(model, tokenizer)
+    s.add(1, 0.0, "the cat")
+    with torch.no_grad():
+        assert torch.equal(model(**enc).logits, base)
+    s.add(0, 2.0, "the cat")
+    s.add(2, -1.0, vector=torch.randn(tiny_models.HIDDEN_SIZE))
+    with torch.no_grad():
+        assert not torch.equal(model(**enc).logits, base)
+    s.reset(0)
+    s.reset(2)
+    with torch.no_grad():
+        assert torch.equal(model(**enc).logits, base)
+    s.add(1, 3.0, "the dog")
+    s.reset_all()
+    with torch.no_grad():
+        assert torch.equal(model(**enc).logits, base)
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(not layer._forward_pre_hooks for layer in tiny_models.layers_of(model, "mistral"))
+
+
+def test_get_all_and_reset(tokenizer):
+    model = tiny_models.make_model("llama")
+    s = Steer(model, tokenizer)
+    s.add(0, 0.5, "the cat", coeff_schedule=DecaySchedule(0.9, 0.1))
+    s.add(2, -0.25, "a dog")
+    assert s.get_all() == [
+        {"layer_idx": 0, "text": "the cat", "coeff": 0.5,
+         "coeff_schedule": {"type": "decay", "rate": 0.9, "min_multiplier": 0.1, "times_restart": 0}},
+        {"layer_idx": 2, "text": "a dog", "coeff": -0.25, "coeff_schedule": None},
+    ]
+    s.reset(0)
+    assert [v["layer_idx"] for v in s.get_all()] == [2]
+    s.reset_all()
+    assert s.get_all() == []
+
+
+def test_two_instances_compose_and_remove_only_their_own(tokenizer):
+    model = tiny_models.make_model("llama")
+    enc = tokenizer(PROMPTS[:1], return_tensors="pt")
+    with torch.no_grad():
+        base = model(**enc).logits
+    a, b = Steer(model, tokenizer), Steer(model, tokenizer)
+    a.add(1, 1.0, "the cat")
+    with torch.no_grad():
+        only_a = model(**enc).logits
+    b.add(2, -1.0, "a dog")
+    with torch.no_grad():
+        both = model(**enc).logits
+    assert not torch.equal(both, only_a)
+    b.reset_all()
+    with torch.no_grad():
+        assert torch.equal(model(**enc).logits, only_a)
+    assert a.get_all() and not b.get_all()
+    a.reset_all()
+    with torch.no_grad():
+        assert torch.equal(model(**enc).logits, base)
+
+
+def test_same_text_on_many_layers_runs_the_model_once(tokenizer):
+    model = tiny_models.make_model("llama")
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *a: calls.append(1))
+    s = Steer(model, tokenizer)
+    for layer in range(3):
+        s.add(layer, 0.2, "the teacher")
+    handle.remove()
+    assert len(calls) == 1
+    s.reset_all()
+
+
+def test_vector_argument_equals_text_direction(tokenizer):
+    model = tiny_models.make_model("gemma")
+    layers = tiny_models.layers_of(model, "gemma")
+    enc = tokenizer(PROMPTS[:1], return_tensors="pt")
+    with Steer(model, tokenizer) as s, torch.no_grad():
+        s.add(1, 0.7, "the robot")
+        by_text = model(**enc).logits
+    direction = reference_direction(model, tokenizer, layers, 1, "the robot")
+    with Steer(model, tokenizer) as s, torch.no_grad():
+        s.add(1, 0.7, vector=direction.numpy())
+        by_vector = model(**enc).logits
+    torch.testing.assert_close(by_vector, by_text, rtol=1e-5, atol=1e-5)
+
+
+def test_steering_method_replaces_the_formula(tokenizer):
+    model = tiny_models.make_model("llama")
+    enc = tokenizer(PROMPTS[:1], return_tensors="pt")
+    calls = []
+    shift = torch.linspace(-1, 1, tiny_models.HIDDEN_SIZE)
+
+    def method(elem, step, layer_idx):
+        calls.append((tuple(elem.shape), step, layer_idx))
+        return shift
+
+    with torch.no_grad():
+        plain = model(**enc, output_hidden_states=True).hidden_states
+    with Steer(model, tokenizer) as s, torch.no_grad():
+        s.add(1, 1.0, "the cat", steering_method=method)
+        steered = model(**enc, output_hidden_states=True).hidden_states
+    assert calls == [((1, enc["input_ids"].shape[1], tiny_models.HIDDEN_SIZE), 0, 1)]
+    torch.testing.assert_close(steered[1], plain[1] + shift, rtol=1e-6, atol=1e-6)
+
+
+def test_inference_mode_and_autograd(tokenizer):
+    model = tiny_models.make_model("llama")
+    enc = tokenizer(PROMPTS[:1], return_tensors="pt")
+    s = Steer(model, tokenizer)
+    s.add(1, 0.8, "the cat")
+    with torch.no_grad():
+        want = model(**enc).logits
+    with torch.inference_mode():
+        torch.testing.assert_close(model(**enc).logits, want, rtol=0, atol=0)
+    out = model(**enc).logits  # gradients enabled: the input is replaced, not written
+    torch.testing.assert_close(out.detach(), want, rtol=1e-5, atol=1e-5)
+    out.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    s.reset_all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_model_matches_reference(dtype, left_tokenizer):
+    model = tiny_models.make_model("llama").to(dtype)
+    layers = tiny_models.layers_of(model, "llama")
+    vecs = vectors_for(len(layers))
+    enc = left_tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    with steer_with(model, left_tokenizer, vecs), torch.no_grad():
+        got = model(**enc).logits.float()
+    with ReferenceSteer(model, left_tokenizer, layers, vecs, directions_from="clean"), torch.no_grad():
+        want = model(**enc).logits.float()
+    with torch.no_grad():
+        base = model(**enc).logits.float()
+    # bf16 rounds each residual add: compare the steering effect, not bits
+    err = (got - want).abs().max().item()
+    effect = (want - base).abs().max().item()
+    assert err < 0.1 * effect, (err, effect)
+
+
+def test_copy_model_leaves_the_original_alone(tokenizer):
+    model = tiny_models.make_model("llama")
+    enc = tokenizer(PROMPTS[:1], return_tensors="pt")
+    with torch.no_grad():
+        base = model(**enc).logits
+    s = Steer(model, tokenizer, copyModel=True)
+    s.add(1, 2.0, "the cat")
+    assert s.model is not model
+    with torch.no_grad():
+        assert torch.equal(model(**enc).logits, base)
+        assert not torch.equal(s.model(**enc).logits, base)
+
+
+def test_from_pretrained_roundtrip(tmp_path, tokenizer):
+    model = tiny_models.save_and_reload(tiny_models.make_model("llama"), tmp_path / "m")
+    with Steer(model, tokenizer) as s:
+        s.add(0, 0.5, "the cat")
+        assert s.num_layers == tiny_models.NUM_LAYERS
+
+
+def test_layers_override(tokenizer):
+    model = tiny_models.make_model("llama")
+    s = Steer(model, tokenizer, layers="model.layers")
+    s.add(2, 0.5, "the cat")
+    s.reset_all()
+    s = Steer(model, tokenizer, layers=list(model.model.layers)[:2])
+    with pytest.raises(LayerIndexError):
+        s.add(2, 0.5, "the cat")
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.fixture(scope="module")
+def steer_llama():
+    tok = tiny_models.make_tokenizer()
+    return Steer(tiny_models.make_model("stablelm"), tok)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(layer_idx=40, coeff=1.0, text="x"), LayerIndexError,
+         r"layer_idx 40 is out of range: StableLmForCausalLM has 3 decoder layers \(0\.\.2\)"),
+        (dict(layer_idx=-1, coeff=1.0, text="x"), LayerIndexError, "out of range"),
+        (dict(layer_idx=1.5, coeff=1.0, text="x"), InvalidArgumentError, "layer_idx must be an int"),
+        (dict(layer_idx=0, coeff=1.0, text=""), InvalidArgumentError, "non-whitespace"),
+        (dict(layer_idx=0, coeff=1.0, text="   \n"), InvalidArgumentError, "non-whitespace"),
+        (dict(layer_idx=0, coeff=float("nan"), text="x"), InvalidArgumentError, "finite"),
+        (dict(layer_idx=0, coeff=float("inf"), text="x"), InvalidArgumentError, "finite"),
+        (dict(layer_idx=0, coeff="1", text="x"), InvalidArgumentError, "real number"),
+        (dict(layer_idx=0, coeff=1.0), InvalidArgumentError, "neither"),
+        (dict(layer_idx=0, coeff=1.0, text="x", vector=np.zeros(32)), InvalidArgumentError, "both"),
+        (dict(layer_idx=0, coeff=1.0, vector=np.zeros(31)), VectorShapeError, r"\(32,\).*\(31,\)"),
+        (dict(layer_idx=0, coeff=1.0, vector=[0.0] * 32), InvalidArgumentError, "tensor or a NumPy"),
+        (dict(layer_idx=0, coeff=1.0, vector=torch.full((32,), float("nan"))), InvalidArgumentError, "NaN"),
+        (dict(layer_idx=0, coeff=1.0, text="x", coeff_schedule=3), ScheduleError, "coeff_schedule must be"),
+        (dict(layer_idx=0, coeff=1.0, text="x", coeff_schedule={"type": "nope"}), ScheduleError, "unknown"),
+        (dict(layer_idx=0, coeff=1.0, text="x", steering_method=5), InvalidArgumentError, "callable"),
+    ],
+)
+def test_bad_input_is_refused_before_any_work(steer_llama, kwargs, exc, match):
+    calls = []
+    handle = steer_llama.model.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(exc, match=match) as info:
+            steer_llama.add(**kwargs)
+    finally:
+        handle.remove()
+    assert isinstance(info.value, AutoSteerError)
+    assert calls == [] and steer_llama.get_all() == []
+
+
+def test_unsupported_model_names_class_and_override(tokenizer):
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(4, 4)
+
+    with pytest.raises(UnsupportedModelError, match="Tiny") as info:
+        Steer(Tiny(), tokenizer)
+    assert "layers=" in str(info.value) and isinstance(info.value, TypeError)
+    with pytest.raises(InvalidArgumentError):
+        Steer("not a model", tokenizer)
