@@ -1,0 +1,42 @@
+"""Shared pytest fixtures: a seeded torch RNG and the offline tiny tokenizer.
+
+Run with ``python -m pytest tests -q -W error`` from the repository root.
+Tiny models come from ``tests/tiny_models.py`` (``make_model(name)``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import tiny_models
+
+
+def _seed_value() -> int:
+    return int(os.environ.get("AUTOSTEER_TEST_SEED", tiny_models.SEED))
+
+
+@pytest.fixture(autouse=True)
+def seed() -> int:
+    """Seed torch's global RNG before every test; the seed is printed (shown on failure).
+
+    Override with the environment variable ``AUTOSTEER_TEST_SEED``.
+    """
+    value = _seed_value()
+    print(f"torch seed = {value} (set AUTOSTEER_TEST_SEED to change)")
+    torch.manual_seed(value)
+    return value
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The tiny byte-level BPE tokenizer, right padding. Shared: do not mutate it."""
+    return tiny_models.make_tokenizer(padding_side="right")
+
+
+@pytest.fixture(scope="session")
+def left_tokenizer():
+    """The same tokenizer with left padding (for batched generate). Shared: do not mutate it."""
+    return tiny_models.make_tokenizer(padding_side="left")
