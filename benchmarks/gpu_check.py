@@ -38,11 +38,17 @@ def main():
             s.add(v[0], v[1], v[2], coeff_schedule=v[3])
         with torch.no_grad():
             got = model.generate(**enc, **kw)
-            # one steered forward with host synchronisation turned into an error
+            # the model's own forward may synchronise (mask checks); AutoSteer's
+            # tracker and hooks, called as the model calls them, must not
+            tracker = s.tracker
+            hooks = [h for _, h in s._hooks.values()]
+            x = torch.randn(2, enc["input_ids"].shape[1], model.config.get_text_config().hidden_size, device="cuda")
             torch.cuda.synchronize()
             torch.cuda.set_sync_debug_mode("error")
             try:
-                model(**enc)
+                tracker(s._tracker_module, (), {"attention_mask": enc["attention_mask"], "input_ids": enc["input_ids"]})
+                for hk in hooks:
+                    hk(layers[0], (x,), {})
                 sync_free = True
             except RuntimeError as exc:
                 sync_free = f"SYNC: {exc}"

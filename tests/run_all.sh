@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Every test of the project, as the README's test command and CI run them:
+#   1. the plain-C unit tests of csrc/ under ASan + UBSan
+#   2. the Python test suite (warnings are errors, see pyproject.toml)
+#   3. the C-heavy Python tests again against an ASan + UBSan build of autosteer._C
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "== C unit tests (ASan/UBSan)"
+bash tests/c/run_c_tests.sh
+echo "== Python tests"
+python -m pytest -q tests "$@"
+echo "== Python tests against the sanitizer build of autosteer._C"
+bash tests/c/run_sanitized_python.sh "tests/test_steer.py::test_generate_matches_reference_every_arch"

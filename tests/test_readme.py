@@ -1,0 +1,23 @@
+"""The README's two commands stay true: CI runs exactly the README's test command."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bash_blocks(text):
+    return [b.strip() for b in re.findall(r"```bash\n(.*?)```", text, flags=re.S)]
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    blocks = bash_blocks(readme)
+    test_cmd = next(b for b in blocks if "tests/run_all.sh" in b)
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert test_cmd in ci, f"{test_cmd!r} is not a line of .ci/run"
+
+
+def test_main_job_command_is_the_demo():
+    blocks = bash_blocks((ROOT / "README.md").read_text())
+    assert any(b.startswith("python -m pip install torch==2.13.0") and "autosteer demo" in b for b in blocks)
