@@ -1,0 +1,254 @@
+"""The ``autosteer`` command line, run as a user or an agent runs it: ``python -m autosteer``.
+
+Offline: the models are a tiny random-weight Llama saved to a temporary folder (the
+``--model PATH`` route) and the embedded model organism (``--model organism``, skipped
+when its weights are not built). The quick start of SKILL.md is run as written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tiny_models
+from autosteer import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+COMMANDS = ("search", "best", "plot", "generate")
+
+
+def env_for(tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["HF_HUB_OFFLINE"] = "1"
+    env["TRANSFORMERS_OFFLINE"] = "1"
+    env.pop("AUTOSTEER_DEBUG", None)
+    return env
+
+
+def autosteer(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "autosteer", *args], cwd=cwd, env=env_for(cwd),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A tiny Llama and its tokenizer saved like any Hugging Face model folder."""
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    tiny_models.make_model("llama").save_pretrained(directory)
+    tiny_models.make_tokenizer().save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture
+def prompts(tmp_path) -> Path:
+    path = tmp_path / "prompts.jsonl"
+    rows = [("what is 3 plus 4 ?", "7"), ("what is 2 plus 2 ?", "4"), ("I feel calm because", "the")]
+    path.write_text("".join(json.dumps({"prompt": p, "expected": e}) + "\n" for p, e in rows))
+    return path
+
+
+# --------------------------------------------------------------------------- help and bad input
+
+def test_every_command_has_help_with_an_example(capsys):
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([command, "--help"])
+        assert exit_info.value.code == 0
+        out = capsys.readouterr().out
+        assert "example" in out and f"autosteer {command}" in out, command
+        assert "--json" in out, command
+
+
+def test_top_level_help_and_python_m(tmp_path):
+    proc = autosteer("--help", cwd=tmp_path)
+    assert proc.returncode == 0
+    for command in (*COMMANDS, "demo"):
+        assert command in proc.stdout
+    assert "exit status" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "COMMAND"),
+        (["search", "--model", "organism", "--metric", "task_accuracy"], "--prompts"),
+        (["search", "--model", "organism", "--prompts", "nope.jsonl", "--metric", "task_accuracy"],
+         "does not exist"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "bleu"], "invalid choice"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "task_accuracy"],
+         "needs expected answers"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--layers", "5:2"],
+         "empty"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--coeffs", "a:b"],
+         "numbers"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity",
+          "--iterations", "-1"], ">= 0"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "task_accuracy",
+          "--expected", "two.txt"], "1 answers for 2 prompts"),
+        (["search", "--model", "organism", "--prompts", "bad.jsonl", "--metric", "perplexity"], "line 2"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--resume",
+          "--log", "none.tsv"], "no log"),
+        (["best", "p.txt"], "not an AutoSteer results log"),
+        (["best", "missing.tsv"], "does not exist"),
+        (["plot", "missing.tsv"], "does not exist"),
+        (["generate", "--model", "./no/such/dir", "hello"], "no such directory"),
+        (["generate", "--model", "organism", "--config", "p.txt", "hello"], "not valid JSON"),
+    ],
+)
+def test_bad_input_exits_2(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("p.txt").write_text("what is 3 plus 4 ?\nwhat is 2 plus 2 ?\n")
+    Path("two.txt").write_text("7\n")
+    Path("bad.jsonl").write_text('{"prompt": "a"}\n{"text": "b"}\n')
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+    # the same with --json: a JSON error object on stdout
+    if argv:
+        assert cli.main([*argv, "--json"]) == 2
+        out = json.loads(capsys.readouterr().out)
+        assert out["exit_code"] == 2 and out["error"]
+
+
+def test_prompt_files_text_and_jsonl(tmp_path):
+    text = tmp_path / "p.txt"
+    text.write_text("first prompt\n\n  second prompt\n")
+    assert cli.read_prompts(str(text)) == (["first prompt", "  second prompt"], None)
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"prompt": "a", "expected": "1"}\n{"prompt": "b", "expected": 2}\n')
+    assert cli.read_prompts(str(jsonl)) == (["a", "b"], ["1", "2"])
+    mixed = tmp_path / "m.jsonl"
+    mixed.write_text('{"prompt": "a", "expected": "1"}\n{"prompt": "b"}\n')
+    with pytest.raises(cli.UsageError, match="line 2"):
+        cli.read_prompts(str(mixed))
+
+
+# --------------------------------------------------------------------------- end to end, tiny model
+
+def test_search_best_plot_generate_on_a_model_folder(tiny_dir, prompts, tmp_path):
+    model = str(tiny_dir)
+    proc = autosteer("search", "--model", model, "--prompts", str(prompts), "--metric", "perplexity",
+                     "--layers", "0:2", "--texts", "calm", "happy", "--iterations", "3", "--seed", "1",
+                     "--log", "results.tsv", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    # piped: plain progress lines, no bar; the report ends with lines made for grep
+    assert "[autosteer] baseline" in proc.stdout and "\r" not in proc.stdout
+    scores = dict(re.findall(r"^(baseline_score|best_score): (\S+)$", proc.stdout, re.M))
+    assert float(scores["best_score"]) <= float(scores["baseline_score"])  # perplexity: lower is better
+
+    best = autosteer("best", "results.tsv", "--json", cwd=tmp_path)
+    assert best.returncode == 0, best.stderr
+    summary = json.loads(best.stdout)
+    assert summary["metric"] == "perplexity" and summary["lower_is_better"] is True
+    assert summary["best_score"] == float(scores["best_score"])
+    assert summary["iterations"] == 3 and summary["keeps"] + summary["discards"] + summary["crashes"] == 3
+    (tmp_path / "best.json").write_text(best.stdout)
+
+    code = autosteer("best", "results.tsv", "--code", cwd=tmp_path)
+    assert code.returncode == 0
+    if summary["candidate"]["vectors"]:
+        assert "steered = Steer(model, tokenizer)" in code.stdout and "steered.add(" in code.stdout
+        compile(code.stdout, "best.py", "exec")
+    else:
+        assert "no steering configuration beat the baseline" in code.stdout
+
+    plot = autosteer("plot", "results.tsv", "-o", "progress.png", "--json", cwd=tmp_path)
+    if plot.returncode == 1 and "matplotlib" in plot.stderr:
+        pytest.skip("matplotlib is not installed")
+    assert plot.returncode == 0, plot.stderr
+    assert json.loads(plot.stdout)["plot"] == "progress.png"
+    assert (tmp_path / "progress.png").read_bytes()[:4] == b"\x89PNG"
+
+    gen = autosteer("generate", "--model", model, "--config", "best.json", "--compare",
+                    "--max-new-tokens", "4", "--json", "I feel calm because", "what is", cwd=tmp_path)
+    assert gen.returncode == 0, gen.stderr
+    out = json.loads(gen.stdout)
+    assert [g["prompt"] for g in out["generations"]] == ["I feel calm because", "what is"]
+    assert all(set(g) == {"prompt", "steered", "unsteered"} for g in out["generations"])
+
+
+def test_search_json_resume_and_model_errors(tiny_dir, prompts, tmp_path):
+    model = str(tiny_dir)
+    common = ["search", "--model", model, "--prompts", str(prompts), "--metric", "task_accuracy",
+              "--layers", "1:2", "--texts", "calm", "--seed", "3", "--max-new-tokens", "2",
+              "--log", "r.tsv", "--json"]
+    first = autosteer(*common, "--iterations", "2", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    one = json.loads(first.stdout)  # stdout holds the JSON object alone
+    assert one["iterations"] == 2 and one["metric"] == "task_accuracy"
+    more = autosteer(*common, "--iterations", "4", "--resume", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    assert json.loads(more.stdout)["iterations"] == 4
+    assert len((tmp_path / "r.tsv").read_text().splitlines()) == 1 + 5
+
+    # a layer range outside the model is bad input (SearchSpaceError is a ValueError): exit 2
+    bad = autosteer(*common[:-1], "--layers", "0:40", "--iterations", "1", cwd=tmp_path)
+    assert bad.returncode == 2 and "layer" in bad.stderr
+    # a model folder that exists but holds no model: the run fails, exit 1
+    (tmp_path / "empty-model").mkdir()
+    failed = autosteer("generate", "--model", str(tmp_path / "empty-model"), "hello", cwd=tmp_path)
+    assert failed.returncode == 1 and failed.stderr.startswith("error:")
+
+
+# --------------------------------------------------------------------------- SKILL.md's quick start
+
+def quick_start_block() -> str:
+    text = (ROOT / "SKILL.md").read_text(encoding="utf-8")
+    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    assert len(blocks) == 1, "the quick start has exactly one bash block"
+    return blocks[0]
+
+
+def organism_built() -> bool:
+    try:
+        from autosteer.organism import organism_path
+    except ImportError:
+        return False
+    return (organism_path() / "config.json").is_file()
+
+
+@pytest.mark.skipif(not organism_built(), reason="the model organism's weights are not built")
+def test_skill_quick_start_runs_as_written(tmp_path):
+    script = quick_start_block()
+    assert "--model organism" in script
+    # `autosteer` as installed by `pip install -e .`: here a shim in front of PATH
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shim = bin_dir / "autosteer"
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m autosteer "$@"\n')
+    shim.chmod(shim.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = env_for(work)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash is not available")
+    proc = subprocess.run([bash, "-euo", "pipefail", "-c", script], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"quick start failed:\n{proc.stdout}\n{proc.stderr}"
+    assert re.search(r"^best_score: ", proc.stdout, re.M)
+    best = json.loads((work / "best.json").read_text())
+    assert best["metric"] == "task_accuracy" and best["best_score"] >= best["baseline_score"]
+    assert "before:" in proc.stdout and "after:" in proc.stdout
+    assert (work / "progress.png").stat().st_size > 0
+
+
+def test_demo_is_forwarded(tmp_path):
+    try:
+        import autosteer.demo  # noqa: F401
+    except ImportError:
+        pytest.skip("autosteer.demo is not written yet")
+    proc = autosteer("demo", "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "--iterations" in proc.stdout
