@@ -210,18 +210,25 @@ def main(argv=None):
 
     if not args.no_sweep:
         coeffs = [float(c) for c in args.coeffs.split(",")]
-        sweep = {}
+        sweep, ppl_sweep = {}, {}
         for t in args.texts.split(","):
             sign, text = (-1.0, t[1:]) if t.startswith("-") else (1.0, t)
-            rows = {}
+            rows, prow = {}, {}
             for layer in range(n_layers):
-                rows[layer] = [steered_score(model, tok, [(layer, sign * c, text)],
-                                             lambda: accuracy(model, tok, hp, he), args.lib) for c in coeffs]
+                rows[layer], prow[layer] = [], []
+                for c in coeffs:
+                    a, pp = steered_score(model, tok, [(layer, sign * c, text)],
+                                          lambda: (accuracy(model, tok, hp, he), perplexity(model, tok, ptexts)),
+                                          args.lib)
+                    rows[layer].append(a)
+                    prow[layer].append(pp)
             sweep[t] = rows
-            print(f"\n{t!r} (coeff sign {sign:+.0f})  coeffs {coeffs}")
+            ppl_sweep[t] = prow
+            print(f"\n{t!r} (coeff sign {sign:+.0f})  coeffs {coeffs}  acc | ppl change")
             for layer, r in rows.items():
-                print(f"  layer {layer}: " + " ".join(f"{a:.2f}" for a in r), flush=True)
-        res["sweep"] = {"coeffs": coeffs, "table": sweep}
+                print(f"  layer {layer}: " + " ".join(f"{a:.2f}" for a in r) + "  | "
+                      + " ".join(f"{pp / res['baseline_heldout_ppl'] - 1:+.3f}" for pp in prow[layer]), flush=True)
+        res["sweep"] = {"coeffs": coeffs, "table": sweep, "ppl": ppl_sweep}
         # layer gain ratio: best accuracy per layer over coeffs and texts
         per_layer = [max(max(sweep[t][layer]) for t in sweep) for layer in range(n_layers)]
         gains = [a - base_acc for a in per_layer]

@@ -35,7 +35,8 @@ typedef struct as_dl_managed {
     void (*deleter)(struct as_dl_managed *self);
 } as_dl_managed;
 
-/* Versioned managed tensor, found in capsules named "dltensor_versioned". */
+/* Versioned managed tensor (capsule "dltensor_versioned"); the exchange
+ * table's allocating entry points use it. */
 typedef struct as_dl_managed_v {
     as_dl_version version;
     void *manager_ctx;

@@ -23,7 +23,6 @@ typedef struct {
 typedef struct {
     as_dl_tensor t;
     as_dl_managed *legacy;             /* capsule path: released on close */
-    as_dl_managed_v *versioned;
 } as_tensor_view;
 
 enum { AS_VIA_AUTO = 0, AS_VIA_CAPSULE = 1 };
@@ -95,10 +94,7 @@ as_tensor_close(as_tensor_view *v)
 {
     if (v->legacy != NULL && v->legacy->deleter != NULL)
         v->legacy->deleter(v->legacy);
-    if (v->versioned != NULL && v->versioned->deleter != NULL)
-        v->versioned->deleter(v->versioned);
     v->legacy = NULL;
-    v->versioned = NULL;
 }
 
 static inline void *
