@@ -13,6 +13,10 @@ import torch
 
 import tiny_models
 
+# The tiny test models run fastest on one thread (and a loaded 2-core machine makes
+# intra-op threading many times slower); benchmarks, not tests, measure speed.
+torch.set_num_threads(1)
+
 
 def _seed_value() -> int:
     return int(os.environ.get("AUTOSTEER_TEST_SEED", tiny_models.SEED))

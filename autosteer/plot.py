@@ -1,0 +1,95 @@
+"""Plot a search's history: score per iteration, keeps, discards and crashes marked.
+
+matplotlib is an optional extra (``pip install autosteer[plot]``); it is
+imported only when :func:`plot_history` is called.  The figure is built with
+``matplotlib.figure.Figure`` directly, not through ``pyplot``, so no GUI
+window opens, no global figure list grows in a loop, and it works headless.
+A notebook displays the returned figure.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+from autosteer.errors import InvalidArgumentError
+
+__all__ = ["plot_history"]
+
+
+def _history_of(source: Any) -> tuple[list[Mapping[str, Any]], bool | None, str | None]:
+    """Rows, lower_is_better (if known) and the metric name (if known)."""
+    if isinstance(source, (str, os.PathLike)):
+        from autosteer.log import read_log
+
+        hist = read_log(source, allow_incomplete=True)  # a log still being written plots too
+        config = hist.config or {}
+        return list(hist), config.get("lower_is_better"), config.get("metric")
+    if isinstance(source, Mapping) and "history" in source:
+        return list(source["history"]), source.get("lower_is_better"), source.get("metric")
+    if isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
+        config = getattr(source, "config", None) or {}
+        return list(source), config.get("lower_is_better"), config.get("metric")
+    raise InvalidArgumentError(
+        f"plot_history takes SteerResults, a history list or a log path, got {type(source).__name__}"
+    )
+
+
+def plot_history(results_or_log_path: Any, path: str | os.PathLike | None = None, *, title: str | None = None):
+    """Draw the score of every trial and the best-so-far line; return the ``Figure``.
+
+    ``results_or_log_path`` is what :meth:`AutoSteerRunner.run` returned, its
+    ``["history"]``, or the path of a results log.  Keeps are green dots,
+    discards grey dots, crashes red crosses drawn at the bottom edge (a crash
+    has no usable score), the baseline a dashed line, the best so far a step
+    line.  With ``path`` the figure is also saved there (format from the
+    extension).
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("plot_history needs matplotlib: pip install 'autosteer[plot]'") from None
+
+    rows, lower_is_better, metric = _history_of(results_or_log_path)
+    if not rows:
+        raise InvalidArgumentError("the history is empty: nothing to plot")
+
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    base = rows[0]
+    finite = [r["score"] for r in rows if r["score"] is not None and math.isfinite(r["score"])]
+    lo, hi = min(finite), max(finite)
+    pad = (hi - lo) * 0.08 or abs(hi) * 0.05 or 0.05
+    bottom = lo - pad
+
+    def pts(status: str):
+        sel = [r for r in rows if r["status"] == status]
+        return [r["iteration"] for r in sel], [r["score"] for r in sel]
+
+    ax.axhline(base["score"], color="0.4", linestyle="--", linewidth=1, label=f"baseline {base['score']:.4g}")
+    it = [r["iteration"] for r in rows]
+    best = [r["best_score"] for r in rows]
+    ax.step(it, best, where="post", color="tab:blue", linewidth=1.5, label="best so far")
+    x, y = pts("discard")
+    if x:
+        ax.scatter(x, y, s=18, color="0.6", label=f"discard ({len(x)})", zorder=3)
+    x, y = pts("keep")
+    if x:
+        ax.scatter(x, y, s=36, color="tab:green", edgecolor="black", linewidth=0.5, label=f"keep ({len(x)})", zorder=4)
+    crashes = [r["iteration"] for r in rows if r["status"] == "crash"]
+    if crashes:
+        ax.scatter(crashes, [bottom] * len(crashes), marker="x", s=30, color="tab:red",
+                   label=f"crash ({len(crashes)})", zorder=4)
+    ax.set_ylim(bottom - pad * 0.5, hi + pad)
+    ax.set_xlabel("iteration")
+    ylabel = metric or "score"
+    if lower_is_better is not None:
+        ylabel += " (lower is better)" if lower_is_better else " (higher is better)"
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or "AutoSteer search")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    if path is not None:
+        fig.savefig(os.fspath(path))
+    return fig

@@ -1,0 +1,526 @@
+"""The autonomous loop on tiny offline models: documented usage, determinism,
+bookkeeping, crash recovery, interrupt + resume, weights untouched, bad input,
+and the evaluator against plain-torch references."""
+
+import math
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from tiny_models import make_config, make_model, make_tokenizer
+
+from autosteer import (
+    AutoSteerRunner,
+    InvalidArgumentError,
+    LogFormatError,
+    SearchSpaceError,
+    Steer,
+    SteerCandidate,
+    SteerEvaluator,
+    SteerSearchSpace,
+    read_log,
+)
+from autosteer.log import COLUMNS
+
+PROMPTS = ["what is 3 plus 4 ?", "the cat likes", "I feel happy because"]
+EXPECTED = ["7", "the", "the"]
+SPACE = SteerSearchSpace(layer_range=(0, 2), texts=["logical", "precise"], negative_texts=["confused"])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and far faster on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model("llama")
+
+
+def n_hooks(model):
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+
+
+def snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(model, before):
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    for k, v in before.items():
+        assert torch.equal(after[k], v), k
+
+
+def probe(model, tokenizer):
+    """Last-position logits on a fixed input: changes when (and only when) steering is on."""
+    ids = tokenizer("the teacher reads a story", return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        return model(input_ids=ids).logits[0, -1].clone()
+
+
+def logit_metric(model, tokenizer, prompts):
+    """A deterministic custom metric of the steered model (crashes on some candidates)."""
+    value = float(probe(model, tokenizer)[:16].mean())
+    if n_hooks(model) and int(abs(value) * 1e5) % 5 == 0:
+        raise RuntimeError(f"unlucky value {value:.6f}")
+    return value
+
+
+def scripted(scores):
+    """A custom metric returning (or raising) the given values in order; baseline first."""
+    calls = []
+
+    def fn(model, tokenizer, prompts):
+        v = scores[len(calls)]
+        calls.append(prompts)
+        if isinstance(v, BaseException):
+            raise v
+        return v
+
+    fn.calls = calls
+    return fn
+
+
+def strip_timings(path):
+    drop = {COLUMNS.index("timestamp"), COLUMNS.index("elapsed_s")}
+    return [
+        [f for i, f in enumerate(line.split("\t")) if i not in drop]
+        for line in Path(path).read_text(encoding="utf-8").split("\n")
+    ]
+
+
+def runner(model, tmp_path, name="r.tsv", **kw):
+    kw.setdefault("tokenizer", make_tokenizer())
+    kw.setdefault("prompts", PROMPTS)
+    kw.setdefault("search_space", SPACE)
+    kw.setdefault("verbose", False)
+    return AutoSteerRunner(model=model, log_path=tmp_path / name, **kw)
+
+
+# ---------------------------------------------------------------------------
+# the documented usage
+
+
+def test_documented_usage_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = make_config("llama")
+    cfg.num_hidden_layers = 26  # the issue's layer_range (15, 25) must fit
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    tokenizer = make_tokenizer()
+    prompts, expected = PROMPTS[:2], EXPECTED[:2]
+    before = snapshot(model)
+
+    space = SteerSearchSpace(layer_range=(15, 25), coeff_range=(0.05, 1.0),
+                             texts=["logical", "precise", "analytical"],
+                             negative_texts=["confused", "irrational", "imprecise"])
+    runner = AutoSteerRunner(model=model, tokenizer=tokenizer, prompts=prompts,
+                             metric="task_accuracy", expected_outputs=expected,
+                             lower_is_better=False, search_space=space,
+                             log_path="results.tsv", seed=42)
+    results = runner.run(max_iterations=30)
+    results["baseline_score"], results["best_score"], results["best_candidate"], results["history"]
+
+    assert len(results["history"]) == 31 and results["iterations"] == 30
+    assert results["keeps"] + results["discards"] + results["crashes"] == 30
+    assert 0.0 <= results["baseline_score"] <= results["best_score"] <= 1.0
+    hist = read_log(tmp_path / "results.tsv")
+    assert [r["status"] for r in hist] == [r["status"] for r in results["history"]]
+    assert all(space.contains(r["candidate"]) for r in hist[1:])
+    assert_same_weights(model, before)
+    assert n_hooks(model) == 0
+    assert re.match(
+        r"Baseline: \d\.\d{4} -> Best: \d\.\d{4} \((found at iteration \d+|no candidate beat the baseline)\) \| "
+        r"keeps \d+, discards \d+, crashes \d+$",
+        str(results).splitlines()[0],
+    )
+
+
+# ---------------------------------------------------------------------------
+# determinism
+
+
+def test_same_seed_same_log(model, tmp_path):
+    kw = dict(metric="task_accuracy", expected_outputs=EXPECTED, max_new_tokens=3, seed=7)
+    a = runner(model, tmp_path, "a.tsv", **kw).run(8)
+    b = runner(model, tmp_path, "b.tsv", **kw).run(8)
+    assert strip_timings(tmp_path / "a.tsv") == strip_timings(tmp_path / "b.tsv")
+    assert a["best_score"] == b["best_score"] and a["best_candidate"] == b["best_candidate"]
+    c = runner(model, tmp_path, "c.tsv", **{**kw, "seed": 8}).run(8)
+    assert strip_timings(tmp_path / "a.tsv")[2:] != strip_timings(tmp_path / "c.tsv")[2:]
+    assert c["iterations"] == 8
+
+
+# ---------------------------------------------------------------------------
+# bookkeeping with scores the test controls
+
+
+def test_keep_discard_crash_bookkeeping(model, tmp_path):
+    tok = make_tokenizer()
+    scores = [0.5, 0.6, 0.6, 0.55, RuntimeError("boom\tbad"), math.nan, 0.64, 0.66, math.inf, 0.7, 0.61]
+    fn = scripted(scores)
+    r = runner(model, tmp_path, tokenizer=tok, metric="custom", custom_fn=fn, min_improvement=0.05, seed=1)
+    res = r.run(10)
+    want = ["baseline", "keep", "discard", "discard", "crash", "crash", "discard", "keep", "crash", "discard", "discard"]
+    assert [h["status"] for h in res["history"]] == want
+    assert (res["keeps"], res["discards"], res["crashes"]) == (2, 5, 3)
+    assert res["baseline_score"] == 0.5 and res["best_score"] == 0.66 and res["best_iteration"] == 7
+    assert res["best_candidate"] == res["history"][7]["candidate"]
+    assert [h["best_score"] for h in res["history"]] == [0.5] + [0.6] * 6 + [0.66] * 4
+    assert res["history"][4]["error"] == "RuntimeError: boom\tbad" and res["history"][4]["score"] is None
+    assert res["history"][5]["error"] == "non-finite score: nan" and math.isnan(res["history"][5]["score"])
+    assert res["history"][8]["error"] == "non-finite score: inf"
+    assert all(p == PROMPTS for p in fn.calls)
+    log = read_log(tmp_path / "r.tsv")
+    assert [h["status"] for h in log] == want and log[4]["error"] == "RuntimeError: boom\tbad"
+    assert res["best_steer_code"] == res["best_candidate"].to_code()
+    text = str(res)
+    assert text.splitlines()[0] == (
+        "Baseline: 0.5000 -> Best: 0.6600 (found at iteration 7) | keeps 2, discards 5, crashes 3"
+    )
+    assert res["best_steer_code"] in text
+    assert res.best_score == 0.66 and "0.6600" in repr(res)
+
+
+def test_lower_is_better_and_no_improvement(model, tmp_path):
+    fn = scripted([10.0, 11.0, 9.0, 9.0, 12.0])
+    res = runner(model, tmp_path, metric="custom", custom_fn=fn, lower_is_better=True).run(4)
+    assert [h["status"] for h in res["history"]] == ["baseline", "discard", "keep", "discard", "discard"]
+    fn = scripted([1.0, 0.5, 1.0, 0.9])
+    res = runner(model, tmp_path, metric="custom", custom_fn=fn).run(3)
+    assert res["best_candidate"] is None and res["best_iteration"] == 0 and res["best_score"] == 1.0
+    assert "no candidate beat the baseline" in str(res)
+    assert res["best_steer_code"].startswith("#")
+
+
+def test_steering_is_on_during_trials_and_off_after(model, tmp_path):
+    tok = make_tokenizer()
+    clean = probe(model, tok)
+    seen = []
+
+    def fn(m, t, prompts):
+        seen.append((n_hooks(m), probe(m, t)))
+        if len(seen) == 3:
+            raise ValueError("crash mid-trial")
+        return float(len(seen))
+
+    before = snapshot(model)
+    r = runner(model, tmp_path, tokenizer=tok, metric="custom", custom_fn=fn)
+    res = r.run(5)
+    assert seen[0][0] == 0 and torch.equal(seen[0][1], clean)  # baseline: unsteered
+    for hooks, logits in seen[1:]:
+        assert hooks > 0 and not torch.allclose(logits, clean)  # every trial: steered
+    assert res["crashes"] == 1
+    assert n_hooks(model) == 0 and torch.equal(probe(model, tok), clean)  # removed, also after the crash
+    assert_same_weights(model, before)
+
+
+def test_holdout_is_reported_never_decides(model, tmp_path):
+    main = [0.5, 0.6, 0.4, 0.7]
+
+    def fn(m, t, prompts):
+        if prompts == ["held out"]:
+            return -float(len(held))  # gets worse at every new best
+        v = main[len(trial)]
+        trial.append(v)
+        held.append(v)
+        return v
+
+    trial, held = [], []
+    res = runner(model, tmp_path, metric="custom", custom_fn=fn, holdout_prompts=["held out"]).run(3)
+    assert [h["status"] for h in res["history"]] == ["baseline", "keep", "discard", "keep"]
+    assert res["baseline_holdout"] == -1.0 and res["best_holdout"] == -4.0
+    assert [h["holdout_score"] for h in res["history"]] == [-1.0, -2.0, None, -4.0]
+    assert "Held-out: -1.0000 -> -4.0000" in str(res)
+    assert [h["holdout_score"] for h in read_log(tmp_path / "r.tsv")] == [-1.0, -2.0, None, -4.0]
+
+
+def test_search_exhausted_stops_early(model, tmp_path):
+    space = SteerSearchSpace(layer_range=(1, 1), coeff_range=(0.3, 0.3), texts=["logical"], schedules=["none"])
+    res = runner(model, tmp_path, search_space=space, metric="custom", custom_fn=scripted([0.0, 1.0])).run(5)
+    assert res["iterations"] == 1 and "widen" in res["stopped_early"] and "Stopped early" in str(res)
+
+
+# ---------------------------------------------------------------------------
+# interrupt and resume
+
+
+def interrupting(k):
+    calls = []
+
+    def fn(model, tokenizer, prompts):
+        calls.append(1)
+        if len(calls) == k:
+            raise KeyboardInterrupt
+        return logit_metric(model, tokenizer, prompts)
+
+    return fn
+
+
+@pytest.mark.parametrize("k", [1, 2, 7])
+def test_interrupt_then_resume_equals_uninterrupted(model, tmp_path, k):
+    tok = make_tokenizer()
+    kw = dict(tokenizer=tok, metric="custom", seed=5, patience=2)
+    full = runner(model, tmp_path, "full.tsv", custom_fn=logit_metric, **kw).run(12)
+    assert {h["status"] for h in full["history"][1:]} >= {"keep", "discard"}
+
+    before = snapshot(model)
+    r = runner(model, tmp_path, "part.tsv", custom_fn=interrupting(k), **kw)
+    with pytest.raises(KeyboardInterrupt):
+        r.run(12)
+    assert n_hooks(model) == 0
+    assert_same_weights(model, before)
+    rows = max(0, k - 1)  # the interrupted call's trial is not logged; k == 1 is the baseline
+    assert len((tmp_path / "part.tsv").read_text().splitlines()) == 1 + rows
+    if rows:
+        assert len(r.results["history"]) == rows
+
+    resumed = runner(model, tmp_path, "part.tsv", custom_fn=logit_metric, **kw).run(12, resume=True)
+    assert strip_timings(tmp_path / "part.tsv") == strip_timings(tmp_path / "full.tsv")
+    for key in ("baseline_score", "best_score", "best_candidate", "best_iteration", "keeps", "discards", "crashes"):
+        assert resumed[key] == full[key], key
+    assert [h["candidate"] for h in resumed["history"]] == [h["candidate"] for h in full["history"]]
+
+
+def test_resume_edge_cases(model, tmp_path):
+    kw = dict(metric="custom", seed=5)
+    full = runner(model, tmp_path, "full.tsv", custom_fn=logit_metric, **kw).run(4)
+    # a complete log: nothing is evaluated again
+    calls = scripted([])
+    again = runner(model, tmp_path, "full.tsv", custom_fn=calls, **kw).run(4, resume=True)
+    assert calls.calls == [] and again["best_score"] == full["best_score"]
+    # a missing log starts a fresh run
+    fresh = runner(model, tmp_path, "new.tsv", custom_fn=logit_metric, **kw).run(4, resume=True)
+    assert strip_timings(tmp_path / "new.tsv") == strip_timings(tmp_path / "full.tsv")
+    assert fresh["best_score"] == full["best_score"]
+    # a row cut off mid-write (killed process) is dropped and re-run
+    p = tmp_path / "cut.tsv"
+    lines = (tmp_path / "full.tsv").read_text().splitlines(keepends=True)
+    p.write_text("".join(lines[:-1]) + lines[-1][:25])
+    runner(model, tmp_path, "cut.tsv", custom_fn=logit_metric, **kw).run(4, resume=True)
+    assert strip_timings(p) == strip_timings(tmp_path / "full.tsv")
+    # extending a finished run continues the same sequence
+    runner(model, tmp_path, "full.tsv", custom_fn=logit_metric, **kw).run(6, resume=True)
+    runner(model, tmp_path, "six.tsv", custom_fn=logit_metric, **kw).run(6)
+    assert strip_timings(tmp_path / "full.tsv") == strip_timings(tmp_path / "six.tsv")
+
+
+def test_resume_refuses_a_log_from_another_run(model, tmp_path):
+    runner(model, tmp_path, custom_fn=logit_metric, metric="custom", seed=5).run(2)
+    with pytest.raises(LogFormatError, match=r"r\.tsv line 2: the log was written by another run \(seed: 5 vs 6\)"):
+        runner(model, tmp_path, custom_fn=logit_metric, metric="custom", seed=6).run(3, resume=True)
+    with pytest.raises(LogFormatError, match="prompts differs"):
+        runner(model, tmp_path, custom_fn=logit_metric, metric="custom", seed=5, prompts=["x y"]).run(3, resume=True)
+    (tmp_path / "other.tsv").write_text("a\tb\n1\t2\n")
+    with pytest.raises(LogFormatError, match="line 1: not an AutoSteer results log"):
+        runner(model, tmp_path, "other.tsv", custom_fn=logit_metric, metric="custom").run(3, resume=True)
+    # an edited candidate: the replay notices the search would not have proposed it
+    p = tmp_path / "r.tsv"
+    text = p.read_text()
+    first = read_log(p)[1]["candidate"]
+    edited = SteerCandidate(tuple(type(v)(v.layer_idx, v.coeff * 0.5, v.text, v.schedule) for v in first))
+    p.write_text(text.replace(first.key(), edited.key()).replace(first.describe(), edited.describe()))
+    with pytest.raises(LogFormatError, match=r"line 3: seed 5 proposes"):
+        runner(model, tmp_path, custom_fn=logit_metric, metric="custom", seed=5).run(3, resume=True)
+
+
+# ---------------------------------------------------------------------------
+# bad input: every error comes before the baseline
+
+
+def never(*a):
+    raise AssertionError("the metric must not run")
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(prompts=PROMPTS, expected_outputs=EXPECTED[:2]), InvalidArgumentError, r"different lengths \(3 vs 2\)"),
+        (dict(metric="accuracy"), InvalidArgumentError, "unknown metric 'accuracy'; expected one of 'task_accuracy', 'perplexity', 'custom'"),
+        (dict(metric="custom"), InvalidArgumentError, "custom_fn"),
+        (dict(metric="custom", custom_fn="not callable"), InvalidArgumentError, "custom_fn"),
+        (dict(prompts=[]), InvalidArgumentError, "prompts is empty"),
+        (dict(prompts=["ok", " "]), InvalidArgumentError, r"prompts\[1\] is empty"),
+        (dict(prompts="one prompt"), InvalidArgumentError, "single string"),
+        (dict(expected_outputs=None), InvalidArgumentError, "needs expected_outputs"),
+        (dict(expected_outputs=["7", "", "x"]), InvalidArgumentError, r"expected_outputs\[1\] is empty"),
+        (dict(search_space=SteerSearchSpace(layer_range=(15, 25))), SearchSpaceError,
+         r"layer_range \(15, 25\) is outside the model: LlamaForCausalLM has 3 decoder layers \(0\.\.2\)"),
+        (dict(log_path="."), InvalidArgumentError, "is a directory"),
+        (dict(log_path="no/such/dir/r.tsv"), InvalidArgumentError, "does not exist"),
+        (dict(log_path=__file__ + "/r.tsv"), InvalidArgumentError, "cannot write the log"),
+        (dict(min_improvement=-0.1), InvalidArgumentError, "min_improvement"),
+        (dict(min_improvement=math.nan), InvalidArgumentError, "min_improvement"),
+        (dict(patience=0), InvalidArgumentError, "patience"),
+        (dict(max_new_tokens=0), InvalidArgumentError, "max_new_tokens"),
+        (dict(batch_size=0), InvalidArgumentError, "batch_size"),
+        (dict(lower_is_better="yes"), InvalidArgumentError, "lower_is_better"),
+        (dict(search_space={"layer_range": (0, 1)}), InvalidArgumentError, "SteerSearchSpace"),
+        (dict(holdout_expected=["7"]), InvalidArgumentError, "without holdout_prompts"),
+        (dict(holdout_prompts=["a", "b"], holdout_expected=["7"]), InvalidArgumentError, "holdout_prompts and holdout_expected"),
+        (dict(metric="custom", custom_fn=never, expected_outputs=EXPECTED), InvalidArgumentError, "not used by metric='custom'"),
+        (dict(metric="perplexity", custom_fn=never), InvalidArgumentError, "only used with metric='custom'"),
+    ],
+)
+def test_bad_input_fails_before_the_baseline(model, tmp_path, monkeypatch, kwargs, exc, match):
+    monkeypatch.chdir(tmp_path)
+    kw = dict(model=model, tokenizer=make_tokenizer(), prompts=PROMPTS, metric="task_accuracy",
+              expected_outputs=EXPECTED, search_space=SPACE, log_path="r.tsv", verbose=False)
+    kw.update(kwargs)
+    with pytest.raises(exc, match=match):
+        AutoSteerRunner(**kw)
+    assert not os.path.exists("r.tsv")
+
+
+@pytest.mark.parametrize(
+    "space_kwargs, match",
+    [
+        (dict(texts=[], negative_texts=[]), "texts is empty"),
+        (dict(coeff_range=(0.5, 0.1)), "empty"),
+        (dict(coeff_range=(0.1, math.inf)), "finite"),
+        (dict(coeff_range=(math.nan, 0.5)), "finite"),
+    ],
+)
+def test_bad_space_is_caught_at_construction(space_kwargs, match):
+    with pytest.raises(SearchSpaceError, match=match):
+        SteerSearchSpace(layer_range=(0, 1), **space_kwargs)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, None, True])
+def test_bad_max_iterations(model, tmp_path, bad):
+    fn = scripted([])
+    r = runner(model, tmp_path, metric="custom", custom_fn=fn)
+    with pytest.raises(InvalidArgumentError, match="max_iterations"):
+        r.run(bad)
+    assert fn.calls == [] and not (tmp_path / "r.tsv").exists()
+
+
+def test_resume_without_log_path(model, tmp_path):
+    r = AutoSteerRunner(model, make_tokenizer(), PROMPTS, metric="custom", custom_fn=scripted([1.0]),
+                        search_space=SPACE, log_path=None, verbose=False)
+    with pytest.raises(InvalidArgumentError, match="resume"):
+        r.run(1, resume=True)
+    assert r.run(0)["baseline_score"] == 1.0  # no log at all is fine
+
+
+def test_default_space_is_the_middle_layers(model, tmp_path):
+    r = runner(model, tmp_path, search_space=None, metric="custom", custom_fn=scripted([0.0]))
+    assert r.search_space.layer_range == (0, 2) and r.search_space.texts == ("logical", "precise", "analytical")
+    assert r.lower_is_better is False
+    assert runner(model, tmp_path, metric="perplexity").lower_is_better is True
+
+
+# ---------------------------------------------------------------------------
+# the evaluator against plain torch
+
+
+def greedy_reference(model, tokenizer, prompt, n):
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        for _ in range(n):
+            nxt = model(input_ids=ids).logits[0, -1].argmax()
+            if nxt.item() == tokenizer.eos_token_id:
+                break
+            ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
+    start = len(tokenizer(prompt)["input_ids"])
+    return tokenizer.decode(ids[0, start:], skip_special_tokens=True)
+
+
+def test_task_accuracy_matches_unbatched_greedy_reference(model):
+    tok = make_tokenizer()  # right padding: the evaluator switches to left and back
+    prompts = PROMPTS + ["a dog", "the old man is calm and"]
+    refs = [greedy_reference(model, tok, p, 5) for p in prompts]
+    ev = SteerEvaluator(model, tok, "task_accuracy", max_new_tokens=5, batch_size=2)
+    assert ev.generate(prompts) == refs
+    # the expected string is searched in the continuation only, case/whitespace-insensitively
+    expected = [" ".join(r.split()[:2]).upper() or "zz" for r in refs[:-1]] + ["the old man"]
+    want = sum(" ".join(e.lower().split()) in " ".join(r.lower().split()) for e, r in zip(expected, refs))
+    assert ev.evaluate(prompts, expected) == want / len(prompts)
+    assert ev.last_outputs == refs
+    assert tok.padding_side == "right"
+
+
+def perplexity_reference(model, tokenizer, prompts, expected=None):
+    nll, count = 0.0, 0
+    with torch.inference_mode():
+        for i, p in enumerate(prompts):
+            ids = tokenizer(p)["input_ids"]
+            first = 1
+            if expected is not None:
+                first = len(ids)
+                ids = ids + tokenizer(expected[i], add_special_tokens=False)["input_ids"]
+            x = torch.tensor([ids])
+            logp = torch.log_softmax(model(input_ids=x).logits[0].double(), -1)
+            for t in range(first, len(ids)):
+                nll -= float(logp[t - 1, ids[t]])
+                count += 1
+    return math.exp(nll / count)
+
+
+def test_perplexity_matches_unpadded_reference(model):
+    tok = make_tokenizer("left")
+    prompts = PROMPTS + ["a"]
+    ev = SteerEvaluator(model, tok, "perplexity", batch_size=2)
+    assert ev.evaluate(prompts) == pytest.approx(perplexity_reference(model, tok, prompts), rel=1e-5)
+    got = ev.evaluate(PROMPTS, [" 7 .", " the book", " she"])
+    assert got == pytest.approx(perplexity_reference(model, tok, PROMPTS, [" 7 .", " the book", " she"]), rel=1e-5)
+    assert tok.padding_side == "left"
+
+
+def test_tokenizer_and_training_flags_are_restored(tmp_path):
+    model = make_model("llama")
+    model.train()
+    model.model.layers[1].eval()  # a mixed state must come back as it was
+    flags = [m.training for m in model.modules()]
+    tok = make_tokenizer()
+    tok.pad_token = None
+    assert tok.pad_token_id is None
+    res = runner(model, tmp_path, tokenizer=tok, metric="task_accuracy", expected_outputs=EXPECTED,
+                 max_new_tokens=2).run(2)
+    assert res["iterations"] == 2
+    assert tok.pad_token is None and tok.padding_side == "right"
+    assert [m.training for m in model.modules()] == flags
+
+
+def test_best_steer_code_reproduces_the_candidate(model, tmp_path):
+    fn = scripted([0.0] + [float(i) for i in range(1, 6)])
+    res = runner(model, tmp_path, metric="custom", custom_fn=fn).run(5)
+    ns = {"model": model, "tokenizer": make_tokenizer()}
+    exec(res["best_steer_code"], ns)
+    steered = ns["steered"]
+    try:
+        got = SteerCandidate.from_dict(steered.get_all())
+        assert got == res["best_candidate"]
+    finally:
+        steered.reset_all()
+    assert n_hooks(model) == 0
+    assert isinstance(steered, Steer)
+
+
+def test_progress_output(model, tmp_path, capsys):
+    runner(model, tmp_path, metric="custom", custom_fn=scripted([0.0, 1.0, 0.5])).run(2)
+    assert capsys.readouterr().out == ""  # verbose=False: silent
+    runner(model, tmp_path, metric="custom", custom_fn=scripted([0.0, 1.0, 0.5]), verbose=True).run(2)
+    out = capsys.readouterr().out.splitlines()  # stdout is not a terminal: plain lines
+    assert out[0] == "[autosteer] baseline 0.0000"
+    assert out[1].startswith("[autosteer] 1/2 keep    score 1.0000  best 1.0000  L")
+    assert out[2].startswith("[autosteer] 2/2 discard score 0.5000  best 1.0000  L")
+
+
+def test_plot_history_from_results(model, tmp_path):
+    pytest.importorskip("matplotlib")
+    from autosteer import plot_history
+
+    res = runner(model, tmp_path, metric="custom", custom_fn=scripted([0.0, 1.0, RuntimeError("x"), 0.5])).run(3)
+    fig = plot_history(res, tmp_path / "h.svg")
+    assert (tmp_path / "h.svg").stat().st_size > 1000
+    assert "higher is better" in fig.axes[0].get_ylabel()
