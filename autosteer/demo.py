@@ -1,0 +1,213 @@
+"""``autosteer demo``: the autonomous search end to end on the embedded model.
+
+Loads the model organism (or any causal LM with ``--model``), runs
+:class:`~autosteer.runner.AutoSteerRunner` on 16 unframed arithmetic prompts of
+the organism's world, scores the baseline and each new best on held-out prompts
+that neither training nor the search ever saw, and prints baseline -> best,
+held-out before/after, the best configuration as code, and before/after
+generations. Writes ``results.tsv``, ``progress.png`` and ``best.json`` into
+``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+__all__ = ["main", "run_demo", "DEMO_SPACE"]
+
+# The search space of the demo on the embedded model: the concept words of the
+# organism's world (README example) plus their multi-word framings, the layers
+# where steering acts, coefficient magnitudes below the collapse at ~1.
+DEMO_SPACE: dict[str, Any] = {
+    "layer_range": (0, 7),
+    "coeff_range": (0.05, 1.0),
+    "texts": ["logical", "precise", "analytical", "a logical answer :", "a precise answer :"],
+    "negative_texts": ["confused", "irrational", "imprecise"],
+    "max_vectors": 2,
+}
+
+
+def _parse_range(text: str, kind, flag: str):
+    try:
+        lo, hi = text.split(":")
+        return kind(lo), kind(hi)
+    except ValueError:
+        raise SystemExit(f"autosteer demo: error: {flag} expects LO:HI, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="autosteer demo",
+        description="Run the autonomous steering search on the embedded model organism "
+                    "(or any Hugging Face causal LM) and report what it found.",
+        epilog="example:\n  autosteer demo --out demo_out\n"
+               "  autosteer demo --metric perplexity --iterations 20 --out demo_ppl\n"
+               "  autosteer demo --model path/to/llama --layers 8:20 --out demo_llama",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--metric", choices=["task_accuracy", "perplexity"], default="task_accuracy")
+    p.add_argument("--iterations", type=int, default=30, help="search iterations after the baseline (default 30)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="demo_out", help="output folder (created if missing)")
+    p.add_argument("--model", default="organism",
+                   help="'organism' (default: the embedded model) or a Hugging Face path / hub id")
+    p.add_argument("--prompts", type=int, default=16, help="number of search prompts (default 16)")
+    p.add_argument("--holdout", type=int, default=200, help="number of held-out prompts (default 200)")
+    p.add_argument("--layers", help="layer range A:B (inclusive); default: the demo's space on the organism, "
+                                    "the middle layers elsewhere")
+    p.add_argument("--coeffs", help="coefficient magnitudes LO:HI")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    return p
+
+
+def _load(model_name: str):
+    if model_name == "organism":
+        from autosteer.organism import load_organism
+
+        return load_organism()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_name)
+    model = AutoModelForCausalLM.from_pretrained(model_name)
+    model.eval()
+    return model, tokenizer
+
+
+def _space(model_name: str, layers: str | None, coeffs: str | None):
+    from autosteer.search import SteerSearchSpace
+
+    kw = dict(DEMO_SPACE)
+    if model_name != "organism":
+        kw["layer_range"] = None  # the model's middle layers
+        kw["texts"] = ["logical", "precise", "analytical"]
+    if layers:
+        kw["layer_range"] = _parse_range(layers, int, "--layers")
+    if coeffs:
+        kw["coeff_range"] = _parse_range(coeffs, float, "--coeffs")
+    return SteerSearchSpace(**kw)
+
+
+def _generations(runner, prompts: list[str], candidate) -> list[str]:
+    """Greedy continuations of ``prompts``, steered by ``candidate`` (None: unsteered)."""
+    steer = runner.steer
+    steer.reset_all()
+    try:
+        if candidate is not None:
+            candidate.apply(steer)
+        with runner.evaluator.eval_mode():
+            return runner.evaluator.generate(prompts)
+    finally:
+        steer.reset_all()
+
+
+def run_demo(metric: str = "task_accuracy", iterations: int = 30, seed: int = 0, out: str | Path = "demo_out",
+             model: str = "organism", n_prompts: int = 16, n_holdout: int = 200, layers: str | None = None,
+             coeffs: str | None = None, verbose: bool = True, stream=None) -> dict[str, Any]:
+    """Run the demo; returns a dict of what it printed (scores, held-out, paths)."""
+    from autosteer.organism import world
+    from autosteer.runner import AutoSteerRunner
+
+    stream = stream or sys.stdout
+    say = lambda *a: print(*a, file=stream, flush=True)  # noqa: E731
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    lm, tokenizer = _load(model)
+    space = _space(model, layers, coeffs)
+
+    if metric == "task_accuracy":
+        prompts, expected = world.search_prompts(n_prompts)
+        hold_prompts, hold_expected = world.heldout_prompts(n_holdout)
+        extra = dict(expected_outputs=expected, holdout_prompts=hold_prompts, holdout_expected=hold_expected,
+                     max_new_tokens=4, batch_size=16)
+    else:
+        prompts = world.correct_texts(n_prompts, seed=world.SEARCH_SEED, pool="search")
+        hold_prompts, hold_expected = world.correct_texts(n_holdout), None
+        extra = dict(holdout_prompts=hold_prompts, batch_size=16)
+
+    say(f"AutoSteer demo: {type(lm).__name__} ({model}) | metric {metric} | {len(prompts)} search prompts, "
+        f"{len(hold_prompts)} held-out prompts never seen by training or search | seed {seed}, "
+        f"{iterations} iterations")
+    runner = AutoSteerRunner(lm, tokenizer, prompts, metric=metric, search_space=space,
+                             log_path=out / "results.tsv", seed=seed, verbose=verbose, **extra)
+    results = runner.run(max_iterations=iterations)
+    say("")
+    say(results.summary())
+    before, after = results["baseline_holdout"], results["best_holdout"]
+    if after is None:
+        after = before  # nothing beat the baseline: the model is unchanged
+    if before is not None:
+        change = ""
+        if metric == "perplexity" and before:
+            change = f" ({100 * (after - before) / before:+.1f}%)"
+        say(f"Held-out {metric}: {before:.4f} -> {after:.4f}{change} on {len(hold_prompts)} prompts")
+    best = results["best_candidate"]
+    say("")
+    if best is None:
+        say("No configuration beat the baseline.")
+    else:
+        say("Best configuration (paste to reproduce):")
+        for line in best.to_code().splitlines():
+            say("    " + line)
+        (out / "best.json").write_text(json.dumps(best.to_dict(), indent=2) + "\n")
+
+    examples = hold_prompts[:3]
+    if metric == "task_accuracy":
+        plain = _generations(runner, examples, None)
+        steered = _generations(runner, examples, best)
+        say("")
+        say("Before / after on held-out prompts (greedy):")
+        for p, e, a, b in zip(examples, hold_expected[:3], plain, steered):
+            say(f"    {p!r:32s} expected {e!r:5s} | before {a.strip()!r:10s} | after {b.strip()!r}")
+    else:
+        stems = [t.rsplit(" ", 1)[0] for t in examples]
+        plain = _generations(runner, stems, None)
+        steered = _generations(runner, stems, best)
+        say("")
+        say("Before / after (greedy continuation of the question):")
+        for p, a, b in zip(stems, plain, steered):
+            say(f"    {p!r:32s} before {a.strip()!r:10s} | after {b.strip()!r}")
+
+    png = out / "progress.png"
+    try:
+        from autosteer.plot import plot_history
+
+        plot_history(results, png)
+    except ImportError:
+        png = None
+        say("(matplotlib is not installed: no plot; pip install 'autosteer[plot]')")
+    elapsed = time.perf_counter() - t0
+    say("")
+    say(f"Wrote {out / 'results.tsv'}" + (f", {png}" if png else "") + (f", {out / 'best.json'}" if best else "")
+        + f" in {elapsed:.0f} s")
+    return {
+        "metric": metric,
+        "baseline_score": results["baseline_score"],
+        "best_score": results["best_score"],
+        "baseline_holdout": before,
+        "best_holdout": after,
+        "best_candidate": best,
+        "results": results,
+        "elapsed_s": elapsed,
+        "out": out,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.iterations < 0:
+        print("autosteer demo: error: --iterations must be >= 0", file=sys.stderr)
+        return 2
+    run_demo(metric=args.metric, iterations=args.iterations, seed=args.seed, out=args.out, model=args.model,
+             n_prompts=args.prompts, n_holdout=args.holdout, layers=args.layers, coeffs=args.coeffs,
+             verbose=not args.quiet)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
