@@ -65,8 +65,31 @@ def main():
         failures += not ok
         print(f"{arch:12s} max|logit diff|={err:.2e} same tokens={torch.equal(got.sequences, want.sequences)} "
               f"hook calls={calls} C-kernel calls={kernel_calls} sync-free forward={sync_free} -> {'ok' if ok else 'FAIL'}")
+    failures += check_runner()
     print("gpu check:", "all ok" if failures == 0 else f"{failures} failure(s)")
     return 1 if failures else 0
+
+
+def check_runner() -> int:
+    """The autonomous loop on CUDA: runs, scores like the CPU, leaves the weights alone."""
+    from autosteer import AutoSteerRunner, SteerEvaluator, SteerSearchSpace
+
+    tok = tiny_models.make_tokenizer()
+    model = tiny_models.make_model("llama").cuda()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    prompts = ["what is 3 plus 4 ?", "the cat likes", "I feel happy because"]
+    space = SteerSearchSpace(layer_range=(0, 2))
+    for metric, kw in (("task_accuracy", dict(expected_outputs=["7", "the", "the"])), ("perplexity", {})):
+        runner = AutoSteerRunner(model, tok, prompts, metric=metric, search_space=space, log_path=None, seed=1,
+                                 verbose=False, max_new_tokens=4, **kw)
+        res = runner.run(6)
+        print(f"runner on cuda, {metric}: {res.summary()}")
+    cpu = SteerEvaluator(tiny_models.make_model("llama"), tok, "perplexity").evaluate(prompts)
+    gpu = SteerEvaluator(model, tok, "perplexity").evaluate(prompts)
+    same = all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    ok = abs(cpu - gpu) < 1e-3 * cpu and same
+    print(f"perplexity cpu {cpu:.6f} cuda {gpu:.6f}; weights unchanged {same} -> {'ok' if ok else 'FAIL'}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
