@@ -7,8 +7,6 @@ device-side, no host synchronisation (no ``.item()``, no ``.cpu()``).
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 RMS_EPS = 1e-6
@@ -42,9 +40,10 @@ def apply_delta(h, directions, weights, last, deltas):
     else:
         index = last.to(hd.device).view(batch, 1, 1).expand(batch, 1, width)
         ref = torch.take_along_dim(hd, index, dim=1)  # [B, 1, D]
-    # rms = sqrt(|x|^2 / D + eps) = hypot(|x| / sqrt(D), sqrt(eps)), accumulated in float32
+    # rms = sqrt(|x|^2 / D + eps), accumulated in float32; Python scalars only
+    # (a tensor made from a host number would be a synchronising copy)
     norm = torch.linalg.vector_norm(ref, dim=-1, keepdim=True, dtype=torch.float32)
-    scale = torch.hypot(norm * (1.0 / math.sqrt(width)), norm.new_tensor(math.sqrt(RMS_EPS)))
+    scale = norm.square().mul_(1.0 / width).add_(RMS_EPS).sqrt_()
     combined = None
     for j, w in enumerate(weights):
         if w == 0.0:
