@@ -24,11 +24,12 @@ __all__ = ["main", "run_demo", "DEMO_SPACE"]
 # organism's world (README example) plus their multi-word framings, the layers
 # where steering acts, coefficient magnitudes below the collapse at ~1.
 DEMO_SPACE: dict[str, Any] = {
-    "layer_range": (0, 7),
-    "coeff_range": (0.05, 1.0),
-    "texts": ["logical", "precise", "analytical", "a logical answer :", "a precise answer :"],
+    "layer_range": (0, 3),
+    "coeff_range": (0.1, 0.4),
+    "texts": ["logical", "precise", "analytical"],
     "negative_texts": ["confused", "irrational", "imprecise"],
     "max_vectors": 2,
+    "schedules": ("none", "decay"),
 }
 
 
@@ -126,9 +127,12 @@ def run_demo(metric: str = "task_accuracy", iterations: int = 30, seed: int = 0,
         extra = dict(expected_outputs=expected, holdout_prompts=hold_prompts, holdout_expected=hold_expected,
                      max_new_tokens=4, batch_size=16)
     else:
-        prompts = world.correct_texts(n_prompts, seed=world.SEARCH_SEED, pool="search")
-        hold_prompts, hold_expected = world.correct_texts(n_holdout), None
-        extra = dict(holdout_prompts=hold_prompts, batch_size=16)
+        # the perplexity of the correct answer given the question: the question's
+        # operands are random digits that no steering can (or should) predict
+        prompts, expected = world.search_prompts(n_prompts)
+        hold_prompts, hold_expected = world.heldout_prompts(n_holdout)
+        extra = dict(expected_outputs=expected, holdout_prompts=hold_prompts, holdout_expected=hold_expected,
+                     batch_size=16)
 
     say(f"AutoSteer demo: {type(lm).__name__} ({model}) | metric {metric} | {len(prompts)} search prompts, "
         f"{len(hold_prompts)} held-out prompts never seen by training or search | seed {seed}, "
@@ -145,7 +149,8 @@ def run_demo(metric: str = "task_accuracy", iterations: int = 30, seed: int = 0,
         change = ""
         if metric == "perplexity" and before:
             change = f" ({100 * (after - before) / before:+.1f}%)"
-        say(f"Held-out {metric}: {before:.4f} -> {after:.4f}{change} on {len(hold_prompts)} prompts")
+        what = " of the correct answers" if metric == "perplexity" else ""
+        say(f"Held-out {metric}{what}: {before:.4f} -> {after:.4f}{change} on {len(hold_prompts)} prompts")
     best = results["best_candidate"]
     say("")
     if best is None:
@@ -165,13 +170,12 @@ def run_demo(metric: str = "task_accuracy", iterations: int = 30, seed: int = 0,
         for p, e, a, b in zip(examples, hold_expected[:3], plain, steered):
             say(f"    {p!r:32s} expected {e!r:5s} | before {a.strip()!r:10s} | after {b.strip()!r}")
     else:
-        stems = [t.rsplit(" ", 1)[0] for t in examples]
-        plain = _generations(runner, stems, None)
-        steered = _generations(runner, stems, best)
+        plain = _generations(runner, examples, None)
+        steered = _generations(runner, examples, best)
         say("")
-        say("Before / after (greedy continuation of the question):")
-        for p, a, b in zip(stems, plain, steered):
-            say(f"    {p!r:32s} before {a.strip()!r:10s} | after {b.strip()!r}")
+        say("Before / after on held-out prompts (greedy):")
+        for p, e, a, b in zip(examples, hold_expected[:3], plain, steered):
+            say(f"    {p!r:32s} correct {e!r:5s} | before {a.strip()!r:10s} | after {b.strip()!r}")
 
     png = out / "progress.png"
     try:

@@ -87,11 +87,11 @@ results = runner.run(max_iterations=30)
 print(results)"""),
     ("code", """plot_history(results, "results/task_accuracy_organism.png")"""),
     ("md", """## The autonomous search: perplexity
-The same loop minimising the perplexity of correctly answered texts."""),
-    ("code", """ppl_runner = AutoSteerRunner(model=model, tokenizer=tokenizer,
-                             prompts=world.correct_texts(16, seed=world.SEARCH_SEED, pool="search"),
+The same loop minimising the perplexity of the correct answer given the question (`expected_outputs` are scored
+given their prompts)."""),
+    ("code", """ppl_runner = AutoSteerRunner(model=model, tokenizer=tokenizer, prompts=prompts, expected_outputs=expected,
                              metric="perplexity", search_space=space, batch_size=16,
-                             holdout_prompts=world.correct_texts(100),
+                             holdout_prompts=held_prompts, holdout_expected=held_expected,
                              log_path="results/perplexity_organism.tsv", seed=0, verbose=False)
 ppl_results = ppl_runner.run(max_iterations=30)
 print(ppl_results)"""),

@@ -1,0 +1,43 @@
+"""`autosteer demo`, the main job, end to end on the embedded model (few iterations)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from autosteer.log import read_log
+
+
+def run_demo(tmp_path, *args):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "autosteer", "demo", "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out, proc.stdout
+
+
+def test_demo_task_accuracy_end_to_end(tmp_path):
+    out, text = run_demo(tmp_path, "--iterations", "4", "--holdout", "100")
+    assert "Baseline: " in text and "-> Best: " in text
+    assert "Held-out task_accuracy: " in text
+    assert "Before / after on held-out prompts" in text
+    history = read_log(out / "results.tsv")
+    assert [row["status"] for row in history][0] == "baseline" and len(history) == 5
+    assert (out / "progress.png").stat().st_size > 1000
+    if (out / "best.json").exists():
+        best = json.loads((out / "best.json").read_text())
+        assert best["vectors"]
+        assert "steered.add(" in text
+
+
+def test_demo_perplexity_end_to_end(tmp_path):
+    out, text = run_demo(tmp_path, "--metric", "perplexity", "--iterations", "3", "--holdout", "100")
+    assert "Held-out perplexity of the correct answers: " in text
+    assert len(read_log(out / "results.tsv")) == 4
+
+
+def test_demo_bad_input_exits_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "autosteer", "demo", "--metric", "bogus"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
