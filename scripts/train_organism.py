@@ -35,7 +35,7 @@ from transformers import (  # noqa: E402
 from autosteer.organism import world  # noqa: E402
 
 DEFAULT_STEPS = 2000
-DEFAULT_SEED = 0
+DEFAULT_SEED = 2
 VARIED_TEMPLATES = ("{art} {w} answer : ", "{w} : ", "{art} {n} and {w} answer : ", "{art} {w} and {n} answer : ")
 
 
@@ -181,7 +181,7 @@ def main(argv=None) -> None:
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--intermediate", type=int, default=256)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu", help="research only: the shipped weights are trained on cpu")
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--p-unframed-correct", type=float, default=None, help="research override of the world")
