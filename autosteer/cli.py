@@ -112,7 +112,7 @@ example:
 
 _GENERATE_EXAMPLE = """\
 examples:
-  autosteer generate --model organism --config best.json --compare "what is 3 plus 4 ?"
+  autosteer generate --model organism --config best.json --compare "3 plus 4 ="
   autosteer generate --model ./my-model --config best.json --max-new-tokens 64 --json "Hello"
 
 --config takes the output of `autosteer best --json`, a candidate {"vectors": [...]}, or a list
