@@ -108,7 +108,7 @@ with Steer(model, tokenizer) as steered:
 ]
 
 # manual-steering example: a configuration from the layer x coefficient sweep (README)
-MANUAL = {"MANUAL_LAYER": "1", "MANUAL_COEFF": "0.5", "MANUAL_TEXT": '"logical"'}
+MANUAL = {"MANUAL_LAYER": "0", "MANUAL_COEFF": "-0.2", "MANUAL_TEXT": '"imprecise"'}
 
 
 def build() -> nbformat.NotebookNode:
