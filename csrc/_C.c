@@ -558,6 +558,37 @@ static PyType_Spec Cosine_spec = {"autosteer.CosineSchedule", sizeof(ScheduleObj
 static PyType_Spec Warmup_spec = {"autosteer.WarmupSchedule", sizeof(ScheduleObject), 0,
                                   AS_SCHED_FLAGS, Warmup_slots};
 
+/* The kernel's storage type of a DLPack tensor; 0, or -1 when unsupported. */
+static int
+as_view_dtype(const as_tensor_view *v, as_dtype *out)
+{
+    if (v->t.dtype.lanes != 1)
+        return -1;
+    if (v->t.dtype.code == AS_DL_FLOAT && v->t.dtype.bits == 32)
+        *out = AS_F32;
+    else if (v->t.dtype.code == AS_DL_FLOAT && v->t.dtype.bits == 16)
+        *out = AS_F16;
+    else if (v->t.dtype.code == AS_DL_BFLOAT && v->t.dtype.bits == 16)
+        *out = AS_BF16;
+    else
+        return -1;
+    return 0;
+}
+
+/* A [B, T, D] CPU view the kernel can write: hidden dimension contiguous,
+ * non-negative strides.  Fills `h` and returns 1, else 0. */
+static int
+as_view_hidden(const as_tensor_view *v, as_hidden *h)
+{
+    as_dtype dt;
+    if (v->t.device.device_type != AS_DL_CPU || v->t.ndim != 3 || as_view_dtype(v, &dt) != 0 ||
+        as_tensor_stride(v, 2) != 1 || as_tensor_stride(v, 0) < 0 || as_tensor_stride(v, 1) < 0)
+        return 0;
+    *h = (as_hidden){as_tensor_data(v), dt, v->t.shape[0], v->t.shape[1], v->t.shape[2],
+                     as_tensor_stride(v, 0), as_tensor_stride(v, 1)};
+    return 1;
+}
+
 /* ================================================================== */
 /* StepTracker                                                         */
 /* ================================================================== */
@@ -1209,18 +1240,10 @@ Hook_call(PyObject *self, PyObject *args, PyObject *kwds)
             PyErr_Clear();
         }
         else {
-            as_dtype dt = AS_F32;
-            int ok = v.t.device.device_type == AS_DL_CPU && v.t.ndim == 3 && v.t.dtype.lanes == 1 &&
-                     v.t.shape[2] == hk->D && as_tensor_stride(&v, 2) == 1 &&
-                     as_tensor_stride(&v, 0) >= 0 && as_tensor_stride(&v, 1) >= 0 &&
-                     (uintptr_t)as_tensor_data(&v) != tr->embeds_ptr;
-            if (v.t.dtype.code == AS_DL_FLOAT && v.t.dtype.bits == 32) dt = AS_F32;
-            else if (v.t.dtype.code == AS_DL_FLOAT && v.t.dtype.bits == 16) dt = AS_F16;
-            else if (v.t.dtype.code == AS_DL_BFLOAT && v.t.dtype.bits == 16) dt = AS_BF16;
-            else ok = 0;
+            as_hidden hid;
+            int ok = as_view_hidden(&v, &hid) && hid.D == hk->D &&
+                     (uintptr_t)hid.data != tr->embeds_ptr;
             if (ok && nonzero > 0) {
-                as_hidden hid = {as_tensor_data(&v), dt, v.t.shape[0], v.t.shape[1], v.t.shape[2],
-                                 as_tensor_stride(&v, 0), as_tensor_stride(&v, 1)};
                 const int64_t *last = NULL;
                 if (as_tracker_last_cpu(tr, st, hid.B, hid.T, &last) != 0) {
                     as_tensor_close(&v);
@@ -1374,10 +1397,7 @@ as_apply_delta(PyObject *module, PyObject *args, PyObject *kwds)
         ol = 1;
     }
     as_dtype dt;
-    if (vh.t.dtype.code == AS_DL_FLOAT && vh.t.dtype.bits == 32) dt = AS_F32;
-    else if (vh.t.dtype.code == AS_DL_FLOAT && vh.t.dtype.bits == 16) dt = AS_F16;
-    else if (vh.t.dtype.code == AS_DL_BFLOAT && vh.t.dtype.bits == 16) dt = AS_BF16;
-    else {
+    if (as_view_dtype(&vh, &dt) != 0) {
         PyErr_SetString(PyExc_TypeError, "hidden must be float32, float16 or bfloat16");
         goto done;
     }
@@ -1386,8 +1406,8 @@ as_apply_delta(PyObject *module, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "apply_delta runs on CPU tensors only");
         goto done;
     }
-    if (vh.t.ndim != 3 || as_tensor_stride(&vh, 2) != 1 || as_tensor_stride(&vh, 0) < 0 ||
-        as_tensor_stride(&vh, 1) < 0) {
+    as_hidden h;
+    if (!as_view_hidden(&vh, &h)) {
         PyErr_SetString(PyExc_ValueError,
                         "hidden must be 3-D [B, T, D] with a contiguous hidden dimension");
         goto done;
@@ -1427,8 +1447,6 @@ as_apply_delta(PyObject *module, PyObject *args, PyObject *kwds)
         PyErr_NoMemory();
         goto done;
     }
-    as_hidden h = {as_tensor_data(&vh), dt, B, T, D, as_tensor_stride(&vh, 0),
-                   as_tensor_stride(&vh, 1)};
     int krc;
     Py_BEGIN_ALLOW_THREADS
     krc = as_kernel_apply(&h, (const float *)as_tensor_data(&vd), J,
