@@ -141,6 +141,19 @@ def _check_log_path(log_path: Any) -> str | None:
     return path
 
 
+def _in_notebook() -> bool:
+    """True inside a Jupyter kernel (an imported ipykernel alone is not enough:
+    jupyter_client imports it to look up kernel specs)."""
+    ipython = sys.modules.get("IPython")
+    if ipython is None:
+        return False
+    try:
+        shell = ipython.get_ipython()
+    except Exception:  # noqa: BLE001 - any failure means "not a notebook"
+        return False
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
 class _Progress:
     """tqdm on a terminal (or in a notebook), plain lines on a pipe, nothing when silent."""
 
@@ -152,7 +165,7 @@ class _Progress:
             return
         stream = sys.stdout
         interactive = bool(getattr(stream, "isatty", lambda: False)())
-        in_notebook = "ipykernel" in sys.modules and not interactive
+        in_notebook = not interactive and _in_notebook()
         if interactive or in_notebook:
             try:
                 if in_notebook:
