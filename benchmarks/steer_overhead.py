@@ -6,6 +6,7 @@ Prints ratios measured in this one run.  Random-weight Llama built from a
 config (no download).  Usage:
     python benchmarks/steer_overhead.py [--device cpu|cuda] [--hidden 512] [--layers 8]
         [--batch 8] [--prompt 32] [--new 32] [--dtype float32|bfloat16|float16] [--repeats 3]
+    python benchmarks/steer_overhead.py --micro [--device cpu|cuda] [--hidden 2048] [--dtype ...]
 """
 
 from __future__ import annotations
@@ -57,6 +58,50 @@ def timed_generate(model, ids, new, device, repeats):
     return statistics.median(times[1:])  # first run is a warm-up
 
 
+def micro(device: str, dtype, width: int, repeats: int = 2000):
+    """Cost of one steered layer forward, without the model: the C hook vs the
+    Python baseline hook vs the torch-op path, per call."""
+    from autosteer import _C, _torch_ops
+
+    rows = []
+    module = torch.nn.Identity()
+    direction = torch.randn(width)
+    for batch, seq in ((8, 1), (8, 64)):
+        h = torch.randn(batch, seq, width, device=device).to(dtype)
+        tracker = _C.StepTracker(_torch_ops.last_token_index, None)
+        dirs = direction[None, :].contiguous()
+        hook = _C.SteerHook(tracker, 0, dirs, [0.3], [None], [None], dirs.to(device), _torch_ops.apply_delta)
+
+        def c_hook():
+            hook(module, (h,), {})
+
+        def torch_ops():
+            _torch_ops.apply_delta(h, dirs.to(device), (0.3,), None, None)
+
+        d = direction.to(device)
+
+        def python_hook():
+            x = h
+            dd = d.float()
+            dd = dd / (dd.pow(2).mean().sqrt() + 1e-6)
+            r = x[:, -1, :].float().pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+            x = x + (0.3 * dd * r)[:, None, :].to(x.dtype)
+
+        for name, fn in (("autosteer C hook", c_hook), ("autosteer torch ops", torch_ops), ("python hook", python_hook)):
+            with torch.inference_mode():
+                for _ in range(50):
+                    fn()
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for _ in range(repeats):
+                    fn()
+                if device == "cuda":
+                    torch.cuda.synchronize()
+            rows.append((f"{name}, h[{batch}, {seq}, {width}]", 1e6 * (time.perf_counter() - t0) / repeats))
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -67,7 +112,15 @@ def main(argv=None):
     p.add_argument("--new", type=int, default=32)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--micro", action="store_true", help="time one steered layer call only (no model)")
     a = p.parse_args(argv)
+    if a.micro:
+        dev = torch.cuda.get_device_name() if a.device == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+        print(f"per-call cost of steering one layer ({dev}, {a.dtype}, torch {torch.__version__})")
+        rows = micro(a.device, getattr(torch, a.dtype), a.hidden)
+        for name, us in rows:
+            print(f"{name:48s} {us:9.1f} us")
+        return
     torch.manual_seed(0)
     dtype = getattr(torch, a.dtype)
     cfg = LlamaConfig(vocab_size=1000, hidden_size=a.hidden, intermediate_size=a.hidden * 3,

@@ -19,53 +19,55 @@ typedef enum { AS_F32 = 0, AS_F16 = 1, AS_BF16 = 2 } as_dtype;
 
 #define AS_RMS_EPS 1e-6
 
+/* On x86-64 Linux with GCC, compile the kernel twice (AVX2 and baseline SSE2)
+ * and pick at load time: the half-precision conversions vectorise twice as
+ * wide.  Elsewhere one portable build. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(AS_NO_CLONES)
+#define AS_KERNEL_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define AS_KERNEL_CLONES
+#endif
+
 /* ---- half <-> float, bfloat16 <-> float (round to nearest even) ---- */
 
 static inline float as_bits_to_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 static inline uint32_t as_f32_to_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
+/* Branch-free, so that the row loops vectorise.  half -> float: move the
+ * exponent and mantissa into float position and rebias by multiplying with
+ * 2^112 (exact, also for subnormal halves); an all-ones half exponent
+ * (inf/nan) becomes an all-ones float exponent. */
 static inline float
 as_f16_to_f32(uint16_t h)
 {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu;
-    uint32_t man = h & 0x3ffu;
-    if (exp == 0x1f)                               /* inf / nan */
-        return as_bits_to_f32(sign | 0x7f800000u | (man << 13));
-    if (exp == 0) {
-        if (man == 0)
-            return as_bits_to_f32(sign);
-        /* subnormal: value = man * 2^-24 */
-        float v = (float)man * 5.9604644775390625e-8f;
-        return sign ? -v : v;
-    }
-    return as_bits_to_f32(sign | ((exp + 112u) << 23) | (man << 13));
+    uint32_t em = (uint32_t)(h & 0x7fffu) << 13;
+    uint32_t bits = as_f32_to_bits(as_bits_to_f32(em) * 5.192296858534828e+33f /* 2^112 */);
+    bits |= 0x7f800000u & (0u - (uint32_t)(em >= 0x0f800000u));
+    return as_bits_to_f32(bits | sign);
 }
 
+/* float -> half, round to nearest even.  Three candidates, one selected:
+ *   |f| >= 2^16: inf (or a quiet nan);
+ *   |f| < 2^-14: subnormal half, rounded by the FPU when adding 0.5 (whose
+ *                ulp, 2^-24, is the half subnormal unit);
+ *   otherwise:   rebias the exponent by -112 and round the 13 dropped bits to
+ *                even; a carry into the exponent (65520 and up) gives inf. */
 static inline uint16_t
 as_f32_to_f16(float f)
 {
     uint32_t x = as_f32_to_bits(f);
-    uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+    uint32_t sign = (x >> 16) & 0x8000u;
     uint32_t ax = x & 0x7fffffffu;
-    if (ax >= 0x7f800000u)                         /* inf / nan */
-        return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
-    if (ax >= 0x477ff000u)                         /* rounds to >= 65520: inf */
-        return (uint16_t)(sign | 0x7c00u);
-    if (ax < 0x38800000u) {                        /* below 2^-14: subnormal or 0 */
-        /* round(|f| * 2^24) with ties to even, done in float exactly */
-        float a = as_bits_to_f32(ax);
-        float scaled = a * 16777216.0f;            /* exact: power of two */
-        float r = nearbyintf(scaled);              /* default mode: ties to even */
-        return (uint16_t)(sign | (uint16_t)r);
-    }
-    uint32_t exp = (ax >> 23) - 112u;
-    uint32_t man = ax & 0x7fffffu;
-    uint32_t half = (exp << 10) | (man >> 13);
-    uint32_t rest = man & 0x1fffu;
-    if (rest > 0x1000u || (rest == 0x1000u && (half & 1u)))
-        half += 1u;                                /* may carry into the exponent: fine */
-    return (uint16_t)(sign | half);
+    uint32_t special = 0x7c00u | (0x200u & (0u - (uint32_t)(ax > 0x7f800000u)));
+    uint32_t sub = as_f32_to_bits(as_bits_to_f32(ax) + 0.5f) - 0x3f000000u;
+    uint32_t norm = (ax + 0xc8000fffu + ((ax >> 13) & 1u)) >> 13;
+    /* selected with masks, not branches */
+    uint32_t is_special = 0u - (uint32_t)(ax >= 0x47800000u);
+    uint32_t is_sub = (0u - (uint32_t)(ax < 0x38800000u)) & ~is_special;
+    uint32_t out = (special & is_special) | (sub & is_sub) | (norm & ~(is_special | is_sub));
+    return (uint16_t)(sign | out);
 }
 
 static inline float as_bf16_to_f32(uint16_t b) { return as_bits_to_f32((uint32_t)b << 16); }
@@ -101,16 +103,53 @@ as_store(void *base, as_dtype dt, int64_t i, float v)
     }
 }
 
-/* rms of one row of D elements, in float32 semantics with a double sum */
+/* rms of one row of D elements, in float32 semantics with a double sum;
+ * one loop per storage type so that each one vectorises */
 static inline float
 as_kernel_row_rms(const void *row, as_dtype dt, int64_t D)
 {
     double acc = 0.0;
-    for (int64_t d = 0; d < D; d++) {
-        double v = (double)as_load(row, dt, d);
-        acc += v * v;
+    if (dt == AS_F32) {
+        const float *r = (const float *)row;
+        for (int64_t d = 0; d < D; d++)
+            acc += (double)r[d] * (double)r[d];
+    }
+    else if (dt == AS_BF16) {
+        const uint16_t *r = (const uint16_t *)row;
+        for (int64_t d = 0; d < D; d++) {
+            double v = (double)as_bf16_to_f32(r[d]);
+            acc += v * v;
+        }
+    }
+    else {
+        const uint16_t *r = (const uint16_t *)row;
+        for (int64_t d = 0; d < D; d++) {
+            double v = (double)as_f16_to_f32(r[d]);
+            acc += v * v;
+        }
     }
     return (float)sqrt(acc / (double)D + AS_RMS_EPS);
+}
+
+/* row[d] += delta[d], rounding once to the storage type */
+static inline void
+as_kernel_add_row(void *row, as_dtype dt, const float *delta, int64_t D)
+{
+    if (dt == AS_F32) {
+        float *r = (float *)row;
+        for (int64_t d = 0; d < D; d++)
+            r[d] += delta[d];
+    }
+    else if (dt == AS_BF16) {
+        uint16_t *r = (uint16_t *)row;
+        for (int64_t d = 0; d < D; d++)
+            r[d] = as_f32_to_bf16(as_bf16_to_f32(r[d]) + delta[d]);
+    }
+    else {
+        uint16_t *r = (uint16_t *)row;
+        for (int64_t d = 0; d < D; d++)
+            r[d] = as_f32_to_f16(as_f16_to_f32(r[d]) + delta[d]);
+    }
 }
 
 typedef struct {
@@ -129,7 +168,7 @@ typedef struct {
  *   scratch: D floats of workspace
  * Returns 0, or -1 when an index in `last` is outside [0, T).
  */
-static int
+AS_KERNEL_CLONES static int
 as_kernel_apply(const as_hidden *h, const float *dirs, int64_t J,
                 const float *weights, int64_t w_stride, const int64_t *last,
                 float *scratch)
@@ -160,18 +199,8 @@ as_kernel_apply(const as_hidden *h, const float *dirs, int64_t J,
             continue;
         for (int64_t d = 0; d < D; d++)
             scratch[d] *= s;
-        for (int64_t t = 0; t < h->T; t++) {
-            char *row = rowb + (size_t)(t * h->stride_t) * esize;
-            if (h->dtype == AS_F32) {
-                float *r = (float *)row;
-                for (int64_t d = 0; d < D; d++)
-                    r[d] += scratch[d];
-            }
-            else {
-                for (int64_t d = 0; d < D; d++)
-                    as_store(row, h->dtype, d, as_load(row, h->dtype, d) + scratch[d]);
-            }
-        }
+        for (int64_t t = 0; t < h->T; t++)
+            as_kernel_add_row(rowb + (size_t)(t * h->stride_t) * esize, h->dtype, scratch, D);
     }
     return 0;
 }
