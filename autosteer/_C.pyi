@@ -63,6 +63,7 @@ class SteerHook:
         methods: Sequence[Callable[[Any, int, int], Any] | None],
         directions_device: Any,
         torch_apply: Callable[..., Any],
+        grad_enabled: Callable[[], bool] | None = None,
     ) -> None: ...
     def __call__(
         self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None, /

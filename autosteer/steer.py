@@ -160,7 +160,14 @@ class Steer:
         else:
             direction = self._check_vector(vector)
         self._vectors.append(_Vector(layer_idx, coeff, text, schedule, steering_method, direction))
-        self._install(layer_idx)
+        try:
+            self._install(layer_idx)
+        except BaseException:
+            # the layer keeps its previous hook; the vector was never added
+            del self._vectors[-1]
+            if not self._hooks:
+                self._remove_tracker()
+            raise
 
     # ------------------------------------------------------------------ reset
     def reset(self, layer_idx: int) -> None:
@@ -253,10 +260,11 @@ class Steer:
                 means[i] = h[0].detach().float().mean(dim=0).cpu()
             return pre_hook
 
-        # capture unsteered by this instance: our own hooks come off meanwhile
-        active = sorted(self._hooks)
-        for layer_idx in reversed(active):
-            self._uninstall(layer_idx)
+        # capture unsteered by this instance: our own hooks come off meanwhile,
+        # and the same hook objects go back on afterwards (nothing is rebuilt)
+        paused = [(i, self._hooks.pop(i)) for i in sorted(self._hooks, reverse=True)]
+        for _, (handle, _hook) in paused:
+            handle.remove()
         self._remove_tracker()
         modes = [(m, m.training) for m in self.model.modules()]
         handles = []
@@ -271,8 +279,10 @@ class Steer:
                 h.remove()
             for m, mode in modes:
                 m.training = mode
-            for layer_idx in active:
-                self._install(layer_idx)
+            if paused:
+                self._ensure_tracker()
+            for i, (_handle, hook) in reversed(paused):
+                self._hooks[i] = (self._layers[i].register_forward_pre_hook(hook, with_kwargs=True), hook)
         missing = [i for i, m in enumerate(means) if m is None]
         if missing:
             raise InvalidArgumentError(
@@ -300,9 +310,10 @@ class Steer:
         self._tracker.reset()
 
     def _install(self, layer_idx: int) -> None:
-        self._uninstall(layer_idx)
+        """(Re)build the hook of one layer; the old hook stays until the new one is in."""
         vecs = [v for v in self._vectors if v.layer_idx == layer_idx]
         if not vecs:
+            self._uninstall(layer_idx)
             return
         self._ensure_tracker()
         dirs = torch.stack([v.direction for v in vecs]).contiguous()
@@ -317,9 +328,13 @@ class Steer:
             [v.method for v in vecs],
             dirs_dev,
             _torch_ops.apply_delta,
+            torch.is_grad_enabled,
         )
         handle = self._layers[layer_idx].register_forward_pre_hook(hook, with_kwargs=True)
+        old = self._hooks.get(layer_idx)
         self._hooks[layer_idx] = (handle, hook)
+        if old is not None:
+            old[0].remove()
 
     def _uninstall(self, layer_idx: int) -> None:
         entry = self._hooks.pop(layer_idx, None)

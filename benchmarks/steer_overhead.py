@@ -70,7 +70,7 @@ def micro(device: str, dtype, width: int, repeats: int = 2000):
         h = torch.randn(batch, seq, width, device=device).to(dtype)
         tracker = _C.StepTracker(_torch_ops.last_token_index, None)
         dirs = direction[None, :].contiguous()
-        hook = _C.SteerHook(tracker, 0, dirs, [0.3], [None], [None], dirs.to(device), _torch_ops.apply_delta)
+        hook = _C.SteerHook(tracker, 0, dirs, [0.3], [None], [None], dirs.to(device), _torch_ops.apply_delta, torch.is_grad_enabled)
 
         def c_hook():
             hook(module, (h,), {})

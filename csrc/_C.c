@@ -157,8 +157,9 @@ typedef struct {
 static int
 as_is_schedule(as_state *st, PyObject *o)
 {
-    return PyObject_TypeCheck(o, st->decay_type) || PyObject_TypeCheck(o, st->cosine_type) ||
-           PyObject_TypeCheck(o, st->warmup_type);
+    /* exact types only: a subclass may override __call__ */
+    return Py_IS_TYPE(o, st->decay_type) || Py_IS_TYPE(o, st->cosine_type) ||
+           Py_IS_TYPE(o, st->warmup_type);
 }
 
 static PyObject *
@@ -268,14 +269,18 @@ Schedule_call(PyObject *self, PyObject *args, PyObject *kwds)
 
     if (PyArray_Check(arg) || PyList_Check(arg) || PyTuple_Check(arg)) {
         /* vectorised: an array of integer steps -> float64 array */
-        if (PyArray_Check(arg) &&
-            !PyArray_ISINTEGER((PyArrayObject *)arg) && PyArray_SIZE((PyArrayObject *)arg) > 0) {
+        PyArrayObject *given = (PyArrayObject *)PyArray_FROM_O(arg);
+        if (given == NULL)
+            return NULL;
+        if (!PyArray_ISINTEGER(given) && PyArray_SIZE(given) > 0) {
             PyErr_Format(PyExc_TypeError, "schedule steps must be integers, got an array of %S",
-                         (PyObject *)PyArray_DESCR((PyArrayObject *)arg));
+                         (PyObject *)PyArray_DESCR(given));
+            Py_DECREF(given);
             return NULL;
         }
         PyArrayObject *steps = (PyArrayObject *)PyArray_FROM_OTF(
-            arg, NPY_INT64, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+            (PyObject *)given, NPY_INT64, NPY_ARRAY_IN_ARRAY | NPY_ARRAY_FORCECAST);
+        Py_DECREF(given);
         if (steps == NULL)
             return NULL;
         PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(
@@ -581,11 +586,23 @@ static int
 as_view_hidden(const as_tensor_view *v, as_hidden *h)
 {
     as_dtype dt;
-    if (v->t.device.device_type != AS_DL_CPU || v->t.ndim != 3 || as_view_dtype(v, &dt) != 0 ||
-        as_tensor_stride(v, 2) != 1 || as_tensor_stride(v, 0) < 0 || as_tensor_stride(v, 1) < 0)
+    if (v->t.device.device_type != AS_DL_CPU || v->t.ndim != 3 || as_view_dtype(v, &dt) != 0)
         return 0;
-    *h = (as_hidden){as_tensor_data(v), dt, v->t.shape[0], v->t.shape[1], v->t.shape[2],
-                     as_tensor_stride(v, 0), as_tensor_stride(v, 1)};
+    int64_t B = v->t.shape[0], T = v->t.shape[1], D = v->t.shape[2];
+    int64_t sb = as_tensor_stride(v, 0), st = as_tensor_stride(v, 1);
+    /* every element its own memory: an expanded or overlapping view would be
+     * written several times (torch refuses in-place ops on those too) */
+    if ((D > 1 && as_tensor_stride(v, 2) != 1) || sb < 0 || st < 0)
+        return 0;
+    /* order the two outer dimensions by stride (batch-major or, after a
+     * transpose, sequence-major); then rows must not overlap */
+    int64_t n_in = T, s_in = st, n_out = B, s_out = sb;
+    if (sb < st || (sb == st && B < T)) {
+        n_in = B; s_in = sb; n_out = T; s_out = st;
+    }
+    if ((n_in > 1 && s_in < D) || (n_out > 1 && s_out < (n_in - 1) * s_in + D))
+        return 0;
+    *h = (as_hidden){as_tensor_data(v), dt, B, T, D, sb, st};
     return 1;
 }
 
@@ -733,15 +750,25 @@ Tracker_call(PyObject *self, PyObject *args, PyObject *kwds)
     if (x != NULL)
         T = as_dim(st, x, 1);
 
+    /* prefill_len holds where the last prefill ended in the cache */
     if (cache_len <= 0) {
         t->step = 0;
         t->prefill_len = T > 0 ? T : 0;
+    }
+    else if (T > 1) {
+        /* several new tokens on a non-empty cache: a new turn on a reused cache
+         * or a prefix cache, so a new prefill (speculative decoding's checks
+         * look the same and count as step 0 too) */
+        t->step = 0;
+        t->prefill_len = cache_len + T;
     }
     else if (t->prefill_len > 0 && cache_len >= t->prefill_len) {
         t->step = cache_len - t->prefill_len + 1;
     }
     else {
-        t->step = cache_len;
+        /* a cache this tracker never saw filled: start counting here */
+        t->step = 0;
+        t->prefill_len = cache_len + (T > 0 ? T : 1);
     }
 
     t->embeds_ptr = 0;
@@ -769,6 +796,11 @@ static int as_mask_i64(const void *p, int64_t i) { return ((const int64_t *)p)[i
 static int as_mask_i32(const void *p, int64_t i) { return ((const int32_t *)p)[i] != 0; }
 static int as_mask_u8(const void *p, int64_t i) { return ((const uint8_t *)p)[i] != 0; }
 static int as_mask_f32(const void *p, int64_t i) { return ((const float *)p)[i] != 0.0f; }
+static int as_mask_f64(const void *p, int64_t i) { return ((const double *)p)[i] != 0.0; }
+/* int16, float16 and bfloat16: any bit but the sign set means non-zero for the
+ * floats; int16 needs all 16 */
+static int as_mask_i16(const void *p, int64_t i) { return ((const uint16_t *)p)[i] != 0; }
+static int as_mask_h16(const void *p, int64_t i) { return (((const uint16_t *)p)[i] & 0x7fffu) != 0; }
 
 /*
  * Last real token per row for a CPU forward of B rows and T positions.
@@ -804,6 +836,12 @@ as_tracker_last_cpu(TrackerObject *t, as_state *st, int64_t B, int64_t T, const 
             is_set = as_mask_u8;
         else if (v.t.dtype.code == AS_DL_FLOAT && v.t.dtype.bits == 32)
             is_set = as_mask_f32;
+        else if (v.t.dtype.code == AS_DL_FLOAT && v.t.dtype.bits == 64)
+            is_set = as_mask_f64;
+        else if ((v.t.dtype.code == AS_DL_INT || v.t.dtype.code == AS_DL_UINT) && v.t.dtype.bits == 16)
+            is_set = as_mask_i16;
+        else if ((v.t.dtype.code == AS_DL_FLOAT || v.t.dtype.code == AS_DL_BFLOAT) && v.t.dtype.bits == 16)
+            is_set = as_mask_h16;
     }
     if (is_set == NULL) {
         as_tensor_close(&v);
@@ -942,6 +980,7 @@ typedef struct {
     PyObject *methods;        /* tuple of J: None | steering_method callable */
     PyObject *dirs_dev;       /* J x D float32 tensor on the model's device */
     PyObject *torch_apply;    /* (h, dirs_dev, weights, last) -> new h */
+    PyObject *grad_enabled_fn;/* torch.is_grad_enabled, or NULL: assume it is */
     int64_t calls;
     int64_t kernel_calls;
 } HookObject;
@@ -956,6 +995,7 @@ Hook_traverse(PyObject *self, visitproc visit, void *arg)
     Py_VISIT(h->methods);
     Py_VISIT(h->dirs_dev);
     Py_VISIT(h->torch_apply);
+    Py_VISIT(h->grad_enabled_fn);
     return 0;
 }
 
@@ -968,6 +1008,7 @@ Hook_clear(PyObject *self)
     Py_CLEAR(h->methods);
     Py_CLEAR(h->dirs_dev);
     Py_CLEAR(h->torch_apply);
+    Py_CLEAR(h->grad_enabled_fn);
     return 0;
 }
 
@@ -990,16 +1031,21 @@ static PyObject *
 Hook_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"tracker", "layer_idx", "directions", "coeffs", "schedules",
-                             "methods", "directions_device", "torch_apply", NULL};
+                             "methods", "directions_device", "torch_apply", "grad_enabled", NULL};
     PyObject *tracker, *dirs, *coeffs, *schedules, *methods, *dirs_dev, *torch_apply;
+    PyObject *grad_enabled = Py_None;
     long long layer_idx;
     as_state *st = as_state_of_type(type);
     if (st == NULL)
         return NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OLOOOOOO:SteerHook", kwlist, &tracker,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OLOOOOOO|O:SteerHook", kwlist, &tracker,
                                      &layer_idx, &dirs, &coeffs, &schedules, &methods, &dirs_dev,
-                                     &torch_apply))
+                                     &torch_apply, &grad_enabled))
         return NULL;
+    if (grad_enabled != Py_None && !PyCallable_Check(grad_enabled)) {
+        PyErr_SetString(PyExc_TypeError, "grad_enabled must be callable or None");
+        return NULL;
+    }
     if (!PyObject_TypeCheck(tracker, st->tracker_type)) {
         PyErr_SetString(PyExc_TypeError, "tracker must be a StepTracker");
         return NULL;
@@ -1084,6 +1130,7 @@ Hook_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     sc = me = NULL;
     self->dirs_dev = Py_NewRef(dirs_dev);
     self->torch_apply = Py_NewRef(torch_apply);
+    self->grad_enabled_fn = grad_enabled == Py_None ? NULL : Py_NewRef(grad_enabled);
     Py_DECREF(co);
     return (PyObject *)self;
 
@@ -1228,13 +1275,28 @@ Hook_call(PyObject *self, PyObject *args, PyObject *kwds)
         goto done;
     }
 
-    /* in place with the C kernel when the tensor lives on the CPU, takes no
-     * part in autograd, and is not the caller's own inputs_embeds */
+    /* in place with the C kernel when the tensor lives on the CPU, grad mode
+     * is off (nothing can have saved it for backward), no steering_method
+     * delta may alias it, and it is not the caller's own inputs_embeds */
     int grad = as_attr_true(h, st->s_requires_grad);
     if (grad < 0)
         goto done;
+    if (!grad && deltas == NULL) {
+        if (hk->grad_enabled_fn == NULL) {
+            grad = 1;
+        }
+        else {
+            PyObject *g = PyObject_CallNoArgs(hk->grad_enabled_fn);
+            if (g == NULL)
+                goto done;
+            grad = PyObject_IsTrue(g);
+            Py_DECREF(g);
+            if (grad < 0)
+                goto done;
+        }
+    }
     int inplace = 0;
-    if (!grad) {
+    if (!grad && deltas == NULL) {
         as_tensor_view v;
         if (as_tensor_open(&st->dl, h, AS_VIA_AUTO, &v) != 0) {
             PyErr_Clear();
@@ -1249,10 +1311,9 @@ Hook_call(PyObject *self, PyObject *args, PyObject *kwds)
                     as_tensor_close(&v);
                     goto done;
                 }
-                int krc;
-                Py_BEGIN_ALLOW_THREADS
-                krc = as_kernel_apply(&hid, hk->dirs, hk->J, hk->weights, 0, last, hk->scratch);
-                Py_END_ALLOW_THREADS
+                /* the GIL stays held: the weights, the scratch row and the
+                 * tracker's index buffer belong to objects other threads use */
+                int krc = as_kernel_apply(&hid, hk->dirs, hk->J, hk->weights, 0, last, hk->scratch);
                 hk->kernel_calls++;
                 if (krc != 0) {
                     as_tensor_close(&v);
@@ -1265,14 +1326,6 @@ Hook_call(PyObject *self, PyObject *args, PyObject *kwds)
         }
     }
     if (inplace) {
-        if (deltas != NULL) {
-            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(deltas); i++) {
-                PyObject *r = PyObject_CallMethodOneArg(h, st->s_add_, PyList_GET_ITEM(deltas, i));
-                if (r == NULL)
-                    goto done;
-                Py_DECREF(r);
-            }
-        }
         res = Py_NewRef(Py_None);
         goto done;
     }
@@ -1325,10 +1378,11 @@ static PyGetSetDef Hook_getset[] = {
 };
 
 PyDoc_STRVAR(Hook_doc,
-"SteerHook(tracker, layer_idx, directions, coeffs, schedules, methods, directions_device, torch_apply)\n--\n\n"
+"SteerHook(tracker, layer_idx, directions, coeffs, schedules, methods, directions_device, torch_apply, grad_enabled=None)\n--\n\n"
 "Forward pre-hook (with_kwargs=True) that steers one decoder layer's input.\n"
 "Weights w_j = coeffs[j] * schedules[j](step) are evaluated in C at each forward.\n"
-"On the CPU, outside autograd, the fused C kernel adds the delta in place;\n"
+"On the CPU with grad mode off (grad_enabled() false), the fused C kernel adds\n"
+"the delta in place;\n"
 "elsewhere torch_apply(h, directions_device, weights, last_index, deltas)\n"
 "computes the same math out of place as torch ops.");
 

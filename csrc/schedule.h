@@ -55,6 +55,8 @@ as_sched_init_decay(as_sched *s, double rate, double min_multiplier, int64_t tim
         if (!(c >= 1.0) || c > 1e12)
             return "rate and min_multiplier give an unusable cycle length";
         s->cycle = (int64_t)c + 1;
+        if (times_restart > INT64_MAX / s->cycle)
+            return "times_restart is too large (cycle_length * times_restart overflows)";
     }
     return NULL;
 }

@@ -154,3 +154,12 @@ def test_bad_steps_and_dicts():
         schedule_from_dict({"type": "decay", "rate": 0.9, "bogus": 1})
     with pytest.raises(ScheduleError):
         DecaySchedule.from_dict({"type": "cosine", "period": 3})
+
+
+def test_lists_of_non_integers_are_refused_and_huge_restarts_too():
+    with pytest.raises(TypeError):
+        DecaySchedule(0.5)([0.5, 1.7])
+    with pytest.raises(TypeError):
+        DecaySchedule(0.5)([True, False])
+    with pytest.raises(ScheduleError, match="too large"):
+        DecaySchedule(0.5, 0.1, 1844674407370955162)

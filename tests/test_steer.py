@@ -233,13 +233,17 @@ def test_steering_method_replaces_the_formula(tokenizer):
         calls.append((tuple(elem.shape), step, layer_idx))
         return shift
 
+    # oracle: a plain pre-hook that adds the same shift to layer 1's input
+    layer = tiny_models.layers_of(model, "llama")[1]
+    handle = layer.register_forward_pre_hook(lambda m, args: (args[0] + shift,) + args[1:])
     with torch.no_grad():
-        plain = model(**enc, output_hidden_states=True).hidden_states
+        want = model(**enc).logits
+    handle.remove()
     with Steer(model, tokenizer) as s, torch.no_grad():
         s.add(1, 1.0, "the cat", steering_method=method)
-        steered = model(**enc, output_hidden_states=True).hidden_states
+        got = model(**enc).logits
     assert calls == [((1, enc["input_ids"].shape[1], tiny_models.HIDDEN_SIZE), 0, 1)]
-    torch.testing.assert_close(steered[1], plain[1] + shift, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
 def test_inference_mode_and_autograd(tokenizer):
@@ -359,3 +363,98 @@ def test_unsupported_model_names_class_and_override(tokenizer):
     assert "layers=" in str(info.value) and isinstance(info.value, TypeError)
     with pytest.raises(InvalidArgumentError):
         Steer("not a model", tokenizer)
+
+
+# ---------------------------------------------------------------- review findings
+class _FakeCache:
+    def __init__(self, n):
+        self.n = n
+
+    def get_seq_length(self):
+        return self.n
+
+
+def test_step_on_reused_and_prefix_caches():
+    from autosteer import _C, _torch_ops
+
+    def steps(calls):
+        tracker = _C.StepTracker(_torch_ops.last_token_index, None)
+        out = []
+        for cache_len, T in calls:
+            tracker(None, (), {"cache": _FakeCache(cache_len), "input_ids": torch.zeros(1, T, dtype=torch.long)})
+            out.append(tracker.step)
+        return out
+
+    # prefill, two decode steps, then a new turn on the same cache, one decode step
+    assert steps([(0, 5), (5, 1), (6, 1), (7, 4), (11, 1)]) == [0, 1, 2, 0, 1]
+    # a prefix cache of 100 tokens given by the user
+    assert steps([(100, 5), (105, 1), (106, 1)]) == [0, 1, 2]
+
+
+def test_expanded_hidden_states_are_not_written_in_place():
+    from autosteer import _C, _torch_ops
+
+    base = torch.ones(1, 1, 4)
+    h = base.expand(2, 3, 4)  # every element shares memory
+    dirs = torch.eye(4)[:1].contiguous()
+    with pytest.raises(ValueError):
+        _C.apply_delta(h, dirs, torch.ones(1))
+    tracker = _C.StepTracker(_torch_ops.last_token_index, None)
+    hook = _C.SteerHook(tracker, 0, dirs, [1.0], [None], [None], dirs, _torch_ops.apply_delta, torch.is_grad_enabled)
+    with torch.no_grad():
+        (new_h, *_), _ = hook(None, (h,), {})
+    assert torch.equal(base, torch.ones(1, 1, 4))  # untouched
+    torch.testing.assert_close(new_h[:, :, 0], torch.full((2, 3), 2.0))
+
+
+def test_schedule_subclass_call_is_honoured(tokenizer):
+    class Off(DecaySchedule):
+        def __call__(self, step):
+            return 0.0
+
+    model = tiny_models.make_model("llama")
+    enc = tokenizer(PROMPTS[:1], return_tensors="pt")
+    with torch.no_grad():
+        base = model(**enc).logits
+    with Steer(model, tokenizer) as s, torch.no_grad():
+        s.add(1, 2.0, "the cat", coeff_schedule=Off(0.9))
+        assert torch.equal(model(**enc).logits, base)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64, torch.int16, torch.bool])
+def test_any_mask_dtype_finds_the_last_real_token(dtype, tokenizer):
+    model = tiny_models.make_model("llama")
+    enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    with Steer(model, tokenizer) as s, torch.no_grad():
+        s.add(1, 1.5, "the teacher")
+        want = model(**enc).logits
+        got = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"].to(dtype)).logits
+    mask = enc["attention_mask"].bool()
+    torch.testing.assert_close(got[mask], want[mask], rtol=1e-4, atol=1e-4)
+
+
+def test_failed_add_leaves_the_previous_steering(tokenizer, monkeypatch):
+    import autosteer.steer as steer_module
+
+    model = tiny_models.make_model("llama")
+    enc = tokenizer(PROMPTS[:1], return_tensors="pt")
+    s = Steer(model, tokenizer)
+    s.add(1, 1.0, "the cat")
+    with torch.no_grad():
+        before = model(**enc).logits
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(steer_module._C, "SteerHook", broken)
+    with pytest.raises(RuntimeError):
+        s.add(1, 0.5, "a dog")
+    assert [v["text"] for v in s.get_all()] == ["the cat"]
+    with torch.no_grad():
+        assert torch.equal(model(**enc).logits, before)
+    fresh = Steer(model, tokenizer)
+    with pytest.raises(RuntimeError):
+        fresh.add(0, 0.5, "a dog")
+    assert fresh.get_all() == [] and not fresh._tracker_handles
+    monkeypatch.undo()
+    s.reset_all()
