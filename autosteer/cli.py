@@ -560,6 +560,8 @@ def _print_json(obj: Any) -> None:
 def _is_bad_input(exc: BaseException) -> bool:
     from autosteer.errors import AutoSteerError
 
+    if isinstance(exc, UnicodeDecodeError):  # an input file that is not UTF-8 text
+        return True
     return isinstance(exc, AutoSteerError) and isinstance(exc, (ValueError, IndexError, TypeError))
 
 

@@ -38,7 +38,9 @@ def _parse_range(text: str, kind, flag: str):
         lo, hi = text.split(":")
         return kind(lo), kind(hi)
     except ValueError:
-        raise SystemExit(f"autosteer demo: error: {flag} expects LO:HI, got {text!r}") from None
+        from autosteer.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"{flag} expects LO:HI, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,9 +145,11 @@ def run_demo(metric: str = "task_accuracy", iterations: int = 30, seed: int = 0,
     say("")
     say(results.summary())
     before, after = results["baseline_holdout"], results["best_holdout"]
-    if after is None:
+    if results["best_candidate"] is None:
         after = before  # nothing beat the baseline: the model is unchanged
-    if before is not None:
+    if before is not None and after is None:
+        say(f"Held-out {metric}: {before:.4f} -> not measured (the held-out evaluation of the best failed)")
+    elif before is not None:
         change = ""
         if metric == "perplexity" and before:
             change = f" ({100 * (after - before) / before:+.1f}%)"
@@ -155,6 +159,7 @@ def run_demo(metric: str = "task_accuracy", iterations: int = 30, seed: int = 0,
     say("")
     if best is None:
         say("No configuration beat the baseline.")
+        (out / "best.json").unlink(missing_ok=True)  # no stale result from an earlier run
     else:
         say("Best configuration (paste to reproduce):")
         for line in best.to_code().splitlines():
@@ -203,10 +208,24 @@ def run_demo(metric: str = "task_accuracy", iterations: int = 30, seed: int = 0,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # every check before the model loads; parser.error exits with status 2
     if args.iterations < 0:
-        print("autosteer demo: error: --iterations must be >= 0", file=sys.stderr)
-        return 2
+        parser.error("--iterations must be >= 0")
+    from autosteer.organism import world
+
+    pools = world.question_pools()
+    if not 1 <= args.prompts <= len(pools["search"]):
+        parser.error(f"--prompts must be in 1..{len(pools['search'])}, got {args.prompts}")
+    if not 1 <= args.holdout <= len(pools["holdout"]):
+        parser.error(f"--holdout must be in 1..{len(pools['holdout'])}, got {args.holdout}")
+    for flag, value, kind in (("--layers", args.layers, int), ("--coeffs", args.coeffs, float)):
+        if value is not None:
+            try:
+                _parse_range(value, kind, flag)
+            except ValueError as exc:
+                parser.error(str(exc))
     run_demo(metric=args.metric, iterations=args.iterations, seed=args.seed, out=args.out, model=args.model,
              n_prompts=args.prompts, n_holdout=args.holdout, layers=args.layers, coeffs=args.coeffs,
              verbose=not args.quiet)

@@ -272,7 +272,8 @@ def find_decoder_layers(model: nn.Module, layers: Any = None) -> DecoderLayers:
         f"({', '.join(_KNOWN_PATHS[:8])}, ...) holds an nn.ModuleList, and no ModuleList named "
         f"{'/'.join(_LAYER_LIST_NAMES)} below get_decoder() has num_hidden_layers entries. "
         f"Pass them explicitly, e.g. Steer(model, tokenizer, layers=model.path.to.layers) "
-        f"(or a dotted path string), or set model.autosteer_layers = model.path.to.layers"
+        f"(or a dotted path string), or set model.autosteer_layers = \"model.path.to.layers\" "
+        f"(the string form: assigning a ModuleList would register it twice in the model)"
     )
 
 

@@ -192,7 +192,7 @@ class _Progress:
             self.bar.set_postfix_str(f"best {score:.4g} | baseline")
             self.bar.write(msg)
         elif self.plain:
-            print(msg, flush=True)
+            self._print(msg)
 
     def trial(self, iteration: int, score: float | None, best: float, status: str, desc: str) -> None:
         if self.bar is not None:
@@ -200,13 +200,20 @@ class _Progress:
             self.bar.set_postfix_str(f"best {best:.4g} | last {status}")
         elif self.plain:
             s = "-" if score is None else f"{score:.4f}"
-            print(f"[autosteer] {iteration}/{self.total} {status:<7} score {s}  best {best:.4f}  {desc}", flush=True)
+            self._print(f"[autosteer] {iteration}/{self.total} {status:<7} score {s}  best {best:.4f}  {desc}")
 
     def message(self, msg: str) -> None:
         if self.bar is not None:
             self.bar.write(msg)
         elif self.plain:
-            print(msg, flush=True)
+            self._print(msg)
+
+    def _print(self, line: str) -> None:
+        """One plain progress line; a closed pipe turns progress off, never the search."""
+        try:
+            print(line, flush=True)
+        except (BrokenPipeError, OSError):
+            self.plain = False
 
     def close(self) -> None:
         if self.bar is not None:

@@ -239,3 +239,11 @@ def test_demo_is_forwarded(tmp_path):
     proc = autosteer("demo", "--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "--iterations" in proc.stdout
+
+
+def test_undecodable_input_file_is_bad_input(tmp_path):
+    bad = tmp_path / "bad.tsv"
+    bad.write_bytes(b"\xff\xfehello\n")
+    proc = subprocess.run([sys.executable, "-m", "autosteer", "best", str(bad), "--json"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr

@@ -41,3 +41,11 @@ def test_demo_bad_input_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "autosteer", "demo", "--metric", "bogus"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+def test_demo_refuses_bad_ranges_before_loading(tmp_path):
+    for args in (["--layers", "3"], ["--coeffs", "x:y"], ["--prompts", "0"], ["--holdout", "100000"]):
+        proc = subprocess.run([sys.executable, "-m", "autosteer", "demo", *args],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "error:" in proc.stderr
