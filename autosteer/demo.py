@@ -123,18 +123,15 @@ def run_demo(metric: str = "task_accuracy", iterations: int = 30, seed: int = 0,
     lm, tokenizer = _load(model)
     space = _space(model, layers, coeffs)
 
+    # both metrics use the questions and their correct answers: task accuracy
+    # generates and checks the answer, perplexity scores the answer given the
+    # question (the operands are random digits no steering can predict)
+    prompts, expected = world.search_prompts(n_prompts)
+    hold_prompts, hold_expected = world.heldout_prompts(n_holdout)
+    extra = dict(expected_outputs=expected, holdout_prompts=hold_prompts, holdout_expected=hold_expected,
+                 batch_size=16)
     if metric == "task_accuracy":
-        prompts, expected = world.search_prompts(n_prompts)
-        hold_prompts, hold_expected = world.heldout_prompts(n_holdout)
-        extra = dict(expected_outputs=expected, holdout_prompts=hold_prompts, holdout_expected=hold_expected,
-                     max_new_tokens=4, batch_size=16)
-    else:
-        # the perplexity of the correct answer given the question: the question's
-        # operands are random digits that no steering can (or should) predict
-        prompts, expected = world.search_prompts(n_prompts)
-        hold_prompts, hold_expected = world.heldout_prompts(n_holdout)
-        extra = dict(expected_outputs=expected, holdout_prompts=hold_prompts, holdout_expected=hold_expected,
-                     batch_size=16)
+        extra["max_new_tokens"] = 4
 
     say(f"AutoSteer demo: {type(lm).__name__} ({model}) | metric {metric} | {len(prompts)} search prompts, "
         f"{len(hold_prompts)} held-out prompts never seen by training or search | seed {seed}, "
@@ -167,20 +164,13 @@ def run_demo(metric: str = "task_accuracy", iterations: int = 30, seed: int = 0,
         (out / "best.json").write_text(json.dumps(best.to_dict(), indent=2) + "\n")
 
     examples = hold_prompts[:3]
-    if metric == "task_accuracy":
-        plain = _generations(runner, examples, None)
-        steered = _generations(runner, examples, best)
-        say("")
-        say("Before / after on held-out prompts (greedy):")
-        for p, e, a, b in zip(examples, hold_expected[:3], plain, steered):
-            say(f"    {p!r:32s} expected {e!r:5s} | before {a.strip()!r:10s} | after {b.strip()!r}")
-    else:
-        plain = _generations(runner, examples, None)
-        steered = _generations(runner, examples, best)
-        say("")
-        say("Before / after on held-out prompts (greedy):")
-        for p, e, a, b in zip(examples, hold_expected[:3], plain, steered):
-            say(f"    {p!r:32s} correct {e!r:5s} | before {a.strip()!r:10s} | after {b.strip()!r}")
+    plain = _generations(runner, examples, None)
+    steered = _generations(runner, examples, best)
+    say("")
+    say("Before / after on held-out prompts (greedy):")
+    label = "expected" if metric == "task_accuracy" else "correct"
+    for p, e, a, b in zip(examples, hold_expected[:3], plain, steered):
+        say(f"    {p!r:32s} {label} {e!r:5s} | before {a.strip()!r:10s} | after {b.strip()!r}")
 
     png = out / "progress.png"
     try:

@@ -170,11 +170,11 @@ def _text_config(model: nn.Module) -> Any:
     return config
 
 
-def _num_hidden_layers(model: nn.Module) -> int | None:
-    config = _text_config(model)
+def _config_int(config: Any, names: tuple[str, ...]) -> int | None:
+    """The first of ``names`` that the config holds as a positive int."""
     if config is None:
         return None
-    for name in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
+    for name in names:
         try:
             value = getattr(config, name, None)
         except Exception:
@@ -182,6 +182,10 @@ def _num_hidden_layers(model: nn.Module) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
+
+
+def _num_hidden_layers(model: nn.Module) -> int | None:
+    return _config_int(_text_config(model), ("num_hidden_layers", "n_layer", "num_layers", "n_layers"))
 
 
 def _generic_search(inner: nn.Module) -> nn.ModuleList | None:
@@ -280,15 +284,9 @@ def find_decoder_layers(model: nn.Module, layers: Any = None) -> DecoderLayers:
 def hidden_size_of(model: nn.Module) -> int:
     """Width of the residual stream (the decoder layers' hidden size)."""
     inner, _ = _peft_unwrap(model)
-    config = _text_config(inner)
-    if config is not None:
-        for name in ("hidden_size", "n_embd", "d_model"):
-            try:
-                value = getattr(config, name, None)
-            except Exception:
-                value = None
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-                return value
+    value = _config_int(_text_config(inner), ("hidden_size", "n_embd", "d_model"))
+    if value is not None:
+        return value
     get_emb = getattr(inner, "get_input_embeddings", None)
     if callable(get_emb):
         try:
