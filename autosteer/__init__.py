@@ -30,13 +30,16 @@ from .steer import Steer
 __version__ = "0.1.0"
 
 _LAZY = {
-    "SteerSearchSpace": "autosteer.search",
-    "SteerCandidate": "autosteer.search",
-    "SteerVector": "autosteer.search",
-    "AutoSteerSearch": "autosteer.search",
+    "SteerSearchSpace": "autosteer.space",
+    "SteerCandidate": "autosteer.candidate",
+    "SteerVector": "autosteer.candidate",
+    "AutoSteerSearch": "autosteer.strategies.local",
+    "RandomSearch": "autosteer.strategies.random_search",
+    "SearchExhaustedError": "autosteer.strategies.base",
     "SteerEvaluator": "autosteer.evaluator",
     "AutoSteerRunner": "autosteer.runner",
-    "SteerResults": "autosteer.runner",
+    "SteerResults": "autosteer.results",
+    "TrialRecord": "autosteer.trial",
     "read_log": "autosteer.log",
     "plot_history": "autosteer.plot",
     "load_organism": "autosteer.organism",

@@ -1,12 +1,13 @@
 """The ``autosteer`` command: search, best, plot, generate, demo.
 
-Every subcommand takes ``--json`` for machine-readable output on stdout.
-Exit status: 0 on success, 2 for bad input (a bad argument, a missing or
-malformed file, an AutoSteer error that is a ValueError, IndexError or
-TypeError), 1 for a run that failed for another reason, 130 on Ctrl-C.
+Every subcommand takes ``--json`` for one machine-readable JSON object on
+stdout.  Exit status: 0 on success, 2 for bad input (a bad argument, a
+missing or malformed file, an AutoSteer error that is a ValueError,
+IndexError or TypeError), 1 for a run that failed for another reason, 130 on
+Ctrl-C.
 
-Heavy imports (torch, transformers, the runner) happen inside the commands,
-so ``autosteer --help`` and ``autosteer best`` answer at once.
+Nothing heavy is imported before a command needs it: ``autosteer --help``
+and ``autosteer best`` never import torch.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 from typing import Any, Sequence
 
@@ -25,8 +27,28 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
-METRICS = ("task_accuracy", "perplexity")
-ORGANISM = "organism"
+DEFAULT_LOG = "steer_log.tsv"  # the runner's default (autosteer.runner.DEFAULT_LOG), without importing it
+
+#: Deepest nesting accepted in a JSON input file (deeper files are refused, not crashed on).
+MAX_JSON_DEPTH = 32
+
+
+def _metric_names() -> tuple[str, ...]:
+    from autosteer.metrics import metric_names
+
+    return tuple(n for n in metric_names() if n != "custom")
+
+
+def _schedule_names() -> tuple[str, ...]:
+    from autosteer.space import schedule_types
+
+    return schedule_types()
+
+
+def _strategy_names() -> tuple[str, ...]:
+    from autosteer.strategies import STRATEGIES
+
+    return tuple(STRATEGIES)
 
 
 class UsageError(Exception):
@@ -61,6 +83,9 @@ def _pair(kind: type, name: str):
             ) from None
         if kind is float and not (math.isfinite(lo) and math.isfinite(hi)):
             raise argparse.ArgumentTypeError(f"{name} must hold finite numbers, got {text!r}")
+        if lo < 0:
+            what = "layer indices" if kind is int else "coefficient magnitudes"
+            raise argparse.ArgumentTypeError(f"{name} {text!r}: {what} must be >= 0")
         if lo > hi:
             raise argparse.ArgumentTypeError(f"{name} {text!r} is empty: LOW must be <= HIGH")
         return (lo, hi)
@@ -85,29 +110,34 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _threads(text: str):
+    return None if text == "auto" else _positive_int(text)
+
+
 # --------------------------------------------------------------------------- parser
 
-_SEARCH_EXAMPLE = """\
+_SEARCH_EXAMPLE = f"""\
 examples:
   autosteer search --model organism --prompts prompts.jsonl --metric task_accuracy \\
-      --layers 0:3 --coeffs 0.1:1 --texts "a logical answer :" --iterations 20 --log results.tsv
-  autosteer search --model Qwen/Qwen2.5-0.5B --prompts texts.txt --metric perplexity --json
+      --layers 0:3 --coeffs 0.1:0.4 --texts logical precise --iterations 20 --log {DEFAULT_LOG}
+  autosteer search --model ./my-model --prompts texts.txt --metric perplexity --json
 
-prompts: a text file with one prompt per line, or JSONL with {"prompt": ..., "expected": ...}
-per line. task_accuracy needs expected answers (JSONL "expected", or --expected FILE with one
-answer per line). The last lines printed are "baseline_score: X" and "best_score: Y".
+prompts: a text file with one prompt per line, or JSONL with {{"prompt": ..., "expected": ...}}
+per line. task_accuracy needs expected answers (JSONL "expected" strings, or --expected FILE with
+one answer per line). The last lines printed are "baseline_score: X" and "best_score: Y".
+Ctrl-C stops the search; the same command with --resume continues it.
 """
 
-_BEST_EXAMPLE = """\
+_BEST_EXAMPLE = f"""\
 examples:
-  autosteer best results.tsv                # summary and the code that reproduces the best
-  autosteer best results.tsv --json > best.json
-  autosteer best results.tsv --code >> steer_setup.py
+  autosteer best {DEFAULT_LOG}                # summary and the code that reproduces the best
+  autosteer best {DEFAULT_LOG} --json > best.json
+  autosteer best {DEFAULT_LOG} --code >> steer_setup.py
 """
 
-_PLOT_EXAMPLE = """\
+_PLOT_EXAMPLE = f"""\
 example:
-  autosteer plot results.tsv -o progress.png     (needs matplotlib: pip install matplotlib)
+  autosteer plot {DEFAULT_LOG} -o progress.png     (needs matplotlib: pip install "autosteer[plot]")
 """
 
 _GENERATE_EXAMPLE = """\
@@ -133,8 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "example:\n"
             "  autosteer search --model organism --prompts prompts.jsonl --metric task_accuracy --iterations 10\n"
-            "  autosteer best results.tsv --code\n\n"
-            "exit status: 0 ok, 1 failed run, 2 bad input. `autosteer COMMAND --help` shows each command."
+            f"  autosteer best {DEFAULT_LOG} --code\n\n"
+            "exit status: 0 ok, 1 failed run, 2 bad input, 130 interrupted. "
+            "`autosteer COMMAND --help` shows each command."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -147,12 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         return p
 
+    def model_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", required=True, metavar="NAME_OR_PATH",
+                       help="'organism' (the embedded model), a model folder, or a Hugging Face hub id")
+        p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda if available, else cpu)")
+        p.add_argument("--threads", type=_threads, default=None, metavar="N",
+                       help="CPU threads for torch (default: auto, one for a small model)")
+
     s = add("search", "Search steering configurations that improve a metric (the autonomous loop).",
             _SEARCH_EXAMPLE)
-    s.add_argument("--model", required=True,
-                   help="Hugging Face model path or hub id, or 'organism' for the embedded model")
+    model_options(s)
     s.add_argument("--prompts", required=True, metavar="FILE", help="prompts: text lines or JSONL")
-    s.add_argument("--metric", required=True, choices=METRICS, help="what to optimise")
+    s.add_argument("--metric", required=True, choices=_metric_names(),
+                   help="what to optimise: task_accuracy (higher is better) or perplexity (lower is better)")
     s.add_argument("--expected", metavar="FILE", help="expected answers, one per line (task_accuracy)")
     s.add_argument("--holdout", metavar="FILE",
                    help="held-out prompts (same formats), scored for the baseline and each new best, never to decide")
@@ -164,39 +202,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help="concept texts to steer towards (default: logical precise analytical)")
     s.add_argument("--negative-texts", nargs="+", metavar="TEXT", default=(),
                    help="concept texts to steer away from")
-    s.add_argument("--max-vectors", type=_positive_int, metavar="N", help="most vectors per candidate (default 2)")
-    s.add_argument("--schedules", nargs="+", metavar="NAME", choices=("none", "decay", "cosine", "warmup"),
-                   help="coefficient schedules to try (default: none decay cosine warmup)")
+    s.add_argument("--max-vectors", type=_positive_int, metavar="N", help="most vectors per candidate (default: 2)")
+    s.add_argument("--schedules", nargs="+", metavar="NAME", choices=_schedule_names(),
+                   help=f"coefficient schedules to try (default: {' '.join(_schedule_names())})")
+    s.add_argument("--strategy", choices=_strategy_names(), default="local",
+                   help="how candidates are proposed (default: %(default)s)")
+    s.add_argument("--population", type=_positive_int, default=1, metavar="K",
+                   help="candidates evaluated together per round, in one batch (default: %(default)s)")
     s.add_argument("--iterations", type=_non_negative_int, default=30, metavar="N",
-                   help="trials after the baseline (default: %(default)s)")
+                   help="candidates to evaluate after the baseline (default: %(default)s)")
     s.add_argument("--seed", type=int, default=0, help="search seed (default: %(default)s)")
-    s.add_argument("--log", default="results.tsv", metavar="FILE", help="results log (default: %(default)s)")
-    s.add_argument("--resume", action="store_true", help="continue the run recorded in --log")
-    s.add_argument("--max-new-tokens", type=_positive_int, metavar="N",
-                   help="tokens generated per prompt for task_accuracy")
-    s.add_argument("--batch-size", type=_positive_int, metavar="N", help="prompts per forward pass")
-    s.add_argument("--device", help="torch device for a Hugging Face model, e.g. cuda or cpu (default: cuda if available)")
+    s.add_argument("--log", default=DEFAULT_LOG, metavar="FILE", help="results log (default: %(default)s)")
+    s.add_argument("--resume", action="store_true", help="continue the run recorded in --log (a fresh run if none)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="start a new run even if --log holds something else (it is replaced)")
+    s.add_argument("--max-new-tokens", type=_positive_int, default=16, metavar="N",
+                   help="tokens generated per prompt for task_accuracy (default: %(default)s)")
+    s.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
+                   help="prompts per forward pass (default: %(default)s)")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=cmd_search)
 
     b = add("best", "Show the best configuration recorded in a results log.", _BEST_EXAMPLE)
-    b.add_argument("log", metavar="results.tsv", help="a log written by `autosteer search`")
+    b.add_argument("log", metavar="LOG", help="a log written by `autosteer search`")
     b.add_argument("--code", action="store_true", help="print only the Python code that reproduces it")
     b.set_defaults(func=cmd_best)
 
     p = add("plot", "Plot the score of every trial of a results log.", _PLOT_EXAMPLE)
-    p.add_argument("log", metavar="results.tsv", help="a log written by `autosteer search`")
+    p.add_argument("log", metavar="LOG", help="a log written by `autosteer search`")
     p.add_argument("-o", "--output", default="progress.png", metavar="PNG", help="image file (default: %(default)s)")
     p.set_defaults(func=cmd_plot)
 
     g = add("generate", "Generate text with a steering configuration applied.", _GENERATE_EXAMPLE)
     g.add_argument("prompts", nargs="+", metavar="PROMPT", help="one or more prompts")
-    g.add_argument("--model", required=True, help="Hugging Face model path or hub id, or 'organism'")
+    model_options(g)
     g.add_argument("--config", metavar="FILE", help="steering configuration (JSON); none means unsteered")
     g.add_argument("--compare", action="store_true", help="also generate without steering, before/after")
     g.add_argument("--max-new-tokens", type=_positive_int, default=32, metavar="N",
                    help="tokens to generate (default: %(default)s)")
-    g.add_argument("--device", help="torch device for a Hugging Face model (default: cuda if available)")
     g.set_defaults(func=cmd_generate)
 
     d = sub.add_parser("demo", help="Run the end-to-end demo on the embedded model (autosteer demo --help).",
@@ -205,6 +248,26 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("args", nargs=argparse.REMAINDER, help="options passed to the demo")
     d.set_defaults(func=cmd_demo)
     return parser
+
+
+_RANGE_OPTIONS = ("--layers", "--coeffs")
+_NEGATIVE_RANGE = re.compile(r"-[0-9.]*:?-?[0-9.]*\Z")
+
+
+def _join_negative_ranges(argv: list[str]) -> list[str]:
+    """``--layers -1:3`` -> ``--layers=-1:3``, so that argparse does not take the range for an option
+    (and the range's own check says what is wrong with it)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in _RANGE_OPTIONS and i + 1 < len(argv) and _NEGATIVE_RANGE.match(argv[i + 1]):
+            out.append(f"{arg}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
 
 
 # --------------------------------------------------------------------------- input files
@@ -216,12 +279,41 @@ def _require_file(path: str, what: str) -> None:
         raise UsageError(f"{what} {path!r} is a directory, not a file")
 
 
+def _depth(obj: Any, limit: int) -> int:
+    """Nesting depth of a JSON value, stopping once it exceeds ``limit``."""
+    depth, level = 0, [obj]
+    while level:
+        depth += 1
+        if depth > limit:
+            return depth
+        nxt = []
+        for item in level:
+            if isinstance(item, dict):
+                nxt.extend(item.values())
+            elif isinstance(item, list):
+                nxt.extend(item)
+        level = nxt
+    return depth
+
+
+def _load_json(text: str, where: str) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise UsageError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise UsageError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
 def read_prompts(path: str) -> tuple[list[str], list[str] | None]:
     """Prompts (and expected answers when given) from a text or JSONL file.
 
     Text: one prompt per non-empty line. JSONL (a ``.jsonl`` name, or a first
     line that starts with ``{``): one object per line with a ``prompt`` string
-    and optionally an ``expected`` answer; either every line has ``expected``
+    and optionally an ``expected`` string; either every line has ``expected``
     or none does.
     """
     _require_file(path, "prompts file")
@@ -237,17 +329,17 @@ def read_prompts(path: str) -> tuple[list[str], list[str] | None]:
     expected: list[str | None] = []
     for number, line in numbered:
         where = f"{path} line {number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{where}: not valid JSON ({exc.msg})") from None
+        obj = _load_json(line, where)
         if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
             raise UsageError(f'{where}: expected an object with a non-empty "prompt" string, got {line[:80]!r}')
         prompts.append(obj["prompt"])
         answer = obj.get("expected")
-        if answer is not None and not isinstance(answer, (str, int, float)):
-            raise UsageError(f'{where}: "expected" must be a string, got {type(answer).__name__}')
-        expected.append(None if answer is None else str(answer))
+        if answer is not None and not isinstance(answer, str):
+            raise UsageError(
+                f'{where}: "expected" must be a string, got {type(answer).__name__} {answer!r} '
+                f'(write it in quotes: "{answer}")'
+            )
+        expected.append(answer)
     given = [e is not None for e in expected]
     if any(given) and not all(given):
         first = numbered[given.index(False)][0]
@@ -266,57 +358,32 @@ def _read_expected(path: str, n_prompts: int) -> list[str]:
 
 def _read_config(path: str):
     """A SteerCandidate from `best --json` output, a candidate dict, or a list of vector dicts."""
-    from autosteer.search import SteerCandidate
+    from autosteer.candidate import SteerCandidate
 
     _require_file(path, "config file")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"config file {path!r} is not valid JSON: {exc}") from None
+    with open(path, encoding="utf-8") as fh:
+        data = _load_json(fh.read(), f"config file {path!r}")
     if isinstance(data, dict) and "candidate" in data:
         data = data["candidate"]
     return SteerCandidate.from_dict(data)
 
 
-# --------------------------------------------------------------------------- models
-
-def _load_model(name: str, device: str | None = None):
-    """(model, tokenizer): the embedded organism, or any Hugging Face causal LM."""
-    if not sys.stderr.isatty():  # no "Loading weights" bars in logs and pipes
-        try:
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-        except ImportError:
-            pass
-    if name == ORGANISM:
-        from autosteer.organism import load_organism
-
-        model, tokenizer = load_organism()
-    else:
-        path = os.path.expanduser(name)
-        if _looks_local(name) and not os.path.isdir(path):
-            raise UsageError(f"--model {name!r}: no such directory (give a model folder, a hub id, or 'organism')")
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path)
-    import torch
-
-    model = model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.eval()
-    return model, tokenizer
-
-
-def _looks_local(name: str) -> bool:
-    """A path rather than a hub id ("org/name" or "name")."""
-    if name.startswith((".", "/", "~")) or (os.altsep and os.altsep in name) or os.path.isabs(name):
-        return True
-    return name.count("/") > 1
+def _output_path(path: str, flag: str) -> str:
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"{flag} {path!r}: directory {parent!r} does not exist")
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path!r} is a directory; give a file name")
+    return path
 
 
 # --------------------------------------------------------------------------- commands
+
+def _load(args: argparse.Namespace):
+    from autosteer.models import load_model
+
+    return load_model(args.model, device=args.device)
+
 
 def cmd_search(args: argparse.Namespace) -> int:
     prompts, expected = read_prompts(args.prompts)
@@ -327,10 +394,15 @@ def cmd_search(args: argparse.Namespace) -> int:
             "--metric task_accuracy needs expected answers: JSONL lines with an \"expected\" field, "
             "or --expected FILE"
         )
-    if args.resume and not os.path.exists(args.log):
-        raise UsageError(f"--resume: no log at {args.log!r} to resume")
+    holdout_kwargs: dict[str, Any] = {}
+    if args.holdout:
+        holdout, holdout_expected = read_prompts(args.holdout)
+        if args.metric == "task_accuracy" and holdout_expected is None:
+            raise UsageError(f'--holdout {args.holdout!r} needs an "expected" field on every line for task_accuracy')
+        holdout_kwargs = {"holdout_prompts": holdout, "holdout_expected": holdout_expected}
+    from autosteer.models import resolve_device
     from autosteer.runner import AutoSteerRunner
-    from autosteer.search import SteerSearchSpace
+    from autosteer.space import SteerSearchSpace
 
     space_kwargs: dict[str, Any] = {"negative_texts": tuple(args.negative_texts or ())}
     if args.layers is not None:
@@ -346,31 +418,26 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.schedules is not None:
         space_kwargs["schedules"] = tuple(args.schedules)
     space = SteerSearchSpace(**space_kwargs)
-
-    if args.holdout:
-        holdout, holdout_expected = read_prompts(args.holdout)
-        if args.metric == "task_accuracy" and holdout_expected is None:
-            raise UsageError(f'--holdout {args.holdout!r} needs an "expected" field on every line for task_accuracy')
-        runner_kwargs_holdout = {"holdout_prompts": holdout, "holdout_expected": holdout_expected}
-    else:
-        runner_kwargs_holdout = {}
-    model, tokenizer = _load_model(args.model, args.device)
-    runner_kwargs: dict[str, Any] = dict(runner_kwargs_holdout)
-    if args.max_new_tokens is not None:
-        runner_kwargs["max_new_tokens"] = args.max_new_tokens
-    if args.batch_size is not None:
-        runner_kwargs["batch_size"] = args.batch_size
+    resolve_device(args.device)  # a bad device fails before the model loads
+    model, tokenizer = _load(args)
     # The runner draws a tqdm bar when stdout is a terminal and prints one plain line per
     # trial when it is a pipe; --json keeps stdout for the JSON object alone.
-    verbose = not args.quiet and not args.json
     runner = AutoSteerRunner(
         model=model, tokenizer=tokenizer, prompts=prompts, metric=args.metric,
-        expected_outputs=expected,
-        search_space=space, log_path=args.log, seed=args.seed,
-        verbose=verbose, **runner_kwargs,
+        expected_outputs=expected, search_space=space, log_path=args.log, seed=args.seed,
+        verbose=not args.quiet and not args.json, max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size, strategy=args.strategy, population=args.population,
+        overwrite=args.overwrite, threads=args.threads, **holdout_kwargs,
     )
-    results = runner.run(max_iterations=args.iterations, resume=args.resume)
-    summary = _results_summary(results, args)
+    try:
+        results = runner.run(max_iterations=args.iterations, resume=args.resume)
+    except KeyboardInterrupt:
+        done = runner.results
+        n = 0 if done is None else done["iterations"]
+        print(f"interrupted after {n} trial(s); {args.log} holds every finished trial. "
+              "Run the same command with --resume to continue.", file=sys.stderr)
+        raise
+    summary = _summary(results, log=args.log, model=args.model)
     if args.json:
         _print_json(summary)
     else:
@@ -381,89 +448,73 @@ def cmd_search(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _results_summary(results, args: argparse.Namespace) -> dict[str, Any]:
+def _summary(results, **extra: Any) -> dict[str, Any]:
+    """The JSON form of a search's results (``search --json`` and ``best --json``)."""
     best = results["best_candidate"]
-    out = {
-        "metric": args.metric,
-        "model": args.model,
-        "log": args.log,
+    out = dict(extra)
+    out.update({
+        "metric": results["metric"],
+        "lower_is_better": results["lower_is_better"],
         "baseline_score": results["baseline_score"],
         "best_score": results["best_score"],
         "best_iteration": results["best_iteration"],
         "candidate": {"vectors": []} if best is None else best.to_dict(),
         "description": "no steering" if best is None else best.describe(),
         "code": results["best_steer_code"],
-    }
-    for key in ("iterations", "keeps", "discards", "crashes", "elapsed_s", "lower_is_better",
-                "baseline_holdout", "best_holdout", "stopped_early"):
-        if key in results:
-            out[key] = results[key]
+    })
+    for key in ("iterations", "keeps", "discards", "crashes", "elapsed_s", "baseline_holdout", "best_holdout",
+                "stopped_early"):
+        out[key] = results[key]
     return out
 
 
-def _best_of_log(path: str) -> dict[str, Any]:
-    """The best row of a runner log: the last ``keep`` (each keep beat every earlier row)."""
+def _results_of_log(path: str):
     from autosteer.log import read_log
+    from autosteer.results import results_from_history
 
     _require_file(path, "results log")
     history = read_log(path, allow_incomplete=True)
     if not history:
         raise UsageError(f"{path} has no rows yet (not even the baseline)")
-    baseline = history[0]
-    best = baseline
-    for row in history[1:]:
-        if row["status"] == "keep":
-            best = row
-    candidate = best["candidate"]
-    config = history.config or {}
-    counts = {s: sum(1 for r in history if r["status"] == s) for s in ("keep", "discard", "crash")}
-    return {
-        "log": path,
-        "metric": config.get("metric"),
-        "lower_is_better": config.get("lower_is_better"),
-        "baseline_score": baseline["score"],
-        "best_score": best["score"],
-        "best_iteration": best["iteration"],
-        "iterations": len(history) - 1,
-        "keeps": counts["keep"],
-        "discards": counts["discard"],
-        "crashes": counts["crash"],
-        "candidate": candidate.to_dict(),
-        "description": candidate.describe(),
-        "baseline_holdout": baseline.get("holdout_score"),
-        "best_holdout": best.get("holdout_score"),
-        "code": candidate.to_code() if len(candidate) else "# no steering configuration beat the baseline",
-    }
+    return results_from_history(history, history.config, log_path=path)
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    best = _best_of_log(args.log)
+    if args.json and args.code:
+        raise UsageError("best: --json and --code are alternatives; give one of them")
+    results = _results_of_log(args.log)
     if args.json:
-        _print_json(best)
-    elif args.code:
-        print(best["code"])
-    else:
-        metric = f" {best['metric']}" if best["metric"] else ""
-        found = (f"found at iteration {best['best_iteration']}" if best["best_iteration"]
-                 else "no candidate beat the baseline")
-        print(f"Baseline: {best['baseline_score']:.4f} -> Best: {best['best_score']:.4f}{metric} ({found}) | "
-              f"{best['iterations']} trials: keeps {best['keeps']}, discards {best['discards']}, "
-              f"crashes {best['crashes']}")
-        if best["baseline_holdout"] is not None and best["best_holdout"] is not None:
-            print(f"Held-out: {best['baseline_holdout']:.4f} -> {best['best_holdout']:.4f}")
-        print(f"Best configuration: {best['description']}")
-        print(best["code"])
+        _print_json(_summary(results, log=args.log))
+        return EXIT_OK
+    if args.code:
+        print(results["best_steer_code"])
+        return EXIT_OK
+    metric = f" {results['metric']}" if results["metric"] else ""
+    found = (f"found at iteration {results['best_iteration']}" if results["best_iteration"]
+             else "no candidate beat the baseline")
+    print(f"Baseline: {results['baseline_score']:.4f} -> Best: {results['best_score']:.4f}{metric} ({found}) | "
+          f"{results['iterations']} trials: keeps {results['keeps']}, discards {results['discards']}, "
+          f"crashes {results['crashes']}")
+    if results["baseline_holdout"] is not None and results["best_holdout"] is not None:
+        print(f"Held-out: {results['baseline_holdout']:.4f} -> {results['best_holdout']:.4f}")
+    best = results["best_candidate"]
+    print(f"Best configuration: {'no steering' if best is None else best.describe()}")
+    print(results["best_steer_code"])
     return EXIT_OK
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     _require_file(args.log, "results log")
+    _output_path(args.output, "-o/--output")
     from autosteer.log import read_log
 
     read_log(args.log, allow_incomplete=True)  # a clear error for a file that is not a log
-    from autosteer.plot import plot_history
+    try:
+        from autosteer.plot import plot_history
 
-    plot_history(args.log, args.output)
+        plot_history(args.log, args.output)
+    except ImportError as exc:
+        raise UsageError(f"{exc}") from None
     if args.json:
         _print_json({"log": args.log, "plot": args.output})
     else:
@@ -473,14 +524,21 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     candidate = _read_config(args.config) if args.config else None
-    model, tokenizer = _load_model(args.model, args.device)
+    from autosteer._threads import using_threads
+    from autosteer.models import resolve_device
+
+    resolve_device(args.device)
+    model, tokenizer = _load(args)
     from autosteer.steer import Steer
 
-    before = _generate(model, tokenizer, args.prompts, args.max_new_tokens) if args.compare else None
-    with Steer(model, tokenizer) as steer:
+    with using_threads(args.threads, model):
+        before = _generate(model, tokenizer, args.prompts, args.max_new_tokens) if args.compare else None
+        steer = Steer(model, tokenizer)
         if candidate is not None:
-            candidate.apply(steer)
-        after = _generate(model, tokenizer, args.prompts, args.max_new_tokens)
+            with steer.applied(candidate):
+                after = _generate(model, tokenizer, args.prompts, args.max_new_tokens)
+        else:
+            after = _generate(model, tokenizer, args.prompts, args.max_new_tokens)
     rows = []
     for i, prompt in enumerate(args.prompts):
         row = {"prompt": prompt, "steered": after[i]}
@@ -509,9 +567,9 @@ def _generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int) -> 
 
     device = next(model.parameters()).device
     outputs = []
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     for prompt in prompts:
         enc = tokenizer(prompt, return_tensors="pt").to(device)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
         new = out[0, enc["input_ids"].shape[1]:]
@@ -524,15 +582,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _run_demo(argv: list[str]) -> int:
-    import importlib
+    from autosteer import demo
 
-    try:
-        demo = importlib.import_module("autosteer.demo")
-    except ModuleNotFoundError as exc:
-        if exc.name != "autosteer.demo":
-            raise
-        print("error: the demo is not available in this build (autosteer.demo is missing)", file=sys.stderr)
-        return EXIT_FAILED
     status = demo.main(argv)
     return EXIT_OK if status is None else int(status)
 
@@ -574,7 +625,7 @@ def _fail(message: str, code: int, want_json: bool) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``autosteer`` command; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _join_negative_ranges(list(sys.argv[1:] if argv is None else argv))
     want_json = "--json" in argv
     try:
         if argv[:1] == ["demo"]:  # the demo parses its own options, --help included

@@ -1,50 +1,47 @@
-"""Scoring a (possibly steered) model: the metric the autonomous loop optimises.
+"""Scoring a (possibly steered) model: the batched passes every metric is built from.
 
-:class:`SteerEvaluator` knows three metrics:
+:class:`SteerEvaluator` runs one metric of the registry (:mod:`autosteer.metrics`)
+on prompts.  It owns tokenisation, padding, batching, greedy generation and
+teacher-forced scoring; the metric decides what to measure.  Given a
+:class:`~autosteer.Steer` and several candidates, it evaluates them all in
+the same batched passes: each prompt appears once per candidate, and each
+batch row is steered by its own candidate (``Steer.rows``).
 
-``"task_accuracy"`` (higher is better)
-    The fraction of prompts whose greedy continuation contains the expected
-    string.  Both are lower-cased and their whitespace collapsed to single
-    spaces; only the generated continuation is searched, never the prompt.
-``"perplexity"`` (lower is better)
-    ``exp`` of the mean negative log-likelihood per token, pooled over all
-    evaluation texts (each token weighs the same, so long texts weigh more).
-    Without expected outputs every token of every prompt after the first is
-    scored.  With expected outputs the score is the perplexity of each expected
-    text *given* its prompt: the expected text is tokenized on its own (no
-    special tokens), appended to the prompt's tokens, and only its tokens are
-    scored, so include a leading space in it where the tokenizer needs one.
-``"custom"``
-    ``custom_fn(model, tokenizer, prompts) -> float``, called on the steered
-    model; whether lower is better is the runner's ``lower_is_better``.
-
-Prompts go through the model in batches of ``batch_size``.  Generation uses
-left padding and greedy decoding (``do_sample=False``, one beam) for at most
-``max_new_tokens`` tokens; perplexity uses right padding, which keeps every
-real token at its unpadded position, and the attention mask, so pad positions
-neither attend nor count.  The tokenizer's ``padding_side`` and, when it has
-none, its pad token (set to the EOS token for the call) are restored
-afterwards, and so is the training flag of every module (the model is put in
-eval mode while it is scored, custom metrics included).  Built-in metrics
-run under ``torch.inference_mode()``; a custom function decides for itself.
+Batching: prompts go through the model ``batch_size`` at a time (times the
+number of candidates).  Generation uses left padding and greedy decoding
+(``do_sample=False``, one beam) for at most ``max_new_tokens`` tokens, each
+row until it produces EOS.  With ``early_stop=True`` (the runner's setting) a
+row also stops once its expected answer has appeared, and the batch stops
+when every row has: that never changes a score, but the continuations in
+``last_outputs`` then end where the answer appeared.  Scoring uses right padding, which keeps every real token at its
+unpadded position, and the attention mask, so pad positions neither attend
+nor count.  The tokenizer's ``padding_side`` and pad token are never
+changed; the training flag of every module is restored after scoring (the
+model is put in eval mode while it is scored, custom metrics included).
+Built-in metrics run under ``torch.inference_mode()``; a custom function
+decides for itself.  A pass whose logits are not finite (NaN or inf: steering
+far too strong for the storage dtype) raises :class:`NonFiniteOutputError`
+instead of producing a score.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from typing import Any, Callable, Iterator, Sequence
 
-from autosteer.errors import InvalidArgumentError
+from autosteer._checks import check_int
+from autosteer._checks import describe as _describe
+from autosteer._checks import is_real
+from autosteer.errors import AutoSteerError, InvalidArgumentError
+from autosteer.metrics import METRICS, Metric, MetricJob, MetricResult, get_metric, normalize_answer
 
-__all__ = ["SteerEvaluator", "METRICS", "normalize_answer", "check_prompts"]
-
-METRICS: tuple[str, ...] = ("task_accuracy", "perplexity", "custom")
+__all__ = ["SteerEvaluator", "NonFiniteOutputError", "normalize_answer", "check_prompts", "check_expected"]
 
 
-def normalize_answer(text: str) -> str:
-    """Lower-case and collapse every run of whitespace to one space (ends stripped)."""
-    return " ".join(text.lower().split())
+class NonFiniteOutputError(AutoSteerError, ArithmeticError):
+    """The model produced NaN or infinite logits while it was scored."""
 
 
 def check_prompts(prompts: Any, name: str = "prompts") -> list[str]:
@@ -56,18 +53,18 @@ def check_prompts(prompts: Any, name: str = "prompts") -> list[str]:
     try:
         items = list(prompts)
     except TypeError:
-        raise InvalidArgumentError(f"{name} must be a list of strings, got {type(prompts).__name__}") from None
+        raise InvalidArgumentError(f"{name} must be a list of strings, got {_describe(prompts)}") from None
     if not items:
         raise InvalidArgumentError(f"{name} is empty; the search needs at least one prompt to score")
     for i, p in enumerate(items):
         if not isinstance(p, str):
-            raise InvalidArgumentError(f"{name}[{i}] must be a string, got {type(p).__name__}")
+            raise InvalidArgumentError(f"{name}[{i}] must be a string, got {_describe(p)}")
         if not p.strip():
             raise InvalidArgumentError(f"{name}[{i}] is empty")
     return items
 
 
-def check_expected(expected: Any, prompts: Sequence[str], name: str = "expected_outputs",
+def check_expected(expected: Any, prompts: Sequence[Any], name: str = "expected_outputs",
                    prompts_name: str = "prompts") -> list[str]:
     """Expected strings, one per prompt, each non-empty."""
     if isinstance(expected, str):
@@ -75,7 +72,7 @@ def check_expected(expected: Any, prompts: Sequence[str], name: str = "expected_
     try:
         items = list(expected)
     except TypeError:
-        raise InvalidArgumentError(f"{name} must be a list of strings, got {type(expected).__name__}") from None
+        raise InvalidArgumentError(f"{name} must be a list of strings, got {_describe(expected)}") from None
     if len(items) != len(prompts):
         raise InvalidArgumentError(
             f"{prompts_name} and {name} have different lengths ({len(prompts)} vs {len(items)}); "
@@ -83,16 +80,28 @@ def check_expected(expected: Any, prompts: Sequence[str], name: str = "expected_
         )
     for i, e in enumerate(items):
         if not isinstance(e, str):
-            raise InvalidArgumentError(f"{name}[{i}] must be a string, got {type(e).__name__}")
+            raise InvalidArgumentError(f"{name}[{i}] must be a string, got {_describe(e)}")
         if not normalize_answer(e):
             raise InvalidArgumentError(f"{name}[{i}] is empty; every prompt needs a non-empty expected string")
     return items
 
 
-def _check_positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
+def _check_custom_fn(fn: Any) -> None:
+    if not callable(fn):
+        raise InvalidArgumentError(
+            f"metric='custom' needs custom_fn, a callable (model, tokenizer, prompts) -> float; got {_describe(fn)}"
+        )
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # a builtin without a signature: trust it
+    try:
+        sig.bind(None, None, [])
+    except TypeError:
+        raise InvalidArgumentError(
+            f"custom_fn must take three arguments (model, tokenizer, prompts); {getattr(fn, '__name__', fn)!r} "
+            f"has the signature {sig}"
+        ) from None
 
 
 class SteerEvaluator:
@@ -102,9 +111,10 @@ class SteerEvaluator:
     >>> ev.evaluate(["what is 3 plus 4 ?"], ["7"])
     1.0
 
-    The model is used as it is: the caller applies or removes steering around
-    :meth:`evaluate`.  ``last_outputs`` keeps the continuations of the most
-    recent ``task_accuracy`` evaluation.
+    The model is used as it is; the caller applies or removes steering around
+    :meth:`evaluate`, or lets :meth:`evaluate_candidates` apply candidates to a
+    ``Steer`` (one batched pass for all of them).  ``last_outputs`` keeps the
+    continuations of the most recent generating evaluation.
     """
 
     def __init__(
@@ -113,29 +123,30 @@ class SteerEvaluator:
         tokenizer: Any,
         metric: str = "task_accuracy",
         *,
-        custom_fn: Callable[[Any, Any, list[str]], float] | None = None,
+        custom_fn: Callable[[Any, Any, list[str]], Any] | None = None,
         max_new_tokens: int = 16,
         batch_size: int = 8,
+        early_stop: bool = False,
     ) -> None:
-        if metric not in METRICS:
-            raise InvalidArgumentError(
-                f"unknown metric {metric!r}; expected one of {', '.join(map(repr, METRICS))}"
-            )
-        if metric == "custom" and not callable(custom_fn):
-            raise InvalidArgumentError(
-                "metric='custom' needs custom_fn, a callable (model, tokenizer, prompts) -> float; "
-                f"got {type(custom_fn).__name__}"
-            )
-        if metric != "custom" and custom_fn is not None:
+        spec = get_metric(metric)
+        if spec.name == "custom":
+            _check_custom_fn(custom_fn)
+        elif custom_fn is not None:
             raise InvalidArgumentError(f"custom_fn is only used with metric='custom', not metric={metric!r}")
+        if tokenizer is None:
+            raise InvalidArgumentError("tokenizer is None; give the model's tokenizer (e.g. from AutoTokenizer)")
         self.model = model
         self.tokenizer = tokenizer
-        self.metric = metric
+        self.spec: Metric = spec
+        self.metric = spec.name
         self.custom_fn = custom_fn
-        self.max_new_tokens = _check_positive_int("max_new_tokens", max_new_tokens)
-        self.batch_size = _check_positive_int("batch_size", batch_size)
+        self.max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=1)
+        self.batch_size = check_int("batch_size", batch_size, minimum=1)
+        if not isinstance(early_stop, bool):
+            raise InvalidArgumentError(f"early_stop must be True or False, got {_describe(early_stop)}")
+        self.early_stop = early_stop
         self.last_outputs: list[str] = []
-        if metric != "custom" and tokenizer.pad_token_id is None and tokenizer.eos_token_id is None:
+        if spec.name != "custom" and self._pad_id() is None:
             raise InvalidArgumentError(
                 f"{type(tokenizer).__name__} has neither a pad token nor an EOS token, so prompts cannot be "
                 "batched; set tokenizer.pad_token first"
@@ -143,8 +154,8 @@ class SteerEvaluator:
 
     @property
     def lower_is_better(self) -> bool:
-        """The metric's natural direction: True for perplexity, False otherwise."""
-        return self.metric == "perplexity"
+        """The metric's natural direction (False for a custom metric)."""
+        return bool(self.spec.lower_is_better)
 
     # -- checks --------------------------------------------------------------
 
@@ -152,25 +163,24 @@ class SteerEvaluator:
               expected_name: str = "expected_outputs") -> tuple[list[str], list[str] | None]:
         """Validate prompts / expected outputs for this metric; returns them as lists."""
         prompts = check_prompts(prompts, prompts_name)
-        if self.metric == "task_accuracy":
-            if expected is None:
-                raise InvalidArgumentError(
-                    f"metric='task_accuracy' needs {expected_name}, one expected string per prompt"
-                )
+        need = self.spec.expected
+        if need == "required" and expected is None:
+            raise InvalidArgumentError(
+                f"metric={self.metric!r} needs {expected_name}, one expected string per prompt"
+            )
+        if need == "unused" and expected is not None:
+            raise InvalidArgumentError(
+                f"{expected_name} is not used by metric={self.metric!r} (custom_fn receives the prompts only)"
+            )
+        if expected is not None:
             expected = check_expected(expected, prompts, expected_name, prompts_name)
-        elif self.metric == "perplexity":
-            if expected is not None:
-                expected = check_expected(expected, prompts, expected_name, prompts_name)
+        if self.metric == "perplexity":
             n = sum(len(scored) for _, scored in (self._ppl_example(p, e) for p, e in
                                                    zip(prompts, expected or [None] * len(prompts))))
             if n == 0:
                 raise InvalidArgumentError(
                     f"metric='perplexity' has no token to score in {prompts_name}: every text is a single token"
                 )
-        elif expected is not None:
-            raise InvalidArgumentError(
-                f"{expected_name} is not used by metric='custom' (custom_fn receives the prompts only)"
-            )
         return prompts, expected
 
     # -- scoring -------------------------------------------------------------
@@ -178,56 +188,132 @@ class SteerEvaluator:
     def evaluate(self, prompts: Sequence[str], expected: Sequence[str] | None = None) -> float:
         """The metric on ``prompts`` (and ``expected`` where the metric uses them), as a float.
 
-        A custom function's result is converted with ``float()``; a value that
-        does not convert raises ``TypeError``.  Non-finite values are returned
-        as they are: the runner counts them as crashes.
+        A custom function's result is converted with ``float()`` (or averaged
+        when it returns one number per prompt); anything else raises
+        ``TypeError``.  Non-finite values are returned as they are: the runner
+        counts them as crashes.
         """
-        if self.metric == "custom":
+        return self.evaluate_result(prompts, expected).value
+
+    def evaluate_result(self, prompts: Sequence[str], expected: Sequence[str] | None = None) -> MetricResult:
+        """Like :meth:`evaluate`, with the per-prompt values and outputs (a :class:`MetricResult`)."""
+        job = MetricJob(list(prompts), None if expected is None else list(expected))
+        return self._run(job)[0]
+
+    def evaluate_candidates(self, steer, candidates: Sequence[Any], prompts: Sequence[str],
+                            expected: Sequence[str] | None = None) -> list[MetricResult]:
+        """One :class:`MetricResult` per candidate, each scored with that candidate applied to ``steer``.
+
+        Metrics that allow it score every candidate in the same batched passes
+        (each row steered by its own candidate); the others apply one
+        candidate after another.  The results equal those of evaluating the
+        candidates one by one.
+        """
+        candidates = list(candidates)
+        if not candidates:
+            return []
+        expected = None if expected is None else list(expected)
+        if self.spec.batched:
+            return self._run(MetricJob(list(prompts), expected, candidates, steer))
+        out = []
+        for cand in candidates:
+            out.extend(self._run(MetricJob(list(prompts), expected, [cand], steer)))
+        return out
+
+    def _run(self, job: MetricJob) -> list[MetricResult]:
+        if self.spec.name == "custom":
             with self.eval_mode():
-                value = self.custom_fn(self.model, self.tokenizer, list(prompts))
-            try:
-                return float(value)
-            except (TypeError, ValueError):
-                raise TypeError(
-                    f"custom_fn must return a number, got {type(value).__name__}: {value!r:.80}"
-                ) from None
+                return self.spec.compute(self, job)
         import torch
 
         with self.eval_mode(), torch.inference_mode():
-            if self.metric == "task_accuracy":
-                return self._task_accuracy(list(prompts), list(expected))
-            return self._perplexity(list(prompts), None if expected is None else list(expected))
+            return self.spec.compute(self, job)
 
     def generate(self, prompts: Sequence[str]) -> list[str]:
         """Greedy continuations of ``prompts`` (the prompt itself stripped), batched with left padding."""
         import torch
 
         with self.eval_mode(), torch.inference_mode():
-            return self._generate(list(prompts))
+            return self.generate_groups(MetricJob(list(prompts), None), early_stop=False)[0]
 
-    def _task_accuracy(self, prompts: list[str], expected: list[str]) -> float:
-        outputs = self._generate(prompts)
-        self.last_outputs = outputs
-        hits = sum(normalize_answer(e) in normalize_answer(o) for o, e in zip(outputs, expected))
-        return hits / len(prompts)
+    # -- batched primitives for metrics -------------------------------------------
 
-    def _generate(self, prompts: list[str]) -> list[str]:
-        tok = self.tokenizer
-        outputs: list[str] = []
-        with self._padding("left") as pad_id:
-            for batch in _batches(prompts, self.batch_size):
-                enc = tok(batch, return_tensors="pt", padding=True)
-                enc = {k: v.to(self._device()) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-                out = self.model.generate(
-                    **enc,
-                    max_new_tokens=self.max_new_tokens,
-                    do_sample=False,
-                    num_beams=1,
-                    pad_token_id=pad_id,
-                )
-                new = out[:, enc["input_ids"].shape[1]:]
-                outputs.extend(tok.batch_decode(new, skip_special_tokens=True))
-        return outputs
+    @contextlib.contextmanager
+    def _steering(self, job: MetricJob) -> Iterator[None]:
+        """Apply the job's candidates (none: the model as it is) for the passes inside."""
+        if job.candidates is None:
+            yield
+            return
+        if job.steer is None:
+            raise InvalidArgumentError("evaluating candidates needs the Steer to apply them to")
+        config = job.candidates[0] if len(job.candidates) == 1 else list(job.candidates)
+        with _applied(job.steer, config):
+            yield
+
+    def _rows(self, job: MetricJob, items: Sequence[Any]) -> Iterator[tuple[list[int], list[Any], Any]]:
+        """Batches of (prompt indexes, items, row groups); every candidate's copy of a prompt
+        sits in the same batch, candidate-major."""
+        k = job.groups
+        for start in range(0, len(items), self.batch_size):
+            idx = list(range(start, min(start + self.batch_size, len(items))))
+            rows = [items[i] for _ in range(k) for i in idx]
+            groups = None if k == 1 else [g for g in range(k) for _ in idx]
+            yield idx, rows, groups
+
+    @contextlib.contextmanager
+    def _row_groups(self, job: MetricJob, groups: list[int] | None) -> Iterator[None]:
+        if groups is None:
+            yield
+            return
+        import torch
+
+        with job.steer.rows(torch.tensor(groups, dtype=torch.long)):
+            yield
+
+    def generate_groups(self, job: MetricJob, stop_when: Sequence[str] | None = None,
+                        early_stop: bool | None = None) -> list[list[str]]:
+        """Greedy continuations: one list of ``len(prompts)`` texts per candidate group.
+
+        ``stop_when`` (normalised expected strings, one per prompt): with early
+        stopping on, a row stops generating once its string has appeared.
+        """
+        import torch
+
+        early = self.early_stop if early_stop is None else early_stop
+        k = job.groups
+        encoded = [self._prompt_ids(p) for p in job.prompts]
+        outputs: list[list[str | None]] = [[None] * len(encoded) for _ in range(k)]
+        pad_id = self._pad_id()
+        with self._steering(job):
+            for idx, rows, groups in self._rows(job, encoded):
+                input_ids, attention = _pad(rows, pad_id, "left")
+                device = self._device()
+                input_ids, attention = input_ids.to(device), attention.to(device)
+                width = input_ids.shape[1]
+                finite = _FiniteCheck()
+                kwargs: dict[str, Any] = {}
+                wanted = None
+                if early and stop_when is not None:
+                    wanted = [stop_when[i] for _ in range(k) for i in idx]
+                    kwargs["stopping_criteria"] = _stopping([_StopWhenFound(self.tokenizer, width, wanted)])
+                with self._row_groups(job, groups):
+                    out = self.model.generate(
+                        input_ids=input_ids,
+                        attention_mask=attention,
+                        max_new_tokens=self.max_new_tokens,
+                        do_sample=False,
+                        num_beams=1,
+                        pad_token_id=pad_id,
+                        logits_processor=_processors([finite]),
+                        **kwargs,
+                    )
+                finite.raise_if_bad("generation")
+                texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+                for r, text in enumerate(texts):
+                    outputs[r // len(idx)][idx[r % len(idx)]] = text
+        if k == 1 or job.candidates is None:
+            self.last_outputs = list(outputs[0])  # type: ignore[arg-type]
+        return outputs  # type: ignore[return-value]
 
     def _ppl_example(self, prompt: str, expected: str | None) -> tuple[list[int], range]:
         """Token ids of one example and the positions whose tokens are scored."""
@@ -238,38 +324,71 @@ class SteerEvaluator:
         cont = list(tok(expected, add_special_tokens=False)["input_ids"])
         return ids + cont, range(len(ids), len(ids) + len(cont))
 
-    def _perplexity(self, prompts: list[str], expected: list[str] | None) -> float:
+    def nll_groups(self, job: MetricJob) -> list[list[tuple[float, int]]]:
+        """Teacher-forced NLL: per candidate group, per prompt, ``(sum of token NLLs, tokens scored)``."""
+        examples = [self._ppl_example(p, e) for p, e in zip(job.prompts, job.expected or [None] * len(job.prompts))]
+        return self._nll(job, examples)
+
+    def _nll(self, job: MetricJob, examples: list[tuple[list[int], range]]) -> list[list[tuple[float, int]]]:
         import torch
 
-        examples = [self._ppl_example(p, e) for p, e in zip(prompts, expected or [None] * len(prompts))]
-        total_nll = 0.0
-        total_tokens = 0
-        device = self._device()
-        with self._padding("right") as pad_id:
-            for batch in _batches(examples, self.batch_size):
-                width = max(len(ids) for ids, _ in batch)
-                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                attention = torch.zeros((len(batch), width), dtype=torch.long)
-                scored = torch.zeros((len(batch), width), dtype=torch.bool)
-                for row, (ids, positions) in enumerate(batch):
-                    input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-                    attention[row, : len(ids)] = 1
+        k = job.groups
+        out: list[list[tuple[float, int] | None]] = [[None] * len(examples) for _ in range(k)]
+        pad_id = self._pad_id()
+        with self._steering(job):
+            for idx, rows, groups in self._rows(job, examples):
+                input_ids, attention = _pad([ids for ids, _ in rows], pad_id, "right")
+                scored = torch.zeros_like(attention, dtype=torch.bool)
+                for r, (_, positions) in enumerate(rows):
                     for pos in positions:
-                        scored[row, pos] = True
-                input_ids, attention, scored = input_ids.to(device), attention.to(device), scored.to(device)
-                logits = self.model(input_ids=input_ids, attention_mask=attention).logits
+                        scored[r, pos] = True
+                device = self._device()
+                with self._row_groups(job, groups):
+                    logits = self.model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+                if not bool(torch.isfinite(logits).all()):
+                    raise NonFiniteOutputError("the model produced non-finite logits (NaN or inf) while scoring")
                 # logits at position t predict the token at t + 1
                 logp = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
-                target = input_ids[:, 1:]
-                nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+                target = input_ids[:, 1:].to(device)
+                nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).double().cpu()
                 mask = scored[:, 1:]
-                total_nll += float(nll[mask].double().sum())
-                total_tokens += int(mask.sum())
-        if total_tokens == 0:
-            raise InvalidArgumentError("no token to score: every text is a single token")
-        return math.exp(total_nll / total_tokens)
+                sums = (nll * mask).sum(dim=1)
+                counts = mask.sum(dim=1)
+                for r in range(len(rows)):
+                    out[r // len(idx)][idx[r % len(idx)]] = (float(sums[r]), int(counts[r]))
+        return out  # type: ignore[return-value]
+
+    def call_custom(self, job: MetricJob) -> MetricResult:
+        """Run the custom function on the (steered) model; one number, or one per prompt."""
+        with self._steering(job):
+            value = self.custom_fn(self.model, self.tokenizer, list(job.prompts))
+        if is_real(value):
+            return MetricResult(float(value))
+        if not isinstance(value, (str, bytes)):
+            try:
+                values = [float(v) if is_real(v) else None for v in value]
+            except TypeError:
+                values = None
+            if values is not None and len(values) == len(job.prompts) and None not in values:
+                return MetricResult(sum(values) / len(values), tuple(values))
+            if values is None and hasattr(value, "__float__"):  # a NumPy or torch scalar
+                try:
+                    return MetricResult(float(value))
+                except (TypeError, ValueError):
+                    pass
+        raise TypeError(
+            f"custom_fn must return a number or one number per prompt ({len(job.prompts)}), got {_describe(value)}"
+        )
 
     # -- helpers -------------------------------------------------------------
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        return list(self.tokenizer(prompt)["input_ids"])
+
+    def _pad_id(self) -> int | None:
+        tok = self.tokenizer
+        pad = getattr(tok, "pad_token_id", None)
+        return pad if pad is not None else getattr(tok, "eos_token_id", None)
 
     def _device(self):
         try:
@@ -278,22 +397,6 @@ class SteerEvaluator:
             import torch
 
             return torch.device("cpu")
-
-    @contextlib.contextmanager
-    def _padding(self, side: str) -> Iterator[int]:
-        """Set the tokenizer's padding side (and a pad token if missing); restore both."""
-        tok = self.tokenizer
-        old_side = tok.padding_side
-        old_pad = tok.pad_token
-        try:
-            tok.padding_side = side
-            if tok.pad_token_id is None:
-                tok.pad_token = tok.eos_token
-            yield tok.pad_token_id
-        finally:
-            tok.padding_side = old_side
-            if old_pad is None and tok.pad_token is not None:
-                tok.pad_token = None
 
     @contextlib.contextmanager
     def eval_mode(self) -> Iterator[None]:
@@ -310,6 +413,87 @@ class SteerEvaluator:
                     m.training = t
 
 
-def _batches(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
+# ----------------------------------------------------------------------------- internals
+
+
+def _applied(steer, config):
+    return steer.applied(config)
+
+
+def _pad(rows: Sequence[Sequence[int]], pad_id: int, side: str):
+    """``input_ids`` and ``attention_mask`` for token-id rows, padded on ``side``."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if not len(r):
+            raise InvalidArgumentError(f"prompt {i} has no tokens")
+        if side == "left":
+            ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
+            mask[i, width - len(r):] = 1
+        else:
+            ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
+            mask[i, : len(r)] = 1
+    return ids, mask
+
+
+def _processors(items):
+    from transformers import LogitsProcessorList
+
+    return LogitsProcessorList(items)
+
+
+def _stopping(items):
+    from transformers import StoppingCriteriaList
+
+    return StoppingCriteriaList(items)
+
+
+class _FiniteCheck:
+    """A logits processor that notes (on the device, no sync per step) whether any score was
+    not finite; checked once after generate()."""
+
+    def __init__(self) -> None:
+        self.bad = None
+        self.step = 0
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        flag = ~torch.isfinite(scores).all()
+        self.bad = flag if self.bad is None else self.bad | flag
+        self.step += 1
+        return scores
+
+    def raise_if_bad(self, what: str) -> None:
+        if self.bad is not None and bool(self.bad):
+            raise NonFiniteOutputError(
+                f"the model produced non-finite logits (NaN or inf) during {what}: the steering is far too "
+                "strong for the model's dtype"
+            )
+
+
+class _StopWhenFound:
+    """Per-row stopping: a row is done once its wanted (normalised) string appears in its
+    continuation.  Rows without a wanted string only stop at EOS."""
+
+    def __init__(self, tokenizer, start: int, wanted: Sequence[str | None]) -> None:
+        self.tokenizer = tokenizer
+        self.start = start
+        self.wanted = list(wanted)
+        self.done = None
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        if self.done is None:
+            self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        todo = [b for b in range(input_ids.shape[0]) if self.wanted[b] and not bool(self.done[b])]
+        if todo:
+            texts = self.tokenizer.batch_decode(input_ids[todo, self.start:], skip_special_tokens=True)
+            for b, text in zip(todo, texts):
+                if self.wanted[b] in normalize_answer(text):
+                    self.done[b] = True
+        return self.done.clone()

@@ -1,68 +1,80 @@
-"""The results log: one TSV row per trial, written and flushed as each trial ends.
+"""The results log of a search: one TSV row per :class:`~autosteer.trial.TrialRecord`,
+written and flushed as each trial ends, and read back strictly.
 
-Format (UTF-8, ``\\n`` line ends, tab-separated, no quoting)::
+Format 2 (UTF-8, ``\\n`` line ends, tab-separated, no quoting)::
 
-    iteration  timestamp  elapsed_s  score  best_score  status  n_vectors  candidate  description  holdout_score  error  run_id  config
+    iteration  round  timestamp  elapsed_s  status  score  holdout_score  per_prompt  candidate  error  config
 
 * line 1 is the header above, so any TSV reader takes the file as is
   (``pandas.read_csv(path, sep="\\t")``);
-* the ``baseline`` row (iteration 0) comes first, then one row per trial with
-  status ``keep``, ``discard`` or ``crash``;
-* ``timestamp`` is UTC ISO 8601 (``2026-11-25T21:30:05Z``), ``elapsed_s``
-  the seconds since the run started (carried on across resumes);
-* ``score`` / ``best_score`` / ``holdout_score`` are written with Python's
-  shortest round-trip float repr, so reading the log back gives the very same
-  floats; an empty field means "not measured" (a crash that raised has no
-  score; holdout prompts are scored for the baseline and each new best only);
-* ``candidate`` is the candidate's canonical JSON (sorted keys, vectors in
-  canonical order), ``description`` its one-line summary;
-* ``error`` holds the error of a crash; tabs, newlines and backslashes in text
-  fields are escaped as ``\\t``, ``\\n``, ``\\r``, ``\\\\``;
-* ``run_id`` (every row) is a short hash of the run's configuration (seed,
-  metric, search space, prompts, model ...); ``config`` holds that
-  configuration as JSON on the baseline row only.  Resuming checks both, so a
-  log from another run is refused with a message saying what differs.
+* the ``baseline`` row (iteration 0, round 0) comes first and alone carries the
+  run's configuration (``config``, JSON): the metric, its direction, the keep
+  rule, the seed, the search space, hashes of the prompts, the model ...; the
+  run id is a hash of it;
+* then one row per evaluated candidate, status ``keep``, ``discard`` or
+  ``crash``; candidates proposed together share a ``round``;
+* ``score`` and ``holdout_score`` are written with Python's shortest
+  round-trip float repr (reading gives the very same floats); empty means "not
+  measured" (a crash that raised has no score; held-out prompts are scored for
+  the baseline and each keep); ``per_prompt`` is the JSON list of what the
+  metric measured on each search prompt;
+* ``candidate`` is the candidate's canonical JSON; ``error`` why a crash
+  crashed; tabs, newlines and backslashes in text fields are escaped as
+  ``\\t``, ``\\n``, ``\\r``, ``\\\\``.
 
-:func:`read_log` parses a log back into a :class:`LogHistory`.
+Nothing derivable is stored (the running best, the number of vectors, the
+description).  :func:`read_log` checks that a log is self-consistent: every
+number parses strictly, iterations count up, every keep beats the running best
+and (under the default keep rule) no discard does; otherwise it names the
+first line at fault.  A last line cut by a killed run (even inside a multibyte
+character) is recovered with ``allow_incomplete=True``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import math
 import os
+import re
 from typing import Any, Mapping
 
+from autosteer._canonical import canonical_json, digest
+from autosteer.candidate import SteerCandidate
 from autosteer.errors import AutoSteerError, LogFormatError
-from autosteer.search import SteerCandidate
+from autosteer.trial import STATUSES, TrialRecord, improves
 
-__all__ = ["COLUMNS", "HEADER", "LogHistory", "LogWriter", "read_log", "run_id_of"]
+__all__ = ["COLUMNS", "HEADER", "FORMAT_VERSION", "LogHistory", "LogWriter", "read_log", "run_id_of",
+           "format_row", "looks_like_log"]
+
+FORMAT_VERSION = 2
 
 COLUMNS: tuple[str, ...] = (
     "iteration",
+    "round",
     "timestamp",
     "elapsed_s",
-    "score",
-    "best_score",
     "status",
-    "n_vectors",
-    "candidate",
-    "description",
+    "score",
     "holdout_score",
+    "per_prompt",
+    "candidate",
     "error",
-    "run_id",
     "config",
 )
 HEADER = "\t".join(COLUMNS)
-STATUSES = ("baseline", "keep", "discard", "crash")
+_OLD_HEADERS = {
+    1: "iteration\ttimestamp\telapsed_s\tscore\tbest_score\tstatus\tn_vectors\tcandidate\tdescription\t"
+       "holdout_score\terror\trun_id\tconfig",
+}
+
+_INT = re.compile(r"(0|[1-9][0-9]*)\Z")
+_FLOAT = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\Z")
+_NONFINITE = {"nan", "inf", "-inf"}
 
 
 def run_id_of(config: Mapping[str, Any]) -> str:
     """Short hash (16 hex digits) of a run configuration's canonical JSON."""
-    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+    return digest(dict(config))
 
 
 def _escape(s: str | None) -> str:
@@ -71,50 +83,38 @@ def _escape(s: str | None) -> str:
     return s.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
+_UNESCAPE = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+
+
 def _unescape(s: str) -> str:
-    out = []
-    i = 0
-    table = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
-    while i < len(s):
-        c = s[i]
-        if c == "\\" and i + 1 < len(s) and s[i + 1] in table:
-            out.append(table[s[i + 1]])
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
+    return re.sub(r"\\([\\tnr])", lambda m: _UNESCAPE[m.group(1)], s)
 
 
 def _fmt_float(x: float | None) -> str:
-    if x is None:
-        return ""
-    return repr(float(x))
+    return "" if x is None else repr(float(x))
 
 
-def format_row(row: Mapping[str, Any], run_id: str, config: Mapping[str, Any] | None = None) -> str:
-    """One log line (with its ``\\n``) for a history row."""
-    cand: SteerCandidate = row["candidate"]
+def format_row(record: TrialRecord, config: Mapping[str, Any] | None = None) -> str:
+    """One log line (with its ``\\n``) for a record; ``config`` goes on the baseline row only."""
+    per_prompt = "" if record.per_prompt is None else canonical_json([float(x) for x in record.per_prompt])
     fields = [
-        str(int(row["iteration"])),
-        row["timestamp"],
-        f"{float(row['elapsed_s']):.3f}",
-        _fmt_float(row["score"]),
-        _fmt_float(row["best_score"]),
-        row["status"],
-        str(len(cand)),
-        cand.key(),
-        _escape(row["description"]),
-        _fmt_float(row.get("holdout_score")),
-        _escape(row.get("error")),
-        run_id,
-        "" if config is None else json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+        str(int(record.iteration)),
+        str(int(record.round)),
+        record.timestamp,
+        f"{float(record.elapsed_s):.3f}",
+        record.status,
+        _fmt_float(record.score),
+        _fmt_float(record.holdout_score),
+        per_prompt,
+        record.candidate.key(),
+        _escape(record.error),
+        "" if config is None else canonical_json(dict(config)),
     ]
     return "\t".join(fields) + "\n"
 
 
 class LogWriter:
-    """Append rows to a results log, flushing each one.
+    """Append records to a results log, flushing each one to the OS as it is written.
 
     ``LogWriter(path)`` truncates the file and writes the header;
     ``LogWriter(path, append=True)`` appends to an existing log.
@@ -122,19 +122,19 @@ class LogWriter:
 
     def __init__(self, path: str | os.PathLike, *, append: bool = False) -> None:
         self.path = os.fspath(path)
-        self._f: io.TextIOBase | None = open(self.path, "a" if append else "w", encoding="utf-8", newline="")
+        self._f = open(self.path, "ab" if append else "wb")
         if not append:
             self._write(HEADER + "\n")
 
     def _write(self, text: str) -> None:
         if self._f is None:
             raise ValueError(f"the log {self.path} is closed")
-        self._f.write(text)
+        self._f.write(text.encode("utf-8"))
         self._f.flush()
 
-    def write_row(self, row: Mapping[str, Any], run_id: str, config: Mapping[str, Any] | None = None) -> None:
-        """Write one row and flush it to the OS."""
-        self._write(format_row(row, run_id, config))
+    def write(self, record: TrialRecord, config: Mapping[str, Any] | None = None) -> None:
+        """Write one record and flush it."""
+        self._write(format_row(record, config))
 
     def close(self) -> None:
         if self._f is not None:
@@ -149,102 +149,132 @@ class LogWriter:
 
 
 class LogHistory(list):
-    """The rows of a results log, as a list of dicts.
+    """The records of a results log (a list of :class:`~autosteer.trial.TrialRecord`).
 
-    Each row: ``iteration`` (int), ``timestamp`` (str), ``elapsed_s`` (float),
-    ``score`` (float or None), ``best_score`` (float), ``status`` (str),
-    ``n_vectors`` (int), ``candidate`` (:class:`SteerCandidate`),
-    ``description`` (str), ``holdout_score`` (float or None), ``error``
-    (str or None).  Attributes: ``path``, ``run_id``, ``config`` (dict, the
-    baseline row's configuration; None for a log with no rows) and
-    ``incomplete_tail`` (byte offset where an incomplete last line starts,
-    when ``read_log(..., allow_incomplete=True)`` skipped one; else None).
+    Attributes: ``path``; ``config`` (the baseline row's configuration, None
+    for a log with no rows); ``run_id`` (its hash); ``incomplete_tail`` (byte
+    offset where an incomplete last line starts, when ``read_log(...,
+    allow_incomplete=True)`` skipped one; else None).
     """
 
     path: str
-    run_id: str | None
     config: dict[str, Any] | None
     incomplete_tail: int | None
 
     @property
+    def run_id(self) -> str | None:
+        return None if self.config is None else run_id_of(self.config)
+
+    @property
     def baseline_score(self) -> float | None:
-        return self[0]["score"] if self else None
+        return self[0].score if self else None
 
 
-def _parse_float(text: str, name: str, where: str, *, optional: bool) -> float | None:
-    if text == "":
-        if optional:
-            return None
-        raise LogFormatError(f"{where}: {name} is empty")
+def looks_like_log(path: str | os.PathLike) -> bool:
+    """Whether the file starts with this format's header (a cheap test, no full read)."""
     try:
-        return float(text)
-    except ValueError:
-        raise LogFormatError(f"{where}: {name} {text!r} is not a number") from None
+        with open(path, "rb") as f:
+            first = f.readline(len(HEADER) + 2)
+    except OSError:
+        return False
+    return first.rstrip(b"\r\n") == HEADER.encode("utf-8")
 
 
 def read_log(path: str | os.PathLike, *, allow_incomplete: bool = False) -> LogHistory:
     """Read a results log written by :class:`autosteer.AutoSteerRunner`.
 
-    Returns a :class:`LogHistory` (a list of row dicts).  Raises
-    :class:`LogFormatError` naming the file and line when the file is not an
-    AutoSteer log, a row is corrupt, the iterations are not 0, 1, 2, ...,
-    or rows come from different runs (their ``run_id`` differ).
-
-    A last line without its line end is what a run killed mid-write leaves;
-    it is an error unless ``allow_incomplete=True``, which skips it and
-    records its offset in ``incomplete_tail``.
+    Returns a :class:`LogHistory`.  Raises :class:`LogFormatError` naming the
+    file and line when the file is not an AutoSteer log of this format, a row
+    is corrupt or inconsistent with the rows before it (see the module
+    docstring).  A last line without its line end is what a run killed
+    mid-write leaves; it is an error unless ``allow_incomplete=True``, which
+    skips it and records its byte offset in ``incomplete_tail``.  A blank
+    line at the very end is ignored.
     """
     path = os.fspath(path)
-    with open(path, "r", encoding="utf-8", newline="") as f:
+    with open(path, "rb") as f:
         data = f.read()
     hist = LogHistory()
     hist.path = path
-    hist.run_id = None
     hist.config = None
     hist.incomplete_tail = None
     if not data:
         raise LogFormatError(f"{path} line 1: the file is empty, not an AutoSteer results log")
-    lines = data.split("\n")
-    # data ends with "\n" -> last element is ""; otherwise the last line is incomplete
-    tail = lines.pop()
-    first = lines[0] if lines else tail
-    if first.rstrip("\r") != HEADER:
-        expected = HEADER.replace("\t", "\\t")
-        raise LogFormatError(
-            f"{path} line 1: not an AutoSteer results log (expected the header {expected!r}, "
-            f"got {first[:80]!r})"
-        )
-    if not lines:  # header without line end
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b"" when the data ends with a line end; else an incomplete line
+    if not lines:  # not even the header is complete
+        header = _decode(tail, path, 1).rstrip("\r")
+        if header != HEADER:
+            raise LogFormatError(_header_error(path, header))
         if allow_incomplete:
             hist.incomplete_tail = 0
             return hist
         raise LogFormatError(f"{path} line 1: incomplete header (no line end)")
-    offset = len(lines[0].encode("utf-8")) + 1
-    for lineno, line in enumerate(lines[1:], start=2):
-        hist.append(_parse_row(line, lineno, path, hist))
-        offset += len(line.encode("utf-8")) + 1
+    header = _decode(lines[0], path, 1).rstrip("\r")
+    if header != HEADER:
+        raise LogFormatError(_header_error(path, header))
+    if tail and not allow_incomplete:
+        raise LogFormatError(
+            f"{path} line {len(lines) + 1}: incomplete row (no line end); the run was probably killed "
+            "while writing it. Resume the run (it drops the line) or delete the line."
+        )
+    while len(lines) > 1 and not lines[-1].strip() and not tail:
+        lines.pop()  # blank lines at the very end are not corruption
+    state = _ReadState()
+    for lineno, raw in enumerate(lines[1:], start=2):
+        hist.append(_parse_row(_decode(raw, path, lineno), f"{path} line {lineno}", hist, state))
     if tail:
-        lineno = len(lines) + 1
-        if not allow_incomplete:
-            raise LogFormatError(
-                f"{path} line {lineno}: incomplete row (no line end); the run was probably killed "
-                "while writing it. Resume with resume=True (it drops the line) or delete the line."
-            )
-        hist.incomplete_tail = offset
+        hist.incomplete_tail = len(data) - len(tail)
     return hist
 
 
-def _parse_row(line: str, lineno: int, path: str, hist: LogHistory) -> dict[str, Any]:
-    where = f"{path} line {lineno}"
-    line = line.rstrip("\r")
-    fields = line.split("\t")
+def _decode(raw: bytes, path: str, lineno: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LogFormatError(f"{path} line {lineno}: not UTF-8 text ({e.reason} at column {e.start + 1})") from None
+
+
+def _header_error(path: str, got: str) -> str:
+    for version, old in _OLD_HEADERS.items():
+        if got == old:
+            return (f"{path} line 1: a results log of format {version}, written by an older AutoSteer; "
+                    f"this release reads format {FORMAT_VERSION} (start a new run, or use the older release)")
+    return (f"{path} line 1: not an AutoSteer results log: expected the header "
+            f"{' | '.join(COLUMNS)} (tab-separated), got {got[:80]!r}")
+
+
+class _ReadState:
+    def __init__(self) -> None:
+        self.best: float | None = None
+        self.round = 0
+        self.lower_is_better: bool = False
+        self.min_improvement = 0.0
+        self.check_discards = True
+
+
+def _parse_int(text: str, name: str, where: str) -> int:
+    if not _INT.match(text):
+        raise LogFormatError(f"{where}: {name} {text!r} is not a whole number")
+    return int(text)
+
+
+def _parse_float(text: str, name: str, where: str, *, optional: bool, nonfinite: bool = False) -> float | None:
+    if text == "":
+        if optional:
+            return None
+        raise LogFormatError(f"{where}: {name} is empty")
+    if _FLOAT.match(text) or (nonfinite and text in _NONFINITE):
+        return float(text)
+    raise LogFormatError(f"{where}: {name} {text!r} is not a number")
+
+
+def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> TrialRecord:
+    fields = line.rstrip("\r").split("\t")
     if len(fields) != len(COLUMNS):
         raise LogFormatError(f"{where}: expected {len(COLUMNS)} tab-separated fields, got {len(fields)}")
     raw = dict(zip(COLUMNS, fields))
-    try:
-        iteration = int(raw["iteration"])
-    except ValueError:
-        raise LogFormatError(f"{where}: iteration {raw['iteration']!r} is not an integer") from None
+    iteration = _parse_int(raw["iteration"], "iteration", where)
     status = raw["status"]
     if status not in STATUSES:
         raise LogFormatError(f"{where}: unknown status {status!r} (expected one of {', '.join(STATUSES)})")
@@ -255,50 +285,83 @@ def _parse_row(line: str, lineno: int, path: str, hist: LogHistory) -> dict[str,
         )
     if iteration != len(hist):
         raise LogFormatError(f"{where}: expected iteration {len(hist)}, got {iteration}")
+    rnd = _parse_int(raw["round"], "round", where)
+    if status == "baseline" and rnd != 0:
+        raise LogFormatError(f"{where}: the baseline is round 0, got round {rnd}")
+    if status != "baseline" and not (st.round <= rnd <= st.round + 1 and rnd >= 1):
+        raise LogFormatError(f"{where}: round {rnd} does not follow round {st.round}")
+    st.round = rnd
     try:
         cand = SteerCandidate.from_json(raw["candidate"])
     except AutoSteerError as e:
         raise LogFormatError(f"{where}: bad candidate: {e}") from None
     if cand.key() != raw["candidate"]:
         raise LogFormatError(f"{where}: the candidate is not in canonical form (was the log edited?)")
-    try:
-        n_vectors = int(raw["n_vectors"])
-    except ValueError:
-        raise LogFormatError(f"{where}: n_vectors {raw['n_vectors']!r} is not an integer") from None
-    if n_vectors != len(cand):
-        raise LogFormatError(f"{where}: n_vectors is {n_vectors} but the candidate has {len(cand)} vectors")
     if status == "baseline":
+        if len(cand):
+            raise LogFormatError(f"{where}: the baseline row must hold the empty candidate")
         try:
             config = json.loads(raw["config"])
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise LogFormatError(f"{where}: the baseline row's config is not valid JSON") from None
         if not isinstance(config, dict):
             raise LogFormatError(f"{where}: the baseline row's config is not a JSON object")
-        if run_id_of(config) != raw["run_id"]:
-            raise LogFormatError(f"{where}: run_id {raw['run_id']!r} does not match the row's config (was the log edited?)")
+        if config.get("format") != FORMAT_VERSION:
+            raise LogFormatError(f"{where}: config format {config.get('format')!r}, expected {FORMAT_VERSION}")
         hist.config = config
-        hist.run_id = raw["run_id"]
-    elif raw["run_id"] != hist.run_id:
-        raise LogFormatError(
-            f"{where}: run_id {raw['run_id']!r} differs from the baseline's {hist.run_id!r}; "
-            "the log mixes rows from different runs"
-        )
+        st.lower_is_better = bool(config.get("lower_is_better", False))
+        mi = config.get("min_improvement", 0.0)
+        st.min_improvement = float(mi) if isinstance(mi, (int, float)) and not isinstance(mi, bool) else 0.0
+        st.check_discards = config.get("keep_rule", "mean") == "mean"
     elif raw["config"]:
         raise LogFormatError(f"{where}: only the baseline row carries a config")
-    score = _parse_float(raw["score"], "score", where, optional=status == "crash")
-    best = _parse_float(raw["best_score"], "best_score", where, optional=False)
+    elif not len(cand):
+        raise LogFormatError(f"{where}: a {status} row needs a non-empty candidate")
+    score = _parse_float(raw["score"], "score", where, optional=status == "crash", nonfinite=status == "crash")
     if status != "crash" and not math.isfinite(score):
         raise LogFormatError(f"{where}: a {status} row needs a finite score, got {raw['score']!r}")
-    return {
-        "iteration": iteration,
-        "timestamp": raw["timestamp"],
-        "elapsed_s": _parse_float(raw["elapsed_s"], "elapsed_s", where, optional=False),
-        "score": score,
-        "best_score": best,
-        "status": status,
-        "n_vectors": n_vectors,
-        "candidate": cand,
-        "description": _unescape(raw["description"]),
-        "holdout_score": _parse_float(raw["holdout_score"], "holdout_score", where, optional=True),
-        "error": _unescape(raw["error"]) or None,
-    }
+    if status == "crash" and score is not None and math.isfinite(score):
+        raise LogFormatError(f"{where}: a crash row has a finite score {score!r} (a crash has none, or a "
+                             "non-finite one)")
+    holdout = _parse_float(raw["holdout_score"], "holdout_score", where, optional=True)
+    per_prompt = None
+    if raw["per_prompt"]:
+        try:
+            values = json.loads(raw["per_prompt"])
+        except (json.JSONDecodeError, RecursionError):
+            values = None
+        if (not isinstance(values, list) or not values
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                           for v in values)):
+            raise LogFormatError(f"{where}: per_prompt must be a JSON list of finite numbers, "
+                                 f"got {raw['per_prompt'][:60]!r}")
+        per_prompt = tuple(float(v) for v in values)
+    # consistency with the rows before: statuses agree with the running best
+    if status == "baseline":
+        st.best = score
+    elif status == "keep":
+        if not improves(score, st.best, st.lower_is_better, st.min_improvement):
+            raise LogFormatError(
+                f"{where}: a keep with score {score!r} does not beat the best so far ({st.best!r}, "
+                f"{'lower' if st.lower_is_better else 'higher'} is better, min_improvement "
+                f"{st.min_improvement!r}); the log was edited or is corrupt"
+            )
+        st.best = score
+    elif status == "discard" and st.check_discards and improves(score, st.best, st.lower_is_better,
+                                                                  st.min_improvement):
+        raise LogFormatError(
+            f"{where}: a discard with score {score!r} beats the best so far ({st.best!r}); "
+            "it should have been kept: the log was edited or is corrupt"
+        )
+    return TrialRecord(
+        iteration=iteration,
+        status=status,
+        candidate=cand,
+        score=score,
+        holdout_score=holdout,
+        per_prompt=per_prompt,
+        error=_unescape(raw["error"]) or None,
+        round=rnd,
+        timestamp=raw["timestamp"],
+        elapsed_s=_parse_float(raw["elapsed_s"], "elapsed_s", where, optional=False),
+    )

@@ -1,4 +1,4 @@
-"""Plot a search's history: score per iteration, keeps, discards and crashes marked.
+"""Plot a search's history: every trial's score, the best so far, the baseline, the held-out scores.
 
 matplotlib is an optional extra (``pip install autosteer[plot]``); it is
 imported only when :func:`plot_history` is called.  The figure is built with
@@ -18,8 +18,8 @@ from autosteer.errors import InvalidArgumentError
 __all__ = ["plot_history"]
 
 
-def _history_of(source: Any) -> tuple[list[Mapping[str, Any]], bool | None, str | None]:
-    """Rows, lower_is_better (if known) and the metric name (if known)."""
+def _history_of(source: Any) -> tuple[list[Any], bool | None, str | None]:
+    """Records, lower_is_better (if known) and the metric name (if known)."""
     if isinstance(source, (str, os.PathLike)):
         from autosteer.log import read_log
 
@@ -41,15 +41,17 @@ def plot_history(results_or_log_path: Any, path: str | os.PathLike | None = None
 
     ``results_or_log_path`` is what :meth:`AutoSteerRunner.run` returned, its
     ``["history"]``, or the path of a results log.  Keeps are green dots,
-    discards grey dots, crashes red crosses drawn at the bottom edge (a crash
-    has no usable score), the baseline a dashed line, the best so far a step
-    line.  With ``path`` the figure is also saved there (format from the
-    extension).
+    discards grey dots, crashes red crosses at the bottom edge (a crash has no
+    usable score), the baseline a dashed line, the best so far a step line,
+    held-out scores (measured for the baseline and each keep) orange diamonds.
+    The x axis counts trials, the y axis names the metric and its direction.
+    With ``path`` the figure is also saved there (format from the extension).
     """
     try:
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError("plot_history needs matplotlib: pip install 'autosteer[plot]'") from None
+    from autosteer.trial import running_best
 
     rows, lower_is_better, metric = _history_of(results_or_log_path)
     if not rows:
@@ -58,7 +60,8 @@ def plot_history(results_or_log_path: Any, path: str | os.PathLike | None = None
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.add_subplot()
     base = rows[0]
-    finite = [r["score"] for r in rows if r["score"] is not None and math.isfinite(r["score"])]
+    values = [r["score"] for r in rows] + [r["holdout_score"] for r in rows]
+    finite = [v for v in values if v is not None and math.isfinite(v)]
     lo, hi = min(finite), max(finite)
     pad = (hi - lo) * 0.08 or abs(hi) * 0.05 or 0.05
     bottom = lo - pad
@@ -69,20 +72,25 @@ def plot_history(results_or_log_path: Any, path: str | os.PathLike | None = None
 
     ax.axhline(base["score"], color="0.4", linestyle="--", linewidth=1, label=f"baseline {base['score']:.4g}")
     it = [r["iteration"] for r in rows]
-    best = [r["best_score"] for r in rows]
-    ax.step(it, best, where="post", color="tab:blue", linewidth=1.5, label="best so far")
+    ax.step(it, running_best(rows), where="post", color="tab:blue", linewidth=1.5, label="best so far")
     x, y = pts("discard")
     if x:
         ax.scatter(x, y, s=18, color="0.6", label=f"discard ({len(x)})", zorder=3)
     x, y = pts("keep")
     if x:
-        ax.scatter(x, y, s=36, color="tab:green", edgecolor="black", linewidth=0.5, label=f"keep ({len(x)})", zorder=4)
+        ax.scatter(x, y, s=40, color="tab:green", edgecolor="black", linewidth=0.6, label=f"keep ({len(x)})",
+                   zorder=4)
     crashes = [r["iteration"] for r in rows if r["status"] == "crash"]
     if crashes:
         ax.scatter(crashes, [bottom] * len(crashes), marker="x", s=30, color="tab:red",
                    label=f"crash ({len(crashes)})", zorder=4)
+    held = [(r["iteration"], r["holdout_score"]) for r in rows
+            if r["holdout_score"] is not None and math.isfinite(r["holdout_score"])]
+    if held:
+        ax.scatter([h[0] for h in held], [h[1] for h in held], marker="D", s=30, color="tab:orange",
+                   edgecolor="black", linewidth=0.5, label=f"held-out ({len(held)})", zorder=5)
     ax.set_ylim(bottom - pad * 0.5, hi + pad)
-    ax.set_xlabel("iteration")
+    ax.set_xlabel("trial (0 = baseline, unsteered)")
     ylabel = metric or "score"
     if lower_is_better is not None:
         ylabel += " (lower is better)" if lower_is_better else " (higher is better)"

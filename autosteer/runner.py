@@ -1,16 +1,20 @@
-"""The autonomous loop: baseline, then propose -> apply -> evaluate -> keep or discard.
+"""The autonomous loop: baseline, then rounds of propose -> evaluate -> keep or discard.
 
 ::
 
-    space = SteerSearchSpace(layer_range=(15, 25), coeff_range=(0.05, 1.0),
+    space = SteerSearchSpace(layer_range=(0, 3), coeff_range=(0.1, 0.4),
                              texts=["logical", "precise", "analytical"],
                              negative_texts=["confused", "irrational", "imprecise"])
     runner = AutoSteerRunner(model=model, tokenizer=tokenizer, prompts=prompts,
                              metric="task_accuracy", expected_outputs=expected,
-                             lower_is_better=False, search_space=space,
-                             log_path="results.tsv", seed=42)
+                             search_space=space, log_path="steer_log.tsv", seed=42)
     results = runner.run(max_iterations=30)
     print(results)            # the short report, with the best configuration as code
+
+Who owns what: the log owns the trials (one :class:`~autosteer.trial.TrialRecord`
+per evaluated candidate, written as it is decided); the strategy proposes from
+the history it is given and keeps nothing; the runner decides keep or discard,
+once, and everything it reports is derived from the history.
 
 Every argument is checked in ``__init__`` (and ``max_iterations`` in
 :meth:`AutoSteerRunner.run`) before the baseline is evaluated, so a typo fails
@@ -20,91 +24,31 @@ model's decoder layers, and each text must tokenize to at least one token.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import sys
 import time
-import warnings
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
+from autosteer._canonical import digest
+from autosteer._checks import check_int, check_real
+from autosteer._threads import check_threads, using_threads
+from autosteer._checks import describe as _describe
+from autosteer.candidate import SteerCandidate
 from autosteer.errors import AutoSteerError, InvalidArgumentError, LogFormatError, SearchSpaceError
-from autosteer.evaluator import METRICS, SteerEvaluator
-from autosteer.log import LogWriter, read_log, run_id_of
-from autosteer.search import AutoSteerSearch, SearchExhaustedError, SteerCandidate, SteerSearchSpace
+from autosteer.evaluator import SteerEvaluator
+from autosteer.log import FORMAT_VERSION, LogHistory, LogWriter, looks_like_log, read_log, run_id_of
+from autosteer.metrics import MetricResult, get_metric
+from autosteer.progress import Progress
+from autosteer.results import SteerResults, results_from_history
+from autosteer.space import SteerSearchSpace
+from autosteer.strategies import DEFAULT_STRATEGY, SearchExhaustedError, make_strategy, strategy_class
+from autosteer.trial import TrialRecord, improves, last_keep
 
-__all__ = ["AutoSteerRunner", "SteerResults"]
+__all__ = ["AutoSteerRunner", "SteerResults", "DEFAULT_LOG"]
 
-LOG_FORMAT_VERSION = 1
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
-
-
-class SteerResults(dict):
-    """The outcome of :meth:`AutoSteerRunner.run`: a dict with a readable ``str()``.
-
-    Keys: ``baseline_score``, ``best_score``, ``best_candidate`` (a
-    :class:`SteerCandidate`, or None when nothing beat the baseline),
-    ``best_iteration`` (0 = the baseline), ``history`` (one dict per log row,
-    baseline first; see :class:`autosteer.log.LogHistory`), ``keeps``,
-    ``discards``, ``crashes``, ``iterations`` (trials run, baseline excluded),
-    ``elapsed_s`` (over all sessions of a resumed run), ``best_steer_code``
-    (Python lines that rebuild the best configuration), ``baseline_holdout``
-    and ``best_holdout`` (None without holdout prompts), ``metric``,
-    ``lower_is_better``, ``seed``, ``log_path``, ``stopped_early`` (None, or
-    why the run ended before ``max_iterations``).  Keys also read as
-    attributes: ``results.best_score``.
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def summary(self) -> str:
-        """The one-line report: baseline -> best, keeps/discards/crashes."""
-        if self["best_candidate"] is None:
-            found = "(no candidate beat the baseline)"
-        else:
-            found = f"(found at iteration {self['best_iteration']})"
-        return (
-            f"Baseline: {_fmt(self['baseline_score'])} -> Best: {_fmt(self['best_score'])} {found} | "
-            f"keeps {self['keeps']}, discards {self['discards']}, crashes {self['crashes']}"
-        )
-
-    def __str__(self) -> str:
-        lines = [self.summary()]
-        if self.get("baseline_holdout") is not None:
-            lines.append(f"Held-out: {_fmt(self['baseline_holdout'])} -> {_fmt(self['best_holdout'])}")
-        if self.get("stopped_early"):
-            lines.append(f"Stopped early: {self['stopped_early']}")
-        if self["best_candidate"] is not None:
-            lines.append("Best configuration:")
-        lines.append(self["best_steer_code"])
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return (
-            f"<SteerResults {self['metric']}: baseline {_fmt(self['baseline_score'])} -> best "
-            f"{_fmt(self['best_score'])} at iteration {self['best_iteration']}, {self['iterations']} trials>"
-        )
-
-    def _repr_pretty_(self, p, cycle) -> None:  # IPython shows the report, not a huge dict
-        p.text(str(self))
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _digest(obj: Any) -> str:
-    blob = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+#: The runner's default log file name (the agent skill's own loop writes results.tsv).
+DEFAULT_LOG = "steer_log.tsv"
 
 
 def _now() -> str:
@@ -117,108 +61,19 @@ def _check_log_path(log_path: Any) -> str | None:
     try:
         path = os.fspath(log_path)
     except TypeError:
-        raise InvalidArgumentError(f"log_path must be a path or None, got {type(log_path).__name__}") from None
+        raise InvalidArgumentError(f"log_path must be a path or None, got {_describe(log_path)}") from None
     if not isinstance(path, str):
         path = os.fsdecode(path)
     if not path:
         raise InvalidArgumentError("log_path is empty; give a file name or None for no log")
     if os.path.isdir(path):
-        raise InvalidArgumentError(f"log_path {path!r} is a directory; give a file name such as results.tsv")
+        raise InvalidArgumentError(f"log_path {path!r} is a directory; give a file name such as {DEFAULT_LOG}")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise InvalidArgumentError(f"cannot write the log {path!r}: directory {parent!r} does not exist")
-    existed = os.path.exists(path)
-    try:
-        with open(path, "a", encoding="utf-8"):
-            pass
-    except OSError as e:
-        raise InvalidArgumentError(f"cannot write the log {path!r}: {e.strerror or e}") from None
-    if not existed:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
+    if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise InvalidArgumentError(f"cannot write the log {path!r}: permission denied")
     return path
-
-
-def _in_notebook() -> bool:
-    """True inside a Jupyter kernel (an imported ipykernel alone is not enough:
-    jupyter_client imports it to look up kernel specs)."""
-    ipython = sys.modules.get("IPython")
-    if ipython is None:
-        return False
-    try:
-        shell = ipython.get_ipython()
-    except Exception:  # noqa: BLE001 - any failure means "not a notebook"
-        return False
-    return shell is not None and getattr(shell, "kernel", None) is not None
-
-
-class _Progress:
-    """tqdm on a terminal (or in a notebook), plain lines on a pipe, nothing when silent."""
-
-    def __init__(self, verbose: bool, total: int, initial: int) -> None:
-        self.bar = None
-        self.plain = False
-        self.total = total
-        if not verbose:
-            return
-        stream = sys.stdout
-        interactive = bool(getattr(stream, "isatty", lambda: False)())
-        in_notebook = not interactive and _in_notebook()
-        if interactive or in_notebook:
-            try:
-                if in_notebook:
-                    from tqdm.auto import tqdm
-                else:
-                    from tqdm import tqdm
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # tqdm.auto warns when ipywidgets is missing
-                    self.bar = tqdm(total=total, initial=initial, desc="autosteer", unit="trial",
-                                    file=stream, dynamic_ncols=True, leave=True)
-                return
-            except ImportError:  # pragma: no cover - tqdm is a dependency
-                pass
-        self.plain = True
-
-    def baseline(self, score: float, holdout: float | None, resumed_from: int | None) -> None:
-        if resumed_from is not None:
-            msg = f"[autosteer] resumed after iteration {resumed_from}: baseline {score:.4f}"
-        else:
-            msg = f"[autosteer] baseline {score:.4f}"
-        if holdout is not None:
-            msg += f" (held-out {holdout:.4f})"
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"best {score:.4g} | baseline")
-            self.bar.write(msg)
-        elif self.plain:
-            self._print(msg)
-
-    def trial(self, iteration: int, score: float | None, best: float, status: str, desc: str) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix_str(f"best {best:.4g} | last {status}")
-        elif self.plain:
-            s = "-" if score is None else f"{score:.4f}"
-            self._print(f"[autosteer] {iteration}/{self.total} {status:<7} score {s}  best {best:.4f}  {desc}")
-
-    def message(self, msg: str) -> None:
-        if self.bar is not None:
-            self.bar.write(msg)
-        elif self.plain:
-            self._print(msg)
-
-    def _print(self, line: str) -> None:
-        """One plain progress line; a closed pipe turns progress off, never the search."""
-        try:
-            print(line, flush=True)
-        except (BrokenPipeError, OSError):
-            self.plain = False
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 class AutoSteerRunner:
@@ -233,44 +88,58 @@ class AutoSteerRunner:
     prompts:
         The evaluation prompts (a non-empty list of strings).
     metric:
-        ``"task_accuracy"``, ``"perplexity"`` or ``"custom"``; see
-        :mod:`autosteer.evaluator`.  A callable is accepted as shorthand for
-        ``metric="custom", custom_fn=callable``.
+        A name from the metric registry (:mod:`autosteer.metrics`):
+        ``"task_accuracy"``, ``"perplexity"``, ``"custom"``.  A callable is
+        accepted as shorthand for ``metric="custom", custom_fn=callable``.
     expected_outputs:
         One expected string per prompt; required by ``task_accuracy``,
         optional for ``perplexity`` (then the perplexity of each expected
         text given its prompt), refused for ``custom``.
     lower_is_better:
-        None picks the metric's direction: True for perplexity, False for
-        task_accuracy and custom.
+        None picks the metric's direction (the registry's; False for custom).
     search_space:
         A :class:`SteerSearchSpace`; None uses ``SteerSearchSpace()``: the
         texts "logical", "precise", "analytical" over the model's middle layers.
     log_path:
-        The TSV log (see :mod:`autosteer.log`); None writes no log.  An existing
-        file is overwritten unless ``run(resume=True)``.
+        The TSV log (see :mod:`autosteer.log`); None writes no log.  A new run
+        refuses to start over an existing file unless it is empty, a log of
+        this very run (then it is started afresh), or ``overwrite=True``;
+        ``run(resume=True)`` continues it.
     seed, patience:
-        Passed to :class:`AutoSteerSearch`.
+        The strategy's seed, and (for the default strategy) how many
+        non-keeps in a row end local search around the best.
+    strategy:
+        ``"local"`` (default) or ``"random"``; see :mod:`autosteer.strategies`.
+    population:
+        Candidates proposed and evaluated per round (default 1: one after
+        another).  With K > 1 the K candidates share each batched pass, each
+        batch row steered by its own candidate.
     min_improvement:
         A candidate is kept only when it beats the best score by more than this.
     max_new_tokens, batch_size:
-        Generation length and batch size of the evaluation.
+        Generation length and prompts per forward pass (times the population).
     custom_fn:
-        ``(model, tokenizer, prompts) -> float`` for ``metric="custom"``.
+        ``(model, tokenizer, prompts) -> float`` (or one float per prompt) for
+        ``metric="custom"``.
     holdout_prompts, holdout_expected:
         Optional held-out set, scored (same metric) for the baseline and each
         new best; reported, never used to decide.
     verbose:
         Show progress: a tqdm bar on a terminal or in a notebook, one plain
         line per trial when stdout is a pipe or a file; False prints nothing.
+    overwrite:
+        Start a new run over an existing log file that holds something else.
+    threads:
+        CPU threads torch uses during :meth:`run` (None: one for a small model,
+        two for a larger one; see :mod:`autosteer._threads`); restored after.
 
-    What identifies a run (``runner.config``, hashed into the log's
-    ``run_id``): the model class and its number of layers, the metric,
-    ``lower_is_better``, ``min_improvement``, ``seed``, ``patience``,
-    ``max_new_tokens``, the resolved search space, and hashes of the prompts
-    with their expected outputs and of the held-out set.  ``batch_size`` and
-    ``verbose`` may change between sessions of one run; a custom function
-    cannot be fingerprinted, so resuming trusts it to be the same.
+    What identifies a run (``runner.config``, whose hash is the log's run id):
+    the model class and its number of layers, the metric and its direction,
+    ``min_improvement``, the strategy with its seed and options, the
+    population, ``max_new_tokens``, the resolved search space, and hashes of
+    the prompts with their expected outputs and of the held-out set.
+    ``batch_size`` and ``verbose`` may change between sessions of one run; a
+    custom function cannot be fingerprinted, so resuming trusts it to be the same.
     """
 
     def __init__(
@@ -282,35 +151,39 @@ class AutoSteerRunner:
         expected_outputs: Sequence[str] | None = None,
         lower_is_better: bool | None = None,
         search_space: SteerSearchSpace | None = None,
-        log_path: str | os.PathLike | None = "results.tsv",
+        log_path: str | os.PathLike | None = DEFAULT_LOG,
         seed: int = 0,
         patience: int = 5,
         min_improvement: float = 0.0,
         max_new_tokens: int = 16,
         batch_size: int = 8,
-        custom_fn: Callable[[Any, Any, list[str]], float] | None = None,
+        custom_fn: Callable[[Any, Any, list[str]], Any] | None = None,
         holdout_prompts: Sequence[str] | None = None,
         holdout_expected: Sequence[str] | None = None,
         verbose: bool = True,
+        *,
+        strategy: str = DEFAULT_STRATEGY,
+        population: int = 1,
+        overwrite: bool = False,
+        threads: int | None = None,
     ) -> None:
         # -- plain arguments --------------------------------------------------
         if callable(metric) and not isinstance(metric, str):
             if custom_fn is not None:
                 raise InvalidArgumentError("give the custom metric either as metric=callable or as custom_fn, not both")
             metric, custom_fn = "custom", metric
-        if not isinstance(metric, str) or metric not in METRICS:
-            raise InvalidArgumentError(
-                f"unknown metric {metric!r}; expected one of {', '.join(map(repr, METRICS))}"
-            )
+        spec = get_metric(metric)
         if lower_is_better is not None and not isinstance(lower_is_better, bool):
-            raise InvalidArgumentError(f"lower_is_better must be True, False or None, got {lower_is_better!r}")
-        if not _is_int(seed):
-            raise InvalidArgumentError(f"seed must be an integer, got {seed!r}")
-        if not _is_int(patience) or patience < 1:
-            raise InvalidArgumentError(f"patience must be an integer >= 1, got {patience!r}")
-        if (isinstance(min_improvement, bool) or not isinstance(min_improvement, (int, float))
-                or not math.isfinite(min_improvement) or min_improvement < 0):
-            raise InvalidArgumentError(f"min_improvement must be a finite number >= 0, got {min_improvement!r}")
+            raise InvalidArgumentError(f"lower_is_better must be True, False or None, got {_describe(lower_is_better)}")
+        seed = check_int("seed", seed)
+        patience = check_int("patience", patience, minimum=1)
+        min_improvement = check_real("min_improvement", min_improvement, minimum=0.0)
+        population = check_int("population", population, minimum=1)
+        threads = check_threads(threads)
+        strategy_class(strategy)  # a clear error for an unknown name, before any work
+        for name, flag in (("verbose", verbose), ("overwrite", overwrite)):
+            if not isinstance(flag, bool):
+                raise InvalidArgumentError(f"{name} must be True or False, got {_describe(flag)}")
         if search_space is None:
             search_space = SteerSearchSpace()
         elif not isinstance(search_space, SteerSearchSpace):
@@ -319,13 +192,20 @@ class AutoSteerRunner:
             )
 
         # -- metric and prompts --------------------------------------------------
-        evaluator = SteerEvaluator(model, tokenizer, metric, custom_fn=custom_fn,
-                                   max_new_tokens=max_new_tokens, batch_size=batch_size)
+        evaluator = SteerEvaluator(model, tokenizer, spec.name, custom_fn=custom_fn,
+                                   max_new_tokens=max_new_tokens, batch_size=batch_size, early_stop=True)
         prompts, expected_outputs = evaluator.check(prompts, expected_outputs)
         if holdout_prompts is None:
             if holdout_expected is not None:
                 raise InvalidArgumentError("holdout_expected was given without holdout_prompts")
         else:
+            if spec.expected == "optional" and (holdout_expected is None) != (expected_outputs is None):
+                raise InvalidArgumentError(
+                    f"metric={spec.name!r} scores the search prompts "
+                    f"{'with' if expected_outputs is not None else 'without'} expected outputs, so the held-out "
+                    f"prompts must be scored the same way: give holdout_expected "
+                    f"{'too' if expected_outputs is not None else 'only with expected_outputs'}"
+                )
             holdout_prompts, holdout_expected = evaluator.check(
                 holdout_prompts, holdout_expected, prompts_name="holdout_prompts", expected_name="holdout_expected"
             )
@@ -341,60 +221,68 @@ class AutoSteerRunner:
                 if not tokenizer(text, add_special_tokens=False)["input_ids"]:
                     raise SearchSpaceError(f"{name}[{i}] {text!r} gives no token with this tokenizer")
 
-        log_path = _check_log_path(log_path)
-
         self.model = model
         self.tokenizer = tokenizer
         self.prompts = prompts
         self.expected_outputs = expected_outputs
-        self.metric = metric
-        self.lower_is_better = evaluator.lower_is_better if lower_is_better is None else lower_is_better
+        self.metric = spec.name
+        self.lower_is_better = bool(spec.lower_is_better) if lower_is_better is None else lower_is_better
         self.search_space = space
-        self.log_path = log_path
+        self.log_path = _check_log_path(log_path)
         self.seed = seed
         self.patience = patience
-        self.min_improvement = float(min_improvement)
+        self.min_improvement = min_improvement
+        self.population = population
+        self.overwrite = overwrite
+        self.threads = threads
         self.holdout_prompts = holdout_prompts
         self.holdout_expected = holdout_expected
-        self.verbose = bool(verbose)
+        self.verbose = verbose
         self.evaluator = evaluator
         self.steer = steer
+        self.strategy = make_strategy(strategy, space, seed=seed, patience=patience)
         self.config = {
-            "format": LOG_FORMAT_VERSION,
+            "format": FORMAT_VERSION,
             "model": model_name,
             "num_layers": steer.num_layers,
-            "metric": metric,
+            "metric": spec.name,
             "lower_is_better": self.lower_is_better,
             "min_improvement": self.min_improvement,
+            "keep_rule": "mean",
+            "strategy": strategy,
             "seed": seed,
             "patience": patience,
+            "population": population,
             "max_new_tokens": evaluator.max_new_tokens,
             "space": space.to_dict(),
-            "prompts": _digest([prompts, expected_outputs]),
-            "holdout": None if holdout_prompts is None else _digest([holdout_prompts, holdout_expected]),
+            "prompts": digest([prompts, expected_outputs]),
+            "holdout": None if holdout_prompts is None else digest([holdout_prompts, holdout_expected]),
         }
         self.run_id = run_id_of(self.config)
-        self._state: dict[str, Any] | None = None
+        self._history: list[TrialRecord] | None = None
+        self._stopped_early: str | None = None
 
     # -- public ----------------------------------------------------------------
 
     @property
     def results(self) -> SteerResults | None:
         """The results so far (also after an interrupted run); None before the baseline."""
-        if self._state is None or not self._state["history"]:
+        if not self._history:
             return None
         return self._results()
 
     def run(self, max_iterations: int, resume: bool = False) -> SteerResults:
         """Evaluate the baseline, then up to ``max_iterations`` candidates.
 
-        ``resume=True`` continues the run recorded in ``log_path``: its rows are
-        replayed into the search (nothing is re-evaluated), so the best, the
-        history and every later proposal are those of an uninterrupted run
-        with the same seed.  A missing or empty log starts a fresh run; a log
-        from another run (other seed, metric, space, prompts, model ...)
-        raises :class:`LogFormatError`.  A log that already holds
-        ``max_iterations`` trials or more is returned as it is.
+        ``resume=True`` continues the run recorded in ``log_path``: its records
+        are read back (nothing is re-evaluated; each round's candidates are
+        checked to be what the strategy proposes), so the best, the history
+        and every later proposal are those of an uninterrupted run with the
+        same seed.  A missing or empty log starts a fresh run; a log from
+        another run (other seed, metric, space, prompts, model ...) raises
+        :class:`LogFormatError`.  A log that already holds ``max_iterations``
+        trials or more is returned as it is.  A round cut short by an
+        interrupt is completed with its remaining candidates.
 
         The run stops early when the search has tried everything it can reach
         (``results["stopped_early"]`` says so).  On KeyboardInterrupt the
@@ -402,62 +290,55 @@ class AutoSteerRunner:
         is closed, and the interrupt propagates; ``runner.results`` still
         holds the results so far.
         """
-        if not _is_int(max_iterations) or max_iterations < 0:
-            raise InvalidArgumentError(f"max_iterations must be an integer >= 0, got {max_iterations!r}")
+        max_iterations = check_int("max_iterations", max_iterations, minimum=0)
         if not isinstance(resume, bool):
-            raise InvalidArgumentError(f"resume must be True or False, got {resume!r}")
+            raise InvalidArgumentError(f"resume must be True or False, got {_describe(resume)}")
         if resume and self.log_path is None:
             raise InvalidArgumentError("resume=True needs the log_path of the run to continue")
-
-        self.steer.reset_all()
-        search = AutoSteerSearch(self.search_space, seed=self.seed, patience=self.patience)
-        st = self._state = {
-            "search": search,
-            "history": [],
-            "baseline_score": None,
-            "baseline_holdout": None,
-            "best_score": None,
-            "best_candidate": None,
-            "best_iteration": 0,
-            "best_holdout": None,
-            "keeps": 0,
-            "discards": 0,
-            "crashes": 0,
-            "elapsed_offset": 0.0,
-            "stopped_early": None,
-        }
         prior = self._load_for_resume() if resume else None
+        if not resume:
+            self._check_fresh_start()
+        with using_threads(self.threads, self.model):
+            return self._run(max_iterations, prior)
+
+    def _run(self, max_iterations: int, prior: LogHistory | None) -> SteerResults:
+        self._history = []
+        self._stopped_early = None
+        offset = 0.0
         start = time.perf_counter()
         writer: LogWriter | None = None
-        progress: _Progress | None = None
+        progress: Progress | None = None
         try:
             if prior:
-                self._replay(prior)
-                st["elapsed_offset"] = prior[-1]["elapsed_s"]
-                if self.log_path is not None:
-                    if prior.incomplete_tail is not None:
-                        with open(self.log_path, "r+b") as f:
-                            f.truncate(prior.incomplete_tail)
-                    writer = LogWriter(self.log_path, append=True)
+                self._history = list(prior)
+                offset = prior[-1].elapsed_s
+                if prior.incomplete_tail is not None:
+                    with open(self.log_path, "r+b") as f:
+                        f.truncate(prior.incomplete_tail)
+                writer = LogWriter(self.log_path, append=True)
             elif self.log_path is not None:
                 writer = LogWriter(self.log_path)
-            done = len(st["history"]) - 1 if st["history"] else 0
-            progress = _Progress(self.verbose, max_iterations, min(done, max_iterations))
+            elapsed = lambda: offset + (time.perf_counter() - start)  # noqa: E731
+            done = len(self._history) - 1 if self._history else 0
+            progress = Progress(self.verbose, max_iterations, min(done, max_iterations))
             if not prior:
-                self._baseline(writer, start)
-            progress.baseline(st["baseline_score"], st["baseline_holdout"], done if prior else None)
+                self._baseline(writer, elapsed)
+            base = self._history[0]
+            progress.baseline(base.score, base.holdout_score, done if prior else None)
 
-            for iteration in range(done + 1, max_iterations + 1):
+            while len(self._history) - 1 < max_iterations:
+                left = max_iterations - (len(self._history) - 1)
                 try:
-                    candidate = search.propose()
+                    candidates, rnd = self._next_round(left)
                 except SearchExhaustedError as e:
-                    st["stopped_early"] = str(e)
+                    self._stopped_early = str(e)
                     progress.message(f"[autosteer] stopping early: {e}")
                     break
-                row = self._trial(iteration, candidate, start)
-                if writer is not None:
-                    writer.write_row(row, self.run_id)
-                progress.trial(iteration, row["score"], st["best_score"], row["status"], row["description"])
+                for record in self._evaluate_round(candidates, rnd, elapsed):
+                    if writer is not None:
+                        writer.write(record)
+                    best = last_keep(self._history) or base
+                    progress.trial(record.iteration, record.score, best.score, record.status, record.description)
         finally:
             self.steer.reset_all()
             if writer is not None:
@@ -468,103 +349,120 @@ class AutoSteerRunner:
 
     # -- steps ---------------------------------------------------------------
 
-    def _elapsed(self, start: float) -> float:
-        return self._state["elapsed_offset"] + (time.perf_counter() - start)
-
-    def _baseline(self, writer: LogWriter | None, start: float) -> None:
-        st = self._state
+    def _baseline(self, writer: LogWriter | None, elapsed) -> None:
         self.steer.reset_all()
-        score = self.evaluator.evaluate(self.prompts, self.expected_outputs)
-        if not math.isfinite(score):
+        result = self.evaluator.evaluate_result(self.prompts, self.expected_outputs)
+        if not math.isfinite(result.value):
             raise AutoSteerError(
-                f"the baseline (unsteered) {self.metric} score is {score!r}; the search needs a finite baseline"
+                f"the baseline (unsteered) {self.metric} score is {result.value!r}; the search needs a finite baseline"
             )
         holdout = None
         if self.holdout_prompts is not None:
             holdout = self.evaluator.evaluate(self.holdout_prompts, self.holdout_expected)
-        row = {
-            "iteration": 0,
-            "timestamp": _now(),
-            "elapsed_s": self._elapsed(start),
-            "score": score,
-            "best_score": score,
-            "status": "baseline",
-            "n_vectors": 0,
-            "candidate": SteerCandidate(),
-            "description": "baseline (no steering)",
-            "holdout_score": holdout,
-            "error": None,
-        }
-        st.update(baseline_score=score, best_score=score, baseline_holdout=holdout, best_holdout=holdout)
-        st["history"].append(row)
+        record = TrialRecord(iteration=0, status="baseline", candidate=SteerCandidate(), score=result.value,
+                             holdout_score=holdout, per_prompt=result.per_prompt, round=0, timestamp=_now(),
+                             elapsed_s=elapsed())
+        self._history.append(record)
         if writer is not None:
-            writer.write_row(row, self.run_id, self.config)
+            writer.write(record, self.config)
 
-    def _improves(self, score: float) -> bool:
-        best = self._state["best_score"]
-        if self.lower_is_better:
-            return score < best - self.min_improvement
-        return score > best + self.min_improvement
+    def _next_round(self, left: int) -> tuple[list[SteerCandidate], int]:
+        """The candidates to evaluate next and their round: the rest of a round an interrupt cut
+        short, or a new round of ``min(population, left)``."""
+        history = self._history
+        last = history[-1]
+        if last.round > 0:
+            in_round = [r for r in history if r.round == last.round]
+            before = history[: len(history) - len(in_round)]
+            want = min(self.population, len(in_round) + left)
+            if len(in_round) < want:
+                full = self.strategy.propose_round(before, want)
+                if len(full) > len(in_round):
+                    return full[len(in_round):], last.round
+        n = min(self.population, left)
+        return self.strategy.propose_round(history, n), last.round + 1
 
-    def _trial(self, iteration: int, candidate: SteerCandidate, start: float) -> dict[str, Any]:
-        st = self._state
-        score: float | None = None
-        holdout: float | None = None
-        error: str | None = None
-        status = "crash"
+    def _evaluate_round(self, candidates: list[SteerCandidate], rnd: int, elapsed):
+        """Score the round's candidates (one batched pass where the metric allows), then decide
+        each in proposal order; yields each record as it is decided."""
+        results: list[MetricResult | None]
+        errors: list[str | None]
         try:
-            # eval mode also while the directions are computed (dropout off)
-            with self.evaluator.eval_mode():
-                candidate.apply(self.steer)
-                score = self.evaluator.evaluate(self.prompts, self.expected_outputs)
-                if not math.isfinite(score):
-                    error = f"non-finite score: {score!r}"
-                elif self._improves(score):
-                    status = "keep"
-                    if self.holdout_prompts is not None:
-                        try:
-                            holdout = self.evaluator.evaluate(self.holdout_prompts, self.holdout_expected)
-                        except Exception as e:  # the holdout never decides; report its failure
-                            error = f"holdout failed: {type(e).__name__}: {e}"
-                else:
-                    status = "discard"
+            results = list(self.evaluator.evaluate_candidates(self.steer, candidates, self.prompts,
+                                                              self.expected_outputs))
+            errors = [None] * len(candidates)
         except Exception as e:
-            status = "crash"
-            error = f"{type(e).__name__}: {e}"
+            if len(candidates) == 1:
+                results, errors = [None], [f"{type(e).__name__}: {e}"]
+            else:  # find out which candidate failed: score them one by one
+                results, errors = [], []
+                for cand in candidates:
+                    try:
+                        results.extend(self.evaluator.evaluate_candidates(self.steer, [cand], self.prompts,
+                                                                          self.expected_outputs))
+                        errors.append(None)
+                    except Exception as e1:
+                        results.append(None)
+                        errors.append(f"{type(e1).__name__}: {e1}")
         finally:
             self.steer.reset_all()
-        self._account(iteration, candidate, score, status, holdout)
-        row = {
-            "iteration": iteration,
-            "timestamp": _now(),
-            "elapsed_s": self._elapsed(start),
-            "score": score,
-            "best_score": st["best_score"],
-            "status": status,
-            "n_vectors": len(candidate),
-            "candidate": candidate,
-            "description": candidate.describe(),
-            "holdout_score": holdout,
-            "error": error,
-        }
-        st["history"].append(row)
-        return row
+        for cand, result, error in zip(candidates, results, errors):
+            record = self._decide(cand, result, error, rnd, elapsed)
+            self._history.append(record)
+            yield record
 
-    def _account(self, iteration: int, candidate: SteerCandidate, score: float | None, status: str,
-                 holdout: float | None) -> None:
-        st = self._state
-        st["search"].record(score, status)
-        if status == "keep":
-            st["keeps"] += 1
-            st.update(best_score=score, best_candidate=candidate, best_iteration=iteration, best_holdout=holdout)
-        elif status == "discard":
-            st["discards"] += 1
-        else:
-            st["crashes"] += 1
+    def _decide(self, cand: SteerCandidate, result: MetricResult | None, error: str | None, rnd: int,
+                elapsed) -> TrialRecord:
+        """Keep, discard or crash: the one place where the runner decides."""
+        score = None if result is None else result.value
+        per_prompt = None if result is None else result.per_prompt
+        holdout = None
+        status = "crash"
+        if error is None and score is not None and not math.isfinite(score):
+            error = f"non-finite score: {score!r}"
+            per_prompt = None
+        elif error is None:
+            best = last_keep(self._history) or self._history[0]
+            if improves(score, best.score, self.lower_is_better, self.min_improvement):
+                status = "keep"
+                if self.holdout_prompts is not None:
+                    try:
+                        with self.steer.applied(cand):
+                            holdout = self.evaluator.evaluate(self.holdout_prompts, self.holdout_expected)
+                    except Exception as e:  # the holdout never decides; report its failure
+                        error = f"holdout failed: {type(e).__name__}: {e}"
+                    finally:
+                        self.steer.reset_all()
+            else:
+                status = "discard"
+        return TrialRecord(iteration=len(self._history), status=status, candidate=cand, score=score,
+                           holdout_score=holdout, per_prompt=per_prompt, error=error, round=rnd,
+                           timestamp=_now(), elapsed_s=elapsed())
 
     # -- resume ----------------------------------------------------------------
 
-    def _load_for_resume(self):
+    def _check_fresh_start(self) -> None:
+        """A new run may write over nothing, an empty file, or a log of this very run."""
+        path = self.log_path
+        if path is None or self.overwrite or not os.path.exists(path) or os.path.getsize(path) == 0:
+            return
+        if looks_like_log(path):
+            try:
+                prior = read_log(path, allow_incomplete=True)
+            except LogFormatError:
+                prior = None
+            if prior is not None and (prior.config is None or prior.run_id == self.run_id):
+                return
+            what = "a results log of another run" if prior is not None else "a corrupt results log"
+        else:
+            what = "a file that is not an AutoSteer results log"
+        raise InvalidArgumentError(
+            f"log_path {path!r} already exists and is {what}; starting a new run would overwrite it. "
+            "Resume it (resume=True / --resume), choose another log file, or overwrite it "
+            "(overwrite=True / --overwrite)"
+        )
+
+    def _load_for_resume(self) -> LogHistory | None:
         if not os.path.exists(self.log_path) or os.path.getsize(self.log_path) == 0:
             return None
         prior = read_log(self.log_path, allow_incomplete=True)
@@ -579,59 +477,39 @@ class AutoSteerRunner:
             ) or "format differs"
             raise LogFormatError(
                 f"{self.log_path} line 2: the log was written by another run ({detail}); "
-                "resume with the same settings, or use another log_path / resume=False to start over"
+                "resume with the same settings, or start over with another log file or overwrite=True / --overwrite"
             )
+        self._verify_proposals(prior)
         return prior
 
-    def _replay(self, prior) -> None:
-        st = self._state
-        search = st["search"]
-        base = prior[0]
-        st.update(baseline_score=base["score"], best_score=base["score"],
-                  baseline_holdout=base["holdout_score"], best_holdout=base["holdout_score"])
-        st["history"].append(base)
-        for lineno, row in enumerate(prior[1:], start=3):
+    def _verify_proposals(self, prior: LogHistory) -> None:
+        """Each logged round must hold what the strategy proposes after the rows before it
+        (an edited log, or one from another version, is refused)."""
+        lineno = 3
+        i = 1
+        while i < len(prior):
+            rnd = prior[i].round
+            j = i
+            while j < len(prior) and prior[j].round == rnd:
+                j += 1
+            logged = [r.candidate for r in prior[i:j]]
             try:
-                proposal = search.propose()
+                proposed = self.strategy.propose_round(prior[:i], len(logged))
             except SearchExhaustedError:
-                proposal = None
-            if proposal is None or proposal.key() != row["candidate"].key():
-                what = "nothing (the space is exhausted)" if proposal is None else proposal.describe()
-                raise LogFormatError(
-                    f"{self.log_path} line {lineno}: seed {self.seed} proposes {what} at iteration "
-                    f"{row['iteration']}, but the log has {row['candidate'].describe()}; the log was edited "
-                    "or written by another version of AutoSteer"
-                )
-            self._account(row["iteration"], row["candidate"], row["score"], row["status"], row["holdout_score"])
-            st["history"].append(row)
+                proposed = []
+            for k, cand in enumerate(logged):
+                if k >= len(proposed) or proposed[k].key() != cand.key():
+                    what = "nothing (the space is exhausted)" if k >= len(proposed) else proposed[k].describe()
+                    raise LogFormatError(
+                        f"{self.log_path} line {lineno + k}: seed {self.seed} proposes {what} at iteration "
+                        f"{i + k}, but the log has {cand.describe()}; the log was edited "
+                        "or written by another version of AutoSteer"
+                    )
+            lineno += j - i
+            i = j
 
     # -- results -----------------------------------------------------------------
 
     def _results(self) -> SteerResults:
-        st = self._state
-        best = st["best_candidate"]
-        if best is None:
-            code = "# no steering configuration beat the baseline"
-        else:
-            code = best.to_code()
-        history = st["history"]
-        return SteerResults(
-            baseline_score=st["baseline_score"],
-            best_score=st["best_score"],
-            best_candidate=best,
-            best_iteration=st["best_iteration"],
-            history=list(history),
-            keeps=st["keeps"],
-            discards=st["discards"],
-            crashes=st["crashes"],
-            iterations=max(0, len(history) - 1),
-            elapsed_s=history[-1]["elapsed_s"] if history else 0.0,
-            best_steer_code=code,
-            baseline_holdout=st["baseline_holdout"],
-            best_holdout=st["best_holdout"],
-            metric=self.metric,
-            lower_is_better=self.lower_is_better,
-            seed=self.seed,
-            log_path=self.log_path,
-            stopped_early=st["stopped_early"],
-        )
+        return results_from_history(self._history or [], self.config, log_path=self.log_path,
+                                    stopped_early=self._stopped_early)

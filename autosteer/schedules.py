@@ -82,3 +82,40 @@ def as_schedule(obj):
         "coeff_schedule must be None, a DecaySchedule/CosineSchedule/WarmupSchedule, "
         f"a dict from to_dict(), or a callable step -> multiplier; got {type(obj).__name__}"
     )
+
+
+# ---------------------------------------------------------------------------
+# TRANSITIONAL (replaced by the table exported from C on the core-redesign branch)
+from dataclasses import dataclass as _dataclass
+from types import MappingProxyType as _MappingProxyType
+
+
+@_dataclass(frozen=True)
+class ScheduleParam:
+    name: str
+    kind: str  # "int" or "float"
+    default: Any  # None: required
+    search_range: tuple
+    search_domain: tuple  # (low, high, low_open, high_open): where a search range may lie
+
+
+@_dataclass(frozen=True)
+class ScheduleKind:
+    type: str
+    class_name: str
+    cls: Any
+    params: tuple
+
+
+SCHEDULE_KINDS = _MappingProxyType({
+    "decay": ScheduleKind("decay", "DecaySchedule", DecaySchedule, (
+        ScheduleParam("rate", "float", 1.0, (0.8, 0.99), (0.0, 1.0, True, False)),
+        ScheduleParam("min_multiplier", "float", 0.0, (0.0, 0.5), (0.0, 1.0, False, False)),
+        ScheduleParam("times_restart", "int", 0, (0, 0), (0, float("inf"), False, True)))),
+    "cosine": ScheduleKind("cosine", "CosineSchedule", CosineSchedule, (
+        ScheduleParam("period", "int", None, (4, 32), (1, float("inf"), False, True)),
+        ScheduleParam("min_multiplier", "float", 0.0, (0.0, 0.5), (0.0, 1.0, False, False)))),
+    "warmup": ScheduleKind("warmup", "WarmupSchedule", WarmupSchedule, (
+        ScheduleParam("steps", "int", None, (1, 8), (1, float("inf"), False, True)),
+        ScheduleParam("start", "float", 0.0, (0.0, 0.5), (0.0, 1.0, False, False)))),
+})

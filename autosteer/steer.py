@@ -340,3 +340,25 @@ class Steer:
         entry = self._hooks.pop(layer_idx, None)
         if entry is not None:
             entry[0].remove()
+
+
+# ---------------------------------------------------------------------------
+# TRANSITIONAL (the core-redesign branch brings the real ones)
+import contextlib as _contextlib
+
+
+@_contextlib.contextmanager
+def _applied(self, config):
+    if isinstance(config, (list, tuple)):
+        if len(config) != 1:
+            raise NotImplementedError("populations need the core-redesign Steer")
+        config = config[0]
+    self.reset_all()
+    try:
+        config.apply(self)
+        yield self
+    finally:
+        self.reset_all()
+
+
+Steer.applied = _applied

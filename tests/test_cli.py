@@ -26,6 +26,18 @@ ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = ("search", "best", "plot", "generate")
 
 
+def _a_log() -> str:
+    from autosteer import SteerCandidate
+    from autosteer.log import FORMAT_VERSION, HEADER, format_row
+    from autosteer.trial import TrialRecord
+
+    config = {"format": FORMAT_VERSION, "metric": "perplexity", "lower_is_better": True}
+    return HEADER + "\n" + format_row(TrialRecord(0, "baseline", SteerCandidate(), score=2.0), config)
+
+
+LOG_TEXT = _a_log()
+
+
 def env_for(tmp: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
@@ -96,8 +108,25 @@ def test_top_level_help_and_python_m(tmp_path):
         (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "task_accuracy",
           "--expected", "two.txt"], "1 answers for 2 prompts"),
         (["search", "--model", "organism", "--prompts", "bad.jsonl", "--metric", "perplexity"], "line 2"),
-        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--resume",
-          "--log", "none.tsv"], "no log"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--layers", "-1:3"],
+         "layer indices must be >= 0"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--coeffs", "-0.5:1"],
+         "coefficient magnitudes must be >= 0"),
+        (["search", "--model", "organsim", "--prompts", "p.txt", "--metric", "perplexity"],
+         "did you mean 'organism'?"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--device", "cuda"],
+         "no usable CUDA device"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--device", "gpu0"],
+         "is not a torch device"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--log", "p.txt"],
+         "already exists and is a file that is not an AutoSteer results log"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--population", "0"],
+         ">= 1"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--threads", "x"],
+         "whole number"),
+        (["best", "log.tsv", "--json", "--code"], "alternatives"),
+        (["plot", "log.tsv", "-o", "no/such/dir/a.png"], "does not exist"),
+        (["generate", "--model", "organism", "--config", "deep.json", "hello"], "nested deeper than"),
         (["best", "p.txt"], "not an AutoSteer results log"),
         (["best", "missing.tsv"], "does not exist"),
         (["plot", "missing.tsv"], "does not exist"),
@@ -110,6 +139,8 @@ def test_bad_input_exits_2(argv, message, tmp_path, monkeypatch, capsys):
     Path("p.txt").write_text("what is 3 plus 4 ?\nwhat is 2 plus 2 ?\n")
     Path("two.txt").write_text("7\n")
     Path("bad.jsonl").write_text('{"prompt": "a"}\n{"text": "b"}\n')
+    Path("deep.json").write_text("[" * 100 + "]" * 100)
+    Path("log.tsv").write_text(LOG_TEXT)
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
     # the same with --json: a JSON error object on stdout
@@ -124,8 +155,15 @@ def test_prompt_files_text_and_jsonl(tmp_path):
     text.write_text("first prompt\n\n  second prompt\n")
     assert cli.read_prompts(str(text)) == (["first prompt", "  second prompt"], None)
     jsonl = tmp_path / "p.jsonl"
-    jsonl.write_text('{"prompt": "a", "expected": "1"}\n{"prompt": "b", "expected": 2}\n')
+    jsonl.write_text('{"prompt": "a", "expected": "1"}\n{"prompt": "b", "expected": "2"}\n')
     assert cli.read_prompts(str(jsonl)) == (["a", "b"], ["1", "2"])
+    for value in ("2", "7.0", "null", "[1]", "true"):
+        if value == "null":
+            continue  # null means "no expected answer" (and then every line must lack one)
+        bad = tmp_path / "b.jsonl"
+        bad.write_text('{"prompt": "a", "expected": "1"}\n{"prompt": "b", "expected": %s}\n' % value)
+        with pytest.raises(cli.UsageError, match=r'b\.jsonl line 2: "expected" must be a string'):
+            cli.read_prompts(str(bad))
     mixed = tmp_path / "m.jsonl"
     mixed.write_text('{"prompt": "a", "expected": "1"}\n{"prompt": "b"}\n')
     with pytest.raises(cli.UsageError, match="line 2"):
@@ -233,6 +271,32 @@ def test_skill_quick_start_runs_as_written(tmp_path):
     assert best["metric"] == "task_accuracy" and best["best_score"] >= best["baseline_score"]
     assert "before:" in proc.stdout and "after:" in proc.stdout
     assert (work / "progress.png").stat().st_size > 0
+
+
+def test_resume_without_a_log_starts_a_fresh_run_like_the_api(tiny_dir, prompts, tmp_path):
+    proc = autosteer("search", "--model", str(tiny_dir), "--prompts", str(prompts), "--metric", "perplexity",
+                     "--layers", "0:2", "--texts", "calm", "--iterations", "1", "--log", "fresh.tsv", "--resume",
+                     "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert len((tmp_path / "fresh.tsv").read_text().splitlines()) == 3
+
+
+def test_help_answers_without_importing_torch(tmp_path):
+    code = ("import sys; from autosteer import cli; p = cli.build_parser(); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=env_for(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_search_options_have_help_and_defaults(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["search", "--help"])
+    out = capsys.readouterr().out
+    for option, words in (("--metric", "what to optimise"), ("--seed", "default: 0"),
+                          ("--max-new-tokens", "default: 16"), ("--batch-size", "default: 8"),
+                          ("--log", "default: steer_log.tsv"), ("--population", "default: 1")):
+        assert option in out and words in out, option
 
 
 def test_demo_is_forwarded(tmp_path):

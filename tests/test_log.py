@@ -5,47 +5,40 @@ import math
 import pytest
 
 from autosteer import LogFormatError, SteerCandidate, SteerVector, read_log
-from autosteer.log import COLUMNS, HEADER, LogWriter, run_id_of
+from autosteer.log import COLUMNS, FORMAT_VERSION, HEADER, LogWriter, run_id_of
+from autosteer.trial import TrialRecord, running_best
 
-CONFIG = {"seed": 1, "metric": "custom", "space": {"texts": ["a"]}}
+CONFIG = {"format": FORMAT_VERSION, "seed": 1, "metric": "custom", "lower_is_better": False,
+          "min_improvement": 0.0, "keep_rule": "mean", "space": {"texts": ["a"]}}
 RUN_ID = run_id_of(CONFIG)
 CAND = SteerCandidate((SteerVector(2, 0.35, "logical"), SteerVector(4, -0.1, "confused", {"type": "warmup", "steps": 3})))
+OTHER = SteerCandidate((SteerVector(1, 0.2, "lögical ✓"),))
 
 
-def row(i, status, score, best, cand=CAND, holdout=None, error=None):
-    return {
-        "iteration": i,
-        "timestamp": "2026-11-25T21:30:05Z",
-        "elapsed_s": 1.25 * i,
-        "score": score,
-        "best_score": best,
-        "status": status,
-        "n_vectors": len(cand),
-        "candidate": cand,
-        "description": cand.describe() if i else "baseline (no steering)",
-        "holdout_score": holdout,
-        "error": error,
-    }
+def row(i, status, score, cand=CAND, holdout=None, error=None, per_prompt=None, rnd=None):
+    return TrialRecord(iteration=i, status=status, candidate=cand, score=score, holdout_score=holdout,
+                       per_prompt=per_prompt, error=error, round=i if rnd is None else rnd,
+                       timestamp="2026-11-25T21:30:05Z", elapsed_s=1.25 * i)
 
 
 def write_log(path, rows=None):
     rows = rows or [
-        row(0, "baseline", 1 / 3, 1 / 3, SteerCandidate(), holdout=0.1),
-        row(1, "keep", 2 / 3, 2 / 3, holdout=0.7),
-        row(2, "discard", 0.5, 2 / 3),
-        row(3, "crash", None, 2 / 3, error="RuntimeError: boom\n\tat line 3 \\ end"),
-        row(4, "crash", math.nan, 2 / 3, error="non-finite score: nan"),
+        row(0, "baseline", 1 / 3, SteerCandidate(), holdout=0.1, per_prompt=(0.0, 1.0, 0.0)),
+        row(1, "keep", 2 / 3, holdout=0.7, per_prompt=(1.0, 1.0, 0.0)),
+        row(2, "discard", 0.5, OTHER),
+        row(3, "crash", None, error="RuntimeError: boom\n\tat line 3 \\ end"),
+        row(4, "crash", math.nan, OTHER, error="non-finite score: nan"),
     ]
     with LogWriter(path) as w:
         for r in rows:
-            w.write_row(r, RUN_ID, CONFIG if r["status"] == "baseline" else None)
+            w.write(r, CONFIG if r.status == "baseline" else None)
     return rows
 
 
 def test_round_trip_is_exact(tmp_path):
     p = tmp_path / "log.tsv"
     rows = write_log(p)
-    text = p.read_text()
+    text = p.read_text(encoding="utf-8")
     lines = text.split("\n")
     assert lines[0] == HEADER and text.endswith("\n")
     assert all(len(line.split("\t")) == len(COLUMNS) for line in lines[1:-1])
@@ -53,33 +46,38 @@ def test_round_trip_is_exact(tmp_path):
     assert hist.run_id == RUN_ID and hist.config == CONFIG and hist.baseline_score == 1 / 3
     assert len(hist) == len(rows)
     for got, want in zip(hist, rows):
-        for k, v in want.items():
+        for k in want.keys():
+            v = want[k]
             if isinstance(v, float) and math.isnan(v):
                 assert math.isnan(got[k])
             else:
                 assert got[k] == v, k  # floats come back bit for bit; text is unescaped
-    assert hist[1]["candidate"] == CAND
+    assert hist[1]["candidate"] == CAND and hist[1].n_vectors == 2
     assert hist[3]["error"] == "RuntimeError: boom\n\tat line 3 \\ end"
     assert hist[2]["holdout_score"] is None and hist[2]["error"] is None
+    assert hist[0].per_prompt == (0.0, 1.0, 0.0) and hist[2].per_prompt is None
+    assert running_best(hist) == [1 / 3, 2 / 3, 2 / 3, 2 / 3, 2 / 3]
+    # derived values are not stored: no best_score, n_vectors, description or run_id column
+    assert not {"best_score", "n_vectors", "description", "run_id"} & set(COLUMNS)
 
 
 def test_writer_flushes_each_row(tmp_path):
     p = tmp_path / "log.tsv"
     w = LogWriter(p)
-    w.write_row(row(0, "baseline", 0.5, 0.5, SteerCandidate()), RUN_ID, CONFIG)
+    w.write(row(0, "baseline", 0.5, SteerCandidate()), CONFIG)
     assert len(read_log(p)) == 1  # visible before close
     w.close()
     with LogWriter(p, append=True) as w:
-        w.write_row(row(1, "discard", 0.25, 0.5), RUN_ID)
+        w.write(row(1, "discard", 0.25))
     assert [r["status"] for r in read_log(p)] == ["baseline", "discard"]
 
 
 def corrupt(tmp_path, edit):
     p = tmp_path / "log.tsv"
     write_log(p)
-    lines = p.read_text().split("\n")
+    lines = p.read_text(encoding="utf-8").split("\n")
     lines = edit(lines)
-    p.write_text("\n".join(lines))
+    p.write_text("\n".join(lines), encoding="utf-8")
     return p
 
 
@@ -89,27 +87,42 @@ def set_field(line, name, value):
     return "\t".join(f)
 
 
+def edit_line(n, name, value):
+    """Set field ``name`` of log line ``n`` (1-based, the header is line 1)."""
+    return lambda ls: ls[: n - 1] + [set_field(ls[n - 1], name, value)] + ls[n:]
+
+
 @pytest.mark.parametrize(
     "edit, match",
     [
         (lambda ls: ["iteration,timestamp,score"] + ls[1:], "line 1: not an AutoSteer results log"),
-        (lambda ls: ls[:2] + [ls[2] + "\textra"] + ls[3:], "line 3: expected 13 tab-separated fields, got 14"),
+        (lambda ls: ls[:2] + [ls[2] + "\textra"] + ls[3:], f"line 3: expected {len(COLUMNS)} tab-separated fields, got"),
         (lambda ls: ls[:3] + ls[4:], "line 4: expected iteration 2, got 3"),
-        (lambda ls: ls[:2] + [set_field(ls[2], "iteration", "one")] + ls[3:], "line 3: iteration 'one'"),
-        (lambda ls: ls[:3] + [set_field(ls[3], "status", "maybe")] + ls[4:], "line 4: unknown status 'maybe'"),
-        (lambda ls: ls[:3] + [set_field(ls[3], "status", "baseline")] + ls[4:], "line 4: the baseline must be"),
+        (edit_line(3, "iteration", "one"), "line 3: iteration 'one'"),
+        (edit_line(4, "status", "maybe"), "line 4: unknown status 'maybe'"),
+        (edit_line(4, "status", "baseline"), "line 4: the baseline must be"),
         (lambda ls: [ls[0]] + ls[2:], "line 2: the baseline must be"),
-        (lambda ls: ls[:2] + [set_field(ls[2], "candidate", "{oops")] + ls[3:], "line 3: bad candidate"),
-        (lambda ls: ls[:2] + [set_field(ls[2], "candidate", '{"vectors": []}')] + ls[3:], "line 3: .*canonical"),
-        (lambda ls: ls[:2] + [set_field(ls[2], "n_vectors", "5")] + ls[3:], "line 3: n_vectors is 5"),
-        (lambda ls: ls[:2] + [set_field(ls[2], "score", "high")] + ls[3:], "line 3: score 'high' is not a number"),
-        (lambda ls: ls[:2] + [set_field(ls[2], "score", "")] + ls[3:], "line 3: score is empty"),
-        (lambda ls: ls[:2] + [set_field(ls[2], "score", "nan")] + ls[3:], "line 3: a keep row needs a finite score"),
-        (lambda ls: ls[:3] + [set_field(ls[3], "run_id", "0123456789abcdef")] + ls[4:], "line 4: run_id .* differs"),
-        (lambda ls: [ls[0], set_field(ls[1], "config", '{"seed": 2}')] + ls[2:], "line 2: run_id .* does not match"),
+        (edit_line(3, "candidate", "{oops"), "line 3: bad candidate"),
+        (edit_line(3, "candidate", '{"vectors":[{"layer_idx":2, "coeff":0.35,"text":"a","schedule":null}]}'),
+         "line 3: .*canonical"),
+        (edit_line(3, "candidate", '{"vectors":[]}'), "line 3: a keep row needs a non-empty candidate"),
+        (edit_line(3, "score", "high"), "line 3: score 'high' is not a number"),
+        (edit_line(3, "score", ""), "line 3: score is empty"),
+        (edit_line(3, "score", "nan"), "line 3: score 'nan' is not a number"),
+        (edit_line(3, "score", "1_0"), "line 3: score '1_0' is not a number"),
+        (edit_line(3, "iteration", "0_1"), "line 3: iteration '0_1'"),
+        (edit_line(5, "score", "0.25"), "line 5: a crash row has a finite score"),
+        (edit_line(3, "per_prompt", "[1, 2"), "line 3: per_prompt must be"),
+        (edit_line(3, "per_prompt", '["a"]'), "line 3: per_prompt must be"),
+        (edit_line(3, "round", "7"), "line 3: round 7 does not follow round 0"),
         (lambda ls: [ls[0], set_field(ls[1], "config", "{")] + ls[2:], "line 2: .*not valid JSON"),
-        (lambda ls: ls[:2] + [set_field(ls[2], "config", "{}")] + ls[3:], "line 3: only the baseline row"),
-        (lambda ls: ls[:-2] + ["", ls[-2], ""], "line 6: expected 13"),  # a blank line
+        (lambda ls: [ls[0], set_field(ls[1], "config", '{"format": 1}')] + ls[2:], "line 2: config format 1"),
+        (edit_line(3, "config", "{}"), "line 3: only the baseline row"),
+        # statuses must agree with the scores and the running best
+        (edit_line(3, "score", "0.3"), r"line 3: a keep with score 0\.3 does not beat the best so far"),
+        (edit_line(4, "score", "0.7"), r"line 4: a discard with score 0\.7 beats the best so far"),
+        (edit_line(2, "score", "0.9"), r"line 3: a keep with score 0\.6666666666666666 does not beat .*0\.9"),
+        (lambda ls: ls[:-2] + ["", ls[-2], ""], f"line 6: expected {len(COLUMNS)}"),  # a blank line inside
         (lambda ls: ls[:-1], "line 6: incomplete row"),  # last line without its line end
     ],
 )
@@ -120,13 +133,62 @@ def test_corrupt_logs_name_the_line(tmp_path, edit, match):
     assert str(p) in str(info.value)
 
 
+def test_header_error_shows_the_columns_plainly(tmp_path):
+    p = tmp_path / "x.tsv"
+    p.write_text("commit\tval_bpb\tstatus\n")
+    with pytest.raises(LogFormatError) as info:
+        read_log(p)
+    msg = str(info.value)
+    assert "\\\\" not in msg and "iteration | round | timestamp" in msg
+    assert msg.endswith("got 'commit\\tval_bpb\\tstatus'")  # what arrived, escaped once
+
+
+def test_old_format_is_named(tmp_path):
+    p = tmp_path / "old.tsv"
+    p.write_text("iteration\ttimestamp\telapsed_s\tscore\tbest_score\tstatus\tn_vectors\tcandidate\tdescription\t"
+                 "holdout_score\terror\trun_id\tconfig\n")
+    with pytest.raises(LogFormatError, match="format 1, written by an older AutoSteer"):
+        read_log(p)
+
+
 def test_incomplete_last_line_can_be_skipped(tmp_path):
     p = tmp_path / "log.tsv"
     write_log(p)
     full = p.read_bytes()
-    p.write_bytes(full + b"5\t2026-11-25T21:30:05Z\t3.0\t0.")
+    p.write_bytes(full + b"5\t3\t2026-11-25T21:30:05Z\t3.0\t0.")
     hist = read_log(p, allow_incomplete=True)
     assert len(hist) == 5 and hist.incomplete_tail == len(full)
+
+
+def test_a_cut_inside_a_multibyte_character_is_recovered(tmp_path):
+    p = tmp_path / "log.tsv"
+    write_log(p)
+    full = p.read_bytes()
+    extra = "5\t5\t2026-11-25T21:30:05Z\t3.0\tdiscard\t0.1\t\t\t" + OTHER.key()
+    cut = extra.encode("utf-8")
+    cut = cut[: cut.index("ö".encode()) + 1]  # half of a two-byte character
+    p.write_bytes(full + cut)
+    with pytest.raises(LogFormatError, match="line 7: incomplete row"):
+        read_log(p)
+    hist = read_log(p, allow_incomplete=True)
+    assert len(hist) == 5 and hist.incomplete_tail == len(full)
+
+
+def test_undecodable_line_is_named(tmp_path):
+    p = tmp_path / "log.tsv"
+    write_log(p)
+    data = p.read_bytes().split(b"\n")
+    data[2] = data[2].replace(b"confused", b"conf\xffused")
+    p.write_bytes(b"\n".join(data))
+    with pytest.raises(LogFormatError, match="line 3: not UTF-8"):
+        read_log(p)
+
+
+def test_blank_trailing_line_is_not_corruption(tmp_path):
+    p = tmp_path / "log.tsv"
+    write_log(p)
+    p.write_bytes(p.read_bytes() + b"\n")
+    assert len(read_log(p)) == 5
 
 
 def test_empty_and_header_only(tmp_path):
@@ -137,6 +199,10 @@ def test_empty_and_header_only(tmp_path):
     p.write_text(HEADER + "\n")
     hist = read_log(p)
     assert list(hist) == [] and hist.run_id is None and hist.baseline_score is None
+    p.write_text(HEADER)
+    with pytest.raises(LogFormatError, match="line 1: incomplete header"):
+        read_log(p)
+    assert read_log(p, allow_incomplete=True).incomplete_tail == 0
     with pytest.raises(FileNotFoundError):
         read_log(tmp_path / "missing.tsv")
 
@@ -156,7 +222,9 @@ def test_plot_history_from_log_and_rows(tmp_path):
     assert any(s.startswith("discard (1)") for s in labels)
     assert any(s.startswith("crash (2)") for s in labels)
     assert any(s.startswith("baseline") for s in labels)
-    assert "custom" in ax.get_ylabel()
+    assert any(s.startswith("held-out (2)") for s in labels)
+    assert "custom" in ax.get_ylabel() and "higher is better" in ax.get_ylabel()
+    assert "trial" in ax.get_xlabel()
     fig2 = plot_history({"history": read_log(p), "metric": "perplexity", "lower_is_better": True})
     assert "lower is better" in fig2.axes[0].get_ylabel()
     with pytest.raises(ValueError):

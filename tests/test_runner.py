@@ -24,6 +24,7 @@ from autosteer import (
     read_log,
 )
 from autosteer.log import COLUMNS
+from autosteer.trial import running_best
 
 PROMPTS = ["what is 3 plus 4 ?", "the cat likes", "I feel happy because"]
 EXPECTED = ["7", "the", "the"]
@@ -102,6 +103,7 @@ def runner(model, tmp_path, name="r.tsv", **kw):
     kw.setdefault("prompts", PROMPTS)
     kw.setdefault("search_space", SPACE)
     kw.setdefault("verbose", False)
+    kw.setdefault("overwrite", True)  # tests reuse file names; the refusal has its own test
     return AutoSteerRunner(model=model, log_path=tmp_path / name, **kw)
 
 
@@ -175,7 +177,7 @@ def test_keep_discard_crash_bookkeeping(model, tmp_path):
     assert (res["keeps"], res["discards"], res["crashes"]) == (2, 5, 3)
     assert res["baseline_score"] == 0.5 and res["best_score"] == 0.66 and res["best_iteration"] == 7
     assert res["best_candidate"] == res["history"][7]["candidate"]
-    assert [h["best_score"] for h in res["history"]] == [0.5] + [0.6] * 6 + [0.66] * 4
+    assert running_best(res["history"]) == [0.5] + [0.6] * 6 + [0.66] * 4
     assert res["history"][4]["error"] == "RuntimeError: boom\tbad" and res["history"][4]["score"] is None
     assert res["history"][5]["error"] == "non-finite score: nan" and math.isnan(res["history"][5]["score"])
     assert res["history"][8]["error"] == "non-finite score: inf"
@@ -524,3 +526,92 @@ def test_plot_history_from_results(model, tmp_path):
     fig = plot_history(res, tmp_path / "h.svg")
     assert (tmp_path / "h.svg").stat().st_size > 1000
     assert "higher is better" in fig.axes[0].get_ylabel()
+
+
+# ---------------------------------------------------------------------------
+# nothing is lost: an existing file is never overwritten by surprise
+
+
+@pytest.mark.parametrize("content", ['{"prompt": "a", "expected": "1"}\n', "my notes\n"])
+def test_a_new_run_refuses_to_overwrite_a_file_that_is_not_its_log(model, tmp_path, content):
+    path = tmp_path / "data.jsonl"
+    path.write_text(content)
+    fn = scripted([0.5, 0.6])
+    r = AutoSteerRunner(model, make_tokenizer(), PROMPTS, metric="custom", custom_fn=fn, search_space=SPACE,
+                        log_path=path, verbose=False)
+    with pytest.raises(InvalidArgumentError, match="already exists and is a file that is not an AutoSteer"):
+        r.run(1)
+    assert path.read_text() == content and fn.calls == []  # refused before any work
+    r2 = AutoSteerRunner(model, make_tokenizer(), PROMPTS, metric="custom", custom_fn=fn, search_space=SPACE,
+                         log_path=path, verbose=False, overwrite=True)
+    assert r2.run(1)["iterations"] == 1 and len(read_log(path)) == 2
+
+
+def test_a_log_of_another_run_is_kept_unless_overwrite(model, tmp_path):
+    path = tmp_path / "r.tsv"
+    kw = dict(metric="custom", search_space=SPACE, log_path=path, verbose=False)
+    AutoSteerRunner(model, make_tokenizer(), PROMPTS, custom_fn=scripted([0.5, 0.6]), seed=1, **kw).run(1)
+    before = path.read_bytes()
+    with pytest.raises(InvalidArgumentError, match="a results log of another run.*--overwrite"):
+        AutoSteerRunner(model, make_tokenizer(), PROMPTS, custom_fn=scripted([0.5]), seed=2, **kw).run(1)
+    assert path.read_bytes() == before
+    # the same run again starts afresh over its own log
+    again = AutoSteerRunner(model, make_tokenizer(), PROMPTS, custom_fn=scripted([0.5, 0.7]), seed=1, **kw).run(1)
+    assert again["best_score"] == 0.7 and read_log(path)[1].score == 0.7
+
+
+def test_custom_fn_arity_is_checked_at_construction(model, tmp_path):
+    with pytest.raises(InvalidArgumentError, match=r"three arguments \(model, tokenizer, prompts\)"):
+        runner(model, tmp_path, metric="custom", custom_fn=lambda model, prompts: 1.0)
+    runner(model, tmp_path, metric="custom", custom_fn=lambda *args: 1.0)  # *args binds
+
+
+def test_perplexity_holdout_is_scored_like_the_search(model, tmp_path):
+    with pytest.raises(InvalidArgumentError, match="held-out prompts must be scored the same way"):
+        runner(model, tmp_path, metric="perplexity", expected_outputs=EXPECTED, holdout_prompts=["a b c"])
+    with pytest.raises(InvalidArgumentError, match="held-out prompts must be scored the same way"):
+        runner(model, tmp_path, metric="perplexity", holdout_prompts=["a b c"], holdout_expected=["d"])
+    runner(model, tmp_path, metric="perplexity", holdout_prompts=["a b c"])
+
+
+def test_non_finite_logits_are_a_crash_not_a_score(model, tmp_path):
+    space = SteerSearchSpace(layer_range=(0, 0), coeff_range=(3e38, 3e38), texts=["logical"], schedules=["none"])
+    res = runner(model, tmp_path, metric="task_accuracy", expected_outputs=EXPECTED, search_space=space,
+                 max_new_tokens=2).run(1)
+    (trial,) = res["history"][1:]
+    assert trial.status == "crash" and "non-finite logits" in trial.error and trial.score is None
+    res = runner(model, tmp_path, metric="perplexity", search_space=space).run(1)
+    assert res["history"][1].status == "crash" and "non-finite logits" in res["history"][1].error
+
+
+def test_per_prompt_values_are_recorded(model, tmp_path):
+    res = runner(model, tmp_path, metric="task_accuracy", expected_outputs=EXPECTED, max_new_tokens=3).run(2)
+    for rec in res["history"]:
+        if rec.status != "crash":
+            assert len(rec.per_prompt) == len(PROMPTS) and set(rec.per_prompt) <= {0.0, 1.0}
+            assert rec.score == sum(rec.per_prompt) / len(PROMPTS)
+    assert [r.per_prompt for r in read_log(tmp_path / "r.tsv")] == [r.per_prompt for r in res["history"]]
+    res = runner(model, tmp_path, metric="custom", custom_fn=lambda m, t, p: [0.0, 1.0, 0.5]).run(1)
+    assert res["history"][0].per_prompt == (0.0, 1.0, 0.5) and res["baseline_score"] == 0.5
+    with pytest.raises(TypeError, match="custom_fn must return a number"):
+        runner(model, tmp_path, metric="custom", custom_fn=lambda m, t, p: "high").run(0)
+
+
+def test_early_stopping_never_changes_a_score(model):
+    tok = make_tokenizer()
+    prompts = PROMPTS + ["a dog", "the old man is calm and", "she reads"]
+    plain = SteerEvaluator(model, tok, "task_accuracy", max_new_tokens=8, batch_size=3)
+    early = SteerEvaluator(model, tok, "task_accuracy", max_new_tokens=8, batch_size=3, early_stop=True)
+    refs = plain.generate(prompts)
+    # expected strings that appear early, late and never
+    expected = [r.split()[0] if r.split() else "zz" for r in refs[:3]] + [r[-3:] or "zz" for r in refs[3:5]] + ["never"]
+    steer = Steer(model, tok)
+    for cand in (None, SteerCandidate.from_dict([{"layer_idx": 1, "coeff": 0.4, "text": "logical"}])):
+        if cand is None:
+            a, b = plain.evaluate_result(prompts, expected), early.evaluate_result(prompts, expected)
+        else:
+            (a,) = plain.evaluate_candidates(steer, [cand], prompts, expected)
+            (b,) = early.evaluate_candidates(steer, [cand], prompts, expected)
+        assert a.value == b.value and a.per_prompt == b.per_prompt
+        assert any(len(x) < len(y) for x, y in zip(b.outputs, a.outputs))  # some rows did stop early
+    assert n_hooks(model) == 0

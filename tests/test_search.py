@@ -8,7 +8,7 @@ import pytest
 
 from autosteer import AutoSteerSearch, SearchSpaceError, SteerCandidate, SteerSearchSpace, SteerVector
 from autosteer.errors import InvalidArgumentError
-from autosteer.search import SearchExhaustedError
+from autosteer.strategies import SearchExhaustedError
 
 SPACE = SteerSearchSpace(
     layer_range=(2, 6),
@@ -281,12 +281,13 @@ def test_exploit_perturbs_the_best_then_explores_after_patience():
 def test_add_and_remove_vector_moves():
     space = SteerSearchSpace(layer_range=(0, 3), coeff_range=(0.5, 0.5), texts=["a"], max_vectors=3,
                              schedules=["none"])
-    s = AutoSteerSearch(space, seed=0)
+    s = AutoSteerSearch(space, seed=0, patience=10)  # six proposals, all in exploit mode
     s.propose()
     s.record(1.0, "keep")
     sizes = set()
     best = s.best_candidate
     for _ in range(6):
+        assert s.mode == "exploit"
         cand = s.propose()
         sizes.add(len(cand) - len(best))
         s.record(0.0, "discard")

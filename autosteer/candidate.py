@@ -1,0 +1,265 @@
+"""What the search evaluates: :class:`SteerVector` (one ``Steer.add`` call) and
+:class:`SteerCandidate` (a set of them).
+
+Both are immutable values with a canonical JSON form (sorted keys, vectors in a
+fixed order, floats as given), which is what the results log stores and what
+strategies use to never try the same configuration twice.  A vector's
+schedule is a plain dict such as ``{"type": "decay", "rate": 0.9, ...}``,
+checked and completed against the schedule table of
+:data:`autosteer.schedules.SCHEDULE_KINDS`, so a new schedule kind needs no
+change here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, Sequence
+
+from autosteer._canonical import canonical_json
+from autosteer._checks import describe as _describe
+from autosteer._checks import is_int, is_real
+from autosteer.errors import InvalidArgumentError
+
+__all__ = ["SteerVector", "SteerCandidate", "normalise_schedule"]
+
+
+def _kinds():
+    from autosteer.schedules import SCHEDULE_KINDS
+
+    return SCHEDULE_KINDS
+
+
+def normalise_schedule(d: Any, where: str = "schedule") -> dict[str, Any] | None:
+    """Check a schedule dict against the schedule table; return a complete, clean copy.
+
+    ``None`` and ``{"type": "none"}`` mean a constant coefficient (``None``).
+    Missing parameters are filled with the constructor defaults; a schedule
+    object with ``to_dict()`` is accepted too.
+    """
+    if d is None:
+        return None
+    if hasattr(d, "to_dict") and not isinstance(d, Mapping):
+        d = d.to_dict()
+    if not isinstance(d, Mapping):
+        raise InvalidArgumentError(f"{where} must be None or a dict with a 'type' key, got {_describe(d)}")
+    kinds = _kinds()
+    kind = d.get("type")
+    if kind == "none":
+        return None
+    if kind not in kinds:
+        raise InvalidArgumentError(
+            f"{where} has unknown type {kind!r}; expected one of {', '.join(map(repr, ['none', *kinds]))}"
+        )
+    spec = kinds[kind]
+    names = [p.name for p in spec.params]
+    unknown = sorted(set(d) - set(names) - {"type"})
+    if unknown:
+        raise InvalidArgumentError(f"{where}: {kind} schedule has no parameter(s) {', '.join(unknown)}")
+    out: dict[str, Any] = {"type": kind}
+    for p in spec.params:
+        value = d.get(p.name, p.default)
+        if value is None:
+            raise InvalidArgumentError(f"{where}: {kind} schedule needs {p.name}")
+        if p.kind == "int":
+            if not (is_int(value) or (is_real(value) and float(value).is_integer())):
+                raise InvalidArgumentError(f"{where}: {kind} {p.name} must be an integer, got {_describe(value)}")
+            out[p.name] = int(value)
+        else:
+            if not is_real(value) or not math.isfinite(value):
+                raise InvalidArgumentError(f"{where}: {kind} {p.name} must be a finite number, got {_describe(value)}")
+            out[p.name] = float(value) + 0.0
+    return out
+
+
+def _schedule_args(sched: Mapping[str, Any], sep: str) -> str:
+    return sep.join(f"{p.name}={sched[p.name]!r}" for p in _kinds()[sched["type"]].params)
+
+
+def schedule_object(sched: Mapping[str, Any] | None):
+    """The schedule object that ``Steer.add(coeff_schedule=...)`` takes (None for constant)."""
+    if sched is None:
+        return None
+    spec = _kinds()[sched["type"]]
+    return spec.cls(**{p.name: sched[p.name] for p in spec.params})
+
+
+@dataclass(frozen=True)
+class SteerVector:
+    """One steering vector: ``Steer.add(layer_idx, coeff, text=text, coeff_schedule=schedule)``.
+
+    ``schedule`` is ``None`` (constant coefficient) or a schedule dict such as
+    ``{"type": "decay", "rate": 0.9, "min_multiplier": 0.2, "times_restart": 0}``;
+    a schedule object with ``to_dict()`` is accepted too.  The dict is stored
+    read-only, so a vector is immutable and hashable.
+    """
+
+    layer_idx: int
+    coeff: float
+    text: str
+    schedule: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not is_int(self.layer_idx) or self.layer_idx < 0:
+            raise InvalidArgumentError(f"layer_idx must be a non-negative integer, got {_describe(self.layer_idx)}")
+        if not is_real(self.coeff) or not math.isfinite(self.coeff):
+            raise InvalidArgumentError(f"coeff must be a finite number, got {_describe(self.coeff)}")
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise InvalidArgumentError(f"text must be a non-empty string, got {_describe(self.text)}")
+        sched = normalise_schedule(self.schedule)
+        object.__setattr__(self, "layer_idx", int(self.layer_idx))
+        object.__setattr__(self, "coeff", float(self.coeff) + 0.0)
+        object.__setattr__(self, "schedule", None if sched is None else MappingProxyType(sched))
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"layer_idx", "coeff", "text", "schedule"}`` with plain Python values."""
+        return {
+            "layer_idx": self.layer_idx,
+            "coeff": self.coeff,
+            "text": self.text,
+            "schedule": None if self.schedule is None else dict(self.schedule),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "SteerVector":
+        """Inverse of :meth:`to_dict`; also accepts ``coeff_schedule`` (as ``Steer.get_all()`` writes)."""
+        if not isinstance(d, Mapping):
+            raise InvalidArgumentError(f"a vector must be a dict, got {_describe(d)}")
+        d = dict(d)
+        if "coeff_schedule" in d and "schedule" not in d:
+            d["schedule"] = d.pop("coeff_schedule")
+        missing = [k for k in ("layer_idx", "coeff", "text") if k not in d]
+        if missing:
+            raise InvalidArgumentError(f"a vector needs {', '.join(missing)}; got keys {sorted(d)}")
+        unknown = sorted(set(d) - {"layer_idx", "coeff", "text", "schedule"})
+        if unknown:
+            raise InvalidArgumentError(f"a vector has unknown key(s) {', '.join(unknown)}")
+        return cls(d["layer_idx"], d["coeff"], d["text"], d.get("schedule"))
+
+    def key(self) -> str:
+        """Canonical JSON of the vector."""
+        return canonical_json(self.to_dict())
+
+    def describe(self) -> str:
+        """Short text such as ``L3 +0.4 "logical" decay(rate=0.9,...)``."""
+        s = f"L{self.layer_idx} {self.coeff:+g} {json.dumps(self.text, ensure_ascii=False)}"
+        if self.schedule is not None:
+            s += f" {self.schedule['type']}({_schedule_args(self.schedule, ',')})"
+        return s
+
+    def to_code(self, var: str = "steered") -> str:
+        """The ``steered.add(...)`` line that reproduces this vector."""
+        args = f"layer_idx={self.layer_idx}, coeff={self.coeff!r}, text={json.dumps(self.text, ensure_ascii=False)}"
+        if self.schedule is not None:
+            cls = _kinds()[self.schedule["type"]].class_name
+            args += f", coeff_schedule={cls}({_schedule_args(self.schedule, ', ')})"
+        return f"{var}.add({args})"
+
+    def apply(self, steer, group: int | None = None) -> None:
+        """``steer.add(...)`` this vector (on the rows of ``group`` only, when given)."""
+        kwargs = {} if group is None else {"group": group}
+        steer.add(layer_idx=self.layer_idx, coeff=self.coeff, text=self.text,
+                  coeff_schedule=schedule_object(self.schedule), **kwargs)
+
+
+@dataclass(frozen=True)
+class SteerCandidate:
+    """An immutable set of :class:`SteerVector` s, the unit the search evaluates.
+
+    The vectors are kept in a canonical order (by layer, then text, then
+    coefficient, then schedule), so two candidates holding the same vectors are
+    equal and have the same :meth:`key`.  They are applied in that order.
+    An empty candidate means "no steering" (the baseline).
+    """
+
+    vectors: tuple[SteerVector, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        vecs = []
+        for i, v in enumerate(self.vectors):
+            if isinstance(v, Mapping):
+                v = SteerVector.from_dict(v)
+            if not isinstance(v, SteerVector):
+                raise InvalidArgumentError(f"vectors[{i}] must be a SteerVector or a dict, got {_describe(v)}")
+            vecs.append(v)
+        vecs.sort(key=lambda v: (v.layer_idx, v.text, v.coeff, v.key()))
+        object.__setattr__(self, "vectors", tuple(vecs))
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def __iter__(self):
+        return iter(self.vectors)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"vectors": [vector dicts]}``."""
+        return {"vectors": [v.to_dict() for v in self.vectors]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> "SteerCandidate":
+        """Inverse of :meth:`to_dict`; a plain list of vector dicts (``Steer.get_all()``) works too."""
+        if isinstance(d, Mapping):
+            unknown = sorted(set(d) - {"vectors"})
+            if unknown or "vectors" not in d:
+                raise InvalidArgumentError(f"a candidate is {{'vectors': [...]}}, got keys {sorted(d)}")
+            d = d["vectors"]
+        if isinstance(d, (str, bytes)) or not isinstance(d, Iterable):
+            raise InvalidArgumentError(f"a candidate's vectors must be a list, got {_describe(d)}")
+        return cls(tuple(SteerVector.from_dict(v) for v in d))
+
+    @classmethod
+    def from_json(cls, s: str) -> "SteerCandidate":
+        """Parse the canonical JSON that :meth:`key` writes."""
+        try:
+            d = json.loads(s)
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise InvalidArgumentError(f"not valid candidate JSON: {e}") from None
+        return cls.from_dict(d)
+
+    def key(self) -> str:
+        """Canonical JSON (sorted keys, vectors in canonical order); equal candidates, equal keys."""
+        return canonical_json(self.to_dict())
+
+    to_json = key
+
+    def describe(self) -> str:
+        """One line such as ``L3 +0.4 "logical" + L5 -0.2 "confused" decay(...)``."""
+        if not self.vectors:
+            return "no steering"
+        return " + ".join(v.describe() for v in self.vectors)
+
+    def apply(self, steer, group: int | None = None) -> None:
+        """Add every vector to ``steer`` (an :class:`autosteer.Steer`) with ``steer.add``.
+
+        With ``group``, the vectors steer only the batch rows of that group
+        (see ``Steer.rows``): how a population of candidates shares one batch.
+        """
+        for v in self.vectors:
+            v.apply(steer, group)
+
+    def to_code(self, var: str = "steered", imports: bool = True) -> str:
+        """Python lines that reproduce this candidate, ready to paste::
+
+            from autosteer import Steer, DecaySchedule
+            steered = Steer(model, tokenizer)
+            steered.add(layer_idx=3, coeff=0.4, text="logical", coeff_schedule=DecaySchedule(...))
+        """
+        lines = []
+        if imports:
+            kinds = _kinds()
+            names = ["Steer"] + sorted({kinds[v.schedule["type"]].class_name for v in self.vectors if v.schedule})
+            lines.append(f"from autosteer import {', '.join(names)}")
+        lines.append(f"{var} = Steer(model, tokenizer)")
+        lines.extend(v.to_code(var) for v in self.vectors)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.describe()

@@ -1,0 +1,87 @@
+"""The default strategy: local search around the best candidate, random restarts after patience.
+
+* While nothing has been kept, and in *explore* mode, every proposal is a
+  fresh random sample: 1..``max_vectors`` vectors, each with a random layer,
+  signed text, magnitude and schedule.
+* Otherwise it *exploits*: each proposal perturbs the best candidate (the
+  newest keep) with one move (see :func:`autosteer.strategies._sampling.perturb`).
+* After ``patience`` consecutive non-keeps (discards and crashes both count)
+  it explores, until a proposal is kept.
+* A candidate already tried (the empty baseline included) is never proposed
+  again: a duplicate is redrawn, up to 200 draws of the current kind, then
+  200 fresh random samples.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+from autosteer._checks import check_int
+from autosteer.candidate import SteerCandidate
+from autosteer.space import SteerSearchSpace
+from autosteer.strategies import _sampling
+from autosteer.strategies.base import Strategy
+from autosteer.trial import TrialRecord, last_keep
+
+__all__ = ["AutoSteerSearch", "non_keeps_since_best"]
+
+
+def non_keeps_since_best(history: Sequence[TrialRecord]) -> int:
+    """Discards and crashes after the newest keep (all of them when nothing was kept)."""
+    n = 0
+    for r in reversed(history):
+        if r.status == "keep":
+            break
+        if r.status in ("discard", "crash"):
+            n += 1
+    return n
+
+
+class AutoSteerSearch(Strategy):
+    """Local search with random restarts: the default strategy (``strategy="local"``).
+
+    ``AutoSteerSearch(space, seed=0, patience=5)``; see the module docstring.
+    """
+
+    name = "local"
+
+    def __init__(self, space: SteerSearchSpace, seed: int = 0, patience: int = 5) -> None:
+        super().__init__(space, seed)
+        self.patience = check_int("patience", patience, minimum=1)
+
+    def exploring_after(self, history: Sequence[TrialRecord]) -> bool:
+        """Whether a proposal after ``history`` explores (nothing kept yet, or patience ran out)."""
+        return last_keep(history) is None or non_keeps_since_best(history) >= self.patience
+
+    def _propose(self, rng: random.Random, history: list[TrialRecord], n: int,
+                 tried: set[str]) -> list[SteerCandidate]:
+        best = last_keep(history)
+        explore = self.exploring_after(history)
+        out: list[SteerCandidate] = []
+        for _ in range(n):
+            cand = None
+            if not explore:
+                cand = self._draw(lambda: _sampling.perturb(rng, self.space, best.candidate), tried)
+            if cand is None:
+                cand = self._draw(lambda: _sampling.random_candidate(rng, self.space), tried)
+            if cand is None:
+                break
+            out.append(cand)
+        return out
+
+    # -- the state of the sequential form, derived from its records ---------------
+
+    @property
+    def non_keeps(self) -> int:
+        return non_keeps_since_best(self._records)
+
+    @property
+    def exploring(self) -> bool:
+        """Whether patience ran out after the last keep (stays True until a keep)."""
+        return last_keep(self._records) is not None and self.non_keeps >= self.patience
+
+    @property
+    def mode(self) -> str:
+        """``"explore"`` (random samples) or ``"exploit"`` (perturb the best)."""
+        return "explore" if self.exploring_after(self._records) else "exploit"

@@ -1,0 +1,31 @@
+"""Random search: every proposal a fresh random sample of the space (``strategy="random"``).
+
+The baseline every other strategy has to beat at equal budget.
+"""
+
+from __future__ import annotations
+
+import random
+
+from autosteer.candidate import SteerCandidate
+from autosteer.strategies import _sampling
+from autosteer.strategies.base import Strategy
+from autosteer.trial import TrialRecord
+
+__all__ = ["RandomSearch"]
+
+
+class RandomSearch(Strategy):
+    """Independent random samples of the space, never a repeat."""
+
+    name = "random"
+
+    def _propose(self, rng: random.Random, history: list[TrialRecord], n: int,
+                 tried: set[str]) -> list[SteerCandidate]:
+        out = []
+        for _ in range(n):
+            cand = self._draw(lambda: _sampling.random_candidate(rng, self.space), tried)
+            if cand is None:
+                break
+            out.append(cand)
+        return out
