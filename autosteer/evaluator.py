@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 from typing import Any, Callable, Iterator, Sequence
 
 from autosteer._checks import check_int
 from autosteer._checks import describe as _describe
 from autosteer._checks import is_real
 from autosteer.errors import AutoSteerError, InvalidArgumentError
-from autosteer.metrics import METRICS, Metric, MetricJob, MetricResult, get_metric, normalize_answer
+from autosteer.metrics import Metric, MetricJob, MetricResult, get_metric, normalize_answer
 
 __all__ = ["SteerEvaluator", "NonFiniteOutputError", "normalize_answer", "check_prompts", "check_expected"]
 
@@ -277,8 +276,6 @@ class SteerEvaluator:
         ``stop_when`` (normalised expected strings, one per prompt): with early
         stopping on, a row stops generating once its string has appeared.
         """
-        import torch
-
         early = self.early_stop if early_stop is None else early_stop
         k = job.groups
         encoded = [self._prompt_ids(p) for p in job.prompts]

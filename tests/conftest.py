@@ -1,17 +1,22 @@
 """Shared pytest fixtures: a seeded torch RNG and the offline tiny tokenizer.
 
-Run with ``python -m pytest tests -q -W error`` from the repository root.
+Run with ``python -m pytest`` (or ``pytest``) from the repository root.
 Tiny models come from ``tests/tiny_models.py`` (``make_model(name)``).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
 
-import tiny_models
+# the shared helpers (tiny_models, reference) live beside this file; the tests in
+# tests/unit, tests/integration and tests/docs import them by name
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import tiny_models  # noqa: E402
 
 # The tiny test models run fastest on one thread (and a loaded 2-core machine makes
 # intra-op threading many times slower); benchmarks, not tests, measure speed.

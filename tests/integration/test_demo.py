@@ -68,6 +68,6 @@ def test_demo_prints_as_many_examples_as_the_readme_shows(tmp_path):
     out, text = run_demo(tmp_path, "--iterations", "1", "--num-holdout", "10")
     block = text.split("Before / after on held-out prompts (greedy):\n", 1)[1].split("\n\n", 1)[0]
     assert len(block.splitlines()) == EXAMPLES
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     shown = readme.split("Before / after on held-out prompts (greedy):\n", 1)[1].split("```", 1)[0]
     assert len(shown.strip().splitlines()) == EXAMPLES

@@ -21,7 +21,7 @@ import pytest
 import tiny_models
 from autosteer import cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 COMMANDS = ("search", "best", "plot", "generate")
 

@@ -14,7 +14,7 @@ from autosteer import AutoSteerRunner, Steer, SteerEvaluator, SteerSearchSpace
 from autosteer.demo import DEMO_SPACE
 from autosteer.organism import load_organism, organism_path, world
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

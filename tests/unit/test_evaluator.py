@@ -1,0 +1,94 @@
+"""SteerEvaluator against plain-torch references: greedy generation, perplexity, early stopping."""
+
+import math
+
+import pytest
+import torch
+
+from tiny_models import make_model, make_tokenizer
+
+from autosteer import Steer, SteerCandidate, SteerEvaluator
+
+PROMPTS = ["what is 3 plus 4 ?", "the cat likes", "I feel happy because"]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model("llama")
+
+
+def n_hooks(model):
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+
+
+def greedy_reference(model, tokenizer, prompt, n):
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        for _ in range(n):
+            nxt = model(input_ids=ids).logits[0, -1].argmax()
+            if nxt.item() == tokenizer.eos_token_id:
+                break
+            ids = torch.cat([ids, nxt.view(1, 1)], dim=1)
+    start = len(tokenizer(prompt)["input_ids"])
+    return tokenizer.decode(ids[0, start:], skip_special_tokens=True)
+
+
+def test_task_accuracy_matches_unbatched_greedy_reference(model):
+    tok = make_tokenizer()  # right padding: the evaluator switches to left and back
+    prompts = PROMPTS + ["a dog", "the old man is calm and"]
+    refs = [greedy_reference(model, tok, p, 5) for p in prompts]
+    ev = SteerEvaluator(model, tok, "task_accuracy", max_new_tokens=5, batch_size=2)
+    assert ev.generate(prompts) == refs
+    # the expected string is searched in the continuation only, case/whitespace-insensitively
+    expected = [" ".join(r.split()[:2]).upper() or "zz" for r in refs[:-1]] + ["the old man"]
+    want = sum(" ".join(e.lower().split()) in " ".join(r.lower().split()) for e, r in zip(expected, refs))
+    assert ev.evaluate(prompts, expected) == want / len(prompts)
+    assert ev.last_outputs == refs
+    assert tok.padding_side == "right"
+
+
+def perplexity_reference(model, tokenizer, prompts, expected=None):
+    nll, count = 0.0, 0
+    with torch.inference_mode():
+        for i, p in enumerate(prompts):
+            ids = tokenizer(p)["input_ids"]
+            first = 1
+            if expected is not None:
+                first = len(ids)
+                ids = ids + tokenizer(expected[i], add_special_tokens=False)["input_ids"]
+            x = torch.tensor([ids])
+            logp = torch.log_softmax(model(input_ids=x).logits[0].double(), -1)
+            for t in range(first, len(ids)):
+                nll -= float(logp[t - 1, ids[t]])
+                count += 1
+    return math.exp(nll / count)
+
+
+def test_perplexity_matches_unpadded_reference(model):
+    tok = make_tokenizer("left")
+    prompts = PROMPTS + ["a"]
+    ev = SteerEvaluator(model, tok, "perplexity", batch_size=2)
+    assert ev.evaluate(prompts) == pytest.approx(perplexity_reference(model, tok, prompts), rel=1e-5)
+    got = ev.evaluate(PROMPTS, [" 7 .", " the book", " she"])
+    assert got == pytest.approx(perplexity_reference(model, tok, PROMPTS, [" 7 .", " the book", " she"]), rel=1e-5)
+    assert tok.padding_side == "left"
+
+
+def test_early_stopping_never_changes_a_score(model):
+    tok = make_tokenizer()
+    prompts = PROMPTS + ["a dog", "the old man is calm and", "she reads"]
+    plain = SteerEvaluator(model, tok, "task_accuracy", max_new_tokens=8, batch_size=3)
+    early = SteerEvaluator(model, tok, "task_accuracy", max_new_tokens=8, batch_size=3, early_stop=True)
+    refs = plain.generate(prompts)
+    # expected strings that appear early, late and never
+    expected = [r.split()[0] if r.split() else "zz" for r in refs[:3]] + [r[-3:] or "zz" for r in refs[3:5]] + ["never"]
+    steer = Steer(model, tok)
+    for cand in (None, SteerCandidate.from_dict([{"layer_idx": 1, "coeff": 0.4, "text": "logical"}])):
+        if cand is None:
+            a, b = plain.evaluate_result(prompts, expected), early.evaluate_result(prompts, expected)
+        else:
+            (a,) = plain.evaluate_candidates(steer, [cand], prompts, expected)
+            (b,) = early.evaluate_candidates(steer, [cand], prompts, expected)
+        assert a.value == b.value and a.per_prompt == b.per_prompt
+        assert any(len(x) < len(y) for x, y in zip(b.outputs, a.outputs))  # some rows did stop early
+    assert n_hooks(model) == 0
