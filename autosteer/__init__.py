@@ -6,8 +6,9 @@ Public API (everything else is private)::
     from autosteer import SteerSearchSpace, SteerCandidate, AutoSteerSearch
     from autosteer import SteerEvaluator, AutoSteerRunner, read_log, plot_history
 
-The manual API and the schedules load eagerly; the search loop, the embedded
-model and plotting load on first use.
+The errors and the schedules load eagerly (they need only the C core and
+NumPy); ``Steer``, the search loop, the embedded model and plotting load on
+first use, so ``import autosteer`` does not import torch.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from .errors import (
     LogFormatError,
     ScheduleError,
     SearchSpaceError,
+    SteerStateError,
     UnsupportedModelError,
     VectorShapeError,
 )
 from .schedules import CosineSchedule, DecaySchedule, WarmupSchedule, schedule_from_dict
-from .steer import Steer
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Steer": "autosteer.steer",
     "SteerSearchSpace": "autosteer.search",
     "SteerCandidate": "autosteer.search",
     "SteerVector": "autosteer.search",
@@ -44,7 +46,6 @@ _LAZY = {
 }
 
 __all__ = [
-    "Steer",
     "DecaySchedule",
     "CosineSchedule",
     "WarmupSchedule",
@@ -55,6 +56,7 @@ __all__ = [
     "LogFormatError",
     "ScheduleError",
     "SearchSpaceError",
+    "SteerStateError",
     "UnsupportedModelError",
     "VectorShapeError",
     *_LAZY,

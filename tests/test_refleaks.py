@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import torch
 
-from autosteer import _C, CosineSchedule, DecaySchedule, WarmupSchedule, _torch_ops
+from autosteer import CosineSchedule, DecaySchedule, WarmupSchedule
+from test_steer import make_hook, make_tracker
 
 N = 100_000
 
@@ -24,11 +25,11 @@ def rss_kib() -> int:
 
 
 def test_hook_calls_do_not_leak():
-    tracker = _C.StepTracker(_torch_ops.last_token_index, None)
+    tracker = make_tracker()
     dirs = torch.randn(2, 16)
     sched = DecaySchedule(0.9, 0.1, 2)
     py_sched = lambda k: 0.5  # noqa: E731 - the slow path through a Python callable
-    hook = _C.SteerHook(tracker, 3, dirs, [0.5, -0.25], [sched, py_sched], [None, None], dirs, _torch_ops.apply_delta, torch.is_grad_enabled)
+    hook = make_hook(tracker, 3, dirs, [0.5, -0.25], [sched, py_sched])
     h = torch.zeros(2, 3, 16)
     mask = torch.tensor([[1, 1, 1], [0, 1, 1]])
     module = torch.nn.Identity()
@@ -80,9 +81,9 @@ def test_schedule_evaluations_do_not_leak():
 
 def test_torch_fallback_path_does_not_leak():
     """Hidden states that require grad take the torch-op path; it must not leak either."""
-    tracker = _C.StepTracker(_torch_ops.last_token_index, None)
+    tracker = make_tracker()
     dirs = torch.randn(1, 8)
-    hook = _C.SteerHook(tracker, 0, dirs, [0.3], [None], [None], dirs, _torch_ops.apply_delta, torch.is_grad_enabled)
+    hook = make_hook(tracker, 0, dirs, [0.3])
     h = torch.zeros(1, 2, 8, requires_grad=True)
     module = torch.nn.Identity()
     args, kwargs = (h, 7), {}

@@ -374,11 +374,28 @@ class _FakeCache:
         return self.n
 
 
-def test_step_on_reused_and_prefix_caches():
-    from autosteer import _C, _torch_ops
+def make_tracker():
+    """A C StepTracker with transformers' forward convention, as Steer makes it."""
+    from autosteer import _C, _torch_hook
+    from autosteer.layers import TRANSFORMERS_CONVENTION
 
+    return _C.StepTracker(**TRANSFORMERS_CONVENTION.tracker_kwargs(), last_index_fn=_torch_hook.last_token_index)
+
+
+def make_hook(tracker, layer_idx, dirs, coeffs, schedules=None, methods=None, membership=None):
+    """A C SteerHook over the direction matrix ``dirs``, as Steer makes it for a CPU layer."""
+    from autosteer import _C, _torch_hook
+
+    n = len(coeffs)
+    weights = _C.SteerWeights(layer_idx=layer_idx, coeffs=coeffs, schedules=schedules or [None] * n,
+                              methods=methods or [None] * n, membership=membership)
+    return _C.SteerHook(tracker=tracker, weights=weights, directions=dirs, fallback=_torch_hook.steer,
+                        grad_enabled=torch.is_grad_enabled, hidden_states_kwarg="hidden_states")
+
+
+def test_step_on_reused_and_prefix_caches():
     def steps(calls):
-        tracker = _C.StepTracker(_torch_ops.last_token_index, None)
+        tracker = make_tracker()
         out = []
         for cache_len, T in calls:
             tracker(None, (), {"cache": _FakeCache(cache_len), "input_ids": torch.zeros(1, T, dtype=torch.long)})
@@ -392,15 +409,15 @@ def test_step_on_reused_and_prefix_caches():
 
 
 def test_expanded_hidden_states_are_not_written_in_place():
-    from autosteer import _C, _torch_ops
+    from autosteer import _C
 
     base = torch.ones(1, 1, 4)
     h = base.expand(2, 3, 4)  # every element shares memory
     dirs = torch.eye(4)[:1].contiguous()
     with pytest.raises(ValueError):
         _C.apply_delta(h, dirs, torch.ones(1))
-    tracker = _C.StepTracker(_torch_ops.last_token_index, None)
-    hook = _C.SteerHook(tracker, 0, dirs, [1.0], [None], [None], dirs, _torch_ops.apply_delta, torch.is_grad_enabled)
+    tracker = make_tracker()
+    hook = make_hook(tracker, 0, dirs, [1.0])
     with torch.no_grad():
         (new_h, *_), _ = hook(None, (h,), {})
     assert torch.equal(base, torch.ones(1, 1, 4))  # untouched
@@ -446,15 +463,18 @@ def test_failed_add_leaves_the_previous_steering(tokenizer, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(steer_module._C, "SteerHook", broken)
-    with pytest.raises(RuntimeError):
-        s.add(1, 0.5, "a dog")
-    assert [v["text"] for v in s.get_all()] == ["the cat"]
-    with torch.no_grad():
-        assert torch.equal(model(**enc).logits, before)
-    fresh = Steer(model, tokenizer)
-    with pytest.raises(RuntimeError):
-        fresh.add(0, 0.5, "a dog")
-    assert fresh.get_all() == [] and not fresh._tracker_handles
-    monkeypatch.undo()
+    # the weights of a layer's new vector set cannot be built (its hook would
+    # be reconfigured in place), then a newly steered layer's hook cannot be
+    for name, layer in (("SteerWeights", 1), ("SteerHook", 2)):
+        monkeypatch.setattr(steer_module._C, name, broken)
+        with pytest.raises(RuntimeError):
+            s.add(layer, 0.5, "a dog")
+        assert [v["text"] for v in s.get_all()] == ["the cat"]
+        with torch.no_grad():
+            assert torch.equal(model(**enc).logits, before)
+        fresh = Steer(model, tokenizer)
+        with pytest.raises(RuntimeError):
+            fresh.add(0, 0.5, "a dog")
+        assert fresh.get_all() == [] and not fresh._tracker_handles
+        monkeypatch.undo()
     s.reset_all()
