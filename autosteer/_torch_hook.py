@@ -32,8 +32,9 @@ __all__ = ["TorchHook", "steer", "last_token_index", "storage_limit"]
 
 _F32_MAX = float(torch.finfo(torch.float32).max)
 _LIMITS: dict[torch.dtype, float] = {}
-# host row groups -> {device: the same groups on that device}
-_DEVICE_ROWS: "weakref.WeakKeyDictionary[torch.Tensor, dict]" = weakref.WeakKeyDictionary()
+# id(host row groups) -> (weakref to them, {device: the same groups on that device});
+# keyed by id: tensors compare elementwise, so they cannot be weak dict keys
+_DEVICE_ROWS: dict[int, tuple[weakref.ref, dict]] = {}
 
 
 def storage_limit(dtype: torch.dtype) -> float:
@@ -73,9 +74,11 @@ def _row_index(tracker, batch: int, groups: int, layer_idx: int, device: torch.d
     """The group of each batch row, on ``device`` (the tracker checks that they fit)."""
     m = tracker.check_rows(batch, groups, layer_idx)
     host = tracker.row_groups
-    per_device = _DEVICE_ROWS.get(host)
-    if per_device is None:
-        per_device = _DEVICE_ROWS[host] = {}
+    entry = _DEVICE_ROWS.get(id(host))
+    if entry is None or entry[0]() is not host:
+        key = id(host)
+        entry = _DEVICE_ROWS[key] = (weakref.ref(host, lambda _, key=key: _DEVICE_ROWS.pop(key, None)), {})
+    per_device = entry[1]
     rows = per_device.get(device)
     if rows is None:
         rows = per_device[device] = _to_device(host, device)

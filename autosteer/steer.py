@@ -171,6 +171,7 @@ class Steer:
         self._hooks: dict[int, tuple[Any, Any]] = {}  # layer -> (handle, SteerHook | TorchHook)
         self._directions: dict[int, torch.Tensor] = {}  # layer -> float32 [J, D] on its device
         self._signatures: dict[int, tuple] = {}  # layer -> what its hook was configured with
+        self._declared_groups = 0  # len(configs) inside applied([...])
         self._tracker_module = self._owner_of(found.layers) or self.model
         self._tracker = _C.StepTracker(**self._convention.tracker_kwargs(),
                                        last_index_fn=_torch_hook.last_token_index)
@@ -192,9 +193,11 @@ class Steer:
 
     @property
     def num_groups(self) -> int:
-        """1 + the largest ``group=`` of the active vectors (0 when no vector has a group)."""
+        """G, the number of row groups: 1 + the largest ``group=`` of the active
+        vectors (0 when no vector has a group), at least the number of configs
+        inside ``applied([...])``."""
         groups = [v.group for v in self._vectors if v.group is not None]
-        return max(groups) + 1 if groups else 0
+        return max(max(groups) + 1 if groups else 0, self._declared_groups if groups else 0)
 
     def __repr__(self) -> str:
         return (f"Steer({self._model_class}, {self.num_layers} layers at {self.layers_path!r}, "
@@ -304,16 +307,18 @@ class Steer:
                 raise InvalidArgumentError(
                     f"{where} must have an apply(steer, group=None) method (a SteerCandidate), got {describe(c)}"
                 )
-        saved = list(self._vectors)
+        saved, saved_groups = list(self._vectors), self._declared_groups
         try:
             if isinstance(config, (list, tuple)):
+                # a config without vectors is a group too (its rows stay unsteered)
+                self._declared_groups = max(saved_groups, len(configs))
                 for i, c in enumerate(configs):
                     c.apply(self, group=i)
             else:
                 config.apply(self)
             yield self
         finally:
-            self._vectors = saved
+            self._vectors, self._declared_groups = saved, saved_groups
             self._sync()
 
     @contextlib.contextmanager
@@ -351,7 +356,8 @@ class Steer:
                 raise InvalidArgumentError(
                     f"vector must hold real numbers, got a NumPy array of dtype {vector.dtype}"
                 )
-            t = torch.from_numpy(np.asarray(vector, dtype=np.float32).copy())
+            with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: refused below
+                t = torch.from_numpy(np.asarray(vector, dtype=np.float32).copy())
         elif torch.is_tensor(vector):
             if vector.is_meta:
                 raise InvalidArgumentError(
