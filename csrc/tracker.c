@@ -219,22 +219,26 @@ Tracker_call(PyObject *self, PyObject *args, PyObject *kwds)
     int64_t T = -1;
     PyObject *x = as_kw(fkwargs, t->input_ids_kwarg);
     PyObject *emb = as_kw(fkwargs, t->inputs_embeds_kwarg);
-    const char *x_name = x != NULL ? PyUnicode_AsUTF8(t->input_ids_kwarg) : NULL;
+    PyObject *x_name = t->input_ids_kwarg;
     if (x == NULL) {
         x = emb;
-        x_name = PyUnicode_AsUTF8(t->inputs_embeds_kwarg);
+        x_name = t->inputs_embeds_kwarg;
     }
     if (x == NULL && PyTuple_Check(fargs) && PyTuple_GET_SIZE(fargs) > 0) {
         x = PyTuple_GET_ITEM(fargs, 0);
-        x_name = "the first positional argument";
+        x_name = NULL;
     }
     if (x != NULL)
         T = as_dim(st, x, 1);
     if (T == 0) {
-        PyErr_Format(st->invalid_argument_error,
-                     "the steered model got an empty input (%s has 0 positions, shape[1] == 0): "
-                     "give it at least one token",
-                     x_name ? x_name : "input");
+        if (x_name != NULL)
+            PyErr_Format(st->invalid_argument_error,
+                         "the steered model got an empty input (%U has 0 positions, shape[1] == 0): "
+                         "give it at least one token", x_name);
+        else
+            PyErr_SetString(st->invalid_argument_error,
+                            "the steered model got an empty input (its first argument has 0 positions, "
+                            "shape[1] == 0): give it at least one token");
         return NULL;
     }
 
