@@ -50,6 +50,8 @@ as_sched_exact(as_state *st, PyObject *obj)
 /* construction                                                        */
 /* ================================================================== */
 
+static PyObject *as_sched_value_object(const as_sched_param *p, as_sched_value v);
+
 /* "rate=0.9, min_multiplier=0.1, times_restart=0" */
 static PyObject *
 as_sched_format_args(const as_sched_kind *k, const as_sched_value *v)
@@ -233,7 +235,12 @@ Schedule_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     const char *why = as_sched_init(&s, k, values, &bad);
     if (why != NULL) {
         if (bad >= 0) {
-            as_sched_bad_value(st, k, bad, given[bad], "");
+            /* a default outside its domain would be a bug of the row itself */
+            PyObject *v = given[bad] ? Py_NewRef(given[bad])
+                                     : as_sched_value_object(&k->params[bad], values[bad]);
+            if (v != NULL)
+                as_sched_bad_value(st, k, bad, v, given[bad] ? "" : " (the default)");
+            Py_XDECREF(v);
         }
         else {
             PyObject *got = as_sched_format_args(k, values);
