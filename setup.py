@@ -14,7 +14,10 @@ from setuptools import Extension, setup
 debug = os.environ.get("AUTOSTEER_DEBUG") == "1"
 sanitize = os.environ.get("AUTOSTEER_SANITIZE") == "1"
 
-compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
+# Several translation units: hidden visibility keeps every symbol but
+# PyInit__C inside the shared object (tests/test_kernel.py checks it).
+compile_args = ["-std=c11", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter",
+                "-Wno-missing-field-initializers"]
 link_args = []
 undef = []
 if debug or sanitize:
@@ -31,8 +34,14 @@ setup(
     ext_modules=[
         Extension(
             "autosteer._C",
-            sources=["csrc/_C.c"],
-            depends=["csrc/dlpack.h", "csrc/schedule.h", "csrc/kernel.h", "csrc/tensor.h"],
+            sources=[
+                "csrc/module.c",
+                "csrc/schedule_type.c",
+                "csrc/tracker.c",
+                "csrc/weights.c",
+                "csrc/hook.c",
+            ],
+            depends=["csrc/module.h", "csrc/view.h", "csrc/dlpack.h", "csrc/schedule.h", "csrc/kernel.h"],
             include_dirs=["csrc", numpy.get_include()],
             extra_compile_args=compile_args,
             extra_link_args=link_args,

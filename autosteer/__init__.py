@@ -6,8 +6,9 @@ Public API (everything else is private)::
     from autosteer import SteerSearchSpace, SteerCandidate, AutoSteerSearch
     from autosteer import SteerEvaluator, AutoSteerRunner, read_log, plot_history
 
-The manual API and the schedules load eagerly; the search loop, the embedded
-model and plotting load on first use.
+The errors and the schedules load eagerly (they need only the C core and
+NumPy); ``Steer``, the search loop, the embedded model and plotting load on
+first use, so ``import autosteer`` does not import torch.
 """
 
 from __future__ import annotations
@@ -21,21 +22,23 @@ from .errors import (
     LogFormatError,
     ScheduleError,
     SearchSpaceError,
+    SteerStateError,
     UnsupportedModelError,
     VectorShapeError,
 )
 from .schedules import CosineSchedule, DecaySchedule, WarmupSchedule, schedule_from_dict
-from .steer import Steer
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Steer": "autosteer.steer",
     "SteerSearchSpace": "autosteer.space",
     "SteerCandidate": "autosteer.candidate",
     "SteerVector": "autosteer.candidate",
     "AutoSteerSearch": "autosteer.strategies.local",
     "RandomSearch": "autosteer.strategies.random_search",
     "SearchExhaustedError": "autosteer.strategies.base",
+    "load_model": "autosteer.models",
     "SteerEvaluator": "autosteer.evaluator",
     "AutoSteerRunner": "autosteer.runner",
     "SteerResults": "autosteer.results",
@@ -47,7 +50,6 @@ _LAZY = {
 }
 
 __all__ = [
-    "Steer",
     "DecaySchedule",
     "CosineSchedule",
     "WarmupSchedule",
@@ -58,6 +60,7 @@ __all__ = [
     "LogFormatError",
     "ScheduleError",
     "SearchSpaceError",
+    "SteerStateError",
     "UnsupportedModelError",
     "VectorShapeError",
     *_LAZY,

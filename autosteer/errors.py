@@ -3,15 +3,24 @@
 Every error derives from :class:`AutoSteerError` and also from the builtin
 exception a user would naturally catch, so ``except ValueError`` keeps working
 for code written against ``llm_steer``.
+
+The four exceptions the C core raises (``AutoSteerError``,
+``InvalidArgumentError``, ``ScheduleError``, ``SteerStateError``) are created
+in C (``autosteer._C``, which imports nothing from this package) with
+``__module__ == "autosteer.errors"``, and re-exported here; the others are
+defined here as subclasses of the same ``AutoSteerError``.
 """
 
 from __future__ import annotations
+
+from ._C import AutoSteerError, InvalidArgumentError, ScheduleError, SteerStateError
 
 __all__ = [
     "AutoSteerError",
     "InvalidArgumentError",
     "LayerIndexError",
     "ScheduleError",
+    "SteerStateError",
     "UnsupportedModelError",
     "VectorShapeError",
     "SearchSpaceError",
@@ -19,20 +28,8 @@ __all__ = [
 ]
 
 
-class AutoSteerError(Exception):
-    """Base class of every error AutoSteer raises on purpose."""
-
-
-class InvalidArgumentError(AutoSteerError, ValueError):
-    """An argument has the wrong value (empty text, non-finite coefficient, ...)."""
-
-
 class LayerIndexError(AutoSteerError, IndexError):
     """A layer index is outside the model's decoder layers."""
-
-
-class ScheduleError(AutoSteerError, ValueError):
-    """A coefficient schedule got parameters outside their domain."""
 
 
 class UnsupportedModelError(AutoSteerError, TypeError):

@@ -19,7 +19,8 @@ nor count.  The tokenizer's ``padding_side`` and pad token are never
 changed; the training flag of every module is restored after scoring (the
 model is put in eval mode while it is scored, custom metrics included).
 Built-in metrics run under ``torch.inference_mode()``; a custom function
-decides for itself.  A pass whose logits are not finite (NaN or inf: steering
+decides for itself.  torch runs on the thread count of :mod:`autosteer._threads`
+while the evaluator works (``threads=`` overrides it).  A pass whose logits are not finite (NaN or inf: steering
 far too strong for the storage dtype) raises :class:`NonFiniteOutputError`
 instead of producing a score.
 """
@@ -33,6 +34,7 @@ from typing import Any, Callable, Iterator, Sequence
 from autosteer._checks import check_int
 from autosteer._checks import describe as _describe
 from autosteer._checks import is_real
+from autosteer._threads import check_threads, using_threads
 from autosteer.errors import AutoSteerError, InvalidArgumentError
 from autosteer.metrics import Metric, MetricJob, MetricResult, get_metric, normalize_answer
 
@@ -126,6 +128,7 @@ class SteerEvaluator:
         max_new_tokens: int = 16,
         batch_size: int = 8,
         early_stop: bool = False,
+        threads: int | None = None,
     ) -> None:
         spec = get_metric(metric)
         if spec.name == "custom":
@@ -144,6 +147,7 @@ class SteerEvaluator:
         if not isinstance(early_stop, bool):
             raise InvalidArgumentError(f"early_stop must be True or False, got {_describe(early_stop)}")
         self.early_stop = early_stop
+        self.threads = check_threads(threads)
         self.last_outputs: list[str] = []
         if spec.name != "custom" and self._pad_id() is None:
             raise InvalidArgumentError(
@@ -221,18 +225,18 @@ class SteerEvaluator:
 
     def _run(self, job: MetricJob) -> list[MetricResult]:
         if self.spec.name == "custom":
-            with self.eval_mode():
+            with self.eval_mode(), using_threads(self.threads, self.model):
                 return self.spec.compute(self, job)
         import torch
 
-        with self.eval_mode(), torch.inference_mode():
+        with self.eval_mode(), torch.inference_mode(), using_threads(self.threads, self.model):
             return self.spec.compute(self, job)
 
     def generate(self, prompts: Sequence[str]) -> list[str]:
         """Greedy continuations of ``prompts`` (the prompt itself stripped), batched with left padding."""
         import torch
 
-        with self.eval_mode(), torch.inference_mode():
+        with self.eval_mode(), torch.inference_mode(), using_threads(self.threads, self.model):
             return self.generate_groups(MetricJob(list(prompts), None), early_stop=False)[0]
 
     # -- batched primitives for metrics -------------------------------------------

@@ -15,6 +15,10 @@ models, ...).  :func:`find_decoder_layers` tries, in order:
    config's ``num_hidden_layers``.
 
 It raises :class:`~autosteer.errors.UnsupportedModelError` when all fail.
+
+:class:`ForwardConvention` holds everything else AutoSteer assumes about how
+transformers calls a model and its decoder layers (keyword names, the KV
+cache's length method); the C core gets these names as plain strings.
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ from torch import nn
 
 from autosteer.errors import InvalidArgumentError, UnsupportedModelError
 
-__all__ = ["DecoderLayers", "find_decoder_layers", "hidden_size_of", "first_layernorm_eps"]
+__all__ = [
+    "DecoderLayers",
+    "ForwardConvention",
+    "TRANSFORMERS_CONVENTION",
+    "find_decoder_layers",
+    "hidden_size_of",
+    "first_layernorm_eps",
+]
 
 OVERRIDE_PATH = "<override>"
 
@@ -49,6 +60,42 @@ _KNOWN_PATHS = (
 )
 
 _LAYER_LIST_NAMES = ("layers", "h", "blocks", "block", "layer")
+
+
+@dataclass(frozen=True)
+class ForwardConvention:
+    """How a causal LM's forward passes the things AutoSteer reads (transformers 5.x).
+
+    The module that owns the decoder layers is called with keyword arguments:
+    the KV cache under the first of ``cache_kwargs`` that is present (older
+    releases call it ``past_key_values``; transformers 5.2x renamed it
+    ``cache``), whose ``cache_length_method()`` is the number of cached
+    positions (0 at the prefill); the 2-D attention mask under ``mask_kwarg``;
+    the input under ``input_ids_kwarg`` or ``inputs_embeds_kwarg``.  A decoder
+    layer gets its hidden states as the first positional argument or under
+    ``hidden_states_kwarg``.
+    """
+
+    cache_kwargs: tuple[str, ...] = ("past_key_values", "cache")
+    cache_length_method: str = "get_seq_length"
+    mask_kwarg: str = "attention_mask"
+    input_ids_kwarg: str = "input_ids"
+    inputs_embeds_kwarg: str = "inputs_embeds"
+    hidden_states_kwarg: str = "hidden_states"
+
+    def tracker_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``autosteer._C.StepTracker`` for this convention."""
+        return {
+            "cache_kwargs": self.cache_kwargs,
+            "cache_length_method": self.cache_length_method,
+            "mask_kwarg": self.mask_kwarg,
+            "input_ids_kwarg": self.input_ids_kwarg,
+            "inputs_embeds_kwarg": self.inputs_embeds_kwarg,
+        }
+
+
+#: The convention of transformers 5.x (the only one AutoSteer knows today).
+TRANSFORMERS_CONVENTION = ForwardConvention()
 
 
 @dataclass(frozen=True)

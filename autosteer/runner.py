@@ -193,7 +193,8 @@ class AutoSteerRunner:
 
         # -- metric and prompts --------------------------------------------------
         evaluator = SteerEvaluator(model, tokenizer, spec.name, custom_fn=custom_fn,
-                                   max_new_tokens=max_new_tokens, batch_size=batch_size, early_stop=True)
+                                   max_new_tokens=max_new_tokens, batch_size=batch_size, early_stop=True,
+                                   threads=check_threads(threads))
         prompts, expected_outputs = evaluator.check(prompts, expected_outputs)
         if holdout_prompts is None:
             if holdout_expected is not None:

@@ -1,55 +1,177 @@
 """Coefficient schedules: multipliers on a steering coefficient per generation step.
 
-The three built-in schedules are C types from ``autosteer._C`` (the math lives
-in ``csrc/schedule.h``).  Each is callable on an int step or on a NumPy array
-of steps (vectorised in C), has ``to_dict()`` / ``from_dict()``, compares by
-value, has a ``repr`` that rebuilds it, and pickles.  Any Python callable
-``f(step) -> float`` also works wherever a schedule is accepted (slower path:
-it is called from C once per layer forward).
+Every schedule kind is one row of the table in ``csrc/schedule.h`` (its type
+name, class name, doc, parameters with defaults, domains and default search
+ranges, and its formula); the C core builds one type per row and this module
+builds everything else from the same rows (``autosteer._C.schedule_kinds()``):
+
+* the classes (``DecaySchedule``, ``CosineSchedule``, ``WarmupSchedule``), C
+  types of module ``autosteer``: callable on an int step or on an array of
+  steps (vectorised in C), ``to_dict()`` / ``from_dict()``, equal and hashed
+  by value, a ``repr`` that rebuilds them, picklable;
+* :data:`SCHEDULE_KINDS`, a read-only mapping from type name (``"decay"``) to
+  a :class:`ScheduleKind` (``cls``, ``class_name``, ``doc``, ``params``), which
+  the search reads for parameter names, defaults and search ranges;
+* :func:`schedule_from_dict`, which refuses an unknown ``"type"``, unknown
+  keys and missing required parameters with :class:`ScheduleError`.
+
+Any Python callable ``f(step) -> float`` also works wherever a schedule is
+accepted (slower path: it is called once per steered layer and forward).
+Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Union
+import math
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Union
 
 from . import _C
 from .errors import ScheduleError
 
+if TYPE_CHECKING:  # the names below are built from the table at import
+    from ._C import CosineSchedule, DecaySchedule, WarmupSchedule
+
 __all__ = [
-    "DecaySchedule",
-    "CosineSchedule",
-    "WarmupSchedule",
+    "SCHEDULE_KINDS",
+    "ScheduleKind",
+    "ScheduleParam",
+    "ScheduleDomain",
     "Schedule",
     "schedule_from_dict",
     "schedule_to_dict",
     "as_schedule",
 ]
 
-DecaySchedule = _C.DecaySchedule
-CosineSchedule = _C.CosineSchedule
-WarmupSchedule = _C.WarmupSchedule
 
-_BUILTIN = (DecaySchedule, CosineSchedule, WarmupSchedule)
-_BY_TYPE = {"decay": DecaySchedule, "cosine": CosineSchedule, "warmup": WarmupSchedule}
+@dataclass(frozen=True)
+class ScheduleDomain:
+    """The values a parameter admits: ``min``/``max`` (None: unbounded), open or closed ends.
 
-Schedule = Union[DecaySchedule, CosineSchedule, WarmupSchedule, Callable[[int], float]]
+    Float parameters must also be finite.  ``x in domain`` tests a value.
+    """
+
+    min: float | int | None
+    max: float | int | None
+    min_open: bool
+    max_open: bool
+
+    def __contains__(self, x: Any) -> bool:
+        try:
+            v = float(x)
+        except (TypeError, ValueError, OverflowError):
+            return False
+        if math.isnan(v):
+            return False
+        if self.min is not None and (v <= self.min if self.min_open else v < self.min):
+            return False
+        if self.max is not None and (v >= self.max if self.max_open else v > self.max):
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class ScheduleParam:
+    """One constructor parameter of a schedule kind, in constructor order.
+
+    ``kind`` is ``"int"`` or ``"float"``; ``default`` is None when the
+    parameter is ``required``; ``search_range`` is the ``(lo, hi)`` range the
+    autonomous search draws from by default, and ``search_domain`` where a
+    search range may lie (narrower than ``domain`` where a value means "no
+    schedule at all", such as a decay rate <= 0).
+    """
+
+    name: str
+    kind: str
+    default: int | float | None
+    required: bool
+    domain: ScheduleDomain
+    search_range: tuple
+    search_domain: ScheduleDomain
+    doc: str
+
+
+@dataclass(frozen=True)
+class ScheduleKind:
+    """One row of the schedule table: ``type`` (the ``to_dict()`` type), the
+    class ``cls`` and its ``class_name``, ``doc``, the ordered ``params`` and
+    the names of the ``derived`` read-only properties."""
+
+    type: str
+    cls: type
+    class_name: str
+    doc: str
+    params: tuple[ScheduleParam, ...]
+    derived: tuple[str, ...]
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The parameters that have a default, with it."""
+        return {p.name: p.default for p in self.params if not p.required}
+
+
+def _build_kinds() -> Mapping[str, ScheduleKind]:
+    kinds = {}
+    for row in _C.schedule_kinds():
+        params = tuple(
+            ScheduleParam(
+                name=p["name"],
+                kind=p["kind"],
+                default=p["default"],
+                required=p["required"],
+                domain=ScheduleDomain(**p["domain"]),
+                search_range=tuple(p["search_range"]),
+                search_domain=ScheduleDomain(**p["search_domain"]),
+                doc=p["doc"],
+            )
+            for p in row["params"]
+        )
+        kinds[row["type"]] = ScheduleKind(
+            type=row["type"],
+            cls=getattr(_C, row["class_name"]),
+            class_name=row["class_name"],
+            doc=row["doc"],
+            params=params,
+            derived=tuple(d["name"] for d in row["derived"]),
+        )
+    return MappingProxyType(kinds)
+
+
+#: Every schedule kind, by type name (``"decay"``, ``"cosine"``, ``"warmup"``).
+SCHEDULE_KINDS: Mapping[str, ScheduleKind] = _build_kinds()
+
+# the classes, under their own names
+for _kind in SCHEDULE_KINDS.values():
+    globals()[_kind.class_name] = _kind.cls
+    __all__.append(_kind.class_name)
+del _kind
+
+_BUILTIN = tuple(k.cls for k in SCHEDULE_KINDS.values())
+
+Schedule = Union[(*_BUILTIN, Callable[[int], float])]  # type: ignore[valid-type]
 
 
 def schedule_from_dict(d: Mapping[str, Any]):
-    """Rebuild a built-in schedule from the dict its ``to_dict()`` returned."""
+    """Rebuild a built-in schedule from the dict its ``to_dict()`` returned.
+
+    Raises :class:`ScheduleError` for a non-mapping, an unknown ``"type"``, an
+    unknown key, a missing required parameter or a value outside its domain.
+    """
     if not isinstance(d, Mapping):
         raise ScheduleError(f"a schedule dict must be a mapping, got {type(d).__name__}")
     kind = d.get("type")
-    cls = _BY_TYPE.get(kind)  # type: ignore[arg-type]
-    if cls is None:
+    info = SCHEDULE_KINDS.get(kind) if isinstance(kind, str) else None
+    if info is None:
         raise ScheduleError(
-            f"unknown schedule type {kind!r}: expected one of {sorted(_BY_TYPE)} "
+            f"unknown schedule type {kind!r}: expected one of {sorted(SCHEDULE_KINDS)} "
             "(custom callables cannot be rebuilt from a dict)"
         )
-    try:
-        return cls.from_dict(dict(d))
-    except TypeError as exc:
-        raise ScheduleError(f"bad parameters for a {kind} schedule: {exc} (got {dict(d)!r})") from None
+    return info.cls.from_dict(dict(d))
 
 
 def schedule_to_dict(schedule) -> dict | None:
@@ -78,44 +200,8 @@ def as_schedule(obj):
         return schedule_from_dict(obj)
     if callable(obj):
         return obj
+    names = "/".join(k.class_name for k in SCHEDULE_KINDS.values())
     raise ScheduleError(
-        "coeff_schedule must be None, a DecaySchedule/CosineSchedule/WarmupSchedule, "
-        f"a dict from to_dict(), or a callable step -> multiplier; got {type(obj).__name__}"
+        f"coeff_schedule must be None, a {names}, a dict from to_dict(), "
+        f"or a callable step -> multiplier; got {type(obj).__name__}"
     )
-
-
-# ---------------------------------------------------------------------------
-# TRANSITIONAL (replaced by the table exported from C on the core-redesign branch)
-from dataclasses import dataclass as _dataclass
-from types import MappingProxyType as _MappingProxyType
-
-
-@_dataclass(frozen=True)
-class ScheduleParam:
-    name: str
-    kind: str  # "int" or "float"
-    default: Any  # None: required
-    search_range: tuple
-    search_domain: tuple  # (low, high, low_open, high_open): where a search range may lie
-
-
-@_dataclass(frozen=True)
-class ScheduleKind:
-    type: str
-    class_name: str
-    cls: Any
-    params: tuple
-
-
-SCHEDULE_KINDS = _MappingProxyType({
-    "decay": ScheduleKind("decay", "DecaySchedule", DecaySchedule, (
-        ScheduleParam("rate", "float", 1.0, (0.8, 0.99), (0.0, 1.0, True, False)),
-        ScheduleParam("min_multiplier", "float", 0.0, (0.0, 0.5), (0.0, 1.0, False, False)),
-        ScheduleParam("times_restart", "int", 0, (0, 0), (0, float("inf"), False, True)))),
-    "cosine": ScheduleKind("cosine", "CosineSchedule", CosineSchedule, (
-        ScheduleParam("period", "int", None, (4, 32), (1, float("inf"), False, True)),
-        ScheduleParam("min_multiplier", "float", 0.0, (0.0, 0.5), (0.0, 1.0, False, False)))),
-    "warmup": ScheduleKind("warmup", "WarmupSchedule", WarmupSchedule, (
-        ScheduleParam("steps", "int", None, (1, 8), (1, float("inf"), False, True)),
-        ScheduleParam("start", "float", 0.0, (0.0, 0.5), (0.0, 1.0, False, False)))),
-})

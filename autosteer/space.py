@@ -74,14 +74,10 @@ def _norm_range(name: str, value: Any, *, integer: bool) -> tuple:
     return (int(lo), int(hi)) if integer else (float(lo) + 0.0, float(hi) + 0.0)
 
 
-def _in_domain(x: float, domain: tuple) -> bool:
-    lo, hi, lo_open, hi_open = domain
-    return (x > lo if lo_open else x >= lo) and (x < hi if hi_open else x <= hi)
-
-
-def _domain_text(domain: tuple) -> str:
-    lo, hi, lo_open, hi_open = domain
-    return f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+def _domain_text(d) -> str:
+    lo = "-inf" if d.min is None else f"{d.min:g}"
+    hi = "inf" if d.max is None else f"{d.max:g}"
+    return f"{'(' if d.min_open or d.min is None else '['}{lo}, {hi}{')' if d.max_open or d.max is None else ']'}"
 
 
 def _resolve_schedule_ranges(overrides) -> dict[str, Mapping[str, tuple]]:
@@ -110,7 +106,7 @@ def _resolve_schedule_ranges(overrides) -> dict[str, Mapping[str, tuple]]:
                 value = tuple(int(x) for x in value)
             rng = _norm_range(where, value, integer=integer)
             for x in rng:
-                if not _in_domain(x, p.search_domain):
+                if x not in p.search_domain:
                     raise SearchSpaceError(
                         f"{where}: {p.name} {value!r} must lie in {_domain_text(p.search_domain)}"
                     )

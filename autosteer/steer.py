@@ -3,30 +3,35 @@
 A drop-in replacement for ``llm_steer.Steer`` (see the README for every
 deliberate difference).  The per-forward work happens in C:
 ``autosteer._C.StepTracker`` reads the generation step from the KV cache, and
-one ``autosteer._C.SteerHook`` per steered layer evaluates the schedules and
-adds the delta (fused C kernel on the CPU, the same math as torch ops
-elsewhere).  This module only validates input, computes directions once, and
-registers/removes hooks through PyTorch's public API.
+each steered layer gets one forward pre-hook, chosen once by the layer's
+device: ``autosteer._C.SteerHook`` on the CPU (the fused C kernel, in place)
+or ``autosteer._torch_hook.TorchHook`` elsewhere (the same math as torch
+ops).  Both take the weights of the layer's vectors from one
+``autosteer._C.SteerWeights``.  This module validates input, computes
+directions once, owns the direction storage (one float32 [J, D] matrix per
+layer, on the layer's device; each vector's ``direction`` is a row view of
+it), and registers/removes hooks through PyTorch's public API.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import math
-import numbers
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 
-from . import _C, _torch_ops
+from . import _C, _torch_hook
+from ._checks import check_int, check_real, describe, is_int
 from .errors import InvalidArgumentError, LayerIndexError, VectorShapeError
-from .layers import find_decoder_layers, first_layernorm_eps, hidden_size_of
+from .layers import TRANSFORMERS_CONVENTION, find_decoder_layers, first_layernorm_eps, hidden_size_of
 from .schedules import as_schedule, schedule_to_dict
 
 __all__ = ["Steer"]
 
-_RMS_EPS = 1e-6
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -36,19 +41,56 @@ class _Vector:
     text: str | None
     schedule: Any
     method: Callable | None
-    direction: torch.Tensor  # float32 [D] on the CPU
+    group: int | None
+    direction: torch.Tensor  # float32 [D]; once installed, a row view of its layer's matrix
 
 
 def _check_coeff(coeff) -> float:
-    if isinstance(coeff, bool) or not isinstance(coeff, numbers.Real):
-        if torch.is_tensor(coeff) and coeff.numel() == 1:
-            coeff = float(coeff.item())
-        else:
-            raise InvalidArgumentError(f"coeff must be a real number, got {type(coeff).__name__}: {coeff!r}")
-    value = float(coeff)
-    if not math.isfinite(value):
-        raise InvalidArgumentError(f"coeff must be finite, got {value!r}")
+    """A real coefficient, finite in float32 (the kernel's weights are float32)."""
+    if torch.is_tensor(coeff):
+        if coeff.numel() != 1 or coeff.dtype == torch.bool or coeff.dtype.is_complex or coeff.is_meta:
+            raise InvalidArgumentError(
+                f"coeff must be a real number, got a {coeff.dtype} tensor of shape {tuple(coeff.shape)}"
+            )
+        coeff = coeff.item()
+    value = check_real("coeff", coeff)
+    if abs(value) > _F32_MAX:
+        raise InvalidArgumentError(
+            f"coeff must be finite in float32 (|coeff| <= {_F32_MAX!r}), got {value!r}"
+        )
     return value
+
+
+def _check_group(group) -> int | None:
+    if group is None:
+        return None
+    return check_int("group", group, minimum=0)
+
+
+def _check_groups(groups) -> torch.Tensor:
+    """Row groups as a contiguous int64 CPU tensor [R] of values >= 0."""
+    if torch.is_tensor(groups):
+        bad = groups.dtype.is_floating_point or groups.dtype.is_complex or groups.dtype == torch.bool or groups.is_meta
+        if bad or groups.dim() != 1:
+            raise InvalidArgumentError(
+                f"groups must be a 1-D sequence of ints, got a {groups.dtype} tensor of shape {tuple(groups.shape)}"
+            )
+        t = groups.detach().to(device="cpu", dtype=torch.int64)
+    elif isinstance(groups, np.ndarray):
+        if groups.dtype.kind not in "iu" or groups.ndim != 1:
+            raise InvalidArgumentError(
+                f"groups must be a 1-D sequence of ints, got an array of {groups.dtype} with shape {groups.shape}"
+            )
+        t = torch.from_numpy(groups.astype(np.int64))
+    elif isinstance(groups, (list, tuple, range)):
+        t = torch.tensor([check_int(f"groups[{i}]", g, minimum=0) for i, g in enumerate(groups)], dtype=torch.int64)
+    else:
+        raise InvalidArgumentError(f"groups must be a sequence of ints (one per batch row), got {describe(groups)}")
+    if t.numel() == 0:
+        raise InvalidArgumentError("groups must name the group of at least one batch row, got an empty sequence")
+    if bool((t < 0).any()):
+        raise InvalidArgumentError(f"groups must be >= 0, got {t.tolist()}")
+    return t.contiguous().clone()
 
 
 def _normalise(x: torch.Tensor, ln_eps: float | None) -> torch.Tensor:
@@ -58,34 +100,64 @@ def _normalise(x: torch.Tensor, ln_eps: float | None) -> torch.Tensor:
         mean = x.mean()
         var = x.var(unbiased=False)
         return (x - mean) / torch.sqrt(var + ln_eps)
-    return x / (torch.sqrt(x.pow(2).mean() + _RMS_EPS) + _RMS_EPS)
+    return x / (torch.sqrt(x.pow(2).mean() + _C.RMS_EPS) + _C.RMS_EPS)
+
+
+def _use_c_hook(device: torch.device) -> bool:
+    """The path of a layer on ``device``: the C SteerHook (True) or the TorchHook."""
+    return device.type == "cpu"
+
+
+def _is_autosteer_hook(hook) -> bool:
+    return isinstance(hook, (_C.StepTracker, _C.SteerHook, _torch_hook.TorchHook))
+
+
+def _copy_without_steering(model: torch.nn.Module) -> torch.nn.Module:
+    """copy.deepcopy(model), then the copied AutoSteer hooks come off the copy."""
+    copied = copy.deepcopy(model)
+    for module in copied.modules():
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if _is_autosteer_hook(hook):
+                del module._forward_pre_hooks[key]
+                module._forward_pre_hooks_with_kwargs.pop(key, None)
+    return copied
 
 
 class Steer:
     """Steer a causal LM by adding vectors to the input of its decoder layers.
 
-    ``Steer(model, tokenizer, copy_model=False, layers=None)``; ``copyModel=`` is
-    accepted as llm_steer spells it.  ``layers`` overrides the decoder-layer
-    discovery (a ModuleList, a list of modules, or a dotted attribute path).
+    ``Steer(model, tokenizer=None, copy_model=False, layers=None)``;
+    ``copyModel=`` is accepted as llm_steer spells it.  ``tokenizer`` is needed
+    only for text directions (``add(text=...)``); ``tokenizer=None`` allows
+    ``add(vector=...)`` only.  ``layers`` overrides the decoder-layer discovery
+    (a ModuleList, a list of modules, or a dotted attribute path).
+    ``copy_model=True`` steers a ``copy.deepcopy`` of the model, made without
+    any AutoSteer steering that other ``Steer`` instances put on the original.
 
-    Use as a context manager to restore the model on exit::
+    Scope the steering with ``applied`` (restores exactly what was there) or
+    use the instance as a context manager (``reset_all()`` on exit)::
 
         with Steer(model, tokenizer) as steered:
             steered.add(layer_idx=3, coeff=0.4, text="logical")
             model.generate(...)
+
+    A steered model deep-copies (``copy.deepcopy``) into a steered copy; it
+    does not pickle (``pickle``, ``torch.save(model)``): call ``reset_all()``
+    first, or save ``model.state_dict()``.
     """
 
-    def __init__(self, model, tokenizer, copy_model: bool = False, layers=None, *, copyModel: bool | None = None):
+    def __init__(self, model, tokenizer=None, copy_model: bool = False, layers=None, *, copyModel: bool | None = None):
         if not isinstance(model, torch.nn.Module):
             raise InvalidArgumentError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if tokenizer is None or not callable(tokenizer):
+        if tokenizer is not None and not callable(tokenizer):
             raise InvalidArgumentError(
-                f"tokenizer must be a callable tokenizer (e.g. from AutoTokenizer), got {type(tokenizer).__name__}"
+                "tokenizer must be a callable tokenizer (e.g. from AutoTokenizer), or None to steer with "
+                f"vector= only; got {describe(tokenizer)}"
             )
         if copyModel is not None:
             copy_model = bool(copyModel)
         if copy_model:
-            model = copy.deepcopy(model)
+            model = _copy_without_steering(model)
         self.model = model
         self.tokenizer = tokenizer
         found = find_decoder_layers(model, layers)
@@ -94,10 +166,17 @@ class Steer:
         self._model_class = type(model).__name__
         self.hidden_size = hidden_size_of(model)
         self._ln_eps = first_layernorm_eps(model)
+        self._convention = TRANSFORMERS_CONVENTION
         self._vectors: list[_Vector] = []
-        self._hooks: dict[int, tuple[Any, Any]] = {}  # layer -> (handle, SteerHook)
+        self._hooks: dict[int, tuple[Any, Any]] = {}  # layer -> (handle, SteerHook | TorchHook)
+        self._directions: dict[int, torch.Tensor] = {}  # layer -> float32 [J, D] on its device
+        self._signatures: dict[int, tuple] = {}  # layer -> what its hook was configured with
+        self._declared_groups = 0  # len(configs) inside applied([...])
         self._tracker_module = self._owner_of(found.layers) or self.model
-        self._tracker = _C.StepTracker(_torch_ops.last_token_index, self._tracker_module)
+        self._tracker = _C.StepTracker(**self._convention.tracker_kwargs(),
+                                       last_index_fn=_torch_hook.last_token_index)
+        # a VLM's or PEFT wrapper's outer forward gets the 2-D mask the owner may not
+        self._relay = self._tracker.relay() if self.model is not self._tracker_module else None
         self._tracker_handles: list = []
         self._dir_cache: dict[str, torch.Tensor] = {}
 
@@ -112,35 +191,53 @@ class Steer:
         """The C StepTracker of this instance (its ``step`` is the current generation step)."""
         return self._tracker
 
+    @property
+    def num_groups(self) -> int:
+        """G, the number of row groups: 1 + the largest ``group=`` of the active
+        vectors (0 when no vector has a group), at least the number of configs
+        inside ``applied([...])``."""
+        groups = [v.group for v in self._vectors if v.group is not None]
+        return max(max(groups) + 1 if groups else 0, self._declared_groups if groups else 0)
+
     def __repr__(self) -> str:
         return (f"Steer({self._model_class}, {self.num_layers} layers at {self.layers_path!r}, "
                 f"{len(self._vectors)} vector(s))")
 
     def get_all(self) -> list[dict]:
-        """Every active vector: ``{"layer_idx", "text", "coeff", "coeff_schedule"}``."""
-        return [
-            {
+        """Every active vector: ``{"layer_idx", "text", "coeff", "coeff_schedule"}``.
+
+        A vector added with ``group=g`` also has ``"group": g``.
+        """
+        out = []
+        for v in self._vectors:
+            d = {
                 "layer_idx": v.layer_idx,
                 "text": v.text,
                 "coeff": v.coeff,
                 "coeff_schedule": schedule_to_dict(v.schedule),
             }
-            for v in self._vectors
-        ]
+            if v.group is not None:
+                d["group"] = v.group
+            out.append(d)
+        return out
 
     # ------------------------------------------------------------------ add
     def add(self, layer_idx: int, coeff: float, text: str | None = None, steering_method: Callable | None = None,
-            coeff_schedule=None, vector=None) -> None:
+            coeff_schedule=None, vector=None, *, group: int | None = None) -> None:
         """Steer ``layer_idx`` with the direction of ``text`` (or a given ``vector``).
 
         At every forward of that layer its input hidden states get
         ``coeff * schedule(step) * direction * rms(h[b, last])`` added at every
         position.  ``steering_method(elem, step, layer_idx) -> delta`` replaces
         that formula: it receives the unsteered layer input and its return value
-        is added as is.  All input is validated before any model work.
+        (a tensor that broadcasts to the input's shape) is added as is.
+        ``group=g`` steers only the batch rows of group ``g`` (see
+        :meth:`rows`); None steers every row.  All input is validated before
+        any model work; on failure the steering stays as it was.
         """
         layer_idx = self._check_layer(layer_idx)
         coeff = _check_coeff(coeff)
+        group = _check_group(group)
         if steering_method is not None and not callable(steering_method):
             raise InvalidArgumentError(
                 f"steering_method must be callable (elem, step, layer_idx) -> delta, got {type(steering_method).__name__}"
@@ -156,17 +253,21 @@ class Steer:
                 raise InvalidArgumentError(f"text must be a str, got {type(text).__name__}")
             if not text.strip():
                 raise InvalidArgumentError(f"text must contain non-whitespace characters, got {text!r}")
+            if self.tokenizer is None:
+                raise InvalidArgumentError(
+                    f"text={text!r} needs a tokenizer: this Steer was made with tokenizer=None, "
+                    "which steers with vector= only"
+                )
             direction = self._text_directions(text)[layer_idx]
         else:
             direction = self._check_vector(vector)
-        self._vectors.append(_Vector(layer_idx, coeff, text, schedule, steering_method, direction))
+        self._vectors.append(_Vector(layer_idx, coeff, text, schedule, steering_method, group, direction))
         try:
-            self._install(layer_idx)
+            self._sync()
         except BaseException:
-            # the layer keeps its previous hook; the vector was never added
+            # the hooks keep their previous vectors; this one was never added
             del self._vectors[-1]
-            if not self._hooks:
-                self._remove_tracker()
+            self._sync()
             raise
 
     # ------------------------------------------------------------------ reset
@@ -174,16 +275,12 @@ class Steer:
         """Remove every vector of one layer."""
         layer_idx = self._check_layer(layer_idx)
         self._vectors = [v for v in self._vectors if v.layer_idx != layer_idx]
-        self._uninstall(layer_idx)
-        if not self._hooks:
-            self._remove_tracker()
+        self._sync()
 
     def reset_all(self) -> None:
         """Remove every vector and hook: the model computes exactly as before."""
         self._vectors = []
-        for layer_idx in sorted(self._hooks, reverse=True):
-            self._uninstall(layer_idx)
-        self._remove_tracker()
+        self._sync()
 
     def __enter__(self) -> "Steer":
         return self
@@ -191,9 +288,59 @@ class Steer:
     def __exit__(self, *exc) -> None:
         self.reset_all()
 
+    # ------------------------------------------------------------------ scopes
+    @contextlib.contextmanager
+    def applied(self, config) -> Iterator["Steer"]:
+        """Apply ``config`` for the duration of the block, then restore exactly.
+
+        ``config`` has ``apply(steer, group=None)`` (a ``SteerCandidate``), which
+        adds its vectors with ``steer.add(..., group=group)``; or it is a list
+        of such objects, config ``i`` steering the batch rows of group ``i``
+        (set the rows with :meth:`rows`).  On exit, also on an exception or
+        KeyboardInterrupt, the vectors present before the block are back
+        (the logits are bit-identical to before).
+        """
+        configs = list(config) if isinstance(config, (list, tuple)) else [config]
+        for i, c in enumerate(configs):
+            if not callable(getattr(c, "apply", None)):
+                where = f"config[{i}]" if isinstance(config, (list, tuple)) else "config"
+                raise InvalidArgumentError(
+                    f"{where} must have an apply(steer, group=None) method (a SteerCandidate), got {describe(c)}"
+                )
+        saved, saved_groups = list(self._vectors), self._declared_groups
+        try:
+            if isinstance(config, (list, tuple)):
+                # a config without vectors is a group too (its rows stay unsteered)
+                self._declared_groups = max(saved_groups, len(configs))
+                for i, c in enumerate(configs):
+                    c.apply(self, group=i)
+            else:
+                config.apply(self)
+            yield self
+        finally:
+            self._vectors, self._declared_groups = saved, saved_groups
+            self._sync()
+
+    @contextlib.contextmanager
+    def rows(self, groups) -> Iterator["Steer"]:
+        """Per-row steering: batch row ``b`` of the forwards inside belongs to group ``groups[b]``.
+
+        ``groups``: one int >= 0 per batch row of the input (a list, a NumPy
+        array or a tensor).  When ``generate()`` repeats rows (``num_beams``,
+        ``num_return_sequences``) a batch of ``m * R`` rows maps row ``b`` to
+        ``groups[b // m]``.  The previous row groups are back on exit.
+        """
+        t = _check_groups(groups)
+        previous = self._tracker.row_groups
+        self._tracker.set_row_groups(t)
+        try:
+            yield self
+        finally:
+            self._tracker.set_row_groups(previous)
+
     # ------------------------------------------------------------------ internals
     def _check_layer(self, layer_idx) -> int:
-        if isinstance(layer_idx, bool) or not isinstance(layer_idx, numbers.Integral):
+        if not is_int(layer_idx):
             raise InvalidArgumentError(f"layer_idx must be an int, got {type(layer_idx).__name__}: {layer_idx!r}")
         layer_idx = int(layer_idx)
         n = self.num_layers
@@ -204,13 +351,20 @@ class Steer:
         return layer_idx
 
     def _check_vector(self, vector) -> torch.Tensor:
-        try:
-            import numpy as np
-        except ImportError:  # pragma: no cover - numpy is a dependency
-            np = None
-        if np is not None and isinstance(vector, np.ndarray):
-            t = torch.from_numpy(np.asarray(vector, dtype=np.float32).copy())
+        if isinstance(vector, np.ndarray):
+            if vector.dtype.kind not in "fiu":
+                raise InvalidArgumentError(
+                    f"vector must hold real numbers, got a NumPy array of dtype {vector.dtype}"
+                )
+            with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: refused below
+                t = torch.from_numpy(np.asarray(vector, dtype=np.float32).copy())
         elif torch.is_tensor(vector):
+            if vector.is_meta:
+                raise InvalidArgumentError(
+                    f"vector is a meta-device tensor of shape {tuple(vector.shape)}: it has no values"
+                )
+            if vector.dtype.is_complex or vector.dtype == torch.bool:
+                raise InvalidArgumentError(f"vector must hold real numbers, got a {vector.dtype} tensor")
             t = vector.detach().to(device="cpu", dtype=torch.float32).clone()
         else:
             raise InvalidArgumentError(f"vector must be a torch tensor or a NumPy array, got {type(vector).__name__}")
@@ -222,7 +376,7 @@ class Steer:
                 f"got {tuple(t.shape)}"
             )
         if not torch.isfinite(t).all():
-            raise InvalidArgumentError("vector contains NaN or infinite values")
+            raise InvalidArgumentError("vector contains NaN or infinite values (or values beyond float32's range)")
         return t.contiguous()
 
     def _owner_of(self, layers):
@@ -242,7 +396,7 @@ class Steer:
         return torch.device("cpu")
 
     def _text_directions(self, text: str) -> torch.Tensor:
-        """Normalised mean layer input of ``text`` for every layer: float32 [L, D]."""
+        """Normalised mean layer input of ``text`` for every layer: float32 [L, D] (cached)."""
         cached = self._dir_cache.get(text)
         if cached is not None:
             return cached
@@ -253,10 +407,11 @@ class Steer:
         device = self._layer_device(0)
         ids = ids.to(device)
         means: list[torch.Tensor | None] = [None] * self.num_layers
+        hidden_kw = self._convention.hidden_states_kwarg
 
         def recorder(i):
             def pre_hook(module, args, kwargs):
-                h = args[0] if args else kwargs.get("hidden_states")
+                h = args[0] if args else kwargs.get(hidden_kw)
                 means[i] = h[0].detach().float().mean(dim=0).cpu()
             return pre_hook
 
@@ -294,12 +449,12 @@ class Steer:
         return dirs
 
     def _ensure_tracker(self) -> None:
-        # on the owner of the layer list (it gets the KV cache), and on the
-        # outermost model, whose 2-D attention mask a VLM does not pass down
+        # on the owner of the layer list (it gets the KV cache), and a relay on
+        # the outermost model, whose 2-D attention mask a VLM does not pass down
         if not self._tracker_handles:
             self._tracker.reset()
-            if self.model is not self._tracker_module:
-                self._tracker_handles.append(self.model.register_forward_pre_hook(self._tracker, with_kwargs=True))
+            if self._relay is not None:
+                self._tracker_handles.append(self.model.register_forward_pre_hook(self._relay, with_kwargs=True))
             self._tracker_handles.append(
                 self._tracker_module.register_forward_pre_hook(self._tracker, with_kwargs=True)
             )
@@ -309,56 +464,90 @@ class Steer:
             self._tracker_handles.pop().remove()
         self._tracker.reset()
 
-    def _install(self, layer_idx: int) -> None:
-        """(Re)build the hook of one layer; the old hook stays until the new one is in."""
-        vecs = [v for v in self._vectors if v.layer_idx == layer_idx]
-        if not vecs:
-            self._uninstall(layer_idx)
-            return
-        self._ensure_tracker()
-        dirs = torch.stack([v.direction for v in vecs]).contiguous()
-        device = self._layer_device(layer_idx)
-        dirs_dev = dirs if device.type == "cpu" else dirs.to(device)
-        hook = _C.SteerHook(
-            self._tracker,
-            layer_idx,
-            dirs,
-            [v.coeff for v in vecs],
-            [v.schedule for v in vecs],
-            [v.method for v in vecs],
-            dirs_dev,
-            _torch_ops.apply_delta,
-            torch.is_grad_enabled,
+    def _sync(self) -> None:
+        """Bring every layer's hook in line with ``self._vectors``.
+
+        A layer whose vectors did not change keeps its hook untouched (only
+        the vectors' positions in get_all(), used in error messages, are
+        refreshed); a changed layer gets its hook reconfigured in place (the
+        hook keeps its position among the layer's pre-hooks); a layer without
+        vectors loses its hook.
+        """
+        groups = self.num_groups
+        by_layer: dict[int, list[tuple[int, _Vector]]] = {}
+        for pos, v in enumerate(self._vectors):
+            by_layer.setdefault(v.layer_idx, []).append((pos, v))
+        for layer_idx in sorted(set(self._hooks) | set(by_layer), reverse=True):
+            entries = by_layer.get(layer_idx)
+            if not entries:
+                self._uninstall(layer_idx)
+                continue
+            vecs = [v for _, v in entries]
+            index = [pos for pos, _ in entries]
+            grouped = any(v.group is not None for v in vecs)
+            device = self._layer_device(layer_idx)
+            signature = (tuple(map(id, vecs)), groups if grouped else 0, device, _use_c_hook(device))
+            if self._signatures.get(layer_idx) == signature:
+                self._hooks[layer_idx][1].weights.index = index
+            else:
+                self._configure(layer_idx, vecs, index, groups if grouped else 0, signature)
+        if not self._hooks:
+            self._remove_tracker()
+
+    def _configure(self, layer_idx: int, vecs: list[_Vector], index: list[int], groups: int, signature) -> None:
+        """(Re)build the weights and direction matrix of one layer; the old hook stays until both exist."""
+        device = signature[2]
+        matrix = torch.stack([v.direction.to(device=device, dtype=torch.float32) for v in vecs]).contiguous()
+        membership = None
+        if groups:
+            membership = torch.zeros(groups, len(vecs), dtype=torch.float32)
+            for j, v in enumerate(vecs):
+                if v.group is None:
+                    membership[:, j] = 1.0
+                else:
+                    membership[v.group, j] = 1.0
+        weights = _C.SteerWeights(
+            layer_idx=layer_idx,
+            coeffs=[v.coeff for v in vecs],
+            schedules=[v.schedule for v in vecs],
+            methods=[v.method for v in vecs],
+            membership=membership,
+            index=index,
         )
-        handle = self._layers[layer_idx].register_forward_pre_hook(hook, with_kwargs=True)
-        old = self._hooks.get(layer_idx)
-        self._hooks[layer_idx] = (handle, hook)
-        if old is not None:
-            old[0].remove()
+        on_cpu = _use_c_hook(device)
+        entry = self._hooks.get(layer_idx)
+        if entry is not None and isinstance(entry[1], _torch_hook.TorchHook) != on_cpu:
+            entry[1].reconfigure(weights, matrix)
+        else:
+            self._ensure_tracker()
+            if on_cpu:
+                hook = _C.SteerHook(
+                    tracker=self._tracker,
+                    weights=weights,
+                    directions=matrix,
+                    fallback=_torch_hook.steer,
+                    grad_enabled=torch.is_grad_enabled,
+                    hidden_states_kwarg=self._convention.hidden_states_kwarg,
+                )
+            else:
+                hook = _torch_hook.TorchHook(
+                    tracker=self._tracker,
+                    weights=weights,
+                    directions=matrix,
+                    hidden_states_kwarg=self._convention.hidden_states_kwarg,
+                )
+            handle = self._layers[layer_idx].register_forward_pre_hook(hook, with_kwargs=True)
+            self._hooks[layer_idx] = (handle, hook)
+            if entry is not None:
+                entry[0].remove()
+        self._directions[layer_idx] = matrix
+        self._signatures[layer_idx] = signature
+        for j, v in enumerate(vecs):
+            v.direction = matrix[j]
 
     def _uninstall(self, layer_idx: int) -> None:
         entry = self._hooks.pop(layer_idx, None)
+        self._directions.pop(layer_idx, None)
+        self._signatures.pop(layer_idx, None)
         if entry is not None:
             entry[0].remove()
-
-
-# ---------------------------------------------------------------------------
-# TRANSITIONAL (the core-redesign branch brings the real ones)
-import contextlib as _contextlib
-
-
-@_contextlib.contextmanager
-def _applied(self, config):
-    if isinstance(config, (list, tuple)):
-        if len(config) != 1:
-            raise NotImplementedError("populations need the core-redesign Steer")
-        config = config[0]
-    self.reset_all()
-    try:
-        config.apply(self)
-        yield self
-    finally:
-        self.reset_all()
-
-
-Steer.applied = _applied

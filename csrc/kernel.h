@@ -2,8 +2,10 @@
  * kernel.h - the fused steering kernel as pure math (no Python).
  *
  * For every batch row b of a hidden-state tensor h[B, T, D]:
- *     s_b = sqrt(mean_d(h[b, last_b, d]^2) + 1e-6)        (unsteered state)
- *     h[b, t, d] += s_b * sum_j w[b, j] * dir[j, d]        for every t
+ *     s_b = sqrt(mean_d(h[b, last_b, d]^2) + AS_RMS_EPS)   (unsteered state)
+ *     h[b, t, d] += s_b * sum_j W[r_b, j] * dir[j, d]      for every t
+ * where W holds one row of J weights per group of rows and r_b picks the
+ * row of batch row b.
  * Storage is float32, float16 or bfloat16; all arithmetic is float32 except
  * the sum of squares, accumulated in double.  Batch and sequence strides are
  * arbitrary; the hidden dimension must be contiguous.
@@ -17,6 +19,19 @@
 
 typedef enum { AS_F32 = 0, AS_F16 = 1, AS_BF16 = 2 } as_dtype;
 
+/* Largest finite value of each storage type: a weight beyond it would turn
+ * the steered state into inf. */
+static inline double
+as_dtype_max(as_dtype dt)
+{
+    switch (dt) {
+    case AS_F16: return 65504.0;
+    case AS_BF16: return 3.3895313892515355e38;
+    default: return 3.4028234663852886e38;
+    }
+}
+
+/* The epsilon of every rms in AutoSteer (exported as autosteer._C.RMS_EPS). */
 #define AS_RMS_EPS 1e-6
 
 /* On x86-64 Linux with GCC, compile the kernel twice (AVX2 and baseline SSE2)
@@ -24,7 +39,9 @@ typedef enum { AS_F32 = 0, AS_F16 = 1, AS_BF16 = 2 } as_dtype;
  * wide.  Elsewhere one portable build. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
     !defined(AS_NO_CLONES)
-#define AS_KERNEL_CLONES __attribute__((target_clones("avx2", "default")))
+#define AS_KERNEL_CLONES __attribute__((target_clones("avx2", "default"), unused))
+#elif defined(__GNUC__)
+#define AS_KERNEL_CLONES __attribute__((unused))
 #else
 #define AS_KERNEL_CLONES
 #endif
@@ -162,16 +179,19 @@ typedef struct {
 
 /*
  * Apply the steering delta in place.
- *   dirs:    J x D float32, row-major contiguous
- *   weights: B x J float32 with row stride `w_stride` (0: one row for all)
- *   last:    B indices of each row's last real token, or NULL for T - 1
- *   scratch: D floats of workspace
+ *   dirs:     J x D float32, row-major contiguous
+ *   weights:  rows of J float32, row r at weights + r * w_stride
+ *   w_index:  B indices: batch row b uses weights row w_index[b]; NULL: row b
+ *             uses weights row b (w_stride 0 gives every batch row row 0)
+ *   last:     B indices of each row's last real token, or NULL for T - 1
+ *   scratch:  D floats of workspace
+ * The caller guarantees that every w_index entry names a weights row.
  * Returns 0, or -1 when an index in `last` is outside [0, T).
  */
 AS_KERNEL_CLONES static int
 as_kernel_apply(const as_hidden *h, const float *dirs, int64_t J,
-                const float *weights, int64_t w_stride, const int64_t *last,
-                float *scratch)
+                const float *weights, int64_t w_stride, const int64_t *w_index,
+                const int64_t *last, float *scratch)
 {
     const int64_t D = h->D;
     const size_t esize = h->dtype == AS_F32 ? 4 : 2;
@@ -180,7 +200,7 @@ as_kernel_apply(const as_hidden *h, const float *dirs, int64_t J,
         if (lt < 0 || lt >= h->T)
             return -1;
         char *rowb = (char *)h->data + (size_t)(b * h->stride_b) * esize;
-        const float *w = weights + b * w_stride;
+        const float *w = weights + (w_index ? w_index[b] : b) * w_stride;
         float s = as_kernel_row_rms(rowb + (size_t)(lt * h->stride_t) * esize, h->dtype, D);
         /* combined direction for this row, scaled by the row's rms */
         for (int64_t d = 0; d < D; d++)

@@ -402,3 +402,34 @@ def test_reference_sequential_vs_clean_directions(tokenizer):
     torch.testing.assert_close(seq.vectors[0].direction, clean.vectors[0].direction)
     assert not torch.allclose(seq.vectors[1].direction, clean.vectors[1].direction)
     assert _hook_ids(model) == hooks_before
+
+
+# ---------------------------------------------------------------------------
+# The forward convention: transformers knowledge lives here, not in C
+# ---------------------------------------------------------------------------
+
+
+def test_forward_convention_is_frozen_and_feeds_the_tracker():
+    from autosteer import _C
+    from autosteer.layers import TRANSFORMERS_CONVENTION, ForwardConvention
+
+    conv = TRANSFORMERS_CONVENTION
+    assert conv == ForwardConvention()
+    assert conv.cache_kwargs == ("past_key_values", "cache")  # transformers 5.2x renamed it
+    assert (conv.cache_length_method, conv.mask_kwarg, conv.hidden_states_kwarg) == (
+        "get_seq_length", "attention_mask", "hidden_states")
+    with pytest.raises(Exception):
+        conv.mask_kwarg = "mask"
+    _C.StepTracker(**conv.tracker_kwargs())
+
+
+def test_the_c_core_holds_no_transformers_names():
+    import pathlib
+    import re
+
+    csrc = pathlib.Path(__file__).resolve().parent.parent / "csrc"
+    names = ["past_key_values", "cache", "attention_mask", "input_ids", "inputs_embeds", "hidden_states",
+             "get_seq_length", "cache_position"]
+    for path in sorted(csrc.glob("*.[ch]")):
+        literals = set(re.findall(r'"([^"\\\\]*)"', path.read_text()))
+        assert not literals & set(names), (path.name, sorted(literals & set(names)))

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import torch
 
-from autosteer import _C, CosineSchedule, DecaySchedule, WarmupSchedule, _torch_ops
+from autosteer import CosineSchedule, DecaySchedule, WarmupSchedule
+from test_steer import make_hook, make_tracker
 
 N = 100_000
 
@@ -24,11 +25,11 @@ def rss_kib() -> int:
 
 
 def test_hook_calls_do_not_leak():
-    tracker = _C.StepTracker(_torch_ops.last_token_index, None)
+    tracker = make_tracker()
     dirs = torch.randn(2, 16)
     sched = DecaySchedule(0.9, 0.1, 2)
     py_sched = lambda k: 0.5  # noqa: E731 - the slow path through a Python callable
-    hook = _C.SteerHook(tracker, 3, dirs, [0.5, -0.25], [sched, py_sched], [None, None], dirs, _torch_ops.apply_delta, torch.is_grad_enabled)
+    hook = make_hook(tracker, 3, dirs, [0.5, -0.25], [sched, py_sched])
     h = torch.zeros(2, 3, 16)
     mask = torch.tensor([[1, 1, 1], [0, 1, 1]])
     module = torch.nn.Identity()
@@ -80,9 +81,9 @@ def test_schedule_evaluations_do_not_leak():
 
 def test_torch_fallback_path_does_not_leak():
     """Hidden states that require grad take the torch-op path; it must not leak either."""
-    tracker = _C.StepTracker(_torch_ops.last_token_index, None)
+    tracker = make_tracker()
     dirs = torch.randn(1, 8)
-    hook = _C.SteerHook(tracker, 0, dirs, [0.3], [None], [None], dirs, _torch_ops.apply_delta, torch.is_grad_enabled)
+    hook = make_hook(tracker, 0, dirs, [0.3])
     h = torch.zeros(1, 2, 8, requires_grad=True)
     module = torch.nn.Identity()
     args, kwargs = (h, 7), {}
@@ -93,3 +94,87 @@ def test_torch_fallback_path_does_not_leak():
     del out_args, out_kwargs
     gc.collect()
     assert [sys.getrefcount(o) for o in (hook, tracker, h, args, kwargs)] == refs
+
+
+def test_per_row_hook_calls_do_not_leak():
+    """Row groups on the tracker, a membership matrix on the weights: the steady state allocates nothing."""
+    tracker = make_tracker()
+    dirs = torch.randn(3, 16)
+    membership = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+    sched = CosineSchedule(8, 0.2)
+    hook = make_hook(tracker, 1, dirs, [0.5, -0.25, 0.1], [sched, None, None], membership=membership)
+    groups = torch.tensor([1, 0])
+    tracker.set_row_groups(groups)
+    h = torch.zeros(4, 3, 16)  # 4 = 2 * 2 rows
+    module = torch.nn.Identity()
+    args, kwargs = (h,), {"attention_mask": torch.ones(4, 3, dtype=torch.long)}
+
+    def burst(n):
+        with torch.no_grad():
+            for _ in range(n):
+                tracker(module, (), kwargs)
+                hook(module, args, kwargs)
+
+    burst(1000)
+    gc.collect()
+    objs = (hook, tracker, h, membership, groups, sched, dirs, args, kwargs)
+    refs = [sys.getrefcount(o) for o in objs]
+    before = rss_kib()
+    burst(N)
+    gc.collect()
+    grew = rss_kib() - before
+    assert [sys.getrefcount(o) for o in objs] == refs
+    assert hook.kernel_calls == N + 1000
+    assert grew < 4096, f"RSS grew by {grew} KiB over {N} per-row hook calls"
+    held = sys.getrefcount(groups)
+    tracker.set_row_groups(None)
+    assert sys.getrefcount(groups) == held - 1  # the tracker let go of its reference
+
+
+def test_error_paths_do_not_leak():
+    """Refused schedules, bad schedule returns, bad rows and deep copies leave reference counts flat."""
+    import copy
+
+    from autosteer import InvalidArgumentError, ScheduleError, _C
+
+    tracker = make_tracker()
+    dirs = torch.randn(2, 8)
+    bad = lambda k: "not a number"  # noqa: E731
+    membership = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    hook = make_hook(tracker, 0, dirs, [0.5, 0.5], [None, bad], membership=membership)
+    h = torch.zeros(2, 2, 8)
+    module = torch.nn.Identity()
+    args = (h,)
+    kwargs = {}
+    groups = torch.tensor([0, 1])
+    d = {"type": "decay", "rate": 0.9, "bogus": 1}
+    objs = (hook, tracker, h, bad, membership, dirs, groups, d)
+
+    def burst(n):
+        for _ in range(n):
+            for make in (lambda: CosineSchedule(1.5), lambda: DecaySchedule(rate=True),
+                         lambda: DecaySchedule.from_dict(d), lambda: WarmupSchedule(2, 0.1, 3)):
+                try:
+                    make()
+                except ScheduleError:
+                    pass
+            with torch.no_grad():
+                try:  # no rows set
+                    hook(module, args, kwargs)
+                except InvalidArgumentError:
+                    pass
+                tracker.set_row_groups(groups)
+                try:  # the schedule returns a str
+                    hook(module, args, kwargs)
+                except InvalidArgumentError:
+                    pass
+                tracker.set_row_groups(None)
+            copy.deepcopy(hook)
+            _C.schedule_kinds()
+
+    burst(200)
+    gc.collect()
+    refs = [sys.getrefcount(o) for o in objs]
+    burst(3000)
+    gc.collect()
+    assert [sys.getrefcount(o) for o in objs] == refs

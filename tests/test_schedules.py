@@ -1,6 +1,8 @@
 """Schedules: exact values against the formulas (written here), vectorised calls,
-serialisation, equality, pickling and domain errors."""
+serialisation, equality, pickling, domain errors, and the one table every kind
+comes from."""
 
+import inspect
 import math
 import pickle
 
@@ -163,3 +165,129 @@ def test_lists_of_non_integers_are_refused_and_huge_restarts_too():
         DecaySchedule(0.5)([True, False])
     with pytest.raises(ScheduleError, match="too large"):
         DecaySchedule(0.5, 0.1, 1844674407370955162)
+
+
+# ---------------------------------------------------------------- one table
+def test_the_table_is_the_one_source():
+    """_C.schedule_kinds() and SCHEDULE_KINDS describe every kind the way the search reads them."""
+    import autosteer
+    from autosteer import _C
+    from autosteer.schedules import SCHEDULE_KINDS
+
+    assert [row["type"] for row in _C.schedule_kinds()] == list(SCHEDULE_KINDS) == ["decay", "cosine", "warmup"]
+    with pytest.raises(TypeError):
+        SCHEDULE_KINDS["linear"] = None  # read-only
+    expected = {
+        "decay": ("DecaySchedule", [("rate", "float", 1.0, (0.8, 0.99)), ("min_multiplier", "float", 0.0, (0.0, 0.5)),
+                                    ("times_restart", "int", 0, (0, 0))]),
+        "cosine": ("CosineSchedule", [("period", "int", None, (4, 32)), ("min_multiplier", "float", 0.0, (0.0, 0.5))]),
+        "warmup": ("WarmupSchedule", [("steps", "int", None, (1, 8)), ("start", "float", 0.0, (0.0, 0.5))]),
+    }
+    for kind, (class_name, params) in expected.items():
+        info = SCHEDULE_KINDS[kind]
+        assert info.class_name == class_name and info.cls is getattr(autosteer, class_name)
+        assert info.cls.__module__ == "autosteer" and info.cls.__name__ == class_name
+        assert [(p.name, p.kind, p.default, p.search_range) for p in info.params] == params
+        assert all(p.required == (p.default is None) for p in info.params)
+        for p in info.params:
+            lo, hi = p.search_range
+            assert type(lo) is type(hi) is (int if p.kind == "int" else float)
+            assert lo in p.domain and hi in p.domain
+            assert p.doc
+        # the signature comes from the table
+        sig = inspect.signature(info.cls)
+        assert list(sig.parameters) == [p.name for p in info.params]
+        assert [sig.parameters[p.name].default for p in info.params if not p.required] == [
+            p.default for p in info.params if not p.required
+        ]
+        assert sig.parameters[info.params[0].name].default is inspect.Parameter.empty or not info.params[0].required
+        # one getter per parameter, with the constructed value
+        defaults = {p.name: (p.search_range[1]) for p in info.params}
+        sched = info.cls(**defaults)
+        assert {p.name: getattr(sched, p.name) for p in info.params} == defaults
+    assert SCHEDULE_KINDS["decay"].derived == ("cycle_length",)
+    d = SCHEDULE_KINDS["decay"].params[0].domain
+    assert (d.min, d.max, d.max_open) == (None, 1.0, False) and 1.0 in d and 1.01 not in d
+    assert 0.0 not in SCHEDULE_KINDS["cosine"].params[0].domain
+
+
+@pytest.mark.parametrize(
+    "make,pieces",
+    [
+        (lambda: CosineSchedule(1.5), ["CosineSchedule", "period", "an integer >= 1", "float 1.5"]),
+        (lambda: CosineSchedule(2**63), ["CosineSchedule", "period", "9223372036854775808", "int64"]),
+        (lambda: CosineSchedule(-(2**70)), ["CosineSchedule", "period", "int64"]),
+        (lambda: DecaySchedule(rate=True), ["DecaySchedule", "rate", "bool True"]),
+        (lambda: DecaySchedule(0.9, False), ["DecaySchedule", "min_multiplier", "bool False"]),
+        (lambda: WarmupSchedule(steps=True), ["WarmupSchedule", "steps", "an integer >= 0", "bool True"]),
+        (lambda: WarmupSchedule(np.bool_(True)), ["WarmupSchedule", "steps", "bool"]),
+        (lambda: DecaySchedule(rate=0.5 + 1j), ["DecaySchedule", "rate", "complex"]),
+        (lambda: DecaySchedule(rate=np.complex128(0.5)), ["DecaySchedule", "rate", "complex"]),
+        (lambda: CosineSchedule(4, 1j), ["CosineSchedule", "min_multiplier", "complex 1j"]),
+        (lambda: CosineSchedule("4"), ["CosineSchedule", "period", "str '4'"]),
+        (lambda: DecaySchedule("0.9"), ["DecaySchedule", "rate", "str '0.9'"]),
+        (lambda: WarmupSchedule(3, None), ["WarmupSchedule", "start", "NoneType None"]),
+        (lambda: DecaySchedule(10**400), ["DecaySchedule", "rate", "a finite number <= 1"]),
+        (lambda: CosineSchedule(), ["CosineSchedule", "missing", "period"]),
+        (lambda: WarmupSchedule(2, 0.1, 3), ["WarmupSchedule", "at most 2"]),
+        (lambda: DecaySchedule(0.9, rate=0.8), ["DecaySchedule", "multiple values", "rate"]),
+        (lambda: DecaySchedule(decay=0.9), ["DecaySchedule", "'decay'", "rate", "min_multiplier", "times_restart"]),
+    ],
+)
+def test_bad_arguments_name_class_argument_expected_and_arrived(make, pieces):
+    with pytest.raises(ScheduleError) as info:
+        make()
+    assert isinstance(info.value, ValueError) and isinstance(info.value, AutoSteerError)
+    for piece in pieces:
+        assert piece in str(info.value), (piece, str(info.value))
+
+
+def test_numpy_and_int_arguments_are_accepted_like_their_twins():
+    assert DecaySchedule(np.float32(0.5), np.float64(0.25), np.int64(2)) == DecaySchedule(0.5, 0.25, 2)
+    assert DecaySchedule(1, 0) == DecaySchedule(1.0, 0.0)
+    assert CosineSchedule(np.int32(4)) == CosineSchedule(4)
+    assert WarmupSchedule(2, 1) == WarmupSchedule(2, 1.0)
+
+
+def test_from_dict_refuses_unknown_types_keys_and_missing_parameters():
+    for cls in (DecaySchedule, CosineSchedule, WarmupSchedule):
+        with pytest.raises(ScheduleError, match="expects"):
+            cls.from_dict({"type": "linear", "steps": 3})
+        with pytest.raises(ScheduleError, match="expects"):
+            cls.from_dict({"steps": 3})
+        with pytest.raises(ScheduleError, match="expects a dict"):
+            cls.from_dict([("type", "decay")])
+    with pytest.raises(ScheduleError, match="'bogus'"):
+        DecaySchedule.from_dict({"type": "decay", "rate": 0.9, "bogus": 1})
+    with pytest.raises(ScheduleError, match="missing required argument 'period'"):
+        CosineSchedule.from_dict({"type": "cosine"})
+    with pytest.raises(ScheduleError, match="missing required argument 'steps'"):
+        schedule_from_dict({"type": "warmup", "start": 0.5})
+    with pytest.raises(ScheduleError, match="unknown schedule type"):
+        schedule_from_dict({"type": None})
+    with pytest.raises(ScheduleError, match="mapping"):
+        schedule_from_dict("decay")
+
+
+@pytest.mark.parametrize("sched", [DecaySchedule(0.8, 0.2, 2), CosineSchedule(6, 0.1), WarmupSchedule(4, 0.25)])
+def test_schedules_copy_and_pickle_by_value(sched):
+    import copy
+
+    for other in (copy.copy(sched), copy.deepcopy(sched), pickle.loads(pickle.dumps(sched, protocol=2))):
+        assert other == sched and type(other) is type(sched) and other is not sched
+
+
+def test_import_autosteer_does_not_import_torch():
+    """A CLI's --help and type stubs: errors and schedules need only the C core and NumPy."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, autosteer\n"
+        "from autosteer import DecaySchedule, ScheduleError, schedule_from_dict\n"
+        "from autosteer.schedules import SCHEDULE_KINDS\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'Steer' in dir(autosteer)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

@@ -338,6 +338,32 @@ def steer_llama():
         (dict(layer_idx=0, coeff=1.0, text="x", coeff_schedule=3), ScheduleError, "coeff_schedule must be"),
         (dict(layer_idx=0, coeff=1.0, text="x", coeff_schedule={"type": "nope"}), ScheduleError, "unknown"),
         (dict(layer_idx=0, coeff=1.0, text="x", steering_method=5), InvalidArgumentError, "callable"),
+        # finite in float64, not in float32 (the kernel's weights); complex; bools like their twins
+        (dict(layer_idx=0, coeff=1e308, text="x"), InvalidArgumentError, r"coeff must be finite in float32.*1e\+308"),
+        (dict(layer_idx=0, coeff=-3.5e38, text="x"), InvalidArgumentError, r"coeff must be finite in float32.*3.5e\+38"),
+        (dict(layer_idx=0, coeff=10**400, text="x"), InvalidArgumentError, "coeff is too large"),
+        (dict(layer_idx=0, coeff=0.5 + 1j, text="x"), InvalidArgumentError, r"coeff must be a real number, got complex"),
+        (dict(layer_idx=0, coeff=np.complex64(1), text="x"), InvalidArgumentError, "coeff must be a real number"),
+        (dict(layer_idx=0, coeff=True, text="x"), InvalidArgumentError, "coeff must be a real number, got bool"),
+        (dict(layer_idx=0, coeff=np.bool_(True), text="x"), InvalidArgumentError, "coeff must be a real number"),
+        (dict(layer_idx=0, coeff=torch.tensor(True), text="x"), InvalidArgumentError, r"coeff .*torch.bool tensor"),
+        (dict(layer_idx=0, coeff=torch.tensor(1j), text="x"), InvalidArgumentError, r"coeff .*complex"),
+        (dict(layer_idx=0, coeff=torch.tensor(1e39, dtype=torch.float64), text="x"), InvalidArgumentError, "float32"),
+        (dict(layer_idx=0, coeff=torch.ones(2), text="x"), InvalidArgumentError, r"coeff .*shape \(2,\)"),
+        # vectors: what arrived is named
+        (dict(layer_idx=0, coeff=1.0, vector=np.ones(32, dtype=np.complex64)), InvalidArgumentError, "complex64"),
+        (dict(layer_idx=0, coeff=1.0, vector=torch.ones(32, dtype=torch.complex64)), InvalidArgumentError, "complex64"),
+        (dict(layer_idx=0, coeff=1.0, vector=np.ones(32, dtype=bool)), InvalidArgumentError, "dtype bool"),
+        (dict(layer_idx=0, coeff=1.0, vector=torch.ones(32, dtype=torch.bool)), InvalidArgumentError, "torch.bool"),
+        (dict(layer_idx=0, coeff=1.0, vector=np.array(["1"] * 32)), InvalidArgumentError, "dtype <U1"),
+        (dict(layer_idx=0, coeff=1.0, vector=np.array([1.0] * 32, dtype=object)), InvalidArgumentError, "dtype object"),
+        (dict(layer_idx=0, coeff=1.0, vector=torch.ones(32, device="meta")), InvalidArgumentError, "meta-device"),
+        (dict(layer_idx=0, coeff=1.0, vector=np.full(32, np.nan)), InvalidArgumentError, "NaN"),
+        (dict(layer_idx=0, coeff=1.0, vector=np.full(32, 1e39)), InvalidArgumentError, "float32"),
+        # per-row groups
+        (dict(layer_idx=0, coeff=1.0, text="x", group=-1), InvalidArgumentError, "group must be an integer >= 0"),
+        (dict(layer_idx=0, coeff=1.0, text="x", group=1.0), InvalidArgumentError, "group must be an integer"),
+        (dict(layer_idx=0, coeff=1.0, text="x", group=True), InvalidArgumentError, "group must be an integer"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(steer_llama, kwargs, exc, match):
@@ -374,11 +400,28 @@ class _FakeCache:
         return self.n
 
 
-def test_step_on_reused_and_prefix_caches():
-    from autosteer import _C, _torch_ops
+def make_tracker():
+    """A C StepTracker with transformers' forward convention, as Steer makes it."""
+    from autosteer import _C, _torch_hook
+    from autosteer.layers import TRANSFORMERS_CONVENTION
 
+    return _C.StepTracker(**TRANSFORMERS_CONVENTION.tracker_kwargs(), last_index_fn=_torch_hook.last_token_index)
+
+
+def make_hook(tracker, layer_idx, dirs, coeffs, schedules=None, methods=None, membership=None):
+    """A C SteerHook over the direction matrix ``dirs``, as Steer makes it for a CPU layer."""
+    from autosteer import _C, _torch_hook
+
+    n = len(coeffs)
+    weights = _C.SteerWeights(layer_idx=layer_idx, coeffs=coeffs, schedules=schedules or [None] * n,
+                              methods=methods or [None] * n, membership=membership)
+    return _C.SteerHook(tracker=tracker, weights=weights, directions=dirs, fallback=_torch_hook.steer,
+                        grad_enabled=torch.is_grad_enabled, hidden_states_kwarg="hidden_states")
+
+
+def test_step_on_reused_and_prefix_caches():
     def steps(calls):
-        tracker = _C.StepTracker(_torch_ops.last_token_index, None)
+        tracker = make_tracker()
         out = []
         for cache_len, T in calls:
             tracker(None, (), {"cache": _FakeCache(cache_len), "input_ids": torch.zeros(1, T, dtype=torch.long)})
@@ -392,15 +435,15 @@ def test_step_on_reused_and_prefix_caches():
 
 
 def test_expanded_hidden_states_are_not_written_in_place():
-    from autosteer import _C, _torch_ops
+    from autosteer import _C
 
     base = torch.ones(1, 1, 4)
     h = base.expand(2, 3, 4)  # every element shares memory
     dirs = torch.eye(4)[:1].contiguous()
     with pytest.raises(ValueError):
         _C.apply_delta(h, dirs, torch.ones(1))
-    tracker = _C.StepTracker(_torch_ops.last_token_index, None)
-    hook = _C.SteerHook(tracker, 0, dirs, [1.0], [None], [None], dirs, _torch_ops.apply_delta, torch.is_grad_enabled)
+    tracker = make_tracker()
+    hook = make_hook(tracker, 0, dirs, [1.0])
     with torch.no_grad():
         (new_h, *_), _ = hook(None, (h,), {})
     assert torch.equal(base, torch.ones(1, 1, 4))  # untouched
@@ -446,15 +489,440 @@ def test_failed_add_leaves_the_previous_steering(tokenizer, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(steer_module._C, "SteerHook", broken)
-    with pytest.raises(RuntimeError):
-        s.add(1, 0.5, "a dog")
-    assert [v["text"] for v in s.get_all()] == ["the cat"]
+    # the weights of a layer's new vector set cannot be built (its hook would
+    # be reconfigured in place), then a newly steered layer's hook cannot be
+    for name, layer in (("SteerWeights", 1), ("SteerHook", 2)):
+        monkeypatch.setattr(steer_module._C, name, broken)
+        with pytest.raises(RuntimeError):
+            s.add(layer, 0.5, "a dog")
+        assert [v["text"] for v in s.get_all()] == ["the cat"]
+        with torch.no_grad():
+            assert torch.equal(model(**enc).logits, before)
+        fresh = Steer(model, tokenizer)
+        with pytest.raises(RuntimeError):
+            fresh.add(0, 0.5, "a dog")
+        assert fresh.get_all() == [] and not fresh._tracker_handles
+        monkeypatch.undo()
+    s.reset_all()
+
+
+# ---------------------------------------------------------------- one path per device
+def test_cpu_layers_get_the_c_hook_and_the_torch_path_computes_the_same(tokenizer, monkeypatch):
+    import autosteer.steer as steer_module
+    from autosteer import _C
+    from autosteer._torch_hook import TorchHook
+
+    model = tiny_models.make_model("llama")
+    enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    vecs = vectors_for(tiny_models.NUM_LAYERS)
+    with steer_with(model, tokenizer, vecs) as s, torch.no_grad():
+        assert all(type(hook) is _C.SteerHook for _, hook in s._hooks.values())
+        by_kernel = model(**enc).logits
+        assert all(hook.kernel_calls == 1 for _, hook in s._hooks.values())
+    monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)
+    with steer_with(model, tokenizer, vecs) as s, torch.no_grad():
+        assert all(type(hook) is TorchHook for _, hook in s._hooks.values())
+        by_torch = model(**enc).logits
+        assert all(hook.calls == 1 and hook.kernel_calls == 0 for _, hook in s._hooks.values())
+    torch.testing.assert_close(by_torch, by_kernel, rtol=1e-5, atol=1e-5)
+
+
+def test_each_direction_is_stored_once(tokenizer):
+    """The layer's float32 [J, D] matrix is the only copy: the C hook holds it, the vectors are its rows."""
+    model = tiny_models.make_model("llama")
+    s = Steer(model, tokenizer)
+    s.add(1, 0.5, "the cat")
+    s.add(1, -0.2, vector=torch.randn(tiny_models.HIDDEN_SIZE))
+    s.add(2, 0.3, "a dog")
+
+    def check():
+        for layer, (_, hook) in s._hooks.items():
+            matrix = s._directions[layer]
+            assert hook.directions is matrix and matrix.dtype == torch.float32 and matrix.is_contiguous()
+            rows = [v for v in s._vectors if v.layer_idx == layer]
+            assert matrix.shape == (len(rows), tiny_models.HIDDEN_SIZE)
+            for j, v in enumerate(rows):
+                assert v.direction.data_ptr() == matrix[j].data_ptr()
+
+    check()
+    first = s._directions[1]
+    hook = s._hooks[1][1]
+    s.add(1, 0.1, "my friend")  # the layer's matrix is rebuilt, the hook keeps its place
+    assert s._directions[1] is not first and s._hooks[1][1] is hook
+    check()
+    s.reset(2)
+    check()
+    s.reset_all()
+
+
+def test_tracker_and_hooks_know_no_transformers_names():
+    """The forward convention comes from autosteer.layers as plain strings."""
+    from autosteer import _C
+    from autosteer.layers import ForwardConvention
+
+    conv = ForwardConvention(cache_kwargs=("kv",), cache_length_method="length", mask_kwarg="m",
+                             input_ids_kwarg="tokens", inputs_embeds_kwarg="embeds")
+    tracker = _C.StepTracker(**conv.tracker_kwargs())
+
+    class Cache:
+        def __init__(self, n):
+            self.n = n
+
+        def length(self):
+            return self.n
+
+    tracker(None, (), {"kv": Cache(0), "tokens": torch.zeros(1, 5)})
+    tracker(None, (), {"kv": Cache(5), "tokens": torch.zeros(1, 1), "m": torch.ones(1, 6)})
+    assert tracker.step == 1 and tracker.mask is not None
+    tracker(None, (), {"past_key_values": Cache(6), "input_ids": torch.zeros(1, 1)})  # not this convention's names
+    assert tracker.step == 0
+    with pytest.raises(TypeError, match="missing required keyword argument"):
+        _C.StepTracker()
+    with pytest.raises(TypeError):
+        _C.StepTracker(("past_key_values",), "get_seq_length", "attention_mask", "input_ids", "inputs_embeds")
+
+
+# ---------------------------------------------------------------- per-row steering
+class Config:
+    """What the search's SteerCandidate offers Steer.applied: ``apply(steer, group=None)``."""
+
+    def __init__(self, vecs):
+        self.vecs = vecs
+
+    def apply(self, steer, group=None):
+        for layer, coeff, text, sched in self.vecs:
+            steer.add(layer, coeff, text, coeff_schedule=sched, group=group)
+
+
+ROW_PROMPTS = ["the cat sees a small red ball", "my friend likes", "a dog", "we read the book again", "she is kind"]
+ROW_GROUPS = [1, 0, 2, 1, 0]
+
+
+def group_configs(n_layers):
+    """Three groups (the last one without vectors) and a vector shared by every row."""
+    shared = (1, 0.4, "my friend", None)
+    configs = [
+        [(0, 0.8, "the robot is happy", DecaySchedule(0.7, 0.2, 0))],
+        [(n_layers - 1, -0.6, "the dog runs slowly", WarmupSchedule(2, 0.25)),
+         (0, 0.3, "a quiet friend", CosineSchedule(3, 0.1))],
+        [],
+    ]
+    return shared, configs
+
+
+def _gen(model, tok, prompts, **kw):
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=4, min_new_tokens=4, do_sample=False, output_logits=True,
+                             return_dict_in_generate=True, pad_token_id=tok.pad_token_id, **kw)
+    return out.sequences[:, enc["input_ids"].shape[1]:], torch.stack(out.logits)
+
+
+def _prefill(model, tok, prompts, grad=False):
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    # positions from the mask, as generate() computes them, so that a row's
+    # logits do not depend on how much left padding its batch needs
+    positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    with torch.set_grad_enabled(grad):
+        logits = model(**enc, position_ids=positions).logits.detach()
+    return logits, enc["attention_mask"].bool()
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "falcon", "qwen3"])
+@pytest.mark.parametrize("path", ["kernel", "torch", "grad"])
+def test_per_row_steering_equals_each_group_alone(arch, path, left_tokenizer, monkeypatch):
+    """Rows of group g in one batch get exactly what group g's steering alone gives them
+    (plain-torch reference), at the prefill and every decode step, left-padded."""
+    import autosteer.steer as steer_module
+    from autosteer._torch_hook import TorchHook
+
+    if path == "torch":
+        monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)
+    model = tiny_models.make_model(arch)
+    layers = tiny_models.layers_of(model, arch)
+    shared, configs = group_configs(len(layers))
+    s = Steer(model, left_tokenizer)
+    s.add(*shared[:3], coeff_schedule=shared[3])
+    with s.applied([Config(c) for c in configs]), s.rows(ROW_GROUPS):
+        assert s.num_groups == 3  # the last config adds nothing but is a group
+        with s.rows(ROW_GROUPS):  # nested rows() restore the outer ones
+            pass
+        assert torch.equal(s.tracker.row_groups, torch.tensor(ROW_GROUPS))
+        prefill, mask = _prefill(model, left_tokenizer, ROW_PROMPTS, grad=path == "grad")
+        if path != "grad":
+            seq, logits = _gen(model, left_tokenizer, ROW_PROMPTS)
+        hooks = [hook for _, hook in s._hooks.values()]
+        if path == "torch":
+            assert all(type(h) is TorchHook for h in hooks)
+        elif path == "kernel":
+            assert all(h.kernel_calls > 0 for h in hooks)
+        else:
+            assert all(h.kernel_calls == 0 and h.calls == 1 for h in hooks)
+    assert s.tracker.row_groups is None and len(s.get_all()) == 1
+    s.reset_all()
+    for g in range(len(configs)):
+        idx = [i for i, gg in enumerate(ROW_GROUPS) if gg == g]
+        sub = [ROW_PROMPTS[i] for i in idx]
+        with ReferenceSteer(model, left_tokenizer, layers, [shared] + configs[g], directions_from="clean"):
+            want_prefill, want_mask = _prefill(model, left_tokenizer, sub)
+            if path != "grad":
+                want_seq, want_logits = _gen(model, left_tokenizer, sub)
+        # left padding: the sub-batch's positions are the batch's last ones
+        got = prefill[idx][:, -want_prefill.shape[1]:]
+        torch.testing.assert_close(got[want_mask], want_prefill[want_mask], rtol=1e-4, atol=1e-4)
+        if path != "grad":
+            torch.testing.assert_close(logits[:, idx], want_logits, rtol=1e-4, atol=1e-4)
+            assert torch.equal(seq[idx], want_seq)
+
+
+@pytest.mark.parametrize("path", ["kernel", "torch"])
+def test_per_row_steering_with_beams_and_return_sequences(path, left_tokenizer, monkeypatch):
+    """generate() repeats rows (repeat_interleave): row b of m * R rows belongs to groups[b // m]."""
+    import autosteer.steer as steer_module
+
+    if path == "torch":
+        monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)
+    model = tiny_models.make_model("llama")
+    layers = tiny_models.layers_of(model, "llama")
+    shared, configs = group_configs(len(layers))
+    kw = dict(num_beams=3, num_return_sequences=2)
+    prompts, groups = ROW_PROMPTS[:2], [1, 0]
+    s = Steer(model, left_tokenizer)
+    with s.applied([Config(c) for c in configs[:2]]), s.rows(groups):
+        seq, logits = _gen(model, left_tokenizer, prompts, **kw)
+    for g in (0, 1):
+        i = groups.index(g)
+        with ReferenceSteer(model, left_tokenizer, layers, configs[g], directions_from="clean"):
+            want_seq, want_logits = _gen(model, left_tokenizer, prompts[i:i + 1], **kw)
+        assert torch.equal(seq[2 * i:2 * i + 2], want_seq)
+        torch.testing.assert_close(logits[:, 3 * i:3 * i + 3], want_logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("path", ["kernel", "torch"])
+def test_row_groups_that_do_not_fit_are_clear_errors(path, tokenizer, monkeypatch):
+    import autosteer.steer as steer_module
+
+    if path == "torch":
+        monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)
+    model = tiny_models.make_model("llama")
+    enc = tokenizer(PROMPTS + PROMPTS, return_tensors="pt", padding=True)  # 4 rows
+    s = Steer(model, tokenizer)
+    s.add(1, 0.5, "the cat", group=1)
+    s.add(2, 0.5, "a dog")
+    with torch.no_grad():
+        with pytest.raises(InvalidArgumentError, match=r"layer 1 has vectors added with group=.*steer.rows"):
+            model(**enc)
+        with s.rows([0, 1, 1]), pytest.raises(InvalidArgumentError, match="4 batch rows.*3 rows.*multiple of 3"):
+            model(**enc)
+        with s.rows([0, 2]), pytest.raises(InvalidArgumentError, match="group 2.*groups 0..1"):
+            model(**enc)
+        with s.rows([0, 1]):  # 4 = 2 * 2 rows
+            model(**enc)
+    for bad, match in [([], "at least one"), ([0, -1], r">= 0"), ([0.5], "integer"), ("01", "sequence of ints"),
+                       (torch.tensor([[0, 1]]), "1-D"), (np.array([0.0, 1.0]), "ints")]:
+        with pytest.raises(InvalidArgumentError, match=match):
+            with s.rows(bad):
+                pass
+    assert s.tracker.row_groups is None
+    s.reset_all()
+
+
+def test_applied_restores_the_previous_steering_exactly(tokenizer):
+    model = tiny_models.make_model("llama")
+    enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    s = Steer(model, tokenizer)
+    s.add(1, 0.5, "the cat", coeff_schedule=DecaySchedule(0.9, 0.1))
+    s.add(2, -0.25, "a dog")
+    before_all = s.get_all()
+    hook1 = s._hooks[1][1]
+    with torch.no_grad():
+        before = model(**enc).logits
+    config = Config([(0, 1.0, "the robot", None), (1, -0.3, "my friend", CosineSchedule(4))])
+    with s.applied(config) as same:
+        assert same is s and len(s.get_all()) == 4
+        with torch.no_grad():
+            assert not torch.equal(model(**enc).logits, before)
     with torch.no_grad():
         assert torch.equal(model(**enc).logits, before)
-    fresh = Steer(model, tokenizer)
-    with pytest.raises(RuntimeError):
-        fresh.add(0, 0.5, "a dog")
-    assert fresh.get_all() == [] and not fresh._tracker_handles
-    monkeypatch.undo()
+    assert s.get_all() == before_all and s._hooks[1][1] is hook1 and 0 not in s._hooks
+    for exc in (RuntimeError("boom"), KeyboardInterrupt()):
+        with pytest.raises(type(exc)):
+            with s.applied(config):
+                raise exc
+        with torch.no_grad():
+            assert torch.equal(model(**enc).logits, before)
+    # a config that fails half way leaves nothing behind either
+    broken = Config([(0, 1.0, "the robot", None), (1, 1.0, "", None)])
+    with pytest.raises(InvalidArgumentError):
+        with s.applied(broken):
+            pass
+    assert s.get_all() == before_all
+    with pytest.raises(InvalidArgumentError, match="apply"):
+        with s.applied([config, "not a config"]):
+            pass
     s.reset_all()
+    with s.applied(config), torch.no_grad():
+        model(**enc)
+    assert s.get_all() == [] and not s._hooks and not s._tracker_handles
+
+
+# ---------------------------------------------------------------- errors during a forward
+@pytest.mark.parametrize("path", ["kernel", "torch"])
+@pytest.mark.parametrize("returned,shown", [("x", "str 'x'"), (None, "NoneType None"), (1j, "complex 1j"),
+                                            (float("nan"), "float nan"), (float("inf"), "float inf"),
+                                            (np.complex128(2), "complex128")])
+def test_bad_schedule_returns_name_the_layer_and_the_vector(path, returned, shown, left_tokenizer, monkeypatch):
+    import autosteer.steer as steer_module
+
+    if path == "torch":
+        monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)
+    model = tiny_models.make_model("llama")
+    s = Steer(model, left_tokenizer)
+    s.add(0, 0.5, "the cat")
+    s.add(2, 0.5, "a dog", coeff_schedule=lambda k: 1.0 if k < 2 else returned)
+    with pytest.raises(InvalidArgumentError) as info:
+        _gen(model, left_tokenizer, PROMPTS)
+    msg = str(info.value)
+    assert "vector 1 (layer 2)" in msg and shown in msg and "at step 2" in msg, msg
+    s.reset(0)  # the vector's place in get_all() moves, and so does the message
+    with pytest.raises(InvalidArgumentError, match=r"vector 0 \(layer 2\)"):
+        _gen(model, left_tokenizer, PROMPTS)
+    s.reset_all()
+
+
+@pytest.mark.parametrize("path", ["kernel", "torch"])
+@pytest.mark.parametrize("returned,shown", [
+    ("x", "str 'x'"),
+    (None, "NoneType None"),
+    (1j, "complex 1j"),
+    (torch.zeros(5), r"torch.float32 tensor of shape \(5,\)"),
+    (torch.zeros(2, 7, tiny_models.HIDDEN_SIZE), "broadcastable"),
+    (torch.full((tiny_models.HIDDEN_SIZE,), float("nan")), "NaN"),
+    (torch.zeros(tiny_models.HIDDEN_SIZE, dtype=torch.complex64), "complex64"),
+])
+def test_bad_steering_method_returns_name_the_layer_and_the_vector(path, returned, shown, left_tokenizer,
+                                                                   monkeypatch):
+    import autosteer.steer as steer_module
+
+    if path == "torch":
+        monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)
+    model = tiny_models.make_model("llama")
+    s = Steer(model, left_tokenizer)
+    s.add(0, 0.5, "the cat")
+    s.add(1, 0.5, "a dog", steering_method=lambda elem, step, layer: elem[:, :1] * 0 if step < 1 else returned)
+    with pytest.raises(InvalidArgumentError, match=rf"steering_method of vector 1 \(layer 1\) returned .*{shown}"):
+        _gen(model, left_tokenizer, PROMPTS)
+    s.reset_all()
+
+
+@pytest.mark.parametrize("path", ["kernel", "torch"])
+@pytest.mark.parametrize("dtype,coeff,multiplier", [(torch.float16, 0.5, 1e20), (torch.float32, 1.0, 1e300),
+                                                    (torch.float16, 1e5, 1.0), (torch.bfloat16, 1.0, 3.4e38)])
+def test_weights_beyond_the_storage_range_are_refused(path, dtype, coeff, multiplier, tokenizer, monkeypatch):
+    """coeff * multiplier is checked where it is formed, against the hidden states' dtype: never inf/NaN."""
+    import autosteer.steer as steer_module
+
+    if path == "torch":
+        monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)
+    model = tiny_models.make_model("llama").to(dtype)
+    enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    s = Steer(model, tokenizer)
+    s.add(0, 0.1, "the cat")
+    s.add(1, coeff, "a dog", coeff_schedule=lambda k: multiplier)
+    with torch.no_grad(), pytest.raises(InvalidArgumentError) as info:
+        model(**enc)
+    msg = str(info.value)
+    name = str(dtype).replace("torch.", "")
+    assert "vector 1 on layer 1" in msg and repr(float(coeff)) in msg and repr(float(multiplier)) in msg, msg
+    assert name in msg, msg
+    s.reset_all()
+
+
+def test_empty_input_is_a_clear_error(tokenizer):
+    model = tiny_models.make_model("llama")
+    with Steer(model, tokenizer) as s, torch.no_grad():
+        s.add(1, 0.5, "the cat")
+        with pytest.raises(InvalidArgumentError, match="empty input.*input_ids has 0 positions"):
+            model(input_ids=torch.zeros(1, 0, dtype=torch.long))
+
+
+def test_tokenizer_is_needed_for_text_only(tokenizer):
+    model = tiny_models.make_model("llama")
+    enc = tokenizer(PROMPTS[:1], return_tensors="pt")
+    direction = reference_direction(model, tokenizer, tiny_models.layers_of(model, "llama"), 1, "the cat")
+    with Steer(model) as s, torch.no_grad():
+        s.add(1, 0.7, vector=direction)
+        by_vector = model(**enc).logits
+        with pytest.raises(InvalidArgumentError, match="tokenizer=None"):
+            s.add(1, 0.7, "the cat")
+    with Steer(model, tokenizer) as s, torch.no_grad():
+        s.add(1, 0.7, "the cat")
+        torch.testing.assert_close(model(**enc).logits, by_vector, rtol=1e-5, atol=1e-5)
+    with pytest.raises(InvalidArgumentError, match=r"tokenizer must be a callable tokenizer.*int 5"):
+        Steer(model, 5)
+
+
+# ---------------------------------------------------------------- copies and pickles
+@pytest.mark.parametrize("path", ["kernel", "torch"])
+def test_deepcopy_of_a_steered_model_is_steered_the_same(path, left_tokenizer, monkeypatch):
+    import copy
+
+    import autosteer.steer as steer_module
+
+    if path == "torch":
+        monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)
+    model = tiny_models.make_model("gemma3_vlm")  # a relay tracker on the outer model too
+    layers = tiny_models.layers_of(model, "gemma3_vlm")
+    s = steer_with(model, left_tokenizer, vectors_for(len(layers)))
+    s.add(1, 0.6, "my friend", group=0)
+    s.add(2, -0.4, "the robot", group=1)
+    with s.rows([0, 1]):
+        seq, logits = _gen(model, left_tokenizer, PROMPTS)
+        twin = copy.deepcopy(model)
+    s.reset_all()
+    base_seq, base_logits = _gen(model, left_tokenizer, PROMPTS)
+    assert not torch.equal(base_logits, logits)
+    # the copy steers on its own, with its own tracker and row groups
+    twin_seq, twin_logits = _gen(twin, left_tokenizer, PROMPTS)
+    assert torch.equal(twin_logits, logits) and torch.equal(twin_seq, seq)
+    hooks = [h for m in twin.modules() for h in m._forward_pre_hooks.values()]
+    trackers = [h for h in hooks if type(h).__name__ == "StepTracker"]
+    assert len(trackers) == 2 and (trackers[0].relay_to is trackers[1] or trackers[1].relay_to is trackers[0])
+    assert all(t is not s.tracker for t in trackers)
+
+
+def test_pickling_a_steered_model_says_what_to_do(tokenizer, tmp_path):
+    import pickle
+
+    from autosteer import SteerStateError
+
+    model = tiny_models.make_model("llama")
+    s = Steer(model, tokenizer)
+    s.add(1, 0.5, "the cat")
+    for dump in (pickle.dumps, lambda m: torch.save(m, tmp_path / "m.pt")):
+        with pytest.raises(SteerStateError, match=r"reset_all\(\).*state_dict") as info:
+            dump(model)
+        assert isinstance(info.value, TypeError)
+    s.reset_all()
+    torch.save(model, tmp_path / "m.pt")
+    assert pickle.loads(pickle.dumps(DecaySchedule(0.9, 0.1))) == DecaySchedule(0.9, 0.1)
+
+
+def test_copy_model_copies_without_any_steering(tokenizer):
+    model = tiny_models.make_model("llama")
+    enc = tokenizer(PROMPTS[:1], return_tensors="pt")
+    with torch.no_grad():
+        base = model(**enc).logits
+    other = Steer(model, tokenizer)
+    other.add(1, 2.0, "the cat")
+    with torch.no_grad():
+        steered = model(**enc).logits
+    s = Steer(model, tokenizer, copy_model=True)
+    assert s.model is not model
+    assert not any(m._forward_pre_hooks for m in s.model.modules())
+    with torch.no_grad():
+        assert torch.equal(s.model(**enc).logits, base)
+        s.add(2, 1.0, "a dog")
+        assert not torch.equal(s.model(**enc).logits, base)
+        assert torch.equal(model(**enc).logits, steered)
+    other.reset_all()

@@ -60,7 +60,7 @@ static void reference(double *h, int64_t B, int64_t T, int64_t D, const float *d
         double acc = 0.0;
         for (int64_t d = 0; d < D; d++)
             acc += h[(b * T + lt) * D + d] * h[(b * T + lt) * D + d];
-        double s = sqrt(acc / (double)D + 1e-6);
+        double s = sqrt(acc / (double)D + 1e-6);   /* the brief's epsilon, not the header's */
         for (int64_t d = 0; d < D; d++) {
             double delta = 0.0;
             for (int64_t j = 0; j < J; j++)
@@ -97,7 +97,7 @@ static void test_kernel_dtype(as_dtype dt, double tol, int strided)
             for (int64_t d = D; d < st; d++)
                 as_store(buf, dt, b * sb + t * st + d, 42.0f);
     as_hidden h = {buf, dt, B, T, D, sb, st};
-    CHECK(as_kernel_apply(&h, dirs, J, w, J, last, scratch) == 0, "kernel refused valid input");
+    CHECK(as_kernel_apply(&h, dirs, J, w, J, NULL, last, scratch) == 0, "kernel refused valid input");
     reference(ref, B, T, D, dirs, J, w, J, last);
     double worst = 0.0;
     for (int64_t b = 0; b < B; b++)
@@ -113,7 +113,7 @@ static void test_kernel_dtype(as_dtype dt, double tol, int strided)
         }
     CHECK(worst <= tol, "dtype %d strided %d: worst relative error %g > %g", dt, strided, worst, tol);
     int64_t bad[3] = {0, 5, 0};
-    CHECK(as_kernel_apply(&h, dirs, J, w, J, bad, scratch) == -1, "out-of-range last accepted");
+    CHECK(as_kernel_apply(&h, dirs, J, w, J, NULL, bad, scratch) == -1, "out-of-range last accepted");
     free(buf);
     free(ref);
 }
@@ -123,18 +123,43 @@ static void test_zero_weights_untouched(void)
     float h[2 * 3 * 4], copy[24], dirs[4] = {1, 2, 3, 4}, w[1] = {0.0f}, scratch[4];
     for (int i = 0; i < 24; i++) h[i] = copy[i] = (float)urand();
     as_hidden hid = {h, AS_F32, 2, 3, 4, 12, 4};
-    CHECK(as_kernel_apply(&hid, dirs, 1, w, 0, NULL, scratch) == 0, "zero weights refused");
+    CHECK(as_kernel_apply(&hid, dirs, 1, w, 0, NULL, NULL, scratch) == 0, "zero weights refused");
     CHECK(memcmp(h, copy, sizeof h) == 0, "zero weight changed the tensor");
+}
+
+/* Per-row weights through w_index: batch row b uses weights row w_index[b],
+ * exactly as if that row had been steered alone with those weights. */
+static void test_row_groups(void)
+{
+    const int64_t B = 4, T = 3, D = 5, J = 2, G = 3;
+    float h[4 * 3 * 5], alone[4 * 3 * 5], dirs[2 * 5], w[3 * 2], scratch[5];
+    int64_t groups[4] = {2, 0, 2, 1};
+    for (int64_t i = 0; i < B * T * D; i++) h[i] = alone[i] = (float)urand();
+    for (int64_t i = 0; i < J * D; i++) dirs[i] = (float)urand();
+    for (int64_t i = 0; i < G * J; i++) w[i] = (float)urand();
+    as_hidden hid = {h, AS_F32, B, T, D, T * D, D};
+    CHECK(as_kernel_apply(&hid, dirs, J, w, J, groups, NULL, scratch) == 0, "row groups refused");
+    for (int64_t b = 0; b < B; b++) {
+        as_hidden one = {alone + b * T * D, AS_F32, 1, T, D, T * D, D};
+        CHECK(as_kernel_apply(&one, dirs, J, w + groups[b] * J, 0, NULL, NULL, scratch) == 0,
+              "single row refused");
+    }
+    CHECK(memcmp(h, alone, sizeof h) == 0, "per-row weights differ from steering each row alone");
 }
 
 int main(void)
 {
+    CHECK(AS_RMS_EPS == 1e-6, "the rms epsilon of the brief is 1e-6");
+    CHECK(as_dtype_max(AS_F16) == 65504.0, "float16 max");
+    CHECK((float)as_dtype_max(AS_BF16) == as_bf16_to_f32(0x7f7f), "bfloat16 max");
+    CHECK(as_dtype_max(AS_F32) == (double)3.40282346638528859812e+38F, "float32 max");
     test_conversions();
     test_kernel_dtype(AS_F32, 1e-5, 0);
     test_kernel_dtype(AS_F32, 1e-5, 1);
     test_kernel_dtype(AS_F16, 2e-3, 1);
     test_kernel_dtype(AS_BF16, 1.6e-2, 1);
     test_zero_weights_untouched();
+    test_row_groups();
     if (failures) {
         fprintf(stderr, "test_kernel: %d failure(s)\n", failures);
         return 1;

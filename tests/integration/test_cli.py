@@ -239,12 +239,17 @@ def test_search_json_resume_and_model_errors(tiny_dir, prompts, tmp_path):
 
 # --------------------------------------------------------------------------- SKILL.md's quick start
 
-def quick_start_block() -> str:
+def quick_start_blocks() -> tuple[str, str]:
+    """The quick start's two bash blocks: the install line, then the commands."""
     text = (ROOT / "SKILL.md").read_text(encoding="utf-8")
     section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
-    assert len(blocks) == 1, "the quick start has exactly one bash block"
-    return blocks[0]
+    assert len(blocks) == 2, "the quick start has an install block and a commands block"
+    return blocks[0], blocks[1]
+
+
+def quick_start_block() -> str:
+    return quick_start_blocks()[1]
 
 
 def test_skill_quick_start_runs_as_written(tmp_path):
