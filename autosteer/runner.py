@@ -341,7 +341,6 @@ class AutoSteerRunner:
                     best = last_keep(self._history) or base
                     progress.trial(record.iteration, record.score, best.score, record.status, record.description)
         finally:
-            self.steer.reset_all()
             if writer is not None:
                 writer.close()
             if progress is not None:
@@ -351,7 +350,6 @@ class AutoSteerRunner:
     # -- steps ---------------------------------------------------------------
 
     def _baseline(self, writer: LogWriter | None, elapsed) -> None:
-        self.steer.reset_all()
         result = self.evaluator.evaluate_result(self.prompts, self.expected_outputs)
         if not math.isfinite(result.value):
             raise AutoSteerError(
@@ -405,8 +403,6 @@ class AutoSteerRunner:
                     except Exception as e1:
                         results.append(None)
                         errors.append(f"{type(e1).__name__}: {e1}")
-        finally:
-            self.steer.reset_all()
         for cand, result, error in zip(candidates, results, errors):
             record = self._decide(cand, result, error, rnd, elapsed)
             self._history.append(record)
@@ -432,8 +428,6 @@ class AutoSteerRunner:
                             holdout = self.evaluator.evaluate(self.holdout_prompts, self.holdout_expected)
                     except Exception as e:  # the holdout never decides; report its failure
                         error = f"holdout failed: {type(e).__name__}: {e}"
-                    finally:
-                        self.steer.reset_all()
             else:
                 status = "discard"
         return TrialRecord(iteration=len(self._history), status=status, candidate=cand, score=score,

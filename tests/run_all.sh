@@ -10,4 +10,4 @@ bash tests/c/run_c_tests.sh
 echo "== Python tests"
 python -m pytest -q tests "$@"
 echo "== Python tests against the sanitizer build of autosteer._C"
-bash tests/c/run_sanitized_python.sh "tests/test_steer.py::test_generate_matches_reference_every_arch"
+bash tests/c/run_sanitized_python.sh "tests/unit/test_steer.py::test_generate_matches_reference_every_arch" "tests/unit/test_steer.py::test_per_row_steering_equals_each_group_alone"

@@ -192,7 +192,7 @@ LAYER_PATHS = {
 }
 
 # Whether a decoder layer's forward returns a tuple (True) or a bare tensor (False)
-# in transformers 5.24; checked by tests/test_layers.py.
+# in transformers 5.24; checked by tests/unit/test_layers.py.
 LAYER_RETURNS_TUPLE = {name: False for name in ARCHITECTURES}
 LAYER_RETURNS_TUPLE["falcon"] = True  # GPT-J returns a tensor in 5.24 (a tuple in older 5.x)
 

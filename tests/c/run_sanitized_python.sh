@@ -18,4 +18,4 @@ ubsan="$(gcc -print-file-name=libubsan.so)"
 LD_PRELOAD="$asan:$ubsan" ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 PYTHONPATH="$work" \
     python -c "import autosteer._C as c, sys; assert c.__file__.startswith(sys.argv[1]), c.__file__; print(\"sanitized build:\", c.__file__)" "$work" && \
-    LD_PRELOAD="$asan:$ubsan" ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 PYTHONPATH="$work" python -m pytest -q -p no:cacheprovider tests/test_kernel.py tests/test_schedules.py tests/test_refleaks.py "$@"
+    LD_PRELOAD="$asan:$ubsan" ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 PYTHONPATH="$work" python -m pytest -q -p no:cacheprovider tests/unit/test_kernel.py tests/unit/test_schedules.py tests/unit/test_refleaks.py "$@"
