@@ -43,15 +43,10 @@ def load(path):
 
 
 def held_out_score(runner, evaluator, candidate, prompts, expected=None):
-    steer = runner.steer
-    steer.reset_all()
-    try:
-        if candidate is not None:
-            candidate.apply(steer)
-        with evaluator.eval_mode():
-            return evaluator.evaluate(prompts, expected)
-    finally:
-        steer.reset_all()
+    if candidate is None:
+        return evaluator.evaluate(prompts, expected)
+    with runner.steer.applied(candidate):
+        return evaluator.evaluate(prompts, expected)
 
 
 def main(argv=None):

@@ -3,8 +3,8 @@
     python notebooks/build_notebook.py            # write + execute (about a minute on 2 cores)
     python notebooks/build_notebook.py --no-run   # write only
 
-Executing it also regenerates notebooks/results/task_accuracy_organism.tsv and
-notebooks/results/perplexity_organism.tsv (the searches' logs) and their plots.
+The searches' logs and plots go to a temporary folder, never into the repository, and
+the saved outputs hold no progress bars, warnings or local paths.
 """
 
 from __future__ import annotations
@@ -27,13 +27,16 @@ arithmetic questions. Answers framed by *logical / precise / analytical* are rig
 right only part of the time, and steering with the right concept at the right layer should make it right.
 
 Everything here runs offline on a laptop CPU."""),
-    ("code", """import torch
-from autosteer import Steer, DecaySchedule, CosineSchedule, WarmupSchedule, SteerEvaluator
-from autosteer.organism import load_organism, world
+    ("code", """import tempfile
+from pathlib import Path
+
+import torch
+from autosteer import Steer, DecaySchedule, CosineSchedule, WarmupSchedule, SteerEvaluator, load_model
+from autosteer.organism import world
 
 torch.manual_seed(0)
-torch.set_num_threads(1)          # the organism is tiny: one thread is fastest
-model, tokenizer = load_organism()
+model, tokenizer = load_model("organism", progress=False)
+out = Path(tempfile.mkdtemp(prefix="autosteer-notebook-"))   # logs and plots: outside the repository
 print(type(model).__name__, sum(p.numel() for p in model.parameters()), "parameters,",
       model.config.num_hidden_layers, "decoder layers")
 held_prompts, held_expected = world.heldout_prompts(100)
@@ -72,36 +75,32 @@ ax.set_xlabel("generation step"); ax.set_ylabel("multiplier"); ax.legend(fontsiz
     ("md", """## The autonomous search: task accuracy
 16 search prompts, 30 iterations, seed 0; the held-out prompts are scored for the baseline and each new best but never
 decide anything."""),
-    ("code", """from pathlib import Path
-from autosteer import AutoSteerRunner, SteerSearchSpace, plot_history
+    ("code", """from autosteer import AutoSteerRunner, SteerSearchSpace, plot_history
 from autosteer.demo import DEMO_SPACE
 
-Path("results").mkdir(exist_ok=True)
 prompts, expected = world.search_prompts(16)
 space = SteerSearchSpace(**DEMO_SPACE)
 runner = AutoSteerRunner(model=model, tokenizer=tokenizer, prompts=prompts, metric="task_accuracy",
                          expected_outputs=expected, search_space=space, max_new_tokens=4, batch_size=16,
                          holdout_prompts=held_prompts, holdout_expected=held_expected,
-                         log_path="results/task_accuracy_organism.tsv", seed=0, verbose=False)
+                         log_path=out / "task_accuracy.tsv", seed=0, verbose=False)
 results = runner.run(max_iterations=30)
 print(results)"""),
-    ("code", """plot_history(results, "results/task_accuracy_organism.png")"""),
+    ("code", """plot_history(results, out / "task_accuracy.png", title="task accuracy search")"""),
     ("md", """## The autonomous search: perplexity
 The same loop minimising the perplexity of the correct answer given the question (`expected_outputs` are scored
 given their prompts)."""),
     ("code", """ppl_runner = AutoSteerRunner(model=model, tokenizer=tokenizer, prompts=prompts, expected_outputs=expected,
                              metric="perplexity", search_space=space, batch_size=16,
                              holdout_prompts=held_prompts, holdout_expected=held_expected,
-                             log_path="results/perplexity_organism.tsv", seed=0, verbose=False)
+                             log_path=out / "perplexity.tsv", seed=0, verbose=False)
 ppl_results = ppl_runner.run(max_iterations=30)
 print(ppl_results)"""),
-    ("code", """plot_history(ppl_results, "results/perplexity_organism.png")"""),
-    ("md", "## Applying the best configuration\n`best_steer_code` is what you paste into your own code; `apply` does the same here."),
+    ("code", """plot_history(ppl_results, out / "perplexity.png", title="perplexity search")"""),
+    ("md", "## Applying the best configuration\n`best_steer_code` is what you paste into your own code; `applied` does the same here, for the `with` block only."),
     ("code", """print(results["best_steer_code"])
-best = results["best_candidate"]
-with Steer(model, tokenizer) as steered:
-    if best is not None:
-        best.apply(steered)
+steered = Steer(model, tokenizer)
+with steered.applied(results["best_candidate"]):
     for p, e, a in zip(examples, held_expected, evaluator.generate(examples)):
         print(f"{p:24s} expected {e:3s} | steered {a.strip()}")
     print("held-out accuracy with the best configuration:", evaluator.evaluate(held_prompts, held_expected))"""),

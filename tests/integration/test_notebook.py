@@ -41,7 +41,28 @@ def test_notebook_executes_without_errors(tmp_path):
     shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
     nb = nbformat.read(work / NOTEBOOK.name, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
-    assert (work / "results" / "task_accuracy_organism.tsv").is_file()
-    assert (work / "results" / "perplexity_organism.tsv").is_file()
+    assert sorted(p.name for p in work.iterdir()) == [NOTEBOOK.name]  # nothing written beside it
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "Baseline: " in text and "held-out accuracy" in text
+
+
+def _texts(nb):
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for out in cell.outputs:
+            yield out.get("name", out.output_type), out.get("text", "") + str(out.get("data", {}).get("text/plain", ""))
+
+
+def test_saved_outputs_are_clean():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    for stream, text in _texts(nb):
+        assert stream != "stderr", text[:200]
+        for bad in ("Warning", "/tmp/", "/work/", "/home/", "Loading weights", "%|", "it/s]"):
+            assert bad not in text, (bad, text[:200])
+
+
+def test_the_notebook_writes_nothing_into_the_repository():
+    source = NOTEBOOK.read_text(encoding="utf-8")
+    assert "results/" not in source and "tempfile.mkdtemp" in source
+    assert not (ROOT / "notebooks" / "results").exists()
