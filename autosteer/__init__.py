@@ -39,6 +39,7 @@ _LAZY = {
     "RandomSearch": "autosteer.strategies.random_search",
     "SearchExhaustedError": "autosteer.strategies.base",
     "load_model": "autosteer.models",
+    "Concept": "autosteer.concept",
     "SteerEvaluator": "autosteer.evaluator",
     "AutoSteerRunner": "autosteer.runner",
     "SteerResults": "autosteer.results",

@@ -233,3 +233,30 @@ class TorchHook:
             "Call Steer.reset_all() first, or save model.state_dict() instead "
             "(copy.deepcopy(model) keeps the steering)"
         )
+
+
+class OutputHook:
+    """Forward hook (llama.cpp's control-vector semantics): adds a fixed vector to a decoder
+    layer's output hidden states at every position (a tensor output, or the first element of
+    a tuple); copied by ``copy.deepcopy``, refuses pickling like the other hooks."""
+
+    def __init__(self, vector: torch.Tensor, layer_idx: int):
+        self.vector = vector
+        self.layer_idx = layer_idx
+
+    def __call__(self, module, args, output):
+        h = output[0] if isinstance(output, tuple) else output
+        new = h + self.vector.to(device=h.device, dtype=h.dtype)
+        return (new,) + tuple(output[1:]) if isinstance(output, tuple) else new
+
+    def __deepcopy__(self, memo):
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
+    def __reduce_ex__(self, protocol):
+        raise SteerStateError(
+            f"cannot pickle or copy {type(self).__qualname__}: it is an AutoSteer hook on a steered model. "
+            "Call Steer.reset_all() first, or save model.state_dict() instead"
+        )

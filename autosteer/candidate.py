@@ -8,6 +8,13 @@ schedule is a plain dict such as ``{"type": "decay", "rate": 0.9, ...}``,
 checked and completed against the schedule table of
 :data:`autosteer.schedules.SCHEDULE_KINDS`, so a new schedule kind needs no
 change here.
+
+A vector's source is a text (llm_steer's meaning) or a
+:class:`~autosteer.concept.Concept`.  In JSON a concept is named by
+``{"name", "hash"}`` (its content hash); reading such JSON back needs the
+concepts themselves (``concepts=``: a list, or a mapping from hash), which
+``SteerCandidate.to_dict(full=True)`` carries along (``best.json``) and the
+log keeps in its configuration.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from autosteer._canonical import canonical_json
 from autosteer._checks import describe as _describe
 from autosteer._checks import is_int, is_real
+from autosteer.concept import Concept
 from autosteer.errors import InvalidArgumentError
 
 __all__ = ["SteerVector", "SteerCandidate", "normalise_schedule"]
@@ -86,11 +94,47 @@ def schedule_object(sched: Mapping[str, Any] | None):
     return spec.cls(**{p.name: sched[p.name] for p in spec.params})
 
 
+def _concept_map(concepts) -> dict[str, Concept]:
+    if concepts is None:
+        return {}
+    if isinstance(concepts, Mapping):
+        items = list(concepts.values())
+    else:
+        items = list(concepts)
+    out = {}
+    for c in items:
+        if isinstance(c, Mapping):
+            c = Concept.from_dict(c)
+        if not isinstance(c, Concept):
+            raise InvalidArgumentError(f"concepts must hold Concept objects or their dicts, got {_describe(c)}")
+        out[c.hash] = c
+    return out
+
+
+def source_key(source: str | Concept) -> str:
+    """A sort key for a vector's source: the text, or the concept's name and hash."""
+    return source if isinstance(source, str) else f"\x00concept {source.name} {source.hash}"
+
+
+def source_code(source: str | Concept, names: Mapping[str, str] | None = None) -> str:
+    """The ``text=...`` or ``concept=...`` argument of ``Steer.add`` for a source."""
+    if isinstance(source, str):
+        return f"text={json.dumps(source, ensure_ascii=False)}"
+    return f"concept={(names or {}).get(source.hash, _identifier(source.name))}"
+
+
+def _identifier(name: str) -> str:
+    ident = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name.strip()).strip("_") or "concept"
+    return ident if not ident[0].isdigit() else f"concept_{ident}"
+
+
 @dataclass(frozen=True)
 class SteerVector:
     """One steering vector: ``Steer.add(layer_idx, coeff, text=text, coeff_schedule=schedule)``.
 
-    ``schedule`` is ``None`` (constant coefficient) or a schedule dict such as
+    ``text`` is the vector's source: a text, or a :class:`~autosteer.Concept`
+    (then ``Steer.add(..., concept=text)``).  ``schedule`` is ``None``
+    (constant coefficient) or a schedule dict such as
     ``{"type": "decay", "rate": 0.9, "min_multiplier": 0.2, "times_restart": 0}``;
     a schedule object with ``to_dict()`` is accepted too.  The dict is stored
     read-only, so a vector is immutable and hashable.
@@ -98,7 +142,7 @@ class SteerVector:
 
     layer_idx: int
     coeff: float
-    text: str
+    text: str | Concept
     schedule: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -106,8 +150,8 @@ class SteerVector:
             raise InvalidArgumentError(f"layer_idx must be a non-negative integer, got {_describe(self.layer_idx)}")
         if not is_real(self.coeff) or not math.isfinite(self.coeff):
             raise InvalidArgumentError(f"coeff must be a finite number, got {_describe(self.coeff)}")
-        if not isinstance(self.text, str) or not self.text.strip():
-            raise InvalidArgumentError(f"text must be a non-empty string, got {_describe(self.text)}")
+        if not isinstance(self.text, Concept) and (not isinstance(self.text, str) or not self.text.strip()):
+            raise InvalidArgumentError(f"text must be a non-empty string or a Concept, got {_describe(self.text)}")
         sched = normalise_schedule(self.schedule)
         object.__setattr__(self, "layer_idx", int(self.layer_idx))
         object.__setattr__(self, "coeff", float(self.coeff) + 0.0)
@@ -116,27 +160,49 @@ class SteerVector:
     def __hash__(self) -> int:
         return hash(self.key())
 
+    @property
+    def concept(self) -> Concept | None:
+        """The vector's concept, when its source is one."""
+        return self.text if isinstance(self.text, Concept) else None
+
     def to_dict(self) -> dict[str, Any]:
-        """``{"layer_idx", "coeff", "text", "schedule"}`` with plain Python values."""
-        return {
-            "layer_idx": self.layer_idx,
-            "coeff": self.coeff,
-            "text": self.text,
-            "schedule": None if self.schedule is None else dict(self.schedule),
-        }
+        """``{"layer_idx", "coeff", "text", "schedule"}`` with plain Python values;
+        ``"concept": {"name", "hash"}`` in place of ``"text"`` for a concept."""
+        d: dict[str, Any] = {"layer_idx": self.layer_idx, "coeff": self.coeff}
+        if isinstance(self.text, Concept):
+            d["concept"] = self.text.ref()
+        else:
+            d["text"] = self.text
+        d["schedule"] = None if self.schedule is None else dict(self.schedule)
+        return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SteerVector":
-        """Inverse of :meth:`to_dict`; also accepts ``coeff_schedule`` (as ``Steer.get_all()`` writes)."""
+    def from_dict(cls, d: Mapping[str, Any], concepts=None) -> "SteerVector":
+        """Inverse of :meth:`to_dict`; also accepts ``coeff_schedule`` (as ``Steer.get_all()`` writes).
+
+        A concept reference needs the concept: ``concepts`` (a list, or a mapping from hash).
+        """
         if not isinstance(d, Mapping):
             raise InvalidArgumentError(f"a vector must be a dict, got {_describe(d)}")
         d = dict(d)
         if "coeff_schedule" in d and "schedule" not in d:
             d["schedule"] = d.pop("coeff_schedule")
+        if "concept" in d and d.get("text") is None:
+            d.pop("text", None)
+            ref = d.pop("concept")
+            if not isinstance(ref, Mapping) or not isinstance(ref.get("hash"), str):
+                raise InvalidArgumentError(f"a vector's concept must be {{\"name\", \"hash\"}}, got {_describe(ref)}")
+            found = _concept_map(concepts).get(ref["hash"])
+            if found is None:
+                raise InvalidArgumentError(
+                    f"the vector uses concept {ref.get('name')!r} (hash {ref['hash']}), whose texts were not given: "
+                    "load them with the candidate (best.json's \"concepts\", the log's configuration, --concept FILE)"
+                )
+            d["text"] = found
         missing = [k for k in ("layer_idx", "coeff", "text") if k not in d]
         if missing:
             raise InvalidArgumentError(f"a vector needs {', '.join(missing)}; got keys {sorted(d)}")
-        unknown = sorted(set(d) - {"layer_idx", "coeff", "text", "schedule"})
+        unknown = sorted(set(d) - {"layer_idx", "coeff", "text", "schedule", "group"})
         if unknown:
             raise InvalidArgumentError(f"a vector has unknown key(s) {', '.join(unknown)}")
         return cls(d["layer_idx"], d["coeff"], d["text"], d.get("schedule"))
@@ -146,15 +212,20 @@ class SteerVector:
         return canonical_json(self.to_dict())
 
     def describe(self) -> str:
-        """Short text such as ``L3 +0.4 "logical" decay(rate=0.9,...)``."""
-        s = f"L{self.layer_idx} {self.coeff:+g} {json.dumps(self.text, ensure_ascii=False)}"
+        """Short text such as ``L3 +0.4 "logical" decay(rate=0.9,...)`` (``concept "name"`` for a concept)."""
+        source = self.text
+        if isinstance(source, Concept):
+            shown = f"concept {json.dumps(source.name, ensure_ascii=False)}"
+        else:
+            shown = json.dumps(source, ensure_ascii=False)
+        s = f"L{self.layer_idx} {self.coeff:+g} {shown}"
         if self.schedule is not None:
             s += f" {self.schedule['type']}({_schedule_args(self.schedule, ',')})"
         return s
 
-    def to_code(self, var: str = "steered") -> str:
-        """The ``steered.add(...)`` line that reproduces this vector."""
-        args = f"layer_idx={self.layer_idx}, coeff={self.coeff!r}, text={json.dumps(self.text, ensure_ascii=False)}"
+    def to_code(self, var: str = "steered", names: Mapping[str, str] | None = None) -> str:
+        """The ``steered.add(...)`` line that reproduces this vector (``names``: concept hash -> variable)."""
+        args = f"layer_idx={self.layer_idx}, coeff={self.coeff!r}, {source_code(self.text, names)}"
         if self.schedule is not None:
             cls = _kinds()[self.schedule["type"]].class_name
             args += f", coeff_schedule={cls}({_schedule_args(self.schedule, ', ')})"
@@ -162,9 +233,13 @@ class SteerVector:
 
     def apply(self, steer, group: int | None = None) -> None:
         """``steer.add(...)`` this vector (on the rows of ``group`` only, when given)."""
-        kwargs = {} if group is None else {"group": group}
-        steer.add(layer_idx=self.layer_idx, coeff=self.coeff, text=self.text,
-                  coeff_schedule=schedule_object(self.schedule), **kwargs)
+        kwargs: dict[str, Any] = {} if group is None else {"group": group}
+        if isinstance(self.text, Concept):
+            kwargs["concept"] = self.text
+        else:
+            kwargs["text"] = self.text
+        steer.add(layer_idx=self.layer_idx, coeff=self.coeff, coeff_schedule=schedule_object(self.schedule),
+                  **kwargs)
 
 
 @dataclass(frozen=True)
@@ -187,7 +262,7 @@ class SteerCandidate:
             if not isinstance(v, SteerVector):
                 raise InvalidArgumentError(f"vectors[{i}] must be a SteerVector or a dict, got {_describe(v)}")
             vecs.append(v)
-        vecs.sort(key=lambda v: (v.layer_idx, v.text, v.coeff, v.key()))
+        vecs.sort(key=lambda v: (v.layer_idx, source_key(v.text), v.coeff, v.key()))
         object.__setattr__(self, "vectors", tuple(vecs))
 
     def __hash__(self) -> int:
@@ -199,30 +274,45 @@ class SteerCandidate:
     def __iter__(self):
         return iter(self.vectors)
 
-    def to_dict(self) -> dict[str, Any]:
-        """``{"vectors": [vector dicts]}``."""
-        return {"vectors": [v.to_dict() for v in self.vectors]}
+    @property
+    def concepts(self) -> dict[str, Concept]:
+        """The concepts the vectors use, by hash."""
+        return {v.text.hash: v.text for v in self.vectors if isinstance(v.text, Concept)}
+
+    def to_dict(self, full: bool = False) -> dict[str, Any]:
+        """``{"vectors": [vector dicts]}``; ``full=True`` adds ``"concepts"`` (hash -> the
+        concept's dict, its texts included), so the candidate reproduces anywhere."""
+        d: dict[str, Any] = {"vectors": [v.to_dict() for v in self.vectors]}
+        if full and self.concepts:
+            d["concepts"] = {h: c.to_dict() for h, c in sorted(self.concepts.items())}
+        return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> "SteerCandidate":
-        """Inverse of :meth:`to_dict`; a plain list of vector dicts (``Steer.get_all()``) works too."""
+    def from_dict(cls, d: Mapping[str, Any] | Sequence[Mapping[str, Any]], concepts=None) -> "SteerCandidate":
+        """Inverse of :meth:`to_dict`; a plain list of vector dicts (``Steer.get_all()``) works too.
+
+        Concept references resolve against ``concepts`` and the dict's own ``"concepts"``.
+        """
+        known = _concept_map(concepts)
         if isinstance(d, Mapping):
-            unknown = sorted(set(d) - {"vectors"})
+            unknown = sorted(set(d) - {"vectors", "concepts"})
             if unknown or "vectors" not in d:
                 raise InvalidArgumentError(f"a candidate is {{'vectors': [...]}}, got keys {sorted(d)}")
+            if d.get("concepts") is not None:
+                known.update(_concept_map(d["concepts"]))
             d = d["vectors"]
         if isinstance(d, (str, bytes)) or not isinstance(d, Iterable):
             raise InvalidArgumentError(f"a candidate's vectors must be a list, got {_describe(d)}")
-        return cls(tuple(SteerVector.from_dict(v) for v in d))
+        return cls(tuple(SteerVector.from_dict(v, known) for v in d))
 
     @classmethod
-    def from_json(cls, s: str) -> "SteerCandidate":
+    def from_json(cls, s: str, concepts=None) -> "SteerCandidate":
         """Parse the canonical JSON that :meth:`key` writes."""
         try:
             d = json.loads(s)
         except (json.JSONDecodeError, RecursionError) as e:
             raise InvalidArgumentError(f"not valid candidate JSON: {e}") from None
-        return cls.from_dict(d)
+        return cls.from_dict(d, concepts)
 
     def key(self) -> str:
         """Canonical JSON (sorted keys, vectors in canonical order); equal candidates, equal keys."""
@@ -253,12 +343,21 @@ class SteerCandidate:
             steered.add(layer_idx=3, coeff=0.4, text="logical", coeff_schedule=DecaySchedule(...))
         """
         lines = []
+        concepts = self.concepts
         if imports:
             kinds = _kinds()
-            names = ["Steer"] + sorted({kinds[v.schedule["type"]].class_name for v in self.vectors if v.schedule})
+            names = ["Steer"] + (["Concept"] if concepts else [])
+            names += sorted({kinds[v.schedule["type"]].class_name for v in self.vectors if v.schedule})
             lines.append(f"from autosteer import {', '.join(names)}")
+        variables: dict[str, str] = {}
+        for h, c in sorted(concepts.items(), key=lambda kv: kv[1].name):
+            name = _identifier(c.name)
+            while name in variables.values():
+                name += "_"
+            variables[h] = name
+            lines.append(f"{name} = Concept.from_dict({json.dumps(c.to_dict(), ensure_ascii=False)})")
         lines.append(f"{var} = Steer(model, tokenizer)")
-        lines.extend(v.to_code(var) for v in self.vectors)
+        lines.extend(v.to_code(var, variables) for v in self.vectors)
         return "\n".join(lines)
 
     def __str__(self) -> str:

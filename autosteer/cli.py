@@ -149,6 +149,17 @@ examples:
 of {"layer_idx", "coeff", "text"} dicts (what Steer.get_all() returns).
 """
 
+_EXPORT_EXAMPLE = f"""\
+examples:
+  autosteer export best.json --model smollm2 -o weddings.gguf          (a llama.cpp control vector)
+  autosteer export {DEFAULT_LOG} --model organism -o best.safetensors   (the exact steering)
+  llama-cli -m model.gguf --control-vector weddings.gguf ...
+
+CONFIG is best.json (what the demo or `autosteer best --json` writes), a candidate
+{{"vectors": [...]}}, or a search log (its best candidate). The directions are computed on --model.
+The format follows the extension (.gguf, .safetensors) unless --format says otherwise.
+"""
+
 _DEMO_EXAMPLE = """\
 example:
   autosteer demo --iterations 30 --out demo_out
@@ -190,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_options(s)
     s.add_argument("--prompts", required=True, metavar="FILE", help="prompts: text lines or JSONL")
     s.add_argument("--metric", required=True, choices=_metric_names(),
-                   help="what to optimise: task_accuracy (higher is better) or perplexity (lower is better)")
+                   help="what to optimise: task_accuracy or steered_concept (higher is better), perplexity "
+                        "(lower is better), concept_rate, fluency, kl_neutral (see the README)")
     s.add_argument("--expected", metavar="FILE", help="expected answers, one per line (task_accuracy)")
     s.add_argument("--holdout", metavar="FILE",
                    help="held-out prompts (same formats), scored for the baseline and each new best, never to decide")
@@ -202,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="concept texts to steer towards (default: logical precise analytical)")
     s.add_argument("--negative-texts", nargs="+", metavar="TEXT", default=(),
                    help="concept texts to steer away from")
+    s.add_argument("--concept", action="append", metavar="FILE", default=[],
+                   help="contrastive concepts to steer towards: JSON or JSONL with name, positive, negative "
+                        "(repeatable; without --texts the search uses the concepts alone)")
+    s.add_argument("--chat", action="store_true",
+                   help="render prompts with the tokenizer's chat template (prompts may be conversations)")
+    s.add_argument("--concept-pattern", metavar="REGEX",
+                   help="what a continuation on the concept matches (concept_rate, steered_concept)")
+    s.add_argument("--fluency-margin", type=float, default=1.0, metavar="NATS",
+                   help="fluency budget of steered_concept, in nats/token (default: %(default)s)")
     s.add_argument("--max-vectors", type=_positive_int, metavar="N", help="most vectors per candidate (default: 2)")
     s.add_argument("--schedules", nargs="+", metavar="NAME", choices=_schedule_names(),
                    help=f"coefficient schedules to try (default: {' '.join(_schedule_names())})")
@@ -238,9 +259,22 @@ def build_parser() -> argparse.ArgumentParser:
     model_options(g)
     g.add_argument("--config", metavar="FILE", help="steering configuration (JSON); none means unsteered")
     g.add_argument("--compare", action="store_true", help="also generate without steering, before/after")
+    g.add_argument("--chat", action="store_true", help="render each prompt with the chat template")
     g.add_argument("--max-new-tokens", type=_positive_int, default=32, metavar="N",
                    help="tokens to generate (default: %(default)s)")
     g.set_defaults(func=cmd_generate)
+
+    e = add("export", "Write a steering configuration as a file: safetensors (exact) or a GGUF control vector "
+                      "(llama.cpp).", _EXPORT_EXAMPLE)
+    e.add_argument("config", metavar="CONFIG", help="best.json, a candidate JSON, or a search log")
+    model_options(e)
+    e.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to write (.gguf or .safetensors)")
+    e.add_argument("--format", choices=("gguf", "safetensors"), help="default: from the output's extension")
+    e.add_argument("--calibration", metavar="FILE",
+                   help="prompts (text lines or JSONL) that calibrate the activation scale folded into a GGUF "
+                        "vector (default: eight built-in texts)")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    e.set_defaults(func=cmd_export)
 
     d = sub.add_parser("demo", help="Run the end-to-end demo on the embedded model (autosteer demo --help).",
                        epilog=_DEMO_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -322,6 +356,8 @@ def read_prompts(path: str) -> tuple[list[str], list[str] | None]:
     numbered = [(i, line) for i, line in enumerate(lines, start=1) if line.strip()]
     if not numbered:
         raise UsageError(f"prompts file {path!r} has no prompts")
+    from autosteer.concept import check_conversation
+    from autosteer.errors import InvalidArgumentError
     is_jsonl = path.endswith((".jsonl", ".ndjson")) or numbered[0][1].lstrip().startswith("{")
     if not is_jsonl:
         return [line for _, line in numbered], None
@@ -330,9 +366,16 @@ def read_prompts(path: str) -> tuple[list[str], list[str] | None]:
     for number, line in numbered:
         where = f"{path} line {number}"
         obj = _load_json(line, where)
-        if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or not obj["prompt"].strip():
-            raise UsageError(f'{where}: expected an object with a non-empty "prompt" string, got {line[:80]!r}')
-        prompts.append(obj["prompt"])
+        prompt = obj.get("prompt") if isinstance(obj, dict) else None
+        if isinstance(prompt, list):  # a chat conversation
+            try:
+                check_conversation(prompt, f'{where}: "prompt"')
+            except InvalidArgumentError as exc:
+                raise UsageError(str(exc)) from None
+        elif not isinstance(prompt, str) or not prompt.strip():
+            raise UsageError(f'{where}: expected an object with a non-empty "prompt" string (or a list of '
+                             f'{{"role", "content"}} messages), got {line[:80]!r}')
+        prompts.append(prompt)
         answer = obj.get("expected")
         if answer is not None and not isinstance(answer, str):
             raise UsageError(
@@ -363,9 +406,20 @@ def _read_config(path: str):
     _require_file(path, "config file")
     with open(path, encoding="utf-8") as fh:
         data = _load_json(fh.read(), f"config file {path!r}")
+    concepts = data.get("concepts") if isinstance(data, dict) else None
     if isinstance(data, dict) and "candidate" in data:
         data = data["candidate"]
-    return SteerCandidate.from_dict(data)
+    return SteerCandidate.from_dict(data, concepts)
+
+
+def _read_concepts(paths: Sequence[str]):
+    from autosteer.concept import load_concepts
+
+    out = []
+    for path in paths:
+        _require_file(path, "concept file")
+        out.extend(load_concepts(path))
+    return out
 
 
 def _output_path(path: str, flag: str) -> str:
@@ -413,6 +467,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         space_kwargs["texts"] = tuple(args.texts)
     elif args.negative_texts:
         space_kwargs["texts"] = ()
+    concepts = _read_concepts(args.concept)
+    if concepts:
+        space_kwargs["texts"] = tuple(args.texts or ()) + tuple(concepts)
     if args.max_vectors is not None:
         space_kwargs["max_vectors"] = args.max_vectors
     if args.schedules is not None:
@@ -427,7 +484,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         expected_outputs=expected, search_space=space, log_path=args.log, seed=args.seed,
         verbose=not args.quiet and not args.json, max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size, strategy=args.strategy, population=args.population,
-        overwrite=args.overwrite, threads=args.threads, **holdout_kwargs,
+        overwrite=args.overwrite, threads=args.threads, chat=args.chat, concept_pattern=args.concept_pattern,
+        fluency_margin=args.fluency_margin, **holdout_kwargs,
     )
     try:
         results = runner.run(max_iterations=args.iterations, resume=args.resume)
@@ -459,6 +517,7 @@ def _summary(results, **extra: Any) -> dict[str, Any]:
         "best_score": results["best_score"],
         "best_iteration": results["best_iteration"],
         "candidate": {"vectors": []} if best is None else best.to_dict(),
+        "concepts": {} if best is None else {h: c.to_dict() for h, c in sorted(best.concepts.items())},
         "description": "no steering" if best is None else best.describe(),
         "code": results["best_steer_code"],
     })
@@ -473,6 +532,7 @@ def _results_of_log(path: str):
     from autosteer.results import results_from_history
 
     _require_file(path, "results log")
+    _require_log(path)
     history = read_log(path, allow_incomplete=True)
     if not history:
         raise UsageError(f"{path} has no rows yet (not even the baseline)")
@@ -503,8 +563,21 @@ def cmd_best(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _require_log(path: str) -> None:
+    """A clear word when the file is the agent skill's own results.tsv (not a steering log)."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(200).decode("utf-8", "replace")
+    except OSError:
+        return
+    if first.startswith("iteration\tcommit") or first.startswith("commit\t"):
+        raise UsageError(f"{path} is the experiment loop's log (scripts/ar_*.py), not a steering search log: "
+                         "give the --log of an autosteer search (default steer_log.tsv)")
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     _require_file(args.log, "results log")
+    _require_log(args.log)
     _output_path(args.output, "-o/--output")
     from autosteer.log import read_log
 
@@ -532,13 +605,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from autosteer.steer import Steer
 
     with using_threads(args.threads, model):
-        before = _generate(model, tokenizer, args.prompts, args.max_new_tokens) if args.compare else None
+        before = _generate(model, tokenizer, args.prompts, args.max_new_tokens, args.chat) if args.compare else None
         steer = Steer(model, tokenizer)
         if candidate is not None:
             with steer.applied(candidate):
-                after = _generate(model, tokenizer, args.prompts, args.max_new_tokens)
+                after = _generate(model, tokenizer, args.prompts, args.max_new_tokens, args.chat)
         else:
-            after = _generate(model, tokenizer, args.prompts, args.max_new_tokens)
+            after = _generate(model, tokenizer, args.prompts, args.max_new_tokens, args.chat)
     rows = []
     for i, prompt in enumerate(args.prompts):
         row = {"prompt": prompt, "steered": after[i]}
@@ -561,20 +634,69 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+def _generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, chat: bool = False) -> list[str]:
     """Greedy continuations, one prompt at a time (no padding questions), new tokens only."""
     import torch
 
     device = next(model.parameters()).device
     outputs = []
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise UsageError("--chat: this model's tokenizer has no chat template")
     for prompt in prompts:
-        enc = tokenizer(prompt, return_tensors="pt").to(device)
+        if chat:
+            text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                 tokenize=False)
+            enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
+        else:
+            enc = tokenizer(prompt, return_tensors="pt").to(device)
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
         new = out[0, enc["input_ids"].shape[1]:]
         outputs.append(tokenizer.decode(new, skip_special_tokens=True).strip())
     return outputs
+
+
+def _candidate_of(path: str):
+    """The candidate of best.json / a candidate JSON / a search log (its best)."""
+    from autosteer.log import looks_like_log
+
+    if looks_like_log(path):
+        results = _results_of_log(path)
+        if results["best_candidate"] is None:
+            raise UsageError(f"{path}: no candidate beat the baseline, so there is nothing to export")
+        return results["best_candidate"]
+    return _read_config(path)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    _require_file(args.config, "config")
+    candidate = _candidate_of(args.config)
+    if not len(candidate):
+        raise UsageError(f"{args.config}: the configuration has no vectors")
+    out = _output_path(args.output, "-o/--output")
+    if os.path.exists(out) and not args.overwrite:
+        raise UsageError(f"-o {out!r} already exists; give --overwrite to replace it")
+    from autosteer.vector_file import _format_of
+
+    fmt = _format_of(__import__("pathlib").Path(out), args.format)
+    calibration = read_prompts(args.calibration)[0] if args.calibration else None
+    from autosteer.models import resolve_device
+
+    resolve_device(args.device)
+    model, tokenizer = _load(args)
+    from autosteer._threads import using_threads
+    from autosteer.steer import Steer
+
+    steer = Steer(model, tokenizer)
+    with using_threads(args.threads, model), steer.applied(candidate):
+        path = steer.save(out, fmt, **({"calibration_prompts": calibration} if fmt == "gguf" else {}))
+    if args.json:
+        _print_json({"config": args.config, "model": args.model, "output": str(path), "format": fmt,
+                     "candidate": candidate.to_dict(full=True)})
+    else:
+        print(f"wrote {path} ({fmt}): {candidate.describe()}")
+    return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -1,12 +1,21 @@
-"""``autosteer demo``: the autonomous search end to end on the embedded model.
+"""``autosteer demo``: the autonomous search end to end, on the embedded model or on a real one.
 
-Loads the model organism (or any causal LM with ``--model``), runs
-:class:`~autosteer.runner.AutoSteerRunner` on 16 unframed arithmetic prompts of
-the organism's world, scores the baseline and each new best on held-out prompts
-that neither training nor the search ever saw, and prints baseline -> best,
-held-out before/after, the best configuration as code, and before/after
-generations. Writes ``steer_log.tsv``, ``progress.png`` and ``best.json`` into
-``--out``.
+``--model organism`` (default): the arithmetic task of the embedded model
+organism.  :class:`~autosteer.runner.AutoSteerRunner` searches on 16 unframed
+prompts of its world (task accuracy, or the perplexity of the right answer),
+scores the baseline and each new best on held-out prompts that neither
+training nor the search ever saw, and prints baseline -> best, held-out
+before/after, the best configuration as code, and before/after generations.
+
+``--model smollm2`` (or any other causal LM): a concept search on a real
+chat model.  The shipped concept *weddings* (40 contrastive sentence pairs,
+``autosteer/data/weddings_concept.json``) over the upper layers, the
+``steered_concept`` metric (the concept rate, with a fluency budget) on 24
+ordinary requests rendered with the chat template, and 40 disjoint held-out
+requests (``autosteer/data/smollm2_demo.json``); it prints the held-out concept
+rate and fluency before and after.
+
+Either writes ``steer_log.tsv``, ``progress.png`` and ``best.json`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -15,12 +24,14 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["main", "run_demo", "DEMO_SPACE", "LOG_NAME"]
+__all__ = ["main", "run_demo", "DEMO_SPACE", "LOG_NAME", "CONCEPT_DEMO", "load_concept_demo"]
 
 LOG_NAME = "steer_log.tsv"
+DATA = Path(__file__).resolve().parent / "data"
 
 # The search space of the demo on the embedded model: the concept words of the
 # organism's world (README example), the layers where steering acts,
@@ -32,6 +43,20 @@ DEMO_SPACE: dict[str, Any] = {
     "negative_texts": ["confused", "irrational", "imprecise"],
     "max_vectors": 2,
     "schedules": ("none", "decay"),
+}
+
+# The concept demo on a real model (measured on SmolLM2-135M-Instruct: the upper
+# layers carry the topic, several layers at small coefficients keep the text
+# fluent, and a 48-token answer has room to turn to the topic).
+CONCEPT_DEMO: dict[str, Any] = {
+    "layer_fraction": (0.4, 1.0),  # layers 12..29 of 30
+    "coeff_range": (0.05, 0.5),
+    "max_vectors": 3,
+    "schedules": ("none",),
+    "max_new_tokens": 48,
+    "fluency_margin": 1.0,
+    "iterations": 40,
+    "population": 8,
 }
 
 #: Before/after generations printed on held-out prompts.
@@ -52,26 +77,32 @@ def _parse_range(text: str, kind, flag: str):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="autosteer demo",
-        description="Run the autonomous steering search on the embedded model organism "
-                    "(or any Hugging Face causal LM) and report what it found.",
+        description="Run the autonomous steering search on the embedded model organism (arithmetic task), or a "
+                    "concept search on a real model (--model smollm2), and report what it found.",
         epilog="example:\n  autosteer demo --out demo_out\n"
                "  autosteer demo --metric perplexity --iterations 20 --out demo_ppl\n"
-               "  autosteer demo --model path/to/llama --layers 8:20 --out demo_llama",
+               "  autosteer demo --model smollm2 --out demo_smollm2",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--metric", choices=["task_accuracy", "perplexity"], default="task_accuracy",
-                   help="what the search optimises (default: %(default)s)")
-    p.add_argument("--iterations", type=int, default=30, help="candidates to evaluate after the baseline (default: 30)")
+                   help="what the organism's search optimises (default: %(default)s; a real model's concept "
+                        "search always optimises steered_concept)")
+    p.add_argument("--iterations", type=int, default=None,
+                   help="candidates to evaluate after the baseline (default: 30 on the organism, "
+                        f"{CONCEPT_DEMO['iterations']} on a real model)")
+    p.add_argument("--population", type=int, default=None,
+                   help=f"candidates per batched round (default: 1 on the organism, {CONCEPT_DEMO['population']} "
+                        "on a real model)")
     p.add_argument("--seed", type=int, default=0, help="search seed (default: %(default)s)")
     p.add_argument("--out", default="demo_out", help="output folder, created if missing (default: %(default)s)")
     p.add_argument("--model", default="organism",
-                   help="'organism' (default: the embedded model), a model folder, or a Hugging Face hub id")
-    p.add_argument("--num-prompts", type=int, default=16, metavar="N",
-                   help="number of the world's search prompts (default: %(default)s)")
-    p.add_argument("--num-holdout", type=int, default=200, metavar="N",
-                   help="number of the world's held-out prompts (default: %(default)s)")
-    p.add_argument("--layers", help="layer range A:B (inclusive); default: the demo's space on the organism, "
-                                    "the middle layers elsewhere")
+                   help="'organism' (default: the embedded model), 'smollm2', a model folder or a hub id")
+    p.add_argument("--num-prompts", type=int, default=None, metavar="N",
+                   help="how many of the search prompts to use (default: 16 on the organism, all 24 otherwise)")
+    p.add_argument("--num-holdout", type=int, default=None, metavar="N",
+                   help="how many held-out prompts to score (default: 200 on the organism, all 40 otherwise)")
+    p.add_argument("--layers", help="layer range A:B (inclusive); default: layers 0-3 on the organism, the upper "
+                                    "60%% of the layers on a real model")
     p.add_argument("--coeffs", help="coefficient magnitudes LO:HI")
     p.add_argument("--threads", default=None, help="CPU threads for torch (default: auto)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout (no progress)")
@@ -79,20 +110,90 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _space(model_name: str, layers: str | None, coeffs: str | None):
+@dataclass
+class _Setup:
+    """What a demo searches: prompts, held-out prompts, the space and the runner's options."""
+
+    label: str
+    prompts: list
+    holdout: list
+    expected: list | None
+    holdout_expected: list | None
+    space: Any
+    runner: dict[str, Any] = field(default_factory=dict)
+    concept: Any = None
+
+
+def load_concept_demo():
+    """The concept demo's data: (the weddings Concept, its regex, search prompts, held-out prompts)."""
+    from autosteer.concept import load_concepts
+
+    (concept,) = load_concepts(DATA / "weddings_concept.json")
+    data = json.loads((DATA / "smollm2_demo.json").read_text(encoding="utf-8"))
+    return concept, data["concept_pattern"], data["search"], data["holdout"]
+
+
+def _organism_setup(metric, n_prompts, n_holdout, layers, coeffs) -> _Setup:
+    from autosteer.organism import world
     from autosteer.space import SteerSearchSpace
 
     kw = dict(DEMO_SPACE)
-    if model_name != "organism":
-        kw["layer_range"] = None  # the model's middle layers
     if layers:
         kw["layer_range"] = _parse_range(layers, int, "--layers")
     if coeffs:
         kw["coeff_range"] = _parse_range(coeffs, float, "--coeffs")
-    return SteerSearchSpace(**kw)
+    prompts, expected = world.search_prompts(n_prompts or 16)
+    held, held_expected = world.heldout_prompts(n_holdout or 200)
+    # both metrics use the questions and their correct answers: task accuracy
+    # generates and checks the answer, perplexity scores the answer given the
+    # question (the operands are random digits no steering can predict)
+    runner = {"batch_size": 16, "max_new_tokens": 4} if metric == "task_accuracy" else {"batch_size": 16}
+    return _Setup(f"metric {metric}", prompts, held, expected, held_expected, SteerSearchSpace(**kw),
+                  {"metric": metric, **runner})
 
 
-def _generations(runner, prompts: list[str], candidate) -> list[str]:
+def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs) -> _Setup:
+    from autosteer.space import SteerSearchSpace
+
+    concept, pattern, prompts, held = load_concept_demo()
+    lo_f, hi_f = CONCEPT_DEMO["layer_fraction"]
+    layer_range = (int(lo_f * num_layers), max(int(lo_f * num_layers), num_layers - 1))
+    if layers:
+        layer_range = _parse_range(layers, int, "--layers")
+    coeff_range = _parse_range(coeffs, float, "--coeffs") if coeffs else CONCEPT_DEMO["coeff_range"]
+    space = SteerSearchSpace(layer_range=layer_range, coeff_range=coeff_range, texts=[concept],
+                             max_vectors=CONCEPT_DEMO["max_vectors"], schedules=CONCEPT_DEMO["schedules"])
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    prompts = prompts[: n_prompts or len(prompts)]
+    held = held[: n_holdout or len(held)]
+    runner = {"metric": "steered_concept", "concept_pattern": pattern, "chat": chat,
+              "max_new_tokens": CONCEPT_DEMO["max_new_tokens"], "fluency_margin": CONCEPT_DEMO["fluency_margin"],
+              "batch_size": len(prompts)}
+    label = (f"concept {concept.name!r} ({len(concept.positive)} contrastive pairs) | metric steered_concept "
+             f"(fluency budget +{CONCEPT_DEMO['fluency_margin']} nat/token)")
+    return _Setup(label, prompts, held, None, None, space, runner, concept)
+
+
+def _export(runner, best, out: Path, say) -> list[Path]:
+    """best.safetensors (the exact steering) and best.gguf (a llama.cpp control vector) next to best.json."""
+    stale = [out / "best.safetensors", out / "best.gguf"]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if best is None:
+        return []
+    written = []
+    from autosteer.errors import InvalidArgumentError
+
+    with runner.steer.applied(best):
+        written.append(runner.steer.save(out / "best.safetensors"))
+        try:
+            written.append(runner.steer.save(out / "best.gguf"))
+        except InvalidArgumentError as exc:
+            say(f"(no best.gguf: {exc})")
+    return written
+
+
+def _generations(runner, prompts: list, candidate) -> list[str]:
     """Greedy continuations of ``prompts``, steered by ``candidate`` (None: unsteered)."""
     if candidate is None:
         return runner.evaluator.generate(prompts)
@@ -100,13 +201,19 @@ def _generations(runner, prompts: list[str], candidate) -> list[str]:
         return runner.evaluator.generate(prompts)
 
 
-def run_demo(metric: str = "task_accuracy", iterations: int = 30, seed: int = 0, out: str | Path = "demo_out",
-             model: str = "organism", n_prompts: int = 16, n_holdout: int = 200, layers: str | None = None,
-             coeffs: str | None = None, verbose: bool = True, stream=None, threads: int | None = None
-             ) -> dict[str, Any]:
+def _short(text: str, width: int = 70) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed: int = 0,
+             out: str | Path = "demo_out", model: str = "organism", n_prompts: int | None = None,
+             n_holdout: int | None = None, layers: str | None = None, coeffs: str | None = None,
+             verbose: bool = True, stream=None, threads: int | None = None,
+             population: int | None = None) -> dict[str, Any]:
     """Run the demo; returns a dict of what it printed (scores, held-out, paths)."""
+    from autosteer._threads import using_threads
     from autosteer.models import load_model
-    from autosteer.organism import world
     from autosteer.runner import AutoSteerRunner
 
     stream = stream or sys.stdout
@@ -115,39 +222,55 @@ def run_demo(metric: str = "task_accuracy", iterations: int = 30, seed: int = 0,
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     lm, tokenizer = load_model(model, progress=None if verbose else False)
-    space = _space(model, layers, coeffs)
+    loaded = time.perf_counter() - t0
+    organism = model == "organism"
+    if organism:
+        setup = _organism_setup(metric, n_prompts, n_holdout, layers, coeffs)
+    else:
+        setup = _concept_setup(lm.config.get_text_config().num_hidden_layers, tokenizer, n_prompts, n_holdout,
+                               layers, coeffs)
+    if iterations is None:
+        iterations = 30 if organism else CONCEPT_DEMO["iterations"]
+    if population is None:
+        population = 1 if organism else CONCEPT_DEMO["population"]
 
-    # both metrics use the questions and their correct answers: task accuracy
-    # generates and checks the answer, perplexity scores the answer given the
-    # question (the operands are random digits no steering can predict)
-    prompts, expected = world.search_prompts(n_prompts)
-    hold_prompts, hold_expected = world.heldout_prompts(n_holdout)
-    extra = dict(expected_outputs=expected, holdout_prompts=hold_prompts, holdout_expected=hold_expected,
-                 batch_size=16)
-    if metric == "task_accuracy":
-        extra["max_new_tokens"] = 4
-
-    say(f"AutoSteer demo: {type(lm).__name__} ({model}) | metric {metric} | {len(prompts)} search prompts, "
-        f"{len(hold_prompts)} held-out prompts never seen by training or search | seed {seed}, "
-        f"{iterations} iterations")
-    runner = AutoSteerRunner(lm, tokenizer, prompts, metric=metric, search_space=space,
-                             log_path=out / LOG_NAME, seed=seed, verbose=verbose, overwrite=True,
-                             threads=threads, **extra)
+    say(f"AutoSteer demo: {type(lm).__name__} ({model}, loaded in {loaded:.1f} s) | {setup.label} | "
+        f"{len(setup.prompts)} search prompts, {len(setup.holdout)} held-out prompts never seen by "
+        f"{'training or ' if organism else ''}the search | seed {seed}, {iterations} iterations"
+        + (f", population {population}" if population > 1 else ""))
+    runner = AutoSteerRunner(lm, tokenizer, setup.prompts, search_space=setup.space,
+                             expected_outputs=setup.expected, holdout_prompts=setup.holdout,
+                             holdout_expected=setup.holdout_expected, log_path=out / LOG_NAME, seed=seed,
+                             verbose=verbose, overwrite=True, threads=threads, population=population,
+                             **setup.runner)
     results = runner.run(max_iterations=iterations)
+    name = runner.metric
     say("")
     say(results.summary())
     before, after = results["baseline_holdout"], results["best_holdout"]
-    if results["best_candidate"] is None:
-        after = before  # nothing beat the baseline: the model is unchanged
-    if before is not None and after is None:
-        say(f"Held-out {metric}: {before:.4f} -> not measured (the held-out evaluation of the best failed)")
-    elif before is not None:
-        change = ""
-        if metric == "perplexity" and before:
-            change = f" ({100 * (after - before) / before:+.1f}%)"
-        what = " of the correct answers" if metric == "perplexity" else ""
-        say(f"Held-out {metric}{what}: {before:.4f} -> {after:.4f}{change} on {len(hold_prompts)} prompts")
     best = results["best_candidate"]
+    if best is None:
+        after = before  # nothing beat the baseline: the model is unchanged
+    held_report: dict[str, Any] = {}
+    if before is not None and after is None:
+        say(f"Held-out {name}: {before:.4f} -> not measured (the held-out evaluation of the best failed)")
+    elif before is not None and organism:
+        change = ""
+        if name == "perplexity" and before:
+            change = f" ({100 * (after - before) / before:+.1f}%)"
+        what = " of the correct answers" if name == "perplexity" else ""
+        say(f"Held-out {name}{what}: {before:.4f} -> {after:.4f}{change} on {len(setup.holdout)} prompts")
+    elif before is not None:
+        base_d = results["history"][0].details or {}
+        best_d = (results["history"][results["best_iteration"]].details or {}) if best is not None else base_d
+        held_report = {
+            "concept_rate": (base_d.get("holdout_concept_rate"), best_d.get("holdout_concept_rate")),
+            "fluency": (base_d.get("holdout_fluency"), best_d.get("holdout_fluency")),
+        }
+        (r0, r1), (f0, f1) = held_report["concept_rate"], held_report["fluency"]
+        say(f"Held-out ({len(setup.holdout)} prompts): concept rate {100 * r0:.0f}% -> {100 * r1:.0f}% | "
+            f"fluency (NLL under the unsteered model) {f0:.3f} -> {f1:.3f} nat/token "
+            f"({f1 - f0:+.2f}; budget +{runner.evaluator.fluency_margin:g}) | steered_concept {before:.4f} -> {after:.4f}")
     say("")
     if best is None:
         say("No configuration beat the baseline.")
@@ -155,22 +278,27 @@ def run_demo(metric: str = "task_accuracy", iterations: int = 30, seed: int = 0,
     else:
         say("Best configuration (paste to reproduce):")
         for line in best.to_code().splitlines():
-            say("    " + line)
-        (out / "best.json").write_text(json.dumps(best.to_dict(), indent=2) + "\n")
+            say("    " + (line if len(line) < 400 else line[:200] + " ...)  # full text in best.json"))
+        (out / "best.json").write_text(json.dumps(best.to_dict(full=True), indent=2, ensure_ascii=False) + "\n")
+    files = _export(runner, best, out, say)
 
-    examples = hold_prompts[:EXAMPLES]
-    from autosteer._threads import using_threads
-
+    examples = setup.holdout[:EXAMPLES]
     with using_threads(runner.threads, lm):
         plain = _generations(runner, examples, None)
         steered = _generations(runner, examples, best)
     say("")
     say("Before / after on held-out prompts (greedy):")
-    label = "expected" if metric == "task_accuracy" else "correct"
     pairs = []
-    for p, e, a, b in zip(examples, hold_expected[:EXAMPLES], plain, steered):
-        say(f"    {p!r:32s} {label} {e!r:5s} | before {a.strip()!r:10s} | after {b.strip()!r}")
-        pairs.append({"prompt": p, label: e, "before": a.strip(), "after": b.strip()})
+    for i, (p, a, b) in enumerate(zip(examples, plain, steered)):
+        if organism:
+            e = setup.holdout_expected[i]
+            say(f"    {p!r:32s} expected {e!r:5s} | before {a.strip()!r:10s} | after {b.strip()!r}")
+            pairs.append({"prompt": p, "expected": e, "before": a.strip(), "after": b.strip()})
+        else:
+            say(f"    {p}")
+            say(f"      before: {_short(a)}")
+            say(f"      after:  {_short(b)}")
+            pairs.append({"prompt": p, "before": a.strip(), "after": b.strip()})
 
     png = out / "progress.png"
     try:
@@ -182,15 +310,16 @@ def run_demo(metric: str = "task_accuracy", iterations: int = 30, seed: int = 0,
         say("(matplotlib is not installed: no plot; pip install 'autosteer[plot]')")
     elapsed = time.perf_counter() - t0
     say("")
-    say(f"Wrote {out / LOG_NAME}" + (f", {png}" if png else "") + (f", {out / 'best.json'}" if best else "")
-        + f" in {elapsed:.0f} s")
+    written = [out / LOG_NAME] + ([png] if png else []) + ([out / "best.json"] if best else []) + files
+    say(f"Wrote {', '.join(map(str, written))} in {elapsed:.0f} s")
     return {
-        "metric": metric,
+        "metric": name,
         "model": model,
         "baseline_score": results["baseline_score"],
         "best_score": results["best_score"],
         "baseline_holdout": before,
         "best_holdout": after,
+        "holdout": held_report,
         "best_candidate": best,
         "best_code": results["best_steer_code"],
         "examples": pairs,
@@ -206,15 +335,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # every check before the model loads; parser.error exits with status 2
-    if args.iterations < 0:
+    if args.iterations is not None and args.iterations < 0:
         parser.error("--iterations must be >= 0")
-    from autosteer.organism import world
+    if args.population is not None and args.population < 1:
+        parser.error("--population must be >= 1")
+    if args.model == "organism":
+        from autosteer.organism import world
 
-    pools = world.question_pools()
-    if not 1 <= args.num_prompts <= len(pools["search"]):
-        parser.error(f"--num-prompts must be in 1..{len(pools['search'])}, got {args.num_prompts}")
-    if not 1 <= args.num_holdout <= len(pools["holdout"]):
-        parser.error(f"--num-holdout must be in 1..{len(pools['holdout'])}, got {args.num_holdout}")
+        pools = world.question_pools()
+        limits = {"--num-prompts": (args.num_prompts, len(pools["search"])),
+                  "--num-holdout": (args.num_holdout, len(pools["holdout"]))}
+    else:
+        _, _, prompts, held = load_concept_demo()
+        limits = {"--num-prompts": (args.num_prompts, len(prompts)), "--num-holdout": (args.num_holdout, len(held))}
+    for flag, (value, most) in limits.items():
+        if value is not None and not 1 <= value <= most:
+            parser.error(f"{flag} must be in 1..{most}, got {value}")
     for flag, value, kind in (("--layers", args.layers, int), ("--coeffs", args.coeffs, float)):
         if value is not None:
             try:
@@ -235,19 +371,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = run_demo(metric=args.metric, iterations=args.iterations, seed=args.seed, out=args.out,
                       model=args.model, n_prompts=args.num_prompts, n_holdout=args.num_holdout,
                       layers=args.layers, coeffs=args.coeffs, verbose=not (args.quiet or args.json),
-                      stream=stream, threads=threads)
+                      stream=stream, threads=threads, population=args.population)
     if args.json:
         best = report["best_candidate"]
         print(json.dumps({
             "metric": report["metric"], "model": report["model"],
             "baseline_score": report["baseline_score"], "best_score": report["best_score"],
             "baseline_holdout": report["baseline_holdout"], "best_holdout": report["best_holdout"],
-            "candidate": None if best is None else best.to_dict(),
+            "holdout": report["holdout"],
+            "candidate": None if best is None else best.to_dict(full=True),
             "description": "no steering" if best is None else best.describe(),
             "code": report["best_code"], "examples": report["examples"],
             "log": str(report["log"]), "plot": None if report["plot"] is None else str(report["plot"]),
             "elapsed_s": report["elapsed_s"],
-        }, sort_keys=True))
+        }, sort_keys=True, ensure_ascii=False))
     return 0
 
 

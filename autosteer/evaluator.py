@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from autosteer._checks import check_int
 from autosteer._checks import describe as _describe
-from autosteer._checks import is_real
+from autosteer._checks import check_real, is_real
 from autosteer._threads import check_threads, using_threads
 from autosteer.errors import AutoSteerError, InvalidArgumentError
 from autosteer.metrics import Metric, MetricJob, MetricResult, get_metric, normalize_answer
@@ -45,8 +45,11 @@ class NonFiniteOutputError(AutoSteerError, ArithmeticError):
     """The model produced NaN or infinite logits while it was scored."""
 
 
-def check_prompts(prompts: Any, name: str = "prompts") -> list[str]:
-    """A non-empty list of non-empty strings, or :class:`InvalidArgumentError`."""
+def check_prompts(prompts: Any, name: str = "prompts", chat: bool = False) -> list:
+    """A non-empty list of non-empty strings (or, with ``chat``, chat conversations:
+    lists of ``{"role", "content"}`` messages), or :class:`InvalidArgumentError`."""
+    from autosteer.concept import check_conversation
+
     if isinstance(prompts, str):
         raise InvalidArgumentError(f"{name} must be a list of strings, got a single string; wrap it in a list")
     if prompts is None:
@@ -57,12 +60,23 @@ def check_prompts(prompts: Any, name: str = "prompts") -> list[str]:
         raise InvalidArgumentError(f"{name} must be a list of strings, got {_describe(prompts)}") from None
     if not items:
         raise InvalidArgumentError(f"{name} is empty; the search needs at least one prompt to score")
+    out = []
     for i, p in enumerate(items):
+        if isinstance(p, (list, tuple)):
+            if not chat:
+                raise InvalidArgumentError(
+                    f"{name}[{i}] is a chat conversation: give chat=True (--chat) to render it with the "
+                    "tokenizer's chat template"
+                )
+            check_conversation(p, f"{name}[{i}]")
+            out.append([{"role": m["role"], "content": m["content"]} for m in p])
+            continue
         if not isinstance(p, str):
             raise InvalidArgumentError(f"{name}[{i}] must be a string, got {_describe(p)}")
         if not p.strip():
             raise InvalidArgumentError(f"{name}[{i}] is empty")
-    return items
+        out.append(p)
+    return out
 
 
 def check_expected(expected: Any, prompts: Sequence[Any], name: str = "expected_outputs",
@@ -129,6 +143,10 @@ class SteerEvaluator:
         batch_size: int = 8,
         early_stop: bool = False,
         threads: int | None = None,
+        chat: bool = False,
+        concept_pattern: Any = None,
+        fluency_margin: float = 1.0,
+        kl_prompts: Sequence[Any] | None = None,
     ) -> None:
         spec = get_metric(metric)
         if spec.name == "custom":
@@ -148,6 +166,24 @@ class SteerEvaluator:
             raise InvalidArgumentError(f"early_stop must be True or False, got {_describe(early_stop)}")
         self.early_stop = early_stop
         self.threads = check_threads(threads)
+        if not isinstance(chat, bool):
+            raise InvalidArgumentError(f"chat must be True or False, got {_describe(chat)}")
+        if chat and not getattr(tokenizer, "chat_template", None):
+            raise InvalidArgumentError(
+                f"chat=True renders prompts with the tokenizer's chat template, but {type(tokenizer).__name__} "
+                "has none (tokenizer.chat_template is empty)"
+            )
+        self.chat = chat
+        if spec.needs_pattern and concept_pattern is None:
+            raise InvalidArgumentError(
+                f"metric={spec.name!r} needs concept_pattern: a regular expression, or a list of keywords, that a "
+                "continuation matches when it is about the concept"
+            )
+        self.concept_pattern = None if concept_pattern is None else compile_pattern(concept_pattern)
+        self.fluency_margin = check_real("fluency_margin", fluency_margin, minimum=0.0)
+        self.kl_prompts = None if kl_prompts is None else check_prompts(kl_prompts, "kl_prompts", chat)
+        self._reference: dict[str, tuple[float, tuple[float, ...]]] = {}
+        self._keep_mask_ok: bool | None = None  # does the model take logits_to_keep as a per-row mask?
         self.last_outputs: list[str] = []
         if spec.name != "custom" and self._pad_id() is None:
             raise InvalidArgumentError(
@@ -165,7 +201,7 @@ class SteerEvaluator:
     def check(self, prompts: Any, expected: Any = None, *, prompts_name: str = "prompts",
               expected_name: str = "expected_outputs") -> tuple[list[str], list[str] | None]:
         """Validate prompts / expected outputs for this metric; returns them as lists."""
-        prompts = check_prompts(prompts, prompts_name)
+        prompts = check_prompts(prompts, prompts_name, self.chat)
         need = self.spec.expected
         if need == "required" and expected is None:
             raise InvalidArgumentError(
@@ -253,12 +289,14 @@ class SteerEvaluator:
         with _applied(job.steer, config):
             yield
 
-    def _rows(self, job: MetricJob, items: Sequence[Any]) -> Iterator[tuple[list[int], list[Any], Any]]:
+    def _rows(self, job: MetricJob, items: Sequence[Any],
+              batch_size: int | None = None) -> Iterator[tuple[list[int], list[Any], Any]]:
         """Batches of (prompt indexes, items, row groups); every candidate's copy of a prompt
         sits in the same batch, candidate-major."""
         k = job.groups
-        for start in range(0, len(items), self.batch_size):
-            idx = list(range(start, min(start + self.batch_size, len(items))))
+        size = batch_size or self.batch_size
+        for start in range(0, len(items), size):
+            idx = list(range(start, min(start + size, len(items))))
             rows = [items[i] for _ in range(k) for i in idx]
             groups = None if k == 1 else [g for g in range(k) for _ in idx]
             yield idx, rows, groups
@@ -280,11 +318,21 @@ class SteerEvaluator:
         ``stop_when`` (normalised expected strings, one per prompt): with early
         stopping on, a row stops generating once its string has appeared.
         """
+        return self.generate_with_ids(job, stop_when, early_stop)[0]
+
+    def generate_with_ids(self, job: MetricJob, stop_when: Sequence[str] | None = None,
+                          early_stop: bool | None = None) -> tuple[list[list[str]], list[list[list[int]]]]:
+        """Like :meth:`generate_groups`, also returning each continuation's token ids (up to and
+        including the first EOS, no padding)."""
+        import torch
+
         early = self.early_stop if early_stop is None else early_stop
         k = job.groups
         encoded = [self._prompt_ids(p) for p in job.prompts]
         outputs: list[list[str | None]] = [[None] * len(encoded) for _ in range(k)]
+        new_ids: list[list[list[int] | None]] = [[None] * len(encoded) for _ in range(k)]
         pad_id = self._pad_id()
+        eos = getattr(self.tokenizer, "eos_token_id", None)
         with self._steering(job):
             for idx, rows, groups in self._rows(job, encoded):
                 input_ids, attention = _pad(rows, pad_id, "left")
@@ -293,7 +341,6 @@ class SteerEvaluator:
                 width = input_ids.shape[1]
                 finite = _FiniteCheck()
                 kwargs: dict[str, Any] = {}
-                wanted = None
                 if early and stop_when is not None:
                     wanted = [stop_when[i] for _ in range(k) for i in idx]
                     kwargs["stopping_criteria"] = _stopping([_StopWhenFound(self.tokenizer, width, wanted)])
@@ -306,20 +353,89 @@ class SteerEvaluator:
                         num_beams=1,
                         pad_token_id=pad_id,
                         logits_processor=_processors([finite]),
+                        **_greedy_overrides(self.model),
                         **kwargs,
                     )
                 finite.raise_if_bad("generation")
+                gen = out[:, width:].tolist()
                 texts = self.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
                 for r, text in enumerate(texts):
-                    outputs[r // len(idx)][idx[r % len(idx)]] = text
+                    g, p = r // len(idx), idx[r % len(idx)]
+                    outputs[g][p] = text
+                    ids = gen[r]
+                    if eos is not None and eos in ids:
+                        ids = ids[: ids.index(eos) + 1]
+                    new_ids[g][p] = ids
         if k == 1 or job.candidates is None:
             self.last_outputs = list(outputs[0])  # type: ignore[arg-type]
-        return outputs  # type: ignore[return-value]
+        return outputs, new_ids  # type: ignore[return-value]
 
-    def _ppl_example(self, prompt: str, expected: str | None) -> tuple[list[int], range]:
+    def continuation_nll(self, prompts: Sequence[Any],
+                         continuations: Sequence[Sequence[Sequence[int]]]) -> list[list[float]]:
+        """Mean per-token NLL of each continuation (token ids; one list per candidate group)
+        given its prompt, scored by the model with every AutoSteer steering switched off (the
+        unsteered model), all groups in the same batched passes."""
+        from autosteer.steer import steering_paused
+
+        prompt_ids = [self._prompt_ids(p) for p in prompts]
+        examples = []
+        for group in continuations:
+            for ids, cont in zip(prompt_ids, group):
+                cont = list(cont)
+                examples.append((ids + cont, range(len(ids), len(ids) + len(cont))))
+        with steering_paused(self.model):
+            rows = self._nll(MetricJob([None] * len(examples), None), examples)[0]
+        per_token = [s / n if n else 0.0 for s, n in rows]
+        n = len(prompt_ids)
+        return [per_token[g * n:(g + 1) * n] for g in range(len(continuations))]
+
+    def unsteered_reference(self, prompts: Sequence[Any]) -> tuple[float, tuple[float, ...]]:
+        """The unsteered model's own greedy continuations scored by itself: (mean NLL, per prompt);
+        computed once per prompt set."""
+        from autosteer._canonical import digest
+        from autosteer.steer import steering_paused
+
+        key = digest([list(prompts), self.max_new_tokens])
+        if key not in self._reference:
+            with steering_paused(self.model):
+                _, ids = self.generate_with_ids(MetricJob(list(prompts), None), early_stop=False)
+            nll = self.continuation_nll(prompts, ids)[0]
+            self._reference[key] = (sum(nll) / len(nll), tuple(nll))
+        return self._reference[key]
+
+    def remember_reference(self, prompts: Sequence[Any], nll: Sequence[float]) -> None:
+        """Record the unsteered model's own continuation NLLs (the baseline measured them)."""
+        from autosteer._canonical import digest
+
+        key = digest([list(prompts), self.max_new_tokens])
+        self._reference.setdefault(key, (sum(nll) / len(nll), tuple(nll)))
+
+    def next_token_logprobs(self, job: MetricJob):
+        """Log-probabilities of the next token after each prompt: per group, a [P, V] float32 tensor."""
+        import torch
+
+        k = job.groups
+        encoded = [self._prompt_ids(p) for p in job.prompts]
+        out = [[None] * len(encoded) for _ in range(k)]
+        pad_id = self._pad_id()
+        with self._steering(job):
+            for idx, rows, groups in self._rows(job, encoded):
+                input_ids, attention = _pad(rows, pad_id, "left")
+                device = self._device()
+                with self._row_groups(job, groups):
+                    logits = self.model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+                last = logits[:, -1, :].float()
+                if not bool(torch.isfinite(last).all()):
+                    raise NonFiniteOutputError("the model produced non-finite logits (NaN or inf) while scoring")
+                logp = torch.log_softmax(last, dim=-1).cpu()
+                for r in range(len(rows)):
+                    out[r // len(idx)][idx[r % len(idx)]] = logp[r]
+        return [torch.stack(group) for group in out]
+
+    def _ppl_example(self, prompt: Any, expected: str | None) -> tuple[list[int], range]:
         """Token ids of one example and the positions whose tokens are scored."""
         tok = self.tokenizer
-        ids = list(tok(prompt)["input_ids"])
+        ids = self._prompt_ids(prompt)
         if expected is None:
             return ids, range(1, len(ids))
         cont = list(tok(expected, add_special_tokens=False)["input_ids"])
@@ -330,34 +446,56 @@ class SteerEvaluator:
         examples = [self._ppl_example(p, e) for p, e in zip(job.prompts, job.expected or [None] * len(job.prompts))]
         return self._nll(job, examples)
 
-    def _nll(self, job: MetricJob, examples: list[tuple[list[int], range]]) -> list[list[tuple[float, int]]]:
+    def _nll(self, job: MetricJob, examples: list[tuple[list[int], range]],
+             batch_size: int | None = None) -> list[list[tuple[float, int]]]:
+        """Per group and example, ``(sum of the scored tokens' NLL, tokens scored)``.
+
+        The vocabulary projection runs only at the positions that predict a
+        scored token (transformers' ``logits_to_keep`` with a per-row mask,
+        where the model takes one), and the NLL is a fused cross-entropy: no
+        [rows, positions, vocabulary] log-softmax is ever materialised.
+        """
         import torch
 
         k = job.groups
         out: list[list[tuple[float, int] | None]] = [[None] * len(examples) for _ in range(k)]
         pad_id = self._pad_id()
         with self._steering(job):
-            for idx, rows, groups in self._rows(job, examples):
+            for idx, rows, groups in self._rows(job, examples, batch_size):
                 input_ids, attention = _pad([ids for ids, _ in rows], pad_id, "right")
-                scored = torch.zeros_like(attention, dtype=torch.bool)
+                # keep[r, t]: the logit at t predicts the scored token at t + 1
+                keep = torch.zeros_like(attention, dtype=torch.bool)
                 for r, (_, positions) in enumerate(rows):
                     for pos in positions:
-                        scored[r, pos] = True
+                        keep[r, pos - 1] = True
                 device = self._device()
+                targets = input_ids[:, 1:][keep[:, :-1]].to(device)
                 with self._row_groups(job, groups):
-                    logits = self.model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+                    logits = self._scored_logits(input_ids.to(device), attention.to(device), keep.to(device))
                 if not bool(torch.isfinite(logits).all()):
                     raise NonFiniteOutputError("the model produced non-finite logits (NaN or inf) while scoring")
-                # logits at position t predict the token at t + 1
-                logp = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
-                target = input_ids[:, 1:].to(device)
-                nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1).double().cpu()
-                mask = scored[:, 1:]
-                sums = (nll * mask).sum(dim=1)
-                counts = mask.sum(dim=1)
+                nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none").double().cpu()
+                owner = keep.nonzero()[:, 0]  # the row of each kept position, in the same order
+                sums = torch.zeros(len(rows), dtype=torch.float64).index_add_(0, owner, nll)
+                counts = keep.sum(dim=1)
                 for r in range(len(rows)):
                     out[r // len(idx)][idx[r % len(idx)]] = (float(sums[r]), int(counts[r]))
         return out  # type: ignore[return-value]
+
+    def _scored_logits(self, input_ids, attention, keep):
+        """Logits [N, V] at the ``keep`` positions (row-major), computed only there when the
+        model supports it."""
+        if self._keep_mask_ok is not False:
+            try:
+                logits = self.model(input_ids=input_ids, attention_mask=attention, logits_to_keep=keep).logits
+            except (TypeError, ValueError, RuntimeError, IndexError):
+                logits = None
+            if logits is not None and logits.dim() == 2 and logits.shape[0] == int(keep.sum()):
+                self._keep_mask_ok = True
+                return logits
+            self._keep_mask_ok = False
+        logits = self.model(input_ids=input_ids, attention_mask=attention).logits
+        return logits[keep]
 
     def call_custom(self, job: MetricJob) -> MetricResult:
         """Run the custom function on the (steered) model; one number, or one per prompt."""
@@ -383,8 +521,15 @@ class SteerEvaluator:
 
     # -- helpers -------------------------------------------------------------
 
-    def _prompt_ids(self, prompt: str) -> list[int]:
-        return list(self.tokenizer(prompt)["input_ids"])
+    def _prompt_ids(self, prompt: Any) -> list[int]:
+        """A prompt's token ids: as the tokenizer makes them, or, with ``chat``, the chat template
+        with the generation prompt (a plain string is one user message)."""
+        tok = self.tokenizer
+        if not self.chat:
+            return list(tok(prompt)["input_ids"])
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(tok(text, add_special_tokens=False)["input_ids"])
 
     def _pad_id(self) -> int | None:
         tok = self.tokenizer
@@ -438,6 +583,40 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int, side: str):
             ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
             mask[i, : len(r)] = 1
     return ids, mask
+
+
+def compile_pattern(pattern: Any):
+    """A case-insensitive regular expression from a pattern string or a list of keywords
+    (each matched as written, anywhere: "marri" matches "married")."""
+    import re
+
+    if isinstance(pattern, str):
+        if not pattern.strip():
+            raise InvalidArgumentError("concept_pattern is empty")
+        try:
+            return re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            raise InvalidArgumentError(f"concept_pattern {pattern!r} is not a valid regular expression: {exc}") from None
+    if isinstance(pattern, (list, tuple)) and pattern:
+        for i, kw in enumerate(pattern):
+            if not isinstance(kw, str) or not kw.strip():
+                raise InvalidArgumentError(f"concept_pattern[{i}] must be a non-empty keyword, got {_describe(kw)}")
+        return re.compile("|".join(re.escape(kw) for kw in pattern), re.IGNORECASE)
+    raise InvalidArgumentError(
+        f"concept_pattern must be a regular expression or a non-empty list of keywords, got {_describe(pattern)}"
+    )
+
+
+def _greedy_overrides(model) -> dict[str, Any]:
+    """generate() kwargs that keep greedy decoding silent when the model's generation config
+    asks for sampling (temperature, top_p, top_k would each warn under do_sample=False)."""
+    config = getattr(model, "generation_config", None)
+    out: dict[str, Any] = {}
+    for name, neutral in (("temperature", 1.0), ("top_p", 1.0), ("top_k", 50), ("min_p", None)):
+        value = getattr(config, name, None)
+        if value is not None and value != neutral:
+            out[name] = None
+    return out
 
 
 def _processors(items):

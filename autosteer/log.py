@@ -3,7 +3,7 @@ written and flushed as each trial ends, and read back strictly.
 
 Format 2 (UTF-8, ``\\n`` line ends, tab-separated, no quoting)::
 
-    iteration  round  timestamp  elapsed_s  status  score  holdout_score  per_prompt  candidate  error  config
+    iteration  round  timestamp  elapsed_s  status  score  holdout_score  per_prompt  details  candidate  error  config
 
 * line 1 is the header above, so any TSV reader takes the file as is
   (``pandas.read_csv(path, sep="\\t")``);
@@ -17,7 +17,8 @@ Format 2 (UTF-8, ``\\n`` line ends, tab-separated, no quoting)::
   round-trip float repr (reading gives the very same floats); empty means "not
   measured" (a crash that raised has no score; held-out prompts are scored for
   the baseline and each keep); ``per_prompt`` is the JSON list of what the
-  metric measured on each search prompt;
+  metric measured on each search prompt, ``details`` a JSON object of its
+  other measurements (empty when none);
 * ``candidate`` is the candidate's canonical JSON; ``error`` why a crash
   crashed; tabs, newlines and backslashes in text fields are escaped as
   ``\\t``, ``\\n``, ``\\r``, ``\\\\``.
@@ -57,6 +58,7 @@ COLUMNS: tuple[str, ...] = (
     "score",
     "holdout_score",
     "per_prompt",
+    "details",
     "candidate",
     "error",
     "config",
@@ -97,6 +99,7 @@ def _fmt_float(x: float | None) -> str:
 def format_row(record: TrialRecord, config: Mapping[str, Any] | None = None) -> str:
     """One log line (with its ``\\n``) for a record; ``config`` goes on the baseline row only."""
     per_prompt = "" if record.per_prompt is None else canonical_json([float(x) for x in record.per_prompt])
+    details = "" if not record.details else canonical_json({k: float(v) for k, v in record.details.items()})
     fields = [
         str(int(record.iteration)),
         str(int(record.round)),
@@ -106,6 +109,7 @@ def format_row(record: TrialRecord, config: Mapping[str, Any] | None = None) -> 
         _fmt_float(record.score),
         _fmt_float(record.holdout_score),
         per_prompt,
+        details,
         record.candidate.key(),
         _escape(record.error),
         "" if config is None else canonical_json(dict(config)),
@@ -246,11 +250,26 @@ def _header_error(path: str, got: str) -> str:
 
 class _ReadState:
     def __init__(self) -> None:
+        self.concepts: dict = {}
         self.best: float | None = None
         self.round = 0
         self.lower_is_better: bool = False
         self.min_improvement = 0.0
         self.check_discards = True
+
+
+def _config_concepts(text: str, where: str) -> dict:
+    """The concepts of a run's search space (they are in its configuration, texts included)."""
+    from autosteer.concept import Concept
+
+    try:
+        config = json.loads(text)
+        space = config.get("space") or {}
+        items = [t for k in ("texts", "negative_texts") for t in (space.get(k) or []) if isinstance(t, dict)]
+        concepts = [Concept.from_dict(t) for t in items]
+    except (json.JSONDecodeError, RecursionError, AttributeError, AutoSteerError):
+        return {}  # the config's own errors are reported where it is parsed
+    return {c.hash: c for c in concepts}
 
 
 def _parse_int(text: str, name: str, where: str) -> int:
@@ -291,8 +310,10 @@ def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> Trial
     if status != "baseline" and not (st.round <= rnd <= st.round + 1 and rnd >= 1):
         raise LogFormatError(f"{where}: round {rnd} does not follow round {st.round}")
     st.round = rnd
+    if status == "baseline":
+        st.concepts = _config_concepts(raw["config"], where)
     try:
-        cand = SteerCandidate.from_json(raw["candidate"])
+        cand = SteerCandidate.from_json(raw["candidate"], st.concepts)
     except AutoSteerError as e:
         raise LogFormatError(f"{where}: bad candidate: {e}") from None
     if cand.key() != raw["candidate"]:
@@ -336,6 +357,16 @@ def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> Trial
             raise LogFormatError(f"{where}: per_prompt must be a JSON list of finite numbers, "
                                  f"got {raw['per_prompt'][:60]!r}")
         per_prompt = tuple(float(v) for v in values)
+    details = None
+    if raw["details"]:
+        try:
+            values = json.loads(raw["details"])
+        except (json.JSONDecodeError, RecursionError):
+            values = None
+        if (not isinstance(values, dict)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values())):
+            raise LogFormatError(f"{where}: details must be a JSON object of numbers, got {raw['details'][:60]!r}")
+        details = {k: float(v) for k, v in values.items()}
     # consistency with the rows before: statuses agree with the running best
     if status == "baseline":
         st.best = score
@@ -360,6 +391,7 @@ def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> Trial
         score=score,
         holdout_score=holdout,
         per_prompt=per_prompt,
+        details=details,
         error=_unescape(raw["error"]) or None,
         round=rnd,
         timestamp=raw["timestamp"],

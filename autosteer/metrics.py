@@ -9,6 +9,30 @@ prompt, so that a keep rule can test an improvement prompt by prompt.
 
 Adding a metric: a function ``compute(evaluator, job) -> list[MetricResult]``
 and one :func:`register` call.
+
+The concept metrics (a real model can always be steered into a concept by
+turning it into gibberish, so a concept rate alone is no goal):
+
+``concept_rate``   share of greedy continuations that match ``concept_pattern``.
+``fluency``        mean over prompts of each continuation's per-token NLL under
+                   the *unsteered* model (every AutoSteer hook off for that
+                   scoring pass), in nats/token; lower is better.
+``steered_concept`` the number to optimise:
+                   ``mean_p [match_p and rep3_p <= 0.3] - max(0, F - F0 - margin)``
+                   where ``match_p`` is the pattern test of prompt p's
+                   continuation, ``rep3_p`` its share of repeated 3-token
+                   windows, ``F`` the candidate's fluency, ``F0`` the unsteered
+                   model's fluency on its own continuations of the same prompts,
+                   and ``margin`` the ``fluency_margin`` (default 1.0 nat/token).
+                   Within the fluency budget it is the (repetition-guarded)
+                   concept rate; each nat/token beyond it costs as much as the
+                   whole rate.  A per-continuation gate was tried first and
+                   measured unusable on SmolLM2: an on-topic answer costs about 2
+                   nats/token under the unsteered scorer whatever its quality,
+                   so a margin of 1 let only 10-20% of on-topic answers count.
+``kl_neutral``     mean KL(steered || unsteered) of the next-token distribution
+                   after each neutral prompt (``kl_prompts``, default the
+                   prompts): how much the steering changes ordinary behaviour.
 """
 
 from __future__ import annotations
@@ -131,6 +155,87 @@ def _custom(ev, job: MetricJob) -> list[MetricResult]:
     return [ev.call_custom(job)]
 
 
+#: A continuation whose share of repeated 3-token windows exceeds this does not count as
+#: on-concept for ``steered_concept`` (unsteered SmolLM2 answers peak at 0.26; a stuck
+#: "wedding wedding wedding" is near 1 and scores as fluent under an NLL criterion).
+REPETITION_LIMIT = 0.3
+
+
+def repetition(ids: Sequence[int]) -> float:
+    """Share of a continuation's 3-token windows that repeat an earlier window (0 for < 3 tokens)."""
+    windows = [tuple(ids[i:i + 3]) for i in range(len(ids) - 2)]
+    if not windows:
+        return 0.0
+    seen: set = set()
+    repeated = 0
+    for w in windows:
+        if w in seen:
+            repeated += 1
+        seen.add(w)
+    return repeated / len(windows)
+
+
+def _steered(model) -> bool:
+    from autosteer.steer import _is_autosteer_hook
+
+    return any(_is_autosteer_hook(h) for m in model.modules() for h in m._forward_pre_hooks.values())
+
+
+def _concept_rate(ev, job: MetricJob) -> list[MetricResult]:
+    texts, _ = ev.generate_with_ids(job, early_stop=False)
+    out = []
+    for group in texts:
+        hits = tuple(1.0 if ev.concept_pattern.search(t) else 0.0 for t in group)
+        out.append(MetricResult(sum(hits) / len(hits), hits, tuple(group)))
+    return out
+
+
+def _fluency(ev, job: MetricJob) -> list[MetricResult]:
+    texts, ids = ev.generate_with_ids(job, early_stop=False)
+    nll = ev.continuation_nll(job.prompts, ids)
+    return [MetricResult(sum(n) / len(n), tuple(n), tuple(t)) for n, t in zip(nll, texts)]
+
+
+def _steered_concept(ev, job: MetricJob) -> list[MetricResult]:
+    texts, ids = ev.generate_with_ids(job, early_stop=False)
+    nll = ev.continuation_nll(job.prompts, ids)
+    if job.candidates is None and not _steered(ev.model):
+        ev.remember_reference(job.prompts, nll[0])  # this is the unsteered model's own output
+    reference, _ = ev.unsteered_reference(job.prompts)
+    out = []
+    for group_texts, group_ids, group_nll in zip(texts, ids, nll):
+        fluency = sum(group_nll) / len(group_nll)
+        penalty = max(0.0, fluency - reference - ev.fluency_margin)
+        matched = [bool(ev.concept_pattern.search(t)) for t in group_texts]
+        counted = [m and repetition(i) <= REPETITION_LIMIT for m, i in zip(matched, group_ids)]
+        per_prompt = tuple((1.0 if c else 0.0) - penalty for c in counted)
+        out.append(MetricResult(
+            sum(per_prompt) / len(per_prompt), per_prompt, tuple(group_texts),
+            details={"concept_rate": sum(matched) / len(matched), "fluency": fluency,
+                     "fluency_reference": reference, "fluency_excess": fluency - reference,
+                     "repetitive": sum(m and not c for m, c in zip(matched, counted)) / len(matched)},
+        ))
+    return out
+
+
+def _kl_neutral(ev, job: MetricJob) -> list[MetricResult]:
+    import torch
+
+    from autosteer.steer import steering_paused
+
+    prompts = ev.kl_prompts or job.prompts
+    neutral = MetricJob(list(prompts), None, job.candidates, job.steer)
+    steered = ev.next_token_logprobs(neutral)
+    with steering_paused(ev.model):
+        (plain,) = ev.next_token_logprobs(MetricJob(list(prompts), None))
+    out = []
+    for logp in steered:
+        kl = (logp.exp() * (logp - plain)).sum(dim=-1).clamp_min(0.0).double()
+        per_prompt = tuple(float(x) for x in kl)
+        out.append(MetricResult(float(torch.tensor(per_prompt).mean()), per_prompt))
+    return out
+
+
 register(Metric(
     "task_accuracy", False, "required",
     "share of prompts whose greedy continuation contains the expected string (case and spacing ignored)",
@@ -145,4 +250,25 @@ register(Metric(
     "custom", None, "unused",
     "custom_fn(model, tokenizer, prompts) -> a number (or one number per prompt)",
     _custom, batched=False,
+))
+register(Metric(
+    "concept_rate", False, "unused",
+    "share of greedy continuations that match concept_pattern (a regex or keywords, case-insensitive)",
+    _concept_rate, needs_pattern=True, generates=True,
+))
+register(Metric(
+    "fluency", True, "unused",
+    "mean over prompts of each greedy continuation's per-token NLL under the unsteered model (nats/token)",
+    _fluency, generates=True,
+))
+register(Metric(
+    "steered_concept", False, "unused",
+    "mean over prompts of [continuation matches concept_pattern and repeats at most 30% of its 3-token "
+    "windows] - max(0, fluency - unsteered fluency - fluency_margin)",
+    _steered_concept, needs_pattern=True, generates=True,
+))
+register(Metric(
+    "kl_neutral", True, "unused",
+    "mean KL(steered || unsteered) of the next-token distribution after each neutral prompt (a side-effect measure)",
+    _kl_neutral,
 ))

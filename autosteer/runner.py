@@ -132,6 +132,14 @@ class AutoSteerRunner:
     threads:
         CPU threads torch uses during :meth:`run` (None: one for a small model,
         two for a larger one; see :mod:`autosteer._threads`); restored after.
+    chat:
+        Render prompts (strings, or conversations: lists of ``{"role",
+        "content"}``) with the tokenizer's chat template and its generation prompt.
+    concept_pattern, fluency_margin, kl_prompts:
+        For the concept metrics (``concept_rate``, ``steered_concept``,
+        ``fluency``, ``kl_neutral``; see :mod:`autosteer.metrics`): the regular
+        expression (or keywords) of the concept, the fluency budget in
+        nats/token, the neutral prompts of ``kl_neutral``.
 
     What identifies a run (``runner.config``, whose hash is the log's run id):
     the model class and its number of layers, the metric and its direction,
@@ -166,6 +174,10 @@ class AutoSteerRunner:
         population: int = 1,
         overwrite: bool = False,
         threads: int | None = None,
+        chat: bool = False,
+        concept_pattern: Any = None,
+        fluency_margin: float = 1.0,
+        kl_prompts: Sequence[Any] | None = None,
     ) -> None:
         # -- plain arguments --------------------------------------------------
         if callable(metric) and not isinstance(metric, str):
@@ -194,7 +206,8 @@ class AutoSteerRunner:
         # -- metric and prompts --------------------------------------------------
         evaluator = SteerEvaluator(model, tokenizer, spec.name, custom_fn=custom_fn,
                                    max_new_tokens=max_new_tokens, batch_size=batch_size, early_stop=True,
-                                   threads=check_threads(threads))
+                                   threads=check_threads(threads), chat=chat, concept_pattern=concept_pattern,
+                                   fluency_margin=fluency_margin, kl_prompts=kl_prompts)
         prompts, expected_outputs = evaluator.check(prompts, expected_outputs)
         if holdout_prompts is None:
             if holdout_expected is not None:
@@ -217,9 +230,15 @@ class AutoSteerRunner:
         steer = Steer(model, tokenizer)
         model_name = type(model).__name__
         space = search_space.resolve(steer.num_layers, model_name)
+        from autosteer.concept import Concept, render
+
         for name, texts in (("texts", space.texts), ("negative_texts", space.negative_texts)):
             for i, text in enumerate(texts):
-                if not tokenizer(text, add_special_tokens=False)["input_ids"]:
+                if isinstance(text, Concept):  # every text of a concept must tokenize (chat ones need a template)
+                    for side in ("positive", "negative"):
+                        for j, item in enumerate(getattr(text, side)):
+                            render(item, tokenizer, f"{name}[{i}] (concept {text.name!r}) {side}[{j}]")
+                elif not tokenizer(text, add_special_tokens=False)["input_ids"]:
                     raise SearchSpaceError(f"{name}[{i}] {text!r} gives no token with this tokenizer")
 
         self.model = model
@@ -255,6 +274,10 @@ class AutoSteerRunner:
             "patience": patience,
             "population": population,
             "max_new_tokens": evaluator.max_new_tokens,
+            "chat": evaluator.chat,
+            "concept_pattern": None if evaluator.concept_pattern is None else evaluator.concept_pattern.pattern,
+            "fluency_margin": evaluator.fluency_margin,
+            "kl_prompts": None if evaluator.kl_prompts is None else digest(evaluator.kl_prompts),
             "space": space.to_dict(),
             "prompts": digest([prompts, expected_outputs]),
             "holdout": None if holdout_prompts is None else digest([holdout_prompts, holdout_expected]),
@@ -356,11 +379,14 @@ class AutoSteerRunner:
                 f"the baseline (unsteered) {self.metric} score is {result.value!r}; the search needs a finite baseline"
             )
         holdout = None
+        details = dict(result.details)
         if self.holdout_prompts is not None:
-            holdout = self.evaluator.evaluate(self.holdout_prompts, self.holdout_expected)
+            held = self.evaluator.evaluate_result(self.holdout_prompts, self.holdout_expected)
+            holdout = held.value
+            details.update({f"holdout_{k}": v for k, v in held.details.items()})
         record = TrialRecord(iteration=0, status="baseline", candidate=SteerCandidate(), score=result.value,
-                             holdout_score=holdout, per_prompt=result.per_prompt, round=0, timestamp=_now(),
-                             elapsed_s=elapsed())
+                             holdout_score=holdout, per_prompt=result.per_prompt, details=details or None,
+                             round=0, timestamp=_now(), elapsed_s=elapsed())
         self._history.append(record)
         if writer is not None:
             writer.write(record, self.config)
@@ -403,36 +429,54 @@ class AutoSteerRunner:
                     except Exception as e1:
                         results.append(None)
                         errors.append(f"{type(e1).__name__}: {e1}")
+        decided = []
+        history = list(self._history)
         for cand, result, error in zip(candidates, results, errors):
-            record = self._decide(cand, result, error, rnd, elapsed)
+            record = self._decide(cand, result, error, rnd, history)
+            history.append(record)
+            decided.append(record)
+        decided = self._score_holdout(decided)
+        for record in decided:
+            record = record.replace(timestamp=_now(), elapsed_s=elapsed())
             self._history.append(record)
             yield record
 
     def _decide(self, cand: SteerCandidate, result: MetricResult | None, error: str | None, rnd: int,
-                elapsed) -> TrialRecord:
-        """Keep, discard or crash: the one place where the runner decides."""
+                history: Sequence[TrialRecord]) -> TrialRecord:
+        """Keep, discard or crash: the one place where the runner decides (the candidates of a
+        round in proposal order, each against the best of the records before it)."""
         score = None if result is None else result.value
         per_prompt = None if result is None else result.per_prompt
-        holdout = None
+        details = {} if result is None else dict(result.details)
         status = "crash"
         if error is None and score is not None and not math.isfinite(score):
             error = f"non-finite score: {score!r}"
             per_prompt = None
         elif error is None:
-            best = last_keep(self._history) or self._history[0]
-            if improves(score, best.score, self.lower_is_better, self.min_improvement):
-                status = "keep"
-                if self.holdout_prompts is not None:
-                    try:
-                        with self.steer.applied(cand):
-                            holdout = self.evaluator.evaluate(self.holdout_prompts, self.holdout_expected)
-                    except Exception as e:  # the holdout never decides; report its failure
-                        error = f"holdout failed: {type(e).__name__}: {e}"
-            else:
-                status = "discard"
-        return TrialRecord(iteration=len(self._history), status=status, candidate=cand, score=score,
-                           holdout_score=holdout, per_prompt=per_prompt, error=error, round=rnd,
-                           timestamp=_now(), elapsed_s=elapsed())
+            best = last_keep(history) or history[0]
+            status = "keep" if improves(score, best.score, self.lower_is_better, self.min_improvement) else "discard"
+        return TrialRecord(iteration=len(history), status=status, candidate=cand, score=score,
+                           per_prompt=per_prompt, details=details or None, error=error, round=rnd)
+
+    def _score_holdout(self, records: list[TrialRecord]) -> list[TrialRecord]:
+        """The held-out score of each keep of a round, all keeps in one batched pass; reported,
+        never used to decide (a failure is reported in the record's error)."""
+        keeps = [i for i, r in enumerate(records) if r.status == "keep"]
+        if self.holdout_prompts is None or not keeps:
+            return records
+        out = list(records)
+        try:
+            held = self.evaluator.evaluate_candidates(self.steer, [records[i].candidate for i in keeps],
+                                                      self.holdout_prompts, self.holdout_expected)
+        except Exception as e:  # noqa: BLE001 - the holdout never decides; report its failure
+            for i in keeps:
+                out[i] = records[i].replace(error=f"holdout failed: {type(e).__name__}: {e}")
+            return out
+        for i, result in zip(keeps, held):
+            details = dict(records[i].details or {})
+            details.update({f"holdout_{k}": v for k, v in result.details.items()})
+            out[i] = records[i].replace(holdout_score=result.value, details=details or None)
+        return out
 
     # -- resume ----------------------------------------------------------------
 

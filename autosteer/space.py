@@ -19,7 +19,8 @@ from autosteer._canonical import canonical_json
 from autosteer._checks import describe as _describe
 from autosteer._checks import is_int, is_real
 from autosteer.candidate import SteerCandidate
-from autosteer.errors import AutoSteerError, SearchSpaceError
+from autosteer.concept import Concept
+from autosteer.errors import AutoSteerError, InvalidArgumentError, SearchSpaceError
 
 __all__ = ["SteerSearchSpace", "DEFAULT_TEXTS", "schedule_types"]
 
@@ -38,24 +39,37 @@ def schedule_types() -> tuple[str, ...]:
     return ("none", *_kinds())
 
 
-def _norm_texts(name: str, texts: Any) -> tuple[str, ...]:
+def _norm_texts(name: str, texts: Any) -> tuple:
+    """Texts (strings) and concepts (Concept objects, or their dicts), duplicates dropped."""
     if texts is None:
         return ()
-    if isinstance(texts, str):
+    if isinstance(texts, (str, Concept)):
         texts = [texts]  # a lone string is one text, not a list of characters
     try:
         items = list(texts)
     except TypeError:
-        raise SearchSpaceError(f"{name} must be a list of strings, got {_describe(texts)}") from None
-    out: list[str] = []
+        raise SearchSpaceError(f"{name} must be a list of strings or Concepts, got {_describe(texts)}") from None
+    out: list = []
     for i, t in enumerate(items):
-        if not isinstance(t, str):
-            raise SearchSpaceError(f"{name}[{i}] must be a string, got {_describe(t)}")
-        if not t.strip():
+        if isinstance(t, Mapping):
+            try:
+                t = Concept.from_dict(t)
+            except InvalidArgumentError as exc:
+                raise SearchSpaceError(f"{name}[{i}]: {exc}") from None
+        if isinstance(t, Concept):
+            if any(isinstance(o, Concept) and o.name == t.name and o != t for o in out):
+                raise SearchSpaceError(f"{name}[{i}]: two different concepts are named {t.name!r}")
+        elif not isinstance(t, str):
+            raise SearchSpaceError(f"{name}[{i}] must be a string or a Concept, got {_describe(t)}")
+        elif not t.strip():
             raise SearchSpaceError(f"{name}[{i}] is empty; every steering text needs at least one word")
         if t not in out:
             out.append(t)
     return tuple(out)
+
+
+def _text_json(t) -> Any:
+    return t.to_dict() if isinstance(t, Concept) else t
 
 
 def _norm_range(name: str, value: Any, *, integer: bool) -> tuple:
@@ -138,8 +152,10 @@ class SteerSearchSpace:
         ``(low, high)`` coefficient *magnitudes*, ``0 <= low <= high``, ``high > 0``.
         Texts get ``+magnitude``, negative texts ``-magnitude``.
     texts, negative_texts:
-        Concept texts steered towards / away from.  At least one text overall;
-        a single string counts as one text; duplicates are dropped.
+        What to steer towards / away from: texts (llm_steer's single-text
+        directions) and :class:`~autosteer.Concept` objects (contrastive
+        directions, what steers a real model), mixed freely.  At least one
+        overall; a single string counts as one text; duplicates are dropped.
     max_vectors:
         Most vectors in one candidate (default 2).  Two vectors never share
         both layer and text.
@@ -250,8 +266,8 @@ class SteerSearchSpace:
         return {
             "layer_range": None if self.layer_range is None else list(self.layer_range),
             "coeff_range": list(self.coeff_range),
-            "texts": list(self.texts),
-            "negative_texts": list(self.negative_texts),
+            "texts": [_text_json(t) for t in self.texts],
+            "negative_texts": [_text_json(t) for t in self.negative_texts],
             "max_vectors": self.max_vectors,
             "schedules": list(self.schedules),
             "schedule_ranges": {k: {p: list(r) for p, r in v.items()} for k, v in self.schedule_ranges.items()},
@@ -283,9 +299,10 @@ class SteerSearchSpace:
     def __repr__(self) -> str:
         d = self.to_dict()
         d["schedule_ranges"] = {k: {p: tuple(r) for p, r in v.items()} for k, v in d["schedule_ranges"].items()}
-        for k in ("layer_range", "coeff_range", "texts", "negative_texts", "schedules"):
+        for k in ("layer_range", "coeff_range", "schedules"):
             if d[k] is not None:
                 d[k] = tuple(d[k])
+        d["texts"], d["negative_texts"] = self.texts, self.negative_texts
         return "SteerSearchSpace(" + ", ".join(f"{k}={v!r}" for k, v in d.items()) + ")"
 
     def __eq__(self, other: object) -> bool:
@@ -295,6 +312,11 @@ class SteerSearchSpace:
         return hash(self.key())
 
     # -- what is in the space ----------------------------------------------
+
+    @property
+    def concepts(self) -> dict[str, Concept]:
+        """The space's concepts, by content hash (to read candidates that name them)."""
+        return {t.hash: t for t in (*self.texts, *self.negative_texts) if isinstance(t, Concept)}
 
     @property
     def signed_texts(self) -> tuple[tuple[str, int], ...]:

@@ -29,7 +29,7 @@ from .errors import InvalidArgumentError, LayerIndexError, VectorShapeError
 from .layers import TRANSFORMERS_CONVENTION, find_decoder_layers, first_layernorm_eps, hidden_size_of
 from .schedules import as_schedule, schedule_to_dict
 
-__all__ = ["Steer"]
+__all__ = ["Steer", "steering_paused"]
 
 _F32_MAX = float(np.finfo(np.float32).max)
 
@@ -43,6 +43,7 @@ class _Vector:
     method: Callable | None
     group: int | None
     direction: torch.Tensor  # float32 [D]; once installed, a row view of its layer's matrix
+    concept: Any = None  # the Concept it came from, if any
 
 
 def _check_coeff(coeff) -> float:
@@ -109,7 +110,34 @@ def _use_c_hook(device: torch.device) -> bool:
 
 
 def _is_autosteer_hook(hook) -> bool:
-    return isinstance(hook, (_C.StepTracker, _C.SteerHook, _torch_hook.TorchHook))
+    return isinstance(hook, (_C.StepTracker, _C.SteerHook, _torch_hook.TorchHook, _torch_hook.OutputHook))
+
+
+_HOOK_DICTS = ("_forward_pre_hooks", "_forward_hooks")
+
+
+@contextlib.contextmanager
+def steering_paused(model: torch.nn.Module) -> Iterator[None]:
+    """Inside the block ``model`` computes unsteered: every AutoSteer hook (of any ``Steer``)
+    is off, and back in its place, in its order, afterwards.  How metrics score text under
+    the unsteered model (fluency) while a candidate is applied."""
+    saved = []
+    for module in model.modules():
+        for attr in _HOOK_DICTS:
+            hooks = getattr(module, attr)
+            ours = [key for key, hook in hooks.items() if _is_autosteer_hook(hook)]
+            if ours:
+                saved.append((hooks, list(hooks.items())))
+                for key in ours:
+                    del hooks[key]
+    try:
+        yield
+    finally:
+        for hooks, items in saved:
+            added = [(k, h) for k, h in hooks.items() if k not in dict(items)]
+            hooks.clear()
+            for key, hook in items + added:
+                hooks[key] = hook
 
 
 def _copy_without_steering(model: torch.nn.Module) -> torch.nn.Module:
@@ -120,6 +148,9 @@ def _copy_without_steering(model: torch.nn.Module) -> torch.nn.Module:
             if _is_autosteer_hook(hook):
                 del module._forward_pre_hooks[key]
                 module._forward_pre_hooks_with_kwargs.pop(key, None)
+        for key, hook in list(module._forward_hooks.items()):
+            if _is_autosteer_hook(hook):
+                del module._forward_hooks[key]
     return copied
 
 
@@ -178,7 +209,11 @@ class Steer:
         # a VLM's or PEFT wrapper's outer forward gets the 2-D mask the owner may not
         self._relay = self._tracker.relay() if self.model is not self._tracker_module else None
         self._tracker_handles: list = []
-        self._dir_cache: dict[str, torch.Tensor] = {}
+        # capture results, every layer at once: text -> [L, D]; ("concept", hash) -> [L, D]
+        self._dir_cache: dict[Any, torch.Tensor] = {}
+        # llama.cpp-style fixed vectors on layer outputs (imported control vectors): layer -> vector
+        self._outputs: dict[int, torch.Tensor] = {}
+        self._output_handles: dict[int, Any] = {}
 
     # ------------------------------------------------------------------ info
     @property
@@ -206,7 +241,8 @@ class Steer:
     def get_all(self) -> list[dict]:
         """Every active vector: ``{"layer_idx", "text", "coeff", "coeff_schedule"}``.
 
-        A vector added with ``group=g`` also has ``"group": g``.
+        A vector added with ``group=g`` also has ``"group": g``; one added with
+        ``concept=c`` has ``"concept": {"name", "hash"}`` (and ``"text": None``).
         """
         out = []
         for v in self._vectors:
@@ -216,15 +252,20 @@ class Steer:
                 "coeff": v.coeff,
                 "coeff_schedule": schedule_to_dict(v.schedule),
             }
+            if v.concept is not None:
+                d["concept"] = v.concept.ref()
             if v.group is not None:
                 d["group"] = v.group
             out.append(d)
+        for il, vec in sorted(self._outputs.items()):
+            out.append({"layer_idx": il, "text": None, "coeff": 1.0, "coeff_schedule": None, "output_of_layer": il,
+                        "norm": float(vec.norm())})
         return out
 
     # ------------------------------------------------------------------ add
     def add(self, layer_idx: int, coeff: float, text: str | None = None, steering_method: Callable | None = None,
-            coeff_schedule=None, vector=None, *, group: int | None = None) -> None:
-        """Steer ``layer_idx`` with the direction of ``text`` (or a given ``vector``).
+            coeff_schedule=None, vector=None, *, group: int | None = None, concept=None) -> None:
+        """Steer ``layer_idx`` with the direction of ``text``, a ``concept`` or a given ``vector``.
 
         At every forward of that layer its input hidden states get
         ``coeff * schedule(step) * direction * rms(h[b, last])`` added at every
@@ -232,8 +273,11 @@ class Steer:
         that formula: it receives the unsteered layer input and its return value
         (a tensor that broadcasts to the input's shape) is added as is.
         ``group=g`` steers only the batch rows of group ``g`` (see
-        :meth:`rows`); None steers every row.  All input is validated before
-        any model work; on failure the steering stays as it was.
+        :meth:`rows`); None steers every row.  ``concept``: an
+        :class:`autosteer.Concept`, whose contrastive direction at this layer
+        is computed once (one batched pass for every layer) and cached.  All
+        input is validated before any model work; on failure the steering
+        stays as it was.
         """
         layer_idx = self._check_layer(layer_idx)
         coeff = _check_coeff(coeff)
@@ -243,12 +287,24 @@ class Steer:
                 f"steering_method must be callable (elem, step, layer_idx) -> delta, got {type(steering_method).__name__}"
             )
         schedule = as_schedule(coeff_schedule)
-        if (text is None) == (vector is None):
+        given = [k for k, v in (("text", text), ("vector", vector), ("concept", concept)) if v is not None]
+        if len(given) != 1:
             raise InvalidArgumentError(
-                "give exactly one of text= or vector= (got "
-                + ("both" if text is not None else "neither") + ")"
+                "give exactly one of text=, vector= or concept= (got "
+                + ("both " + " and ".join(given) if given else "neither") + ")"
             )
-        if text is not None:
+        if concept is not None:
+            from .concept import Concept
+
+            if not isinstance(concept, Concept):
+                raise InvalidArgumentError(f"concept must be an autosteer.Concept, got {describe(concept)}")
+            if self.tokenizer is None:
+                raise InvalidArgumentError(
+                    f"concept {concept.name!r} needs a tokenizer: this Steer was made with tokenizer=None, "
+                    "which steers with vector= only"
+                )
+            direction = self.concept_directions(concept)[layer_idx]
+        elif text is not None:
             if not isinstance(text, str):
                 raise InvalidArgumentError(f"text must be a str, got {type(text).__name__}")
             if not text.strip():
@@ -261,7 +317,7 @@ class Steer:
             direction = self._text_directions(text)[layer_idx]
         else:
             direction = self._check_vector(vector)
-        self._vectors.append(_Vector(layer_idx, coeff, text, schedule, steering_method, group, direction))
+        self._vectors.append(_Vector(layer_idx, coeff, text, schedule, steering_method, group, direction, concept))
         try:
             self._sync()
         except BaseException:
@@ -281,6 +337,58 @@ class Steer:
         """Remove every vector and hook: the model computes exactly as before."""
         self._vectors = []
         self._sync()
+        for il in sorted(self._output_handles, reverse=True):
+            self._output_handles.pop(il).remove()
+        self._outputs = {}
+
+    # ------------------------------------------------------------------ files
+    def save(self, path, format: str | None = None, **kwargs):
+        """Write this steering to a file: ``.safetensors`` (exact) or ``.gguf`` (a llama.cpp
+        control vector); see :mod:`autosteer.vector_file`.  Returns the path."""
+        from .vector_file import save
+
+        return save(self, path, format, **kwargs)
+
+    @classmethod
+    def load(cls, model, tokenizer, path, format: str | None = None, **kwargs) -> "Steer":
+        """A ``Steer`` on ``model`` steered as the file at ``path`` says (safetensors written by
+        :meth:`save`, or a GGUF control vector of llama.cpp / repeng / :meth:`save`)."""
+        from .vector_file import load
+
+        return load(model, tokenizer, path, format, **kwargs)
+
+    def add_output(self, layer_idx: int, vector, scale: float = 1.0) -> None:
+        """Add ``scale * vector`` to the *output* of decoder layer ``layer_idx`` at every position:
+        llama.cpp's control-vector semantics (no schedule, no activation scale).  Vectors added
+        to one layer's output are summed."""
+        layer_idx = self._check_layer(layer_idx)
+        scale = _check_coeff(scale)
+        vec = self._check_vector(vector) * scale
+        total = self._outputs.get(layer_idx)
+        total = vec if total is None else total + vec
+        device = self._layer_device(layer_idx)
+        hook = _torch_hook.OutputHook(total.to(device), layer_idx)
+        handle = self._layers[layer_idx].register_forward_hook(hook)
+        old = self._output_handles.pop(layer_idx, None)
+        if old is not None:
+            old.remove()
+        self._outputs[layer_idx] = total
+        self._output_handles[layer_idx] = handle
+
+    def _add_direction(self, layer_idx: int, coeff: float, direction, schedule, *, text=None, concept=None,
+                       group=None) -> None:
+        """Add a vector whose direction is given as is, labelled with its source (how a saved
+        steering is loaded back bit for bit)."""
+        layer_idx = self._check_layer(layer_idx)
+        direction = self._check_vector(direction)
+        self._vectors.append(_Vector(layer_idx, _check_coeff(coeff), text, as_schedule(schedule), None,
+                                     _check_group(group), direction, concept))
+        try:
+            self._sync()
+        except BaseException:
+            del self._vectors[-1]
+            self._sync()
+            raise
 
     def __enter__(self) -> "Steer":
         return self
@@ -400,23 +508,73 @@ class Steer:
         cached = self._dir_cache.get(text)
         if cached is not None:
             return cached
-        enc = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")
-        ids = enc["input_ids"]
-        if ids.numel() == 0:
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if not ids:
             raise InvalidArgumentError(f"text {text!r} produces no tokens with this tokenizer")
-        device = self._layer_device(0)
-        ids = ids.to(device)
-        means: list[torch.Tensor | None] = [None] * self.num_layers
+        means = self.capture([ids], [slice(None)])[:, 0]  # every position, as llm_steer averages
+        dirs = torch.stack([_normalise(m, self._ln_eps) for m in means])
+        self._dir_cache[text] = dirs
+        return dirs
+
+    def concept_directions(self, concept) -> torch.Tensor:
+        """A concept's normalised direction at every layer: float32 [L, D] (cached per concept)."""
+        from .concept import positions_of, render
+
+        key = ("concept", concept.hash)
+        cached = self._dir_cache.get(key)
+        if cached is not None:
+            return cached
+        rows, positions = [], []
+        for side in ("positive", "negative"):
+            for i, item in enumerate(getattr(concept, side)):
+                ids = render(item, self.tokenizer, f"concept {concept.name!r} {side}[{i}]")
+                rows.append(ids)
+                positions.append(positions_of(len(ids), concept.position))
+        acts = self.capture(rows, positions)  # [L, N, D]
+        n = len(concept.positive)
+        dirs = concept.directions(acts[:, :n], acts[:, n:], self._ln_eps)
+        self._dir_cache[key] = dirs
+        return dirs
+
+    def capture_rms(self, rows: list[list[int]], positions: list, batch_size: int = 16) -> torch.Tensor:
+        """Mean rms (``sqrt(mean(x^2) + eps)``) of each row's layer input over its ``positions``:
+        float32 [L, len(rows)]."""
+        return self.capture(rows, positions, batch_size, reduce="rms")
+
+    def capture(self, rows: list[list[int]], positions: list, batch_size: int = 16,
+                reduce: str = "mean") -> torch.Tensor:
+        """Mean layer input of each token-id row over its ``positions``, at every layer.
+
+        Returns float32 [L, len(rows), D] on the CPU (``reduce="rms"``: the mean rms of
+        those positions, [L, len(rows)]).  The rows go through the model
+        ``batch_size`` at a time, right-padded with an attention mask, in eval
+        mode, without this instance's steering (its hooks come off meanwhile,
+        and the same hook objects go back on afterwards).
+        """
+        n_layers = self.num_layers
+        shape = (n_layers, len(rows)) if reduce == "rms" else (n_layers, len(rows), self.hidden_size)
+        out = torch.empty(*shape, dtype=torch.float32)
+        seen = [False] * n_layers
         hidden_kw = self._convention.hidden_states_kwarg
+        batch: dict[str, Any] = {}
 
         def recorder(i):
             def pre_hook(module, args, kwargs):
-                h = args[0] if args else kwargs.get(hidden_kw)
-                means[i] = h[0].detach().float().mean(dim=0).cpu()
+                h = (args[0] if args else kwargs.get(hidden_kw)).detach()
+                for b, (r, pos) in enumerate(zip(batch["rows"], batch["positions"])):
+                    sel = h[b, pos] if isinstance(pos, slice) else h[b, list(pos)]
+                    if reduce == "rms":
+                        out[i, r] = sel.float().pow(2).mean(dim=-1).add(_C.RMS_EPS).sqrt().mean().cpu()
+                    else:
+                        out[i, r] = sel.float().mean(dim=0).cpu()
+                seen[i] = True
             return pre_hook
 
-        # capture unsteered by this instance: our own hooks come off meanwhile,
-        # and the same hook objects go back on afterwards (nothing is rebuilt)
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        if pad is None:
+            pad = getattr(self.tokenizer, "eos_token_id", None)
+        pad = 0 if pad is None else pad
+        device = self._layer_device(0)
         paused = [(i, self._hooks.pop(i)) for i in sorted(self._hooks, reverse=True)]
         for _, (handle, _hook) in paused:
             handle.remove()
@@ -428,7 +586,16 @@ class Steer:
             for i, layer in enumerate(self._layers):
                 handles.append(layer.register_forward_pre_hook(recorder(i), with_kwargs=True))
             with torch.inference_mode():
-                self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+                for start in range(0, len(rows), batch_size):
+                    chunk = list(range(start, min(start + batch_size, len(rows))))
+                    width = max(len(rows[r]) for r in chunk)
+                    ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+                    mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                    for b, r in enumerate(chunk):
+                        ids[b, : len(rows[r])] = torch.tensor(rows[r], dtype=torch.long)
+                        mask[b, : len(rows[r])] = 1
+                    batch["rows"], batch["positions"] = chunk, [positions[r] for r in chunk]
+                    self.model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
         finally:
             for h in reversed(handles):
                 h.remove()
@@ -438,15 +605,13 @@ class Steer:
                 self._ensure_tracker()
             for i, (_handle, hook) in reversed(paused):
                 self._hooks[i] = (self._layers[i].register_forward_pre_hook(hook, with_kwargs=True), hook)
-        missing = [i for i, m in enumerate(means) if m is None]
+        missing = [i for i, ok in enumerate(seen) if not ok]
         if missing:
             raise InvalidArgumentError(
                 f"the forward pass of {self._model_class} did not reach decoder layers {missing}; "
                 "pass layers= to Steer to point at the layers the model really runs"
             )
-        dirs = torch.stack([_normalise(m, self._ln_eps) for m in means])  # type: ignore[arg-type]
-        self._dir_cache[text] = dirs
-        return dirs
+        return out
 
     def _ensure_tracker(self) -> None:
         # on the owner of the layer list (it gets the KV cache), and a relay on

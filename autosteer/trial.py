@@ -32,7 +32,9 @@ class TrialRecord:
     a non-finite score is a crash).  ``holdout_score``: the held-out score
     (measured for the baseline and each keep).  ``per_prompt``: what the
     metric measured on each search prompt (None when the metric reports no
-    per-prompt values).  ``candidate``: what was evaluated.  ``error``: why a
+    per-prompt values).  ``details``: other named measurements of the metric
+    (e.g. ``concept_rate`` and ``fluency`` beside ``steered_concept``; held-out
+    ones prefixed ``holdout_``).  ``candidate``: what was evaluated.  ``error``: why a
     crash crashed.  ``timestamp`` (UTC ISO 8601) and ``elapsed_s`` (seconds
     since the run started, carried on across resumes).
     """
@@ -43,6 +45,7 @@ class TrialRecord:
     score: float | None = None
     holdout_score: float | None = None
     per_prompt: tuple[float, ...] | None = None
+    details: dict[str, float] | None = None
     error: str | None = None
     round: int = 0
     timestamp: str = ""

@@ -23,7 +23,7 @@ from autosteer import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
-COMMANDS = ("search", "best", "plot", "generate")
+COMMANDS = ("search", "best", "plot", "generate", "export")
 
 
 def _a_log() -> str:
@@ -316,3 +316,27 @@ def test_undecodable_input_file_is_bad_input(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "autosteer", "best", str(bad), "--json"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
+
+
+def test_export_writes_both_formats_from_a_log_or_best_json(tiny_dir, prompts, tmp_path):
+    model = str(tiny_dir)
+    proc = autosteer("search", "--model", model, "--prompts", str(prompts), "--metric", "perplexity",
+                     "--layers", "2:2", "--texts", "calm", "happy", "--iterations", "3", "--seed", "1",
+                     "--log", "s.tsv", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    best = autosteer("best", "s.tsv", "--json", cwd=tmp_path)
+    (tmp_path / "best.json").write_text(best.stdout)
+    if not json.loads(best.stdout)["candidate"]["vectors"]:
+        pytest.skip("nothing beat the baseline in this tiny search")
+    for source, out in (("s.tsv", "b.safetensors"), ("best.json", "b.gguf")):
+        done = autosteer("export", source, "--model", model, "-o", out, "--json", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["format"] == out.split(".")[1] and (tmp_path / out).stat().st_size > 0
+    again = autosteer("export", "best.json", "--model", model, "-o", "b.gguf", cwd=tmp_path)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    from autosteer import Steer
+
+    m, tok = __import__("autosteer").load_model(model)
+    s = Steer.load(m, tok, tmp_path / "b.safetensors")
+    assert [v["layer_idx"] for v in s.get_all()] and s.get_all()[0]["text"] in ("calm", "happy")
+    s.reset_all()

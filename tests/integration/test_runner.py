@@ -267,10 +267,10 @@ def interrupting(k):
     return fn
 
 
-@pytest.mark.parametrize("k", [1, 2, 7])
-def test_interrupt_then_resume_equals_uninterrupted(model, tmp_path, k):
+@pytest.mark.parametrize("k, population", [(1, 1), (2, 1), (7, 1), (2, 3), (6, 3)])
+def test_interrupt_then_resume_equals_uninterrupted(model, tmp_path, k, population):
     tok = make_tokenizer()
-    kw = dict(tokenizer=tok, metric="custom", seed=5, patience=2)
+    kw = dict(tokenizer=tok, metric="custom", seed=5, patience=2, population=population)
     full = runner(model, tmp_path, "full.tsv", custom_fn=logit_metric, **kw).run(12)
     assert {h["status"] for h in full["history"][1:]} >= {"keep", "discard"}
 
@@ -280,7 +280,9 @@ def test_interrupt_then_resume_equals_uninterrupted(model, tmp_path, k):
         r.run(12)
     assert n_hooks(model) == 0
     assert_same_weights(model, before)
-    rows = max(0, k - 1)  # the interrupted call's trial is not logged; k == 1 is the baseline
+    # the interrupted call's trial is not logged; k == 1 is the baseline; a round of a population is
+    # logged when it ends, so an interrupted round logs nothing (it is evaluated again on resume)
+    rows = max(0, k - 1) if population == 1 else 1 + population * ((k - 2) // population)
     assert len((tmp_path / "part.tsv").read_text().splitlines()) == 1 + rows
     if rows:
         assert len(r.results["history"]) == rows
@@ -541,3 +543,26 @@ def test_per_prompt_values_are_recorded(model, tmp_path):
     assert res["history"][0].per_prompt == (0.0, 1.0, 0.5) and res["baseline_score"] == 0.5
     with pytest.raises(TypeError, match="custom_fn must return a number"):
         runner(model, tmp_path, metric="custom", custom_fn=lambda m, t, p: "high").run(0)
+
+
+def test_a_population_run_is_reproducible_and_decides_in_proposal_order(model, tmp_path):
+    kw = dict(metric="task_accuracy", expected_outputs=EXPECTED, max_new_tokens=3, seed=3, population=4)
+    a = runner(model, tmp_path, "a.tsv", **kw).run(10)
+    b = runner(model, tmp_path, "b.tsv", **kw).run(10)
+    assert strip_timings(tmp_path / "a.tsv") == strip_timings(tmp_path / "b.tsv")
+    hist = read_log(tmp_path / "a.tsv")
+    assert [r.round for r in hist] == [0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3]  # 10 candidates: rounds of 4, 4, 2
+    best = hist[0].score
+    for r in hist[1:]:  # each candidate against the best of the records before it
+        assert (r.status == "keep") == (r.score > best)
+        best = max(best, r.score)
+    assert a["iterations"] == 10 and len({r.candidate.key() for r in hist}) == 11
+
+
+def test_a_half_logged_round_is_completed_on_resume(model, tmp_path):
+    kw = dict(tokenizer=make_tokenizer(), metric="custom", custom_fn=logit_metric, seed=5, population=4)
+    runner(model, tmp_path, "full.tsv", **kw).run(8)
+    lines = (tmp_path / "full.tsv").read_text().splitlines(keepends=True)
+    (tmp_path / "half.tsv").write_text("".join(lines[:1 + 1 + 6]))  # header, baseline, round 1 and half of round 2
+    runner(model, tmp_path, "half.tsv", **kw).run(8, resume=True)
+    assert strip_timings(tmp_path / "half.tsv") == strip_timings(tmp_path / "full.tsv")

@@ -92,3 +92,66 @@ def test_early_stopping_never_changes_a_score(model):
         assert a.value == b.value and a.per_prompt == b.per_prompt
         assert any(len(x) < len(y) for x, y in zip(b.outputs, a.outputs))  # some rows did stop early
     assert n_hooks(model) == 0
+
+
+# ---------------------------------------------------------------------------
+# many candidates in one batch: the same scores as one by one
+
+
+def _candidates():
+    from autosteer import DecaySchedule, SteerVector
+
+    return [
+        SteerCandidate((SteerVector(0, 0.4, "happy"),)),
+        SteerCandidate((SteerVector(1, -0.3, "calm", {"type": "decay", "rate": 0.8, "min_multiplier": 0.2}),
+                        SteerVector(2, 0.2, "happy"))),
+        SteerCandidate(),  # no steering: its rows stay unsteered
+        SteerCandidate((SteerVector(2, 0.6, "the old man"),)),
+    ]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "falcon"])
+@pytest.mark.parametrize("path", ["kernel", "torch"])
+@pytest.mark.parametrize("metric", ["task_accuracy", "perplexity"])
+def test_a_population_scores_like_its_candidates_one_by_one(arch, path, metric, monkeypatch):
+    import autosteer.steer as steer_module
+
+    if path == "torch":  # the torch-op path, as on a GPU (TorchHook), here on the CPU
+        monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)
+    model, tok = make_model(arch), make_tokenizer()
+    prompts = PROMPTS + ["a dog", "the old man is calm and"]
+    expected = ["7", "the", "happy", "dog", "old"] if metric == "task_accuracy" else None
+    ev = SteerEvaluator(model, tok, metric, max_new_tokens=6, batch_size=3, early_stop=True)
+    steer = Steer(model, tok)
+    cands = _candidates()
+    together = ev.evaluate_candidates(steer, cands, prompts, expected)
+    alone = [ev.evaluate_candidates(steer, [c], prompts, expected)[0] for c in cands]
+    for a, b in zip(together, alone):
+        assert a.outputs == b.outputs  # the same greedy generations
+        if metric == "task_accuracy":
+            assert a.per_prompt == b.per_prompt and a.value == b.value
+        else:
+            assert a.per_prompt == pytest.approx(b.per_prompt, rel=1e-5) and a.value == pytest.approx(b.value, rel=1e-5)
+    plain = ev.evaluate_result(prompts, expected)
+    assert together[2].outputs == plain.outputs and together[2].per_prompt == pytest.approx(plain.per_prompt, rel=1e-5)
+    assert n_hooks(model) == 0
+
+
+def test_the_cpu_steering_hook_calls_no_torch_op():
+    """The steady-state C path: no tensor allocated, no torch op run, no Python loop per row or vector."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model, tok = make_model("llama"), make_tokenizer()
+    with Steer(model, tok) as s:
+        s.add(1, 0.3, text="happy")
+        s.add(1, -0.2, text="calm")
+        handle, hook = s._hooks[1]
+        h = torch.randn(4, 1, model.config.hidden_size)
+        with torch.inference_mode():
+            hook(model.model.layers[1], (h,), {})  # warm: buffers sized once
+            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+                for _ in range(10):
+                    hook(model.model.layers[1], (h,), {})
+        assert hook.kernel_calls >= 11
+    ops = [e for e in prof.events() if e.name.startswith("aten::")]
+    assert ops == [], sorted({e.name for e in ops})
