@@ -5,6 +5,7 @@ Public API (everything else is private)::
     from autosteer import Steer, DecaySchedule, CosineSchedule, WarmupSchedule
     from autosteer import SteerSearchSpace, SteerCandidate, AutoSteerSearch
     from autosteer import SteerEvaluator, AutoSteerRunner, read_log, plot_history
+    from autosteer import RayExecutor, TPESearch, RandomSearch, load_model, Concept
 
 The errors and the schedules load eagerly (they need only the C core and
 NumPy); ``Steer``, the search loop, the embedded model and plotting load on
@@ -37,6 +38,9 @@ _LAZY = {
     "SteerVector": "autosteer.candidate",
     "AutoSteerSearch": "autosteer.strategies.local",
     "RandomSearch": "autosteer.strategies.random_search",
+    "TPESearch": "autosteer.strategies.tpe",
+    "RayExecutor": "autosteer.executor",
+    "InProcessExecutor": "autosteer.executor",
     "SearchExhaustedError": "autosteer.strategies.base",
     "load_model": "autosteer.models",
     "Concept": "autosteer.concept",

@@ -230,6 +230,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how candidates are proposed (default: %(default)s)")
     s.add_argument("--population", type=_positive_int, default=1, metavar="K",
                    help="candidates evaluated together per round, in one batch (default: %(default)s)")
+    s.add_argument("--keep-rule", choices=["mean", "paired"], default="mean",
+                   help="keep a candidate when its mean beats the best (mean), or when a one-sided paired test "
+                        "on the per-prompt values agrees too (paired) (default: %(default)s)")
+    s.add_argument("--alpha", type=float, default=0.1, metavar="P",
+                   help="level of the paired test of --keep-rule paired (default: %(default)s)")
+    s.add_argument("--paired-test", choices=["wilcoxon", "sign"], default="wilcoxon",
+                   help="the paired test of --keep-rule paired (default: %(default)s)")
+    s.add_argument("--min-improvement", type=float, default=0.0, metavar="X",
+                   help="a keep must beat the best score by more than X (default: %(default)s)")
+    s.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="score candidates on Ray workers that load --model themselves: no ADDRESS starts a "
+                        "private Ray instance on this machine, 'auto' joins the cluster `ray start` runs here, "
+                        "HOST:PORT joins that cluster")
+    s.add_argument("--workers", type=_positive_int, default=2, metavar="N",
+                   help="Ray workers (with --ray; default: %(default)s)")
+    s.add_argument("--worker-cpus", type=float, default=1.0, metavar="C",
+                   help="CPUs each Ray worker reserves (and torch threads it uses; default: %(default)s)")
+    s.add_argument("--worker-gpus", type=float, default=0.0, metavar="G",
+                   help="GPUs each Ray worker reserves (default: %(default)s)")
     s.add_argument("--iterations", type=_non_negative_int, default=30, metavar="N",
                    help="candidates to evaluate after the baseline (default: %(default)s)")
     s.add_argument("--seed", type=int, default=0, help="search seed (default: %(default)s)")
@@ -475,8 +494,24 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.schedules is not None:
         space_kwargs["schedules"] = tuple(args.schedules)
     space = SteerSearchSpace(**space_kwargs)
-    resolve_device(args.device)  # a bad device fails before the model loads
-    model, tokenizer = _load(args)
+    executor = None
+    if args.ray is not None:
+        if args.device is not None:
+            raise UsageError("--device sets where an in-process search runs; Ray workers use CUDA when "
+                             "--worker-gpus gives them a GPU")
+        if args.worker_cpus < 0 or args.worker_gpus < 0:
+            raise UsageError("--worker-cpus and --worker-gpus must be >= 0")
+        from autosteer.executor import RayExecutor
+
+        resources = {"CPU": args.worker_cpus}
+        if args.worker_gpus:
+            resources["GPU"] = args.worker_gpus
+        executor = RayExecutor(args.model, num_workers=args.workers, resources=resources,
+                               address=None if args.ray == "local" else args.ray)
+        model = tokenizer = None  # the workers load the model, the driver does not
+    else:
+        resolve_device(args.device)  # a bad device fails before the model loads
+        model, tokenizer = _load(args)
     # The runner draws a tqdm bar when stdout is a terminal and prints one plain line per
     # trial when it is a pipe; --json keeps stdout for the JSON object alone.
     runner = AutoSteerRunner(
@@ -485,7 +520,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         verbose=not args.quiet and not args.json, max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size, strategy=args.strategy, population=args.population,
         overwrite=args.overwrite, threads=args.threads, chat=args.chat, concept_pattern=args.concept_pattern,
-        fluency_margin=args.fluency_margin, **holdout_kwargs,
+        fluency_margin=args.fluency_margin, keep_rule=args.keep_rule, alpha=args.alpha,
+        paired_test=args.paired_test, min_improvement=args.min_improvement, executor=executor, **holdout_kwargs,
     )
     try:
         results = runner.run(max_iterations=args.iterations, resume=args.resume)
@@ -522,7 +558,7 @@ def _summary(results, **extra: Any) -> dict[str, Any]:
         "code": results["best_steer_code"],
     })
     for key in ("iterations", "keeps", "discards", "crashes", "elapsed_s", "baseline_holdout", "best_holdout",
-                "stopped_early"):
+                "confidence", "stopped_early"):
         out[key] = results[key]
     return out
 
@@ -557,6 +593,10 @@ def cmd_best(args: argparse.Namespace) -> int:
           f"crashes {results['crashes']}")
     if results["baseline_holdout"] is not None and results["best_holdout"] is not None:
         print(f"Held-out: {results['baseline_holdout']:.4f} -> {results['best_holdout']:.4f}")
+    if results["confidence"] is not None:
+        from autosteer.results import describe_confidence
+
+        print(describe_confidence(results["confidence"]))
     best = results["best_candidate"]
     print(f"Best configuration: {'no steering' if best is None else best.describe()}")
     print(results["best_steer_code"])

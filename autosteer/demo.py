@@ -271,6 +271,10 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
         say(f"Held-out ({len(setup.holdout)} prompts): concept rate {100 * r0:.0f}% -> {100 * r1:.0f}% | "
             f"fluency (NLL under the unsteered model) {f0:.3f} -> {f1:.3f} nat/token "
             f"({f1 - f0:+.2f}; budget +{runner.evaluator.fluency_margin:g}) | steered_concept {before:.4f} -> {after:.4f}")
+    if results["confidence"] is not None:
+        from autosteer.results import describe_confidence
+
+        say(describe_confidence(results["confidence"]))
     say("")
     if best is None:
         say("No configuration beat the baseline.")
@@ -320,6 +324,7 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
         "baseline_holdout": before,
         "best_holdout": after,
         "holdout": held_report,
+        "confidence": results["confidence"],
         "best_candidate": best,
         "best_code": results["best_steer_code"],
         "examples": pairs,
@@ -378,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "metric": report["metric"], "model": report["model"],
             "baseline_score": report["baseline_score"], "best_score": report["best_score"],
             "baseline_holdout": report["baseline_holdout"], "best_holdout": report["best_holdout"],
-            "holdout": report["holdout"],
+            "holdout": report["holdout"], "confidence": report["confidence"],
             "candidate": None if best is None else best.to_dict(full=True),
             "description": "no steering" if best is None else best.describe(),
             "code": report["best_code"], "examples": report["examples"],

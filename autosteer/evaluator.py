@@ -324,7 +324,6 @@ class SteerEvaluator:
                           early_stop: bool | None = None) -> tuple[list[list[str]], list[list[list[int]]]]:
         """Like :meth:`generate_groups`, also returning each continuation's token ids (up to and
         including the first EOS, no padding)."""
-        import torch
 
         early = self.early_stop if early_stop is None else early_stop
         k = job.groups

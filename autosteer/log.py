@@ -3,7 +3,7 @@ written and flushed as each trial ends, and read back strictly.
 
 Format 2 (UTF-8, ``\\n`` line ends, tab-separated, no quoting)::
 
-    iteration  round  timestamp  elapsed_s  status  score  holdout_score  per_prompt  details  candidate  error  config
+    iteration  round  timestamp  elapsed_s  status  score  holdout_score  per_prompt  holdout_per_prompt  details  candidate  error  config
 
 * line 1 is the header above, so any TSV reader takes the file as is
   (``pandas.read_csv(path, sep="\\t")``);
@@ -17,7 +17,8 @@ Format 2 (UTF-8, ``\\n`` line ends, tab-separated, no quoting)::
   round-trip float repr (reading gives the very same floats); empty means "not
   measured" (a crash that raised has no score; held-out prompts are scored for
   the baseline and each keep); ``per_prompt`` is the JSON list of what the
-  metric measured on each search prompt, ``details`` a JSON object of its
+  metric measured on each search prompt, ``holdout_per_prompt`` the same on
+  the held-out prompts, ``details`` a JSON object of its
   other measurements (empty when none);
 * ``candidate`` is the candidate's canonical JSON; ``error`` why a crash
   crashed; tabs, newlines and backslashes in text fields are escaped as
@@ -58,6 +59,7 @@ COLUMNS: tuple[str, ...] = (
     "score",
     "holdout_score",
     "per_prompt",
+    "holdout_per_prompt",
     "details",
     "candidate",
     "error",
@@ -99,6 +101,8 @@ def _fmt_float(x: float | None) -> str:
 def format_row(record: TrialRecord, config: Mapping[str, Any] | None = None) -> str:
     """One log line (with its ``\\n``) for a record; ``config`` goes on the baseline row only."""
     per_prompt = "" if record.per_prompt is None else canonical_json([float(x) for x in record.per_prompt])
+    holdout_pp = ("" if record.holdout_per_prompt is None
+                  else canonical_json([float(x) for x in record.holdout_per_prompt]))
     details = "" if not record.details else canonical_json({k: float(v) for k, v in record.details.items()})
     fields = [
         str(int(record.iteration)),
@@ -109,6 +113,7 @@ def format_row(record: TrialRecord, config: Mapping[str, Any] | None = None) -> 
         _fmt_float(record.score),
         _fmt_float(record.holdout_score),
         per_prompt,
+        holdout_pp,
         details,
         record.candidate.key(),
         _escape(record.error),
@@ -288,6 +293,19 @@ def _parse_float(text: str, name: str, where: str, *, optional: bool, nonfinite:
     raise LogFormatError(f"{where}: {name} {text!r} is not a number")
 
 
+def _parse_values(text: str, name: str, where: str) -> tuple[float, ...] | None:
+    if not text:
+        return None
+    try:
+        values = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        values = None
+    if (not isinstance(values, list) or not values
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)):
+        raise LogFormatError(f"{where}: {name} must be a JSON list of finite numbers, got {text[:60]!r}")
+    return tuple(float(v) for v in values)
+
+
 def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> TrialRecord:
     fields = line.rstrip("\r").split("\t")
     if len(fields) != len(COLUMNS):
@@ -345,18 +363,10 @@ def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> Trial
         raise LogFormatError(f"{where}: a crash row has a finite score {score!r} (a crash has none, or a "
                              "non-finite one)")
     holdout = _parse_float(raw["holdout_score"], "holdout_score", where, optional=True)
-    per_prompt = None
-    if raw["per_prompt"]:
-        try:
-            values = json.loads(raw["per_prompt"])
-        except (json.JSONDecodeError, RecursionError):
-            values = None
-        if (not isinstance(values, list) or not values
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                           for v in values)):
-            raise LogFormatError(f"{where}: per_prompt must be a JSON list of finite numbers, "
-                                 f"got {raw['per_prompt'][:60]!r}")
-        per_prompt = tuple(float(v) for v in values)
+    per_prompt = _parse_values(raw["per_prompt"], "per_prompt", where)
+    holdout_pp = _parse_values(raw["holdout_per_prompt"], "holdout_per_prompt", where)
+    if holdout_pp is not None and holdout is None:
+        raise LogFormatError(f"{where}: holdout_per_prompt without a holdout_score")
     details = None
     if raw["details"]:
         try:
@@ -391,6 +401,7 @@ def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> Trial
         score=score,
         holdout_score=holdout,
         per_prompt=per_prompt,
+        holdout_per_prompt=holdout_pp,
         details=details,
         error=_unescape(raw["error"]) or None,
         round=rnd,

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from autosteer.stats import paired_p
 from autosteer.trial import TrialRecord, last_keep
 
-__all__ = ["SteerResults", "results_from_history", "NO_STEERING_CODE"]
+__all__ = ["SteerResults", "results_from_history", "gain_confidence", "NO_STEERING_CODE"]
 
 NO_STEERING_CODE = "# no steering configuration beat the baseline"
 
@@ -32,8 +33,10 @@ class SteerResults(dict):
     baseline excluded), ``elapsed_s`` (over all sessions of a resumed run),
     ``best_steer_code`` (Python lines that rebuild the best configuration),
     ``baseline_holdout`` and ``best_holdout`` (None without holdout prompts),
-    ``metric``, ``lower_is_better``, ``seed``, ``log_path``, ``stopped_early``
-    (None, or why the run ended before ``max_iterations``).  Keys also read as
+    ``confidence`` (how sure the held-out gain is, see :func:`gain_confidence`;
+    None without per-prompt held-out values), ``metric``, ``lower_is_better``,
+    ``seed``, ``log_path``, ``stopped_early`` (None, or why the run ended
+    before ``max_iterations``).  Keys also read as
     attributes: ``results.best_score``.
     """
 
@@ -58,6 +61,8 @@ class SteerResults(dict):
         lines = [self.summary()]
         if self.get("baseline_holdout") is not None:
             lines.append(f"Held-out: {_fmt(self['baseline_holdout'])} -> {_fmt(self['best_holdout'])}")
+        if self.get("confidence") is not None:
+            lines.append(describe_confidence(self["confidence"]))
         if self.get("stopped_early"):
             lines.append(f"Stopped early: {self['stopped_early']}")
         if self["best_candidate"] is not None:
@@ -73,6 +78,43 @@ class SteerResults(dict):
 
     def _repr_pretty_(self, p, cycle) -> None:  # IPython shows the report, not a huge dict
         p.text(str(self))
+
+
+def gain_confidence(baseline: TrialRecord | None, best: TrialRecord | None,
+                    lower_is_better: bool) -> dict[str, Any] | None:
+    """How sure the best's held-out gain over the baseline is: a one-sided paired test on the
+    per-prompt held-out values (the same prompts, unsteered vs best).
+
+    Returns None when there is no best or no per-prompt held-out values for both; otherwise
+    ``{"prompts", "better", "worse", "tied", "p_wilcoxon", "p_sign", "confidence"}`` where
+    ``confidence`` is ``1 - p_wilcoxon``: 0.95 means a gain this consistent across prompts
+    would arise by chance (with steering doing nothing) about 5% of the time.
+    """
+    if baseline is None or best is None or best is baseline:
+        return None
+    a, b = baseline.holdout_per_prompt, best.holdout_per_prompt
+    if a is None or b is None or len(a) != len(b):
+        return None
+    sign = -1.0 if lower_is_better else 1.0
+    diffs = [sign * (y - x) for x, y in zip(a, b)]
+    p_w = paired_p(b, a, lower_is_better, "wilcoxon")
+    return {
+        "prompts": len(diffs),
+        "better": sum(1 for d in diffs if d > 1e-12),
+        "worse": sum(1 for d in diffs if d < -1e-12),
+        "tied": sum(1 for d in diffs if abs(d) <= 1e-12),
+        "p_wilcoxon": p_w,
+        "p_sign": paired_p(b, a, lower_is_better, "sign"),
+        "confidence": 1.0 - p_w,
+    }
+
+
+def describe_confidence(conf: Mapping[str, Any]) -> str:
+    """One line: ``Confidence of the held-out gain: 0.97 (better on 12, worse on 2, tied on 26 of 40
+    prompts; one-sided Wilcoxon p = 0.03, sign test p = 0.006)``."""
+    return (f"Confidence of the held-out gain: {conf['confidence']:.2f} (better on {conf['better']}, worse on "
+            f"{conf['worse']}, tied on {conf['tied']} of {conf['prompts']} prompts; one-sided Wilcoxon "
+            f"p = {conf['p_wilcoxon']:.3g}, sign test p = {conf['p_sign']:.3g})")
 
 
 def results_from_history(history: Sequence[TrialRecord], config: Mapping[str, Any] | None = None, *,
@@ -97,6 +139,7 @@ def results_from_history(history: Sequence[TrialRecord], config: Mapping[str, An
         best_steer_code=NO_STEERING_CODE if candidate is None else candidate.to_code(),
         baseline_holdout=None if base is None else base.holdout_score,
         best_holdout=None if base is None else (best or base).holdout_score,
+        confidence=gain_confidence(base, best, bool(config.get("lower_is_better", False))),
         metric=config.get("metric"),
         lower_is_better=config.get("lower_is_better"),
         seed=config.get("seed"),

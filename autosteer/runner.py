@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
@@ -37,18 +38,23 @@ from autosteer._checks import describe as _describe
 from autosteer.candidate import SteerCandidate
 from autosteer.errors import AutoSteerError, InvalidArgumentError, LogFormatError, SearchSpaceError
 from autosteer.evaluator import SteerEvaluator
+from autosteer.executor import EvalSetup, WorkersLostError, check_executor
 from autosteer.log import FORMAT_VERSION, LogHistory, LogWriter, looks_like_log, read_log, run_id_of
 from autosteer.metrics import MetricResult, get_metric
 from autosteer.progress import Progress
 from autosteer.results import SteerResults, results_from_history
 from autosteer.space import SteerSearchSpace
 from autosteer.strategies import DEFAULT_STRATEGY, SearchExhaustedError, make_strategy, strategy_class
+from autosteer.stats import TESTS, paired_p
 from autosteer.trial import TrialRecord, improves, last_keep
 
 __all__ = ["AutoSteerRunner", "SteerResults", "DEFAULT_LOG"]
 
 #: The runner's default log file name (the agent skill's own loop writes results.tsv).
 DEFAULT_LOG = "steer_log.tsv"
+
+#: Keep rules: "mean" (the score beats the best), "paired" (and a paired test on the per-prompt values agrees).
+KEEP_RULES: tuple[str, ...] = ("mean", "paired")
 
 
 def _now() -> str:
@@ -109,13 +115,22 @@ class AutoSteerRunner:
         The strategy's seed, and (for the default strategy) how many
         non-keeps in a row end local search around the best.
     strategy:
-        ``"local"`` (default) or ``"random"``; see :mod:`autosteer.strategies`.
+        ``"local"`` (default), ``"random"`` or ``"tpe"`` (Optuna); see :mod:`autosteer.strategies`.
     population:
         Candidates proposed and evaluated per round (default 1: one after
         another).  With K > 1 the K candidates share each batched pass, each
         batch row steered by its own candidate.
     min_improvement:
         A candidate is kept only when it beats the best score by more than this.
+    keep_rule, alpha, paired_test:
+        ``"mean"`` (default): keep a candidate whose score beats the best so
+        far by more than ``min_improvement``.  ``"paired"``: that, and its
+        per-prompt values must beat the best's on the same prompts in a
+        one-sided paired test (``paired_test``: ``"wilcoxon"``, the signed-rank
+        test, or ``"sign"``) at level ``alpha`` (default 0.1); the p-value is
+        logged in the record's details as ``keep_p``.  The paired rule needs a
+        metric with per-prompt values (every built-in one; a custom function
+        must return one number per prompt).
     max_new_tokens, batch_size:
         Generation length and prompts per forward pass (times the population).
     custom_fn:
@@ -127,6 +142,13 @@ class AutoSteerRunner:
     verbose:
         Show progress: a tqdm bar on a terminal or in a notebook, one plain
         line per trial when stdout is a pipe or a file; False prints nothing.
+    executor:
+        Where candidates are scored: None (in this process, on ``model``) or
+        a :class:`~autosteer.RayExecutor` (Ray workers that load the model
+        themselves; then ``model`` and ``tokenizer`` may be None, and the
+        driver loads nothing).  The strategy, the decisions and the log stay
+        in this process; the log is the same wherever the candidates were
+        scored.  See :mod:`autosteer.executor` for faults and Ctrl-C.
     overwrite:
         Start a new run over an existing log file that holds something else.
     threads:
@@ -172,6 +194,10 @@ class AutoSteerRunner:
         *,
         strategy: str = DEFAULT_STRATEGY,
         population: int = 1,
+        keep_rule: str = "mean",
+        alpha: float = 0.1,
+        paired_test: str = "wilcoxon",
+        executor: Any = None,
         overwrite: bool = False,
         threads: int | None = None,
         chat: bool = False,
@@ -191,6 +217,15 @@ class AutoSteerRunner:
         patience = check_int("patience", patience, minimum=1)
         min_improvement = check_real("min_improvement", min_improvement, minimum=0.0)
         population = check_int("population", population, minimum=1)
+        if keep_rule not in KEEP_RULES:
+            raise InvalidArgumentError(f"keep_rule must be one of {', '.join(map(repr, KEEP_RULES))}, "
+                                       f"got {_describe(keep_rule)}")
+        alpha = check_real("alpha", alpha, minimum=0.0)
+        if not 0.0 < alpha < 1.0:
+            raise InvalidArgumentError(f"alpha must be a level strictly between 0 and 1, got {alpha!r}")
+        if paired_test not in TESTS:
+            raise InvalidArgumentError(f"paired_test must be one of {', '.join(map(repr, TESTS))}, "
+                                       f"got {_describe(paired_test)}")
         threads = check_threads(threads)
         strategy_class(strategy)  # a clear error for an unknown name, before any work
         for name, flag in (("verbose", verbose), ("overwrite", overwrite)):
@@ -203,88 +238,118 @@ class AutoSteerRunner:
                 f"search_space must be a SteerSearchSpace or None, got {type(search_space).__name__}"
             )
 
-        # -- metric and prompts --------------------------------------------------
-        evaluator = SteerEvaluator(model, tokenizer, spec.name, custom_fn=custom_fn,
-                                   max_new_tokens=max_new_tokens, batch_size=batch_size, early_stop=True,
-                                   threads=check_threads(threads), chat=chat, concept_pattern=concept_pattern,
-                                   fluency_margin=fluency_margin, kl_prompts=kl_prompts)
-        prompts, expected_outputs = evaluator.check(prompts, expected_outputs)
-        if holdout_prompts is None:
-            if holdout_expected is not None:
-                raise InvalidArgumentError("holdout_expected was given without holdout_prompts")
-        else:
-            if spec.expected == "optional" and (holdout_expected is None) != (expected_outputs is None):
+        executor = check_executor(executor)
+        if model is None or tokenizer is None:
+            if executor.needs_model:
                 raise InvalidArgumentError(
-                    f"metric={spec.name!r} scores the search prompts "
-                    f"{'with' if expected_outputs is not None else 'without'} expected outputs, so the held-out "
-                    f"prompts must be scored the same way: give holdout_expected "
-                    f"{'too' if expected_outputs is not None else 'only with expected_outputs'}"
+                    "model and tokenizer are required (None is accepted only with a RayExecutor, whose workers "
+                    f"load the model); got model={_describe(model)}, tokenizer={_describe(tokenizer)}"
                 )
-            holdout_prompts, holdout_expected = evaluator.check(
-                holdout_prompts, holdout_expected, prompts_name="holdout_prompts", expected_name="holdout_expected"
-            )
+            if (model is None) != (tokenizer is None):
+                raise InvalidArgumentError("give both model and tokenizer, or neither (the workers load them)")
 
-        # -- the model and the space ------------------------------------------------
-        from autosteer.steer import Steer
+        try:
+            # -- metric and prompts --------------------------------------------------
+            steer = None
+            if model is None:
+                info = executor.info()  # starts the workers: they load the model, the driver does not
+                tokenizer, model_name, num_layers = info.tokenizer, info.model_class, info.num_layers
+            else:
+                from autosteer.steer import Steer
 
-        steer = Steer(model, tokenizer)
-        model_name = type(model).__name__
-        space = search_space.resolve(steer.num_layers, model_name)
-        from autosteer.concept import Concept, render
+                steer = Steer(model, tokenizer)
+                model_name, num_layers = type(model).__name__, steer.num_layers
+            evaluator_kwargs = dict(metric=spec.name, custom_fn=custom_fn, max_new_tokens=max_new_tokens,
+                                    batch_size=batch_size, early_stop=True, threads=threads, chat=chat,
+                                    concept_pattern=concept_pattern, fluency_margin=fluency_margin,
+                                    kl_prompts=kl_prompts)
+            evaluator = SteerEvaluator(model, tokenizer, **evaluator_kwargs)
+            prompts, expected_outputs = evaluator.check(prompts, expected_outputs)
+            if holdout_prompts is None:
+                if holdout_expected is not None:
+                    raise InvalidArgumentError("holdout_expected was given without holdout_prompts")
+            else:
+                if spec.expected == "optional" and (holdout_expected is None) != (expected_outputs is None):
+                    raise InvalidArgumentError(
+                        f"metric={spec.name!r} scores the search prompts "
+                        f"{'with' if expected_outputs is not None else 'without'} expected outputs, so the held-out "
+                        f"prompts must be scored the same way: give holdout_expected "
+                        f"{'too' if expected_outputs is not None else 'only with expected_outputs'}"
+                    )
+                holdout_prompts, holdout_expected = evaluator.check(
+                    holdout_prompts, holdout_expected, prompts_name="holdout_prompts", expected_name="holdout_expected"
+                )
 
-        for name, texts in (("texts", space.texts), ("negative_texts", space.negative_texts)):
-            for i, text in enumerate(texts):
-                if isinstance(text, Concept):  # every text of a concept must tokenize (chat ones need a template)
-                    for side in ("positive", "negative"):
-                        for j, item in enumerate(getattr(text, side)):
-                            render(item, tokenizer, f"{name}[{i}] (concept {text.name!r}) {side}[{j}]")
-                elif not tokenizer(text, add_special_tokens=False)["input_ids"]:
-                    raise SearchSpaceError(f"{name}[{i}] {text!r} gives no token with this tokenizer")
+            # -- the space ----------------------------------------------------------------
+            space = search_space.resolve(num_layers, model_name)
+            from autosteer.concept import Concept, render
 
-        self.model = model
-        self.tokenizer = tokenizer
-        self.prompts = prompts
-        self.expected_outputs = expected_outputs
-        self.metric = spec.name
-        self.lower_is_better = bool(spec.lower_is_better) if lower_is_better is None else lower_is_better
-        self.search_space = space
-        self.log_path = _check_log_path(log_path)
-        self.seed = seed
-        self.patience = patience
-        self.min_improvement = min_improvement
-        self.population = population
-        self.overwrite = overwrite
-        self.threads = threads
-        self.holdout_prompts = holdout_prompts
-        self.holdout_expected = holdout_expected
-        self.verbose = verbose
-        self.evaluator = evaluator
-        self.steer = steer
-        self.strategy = make_strategy(strategy, space, seed=seed, patience=patience)
-        self.config = {
-            "format": FORMAT_VERSION,
-            "model": model_name,
-            "num_layers": steer.num_layers,
-            "metric": spec.name,
-            "lower_is_better": self.lower_is_better,
-            "min_improvement": self.min_improvement,
-            "keep_rule": "mean",
-            "strategy": strategy,
-            "seed": seed,
-            "patience": patience,
-            "population": population,
-            "max_new_tokens": evaluator.max_new_tokens,
-            "chat": evaluator.chat,
-            "concept_pattern": None if evaluator.concept_pattern is None else evaluator.concept_pattern.pattern,
-            "fluency_margin": evaluator.fluency_margin,
-            "kl_prompts": None if evaluator.kl_prompts is None else digest(evaluator.kl_prompts),
-            "space": space.to_dict(),
-            "prompts": digest([prompts, expected_outputs]),
-            "holdout": None if holdout_prompts is None else digest([holdout_prompts, holdout_expected]),
-        }
-        self.run_id = run_id_of(self.config)
-        self._history: list[TrialRecord] | None = None
-        self._stopped_early: str | None = None
+            for name, texts in (("texts", space.texts), ("negative_texts", space.negative_texts)):
+                for i, text in enumerate(texts):
+                    if isinstance(text, Concept):  # every text of a concept must tokenize (chat ones need a template)
+                        for side in ("positive", "negative"):
+                            for j, item in enumerate(getattr(text, side)):
+                                render(item, tokenizer, f"{name}[{i}] (concept {text.name!r}) {side}[{j}]")
+                    elif not tokenizer(text, add_special_tokens=False)["input_ids"]:
+                        raise SearchSpaceError(f"{name}[{i}] {text!r} gives no token with this tokenizer")
+
+            self.model = model
+            self.tokenizer = tokenizer
+            self.prompts = prompts
+            self.expected_outputs = expected_outputs
+            self.metric = spec.name
+            self.lower_is_better = bool(spec.lower_is_better) if lower_is_better is None else lower_is_better
+            self.search_space = space
+            self.log_path = _check_log_path(log_path)
+            self.seed = seed
+            self.patience = patience
+            self.min_improvement = min_improvement
+            self.population = population
+            self.keep_rule = keep_rule
+            self.alpha = alpha
+            self.paired_test = paired_test
+            self.overwrite = overwrite
+            self.threads = threads
+            self.holdout_prompts = holdout_prompts
+            self.holdout_expected = holdout_expected
+            self.verbose = verbose
+            self.evaluator = evaluator
+            self.steer = steer
+            self.executor = executor
+            splits = {"search": (prompts, expected_outputs)}
+            if holdout_prompts is not None:
+                splits["holdout"] = (holdout_prompts, holdout_expected)
+            self._setup = EvalSetup(evaluator_kwargs, splits)
+            self.strategy = make_strategy(strategy, space, seed=seed, patience=patience,
+                                          lower_is_better=self.lower_is_better)
+            self.config = {
+                "format": FORMAT_VERSION,
+                "model": model_name,
+                "num_layers": num_layers,
+                "metric": spec.name,
+                "lower_is_better": self.lower_is_better,
+                "min_improvement": self.min_improvement,
+                "keep_rule": keep_rule,
+                **({"alpha": alpha, "paired_test": paired_test} if keep_rule == "paired" else {}),
+                "strategy": strategy,
+                "seed": seed,
+                "patience": patience,
+                "population": population,
+                "max_new_tokens": evaluator.max_new_tokens,
+                "chat": evaluator.chat,
+                "concept_pattern": None if evaluator.concept_pattern is None else evaluator.concept_pattern.pattern,
+                "fluency_margin": evaluator.fluency_margin,
+                "kl_prompts": None if evaluator.kl_prompts is None else digest(evaluator.kl_prompts),
+                "space": space.to_dict(),
+                "prompts": digest([prompts, expected_outputs]),
+                "holdout": None if holdout_prompts is None else digest([holdout_prompts, holdout_expected]),
+            }
+            self.run_id = run_id_of(self.config)
+            self._history: list[TrialRecord] | None = None
+            self._stopped_early: str | None = None
+        except BaseException:
+            executor.close()  # workers started for this runner stop with it
+            raise
 
     # -- public ----------------------------------------------------------------
 
@@ -322,8 +387,25 @@ class AutoSteerRunner:
         prior = self._load_for_resume() if resume else None
         if not resume:
             self._check_fresh_start()
-        with using_threads(self.threads, self.model):
-            return self._run(max_iterations, prior)
+        threads = nullcontext() if self.model is None else using_threads(self.threads, self.model)
+        with threads:
+            try:
+                if self.executor.needs_model is False and self.model is not None:
+                    self._check_workers_model()
+                self.executor.open(self._setup, self.evaluator, self.steer)
+                return self._run(max_iterations, prior)
+            finally:
+                self.executor.close()  # also on Ctrl-C: the workers stop, the log is closed by _run
+
+    def _check_workers_model(self) -> None:
+        info = self.executor.info()
+        if (info.model_class, info.num_layers) != (self.config["model"], self.config["num_layers"]):
+            self.executor.close()
+            raise InvalidArgumentError(
+                f"the executor's workers load a {info.model_class} with {info.num_layers} layers, but the runner was "
+                f"given a {self.config['model']} with {self.config['num_layers']}: give the runner the same model "
+                "(or model=None, tokenizer=None to use the workers' own)"
+            )
 
     def _run(self, max_iterations: int, prior: LogHistory | None) -> SteerResults:
         self._history = []
@@ -373,19 +455,25 @@ class AutoSteerRunner:
     # -- steps ---------------------------------------------------------------
 
     def _baseline(self, writer: LogWriter | None, elapsed) -> None:
-        result = self.evaluator.evaluate_result(self.prompts, self.expected_outputs)
+        result = self.executor.baseline("search")
         if not math.isfinite(result.value):
             raise AutoSteerError(
                 f"the baseline (unsteered) {self.metric} score is {result.value!r}; the search needs a finite baseline"
             )
-        holdout = None
+        if self.keep_rule == "paired" and result.per_prompt is None:
+            raise AutoSteerError(
+                f"keep_rule='paired' compares per-prompt values, but the {self.metric} metric returned a single "
+                "number; return one number per prompt from the custom function, or use keep_rule='mean'"
+            )
+        holdout = holdout_pp = None
         details = dict(result.details)
         if self.holdout_prompts is not None:
-            held = self.evaluator.evaluate_result(self.holdout_prompts, self.holdout_expected)
-            holdout = held.value
+            held = self.executor.baseline("holdout")
+            holdout, holdout_pp = held.value, held.per_prompt
             details.update({f"holdout_{k}": v for k, v in held.details.items()})
         record = TrialRecord(iteration=0, status="baseline", candidate=SteerCandidate(), score=result.value,
-                             holdout_score=holdout, per_prompt=result.per_prompt, details=details or None,
+                             holdout_score=holdout, per_prompt=result.per_prompt, holdout_per_prompt=holdout_pp,
+                             details=details or None,
                              round=0, timestamp=_now(), elapsed_s=elapsed())
         self._history.append(record)
         if writer is not None:
@@ -410,25 +498,9 @@ class AutoSteerRunner:
     def _evaluate_round(self, candidates: list[SteerCandidate], rnd: int, elapsed):
         """Score the round's candidates (one batched pass where the metric allows), then decide
         each in proposal order; yields each record as it is decided."""
-        results: list[MetricResult | None]
-        errors: list[str | None]
-        try:
-            results = list(self.evaluator.evaluate_candidates(self.steer, candidates, self.prompts,
-                                                              self.expected_outputs))
-            errors = [None] * len(candidates)
-        except Exception as e:
-            if len(candidates) == 1:
-                results, errors = [None], [f"{type(e).__name__}: {e}"]
-            else:  # find out which candidate failed: score them one by one
-                results, errors = [], []
-                for cand in candidates:
-                    try:
-                        results.extend(self.evaluator.evaluate_candidates(self.steer, [cand], self.prompts,
-                                                                          self.expected_outputs))
-                        errors.append(None)
-                    except Exception as e1:
-                        results.append(None)
-                        errors.append(f"{type(e1).__name__}: {e1}")
+        outcomes = self.executor.evaluate(candidates, "search")
+        results = [r for r, _ in outcomes]
+        errors = [e for _, e in outcomes]
         decided = []
         history = list(self._history)
         for cand, result, error in zip(candidates, results, errors):
@@ -454,7 +526,16 @@ class AutoSteerRunner:
             per_prompt = None
         elif error is None:
             best = last_keep(history) or history[0]
-            status = "keep" if improves(score, best.score, self.lower_is_better, self.min_improvement) else "discard"
+            better = improves(score, best.score, self.lower_is_better, self.min_improvement)
+            if self.keep_rule == "paired":
+                if per_prompt is None or best.per_prompt is None or len(per_prompt) != len(best.per_prompt):
+                    error = "keep_rule='paired' needs one value per prompt from the metric"
+                    return TrialRecord(iteration=len(history), status="crash", candidate=cand, score=None,
+                                       details=details or None, error=error, round=rnd)
+                p = paired_p(per_prompt, best.per_prompt, self.lower_is_better, self.paired_test)
+                details["keep_p"] = p
+                better = better and p <= self.alpha
+            status = "keep" if better else "discard"
         return TrialRecord(iteration=len(history), status=status, candidate=cand, score=score,
                            per_prompt=per_prompt, details=details or None, error=error, round=rnd)
 
@@ -466,16 +547,19 @@ class AutoSteerRunner:
             return records
         out = list(records)
         try:
-            held = self.evaluator.evaluate_candidates(self.steer, [records[i].candidate for i in keeps],
-                                                      self.holdout_prompts, self.holdout_expected)
+            held = self.executor.evaluate([records[i].candidate for i in keeps], "holdout")
+        except WorkersLostError:
+            raise
         except Exception as e:  # noqa: BLE001 - the holdout never decides; report its failure
-            for i in keeps:
-                out[i] = records[i].replace(error=f"holdout failed: {type(e).__name__}: {e}")
-            return out
-        for i, result in zip(keeps, held):
+            held = [(None, f"{type(e).__name__}: {e}")] * len(keeps)
+        for i, (result, error) in zip(keeps, held):
+            if result is None:
+                out[i] = records[i].replace(error=f"holdout failed: {error}")
+                continue
             details = dict(records[i].details or {})
             details.update({f"holdout_{k}": v for k, v in result.details.items()})
-            out[i] = records[i].replace(holdout_score=result.value, details=details or None)
+            out[i] = records[i].replace(holdout_score=result.value, holdout_per_prompt=result.per_prompt,
+                                        details=details or None)
         return out
 
     # -- resume ----------------------------------------------------------------

@@ -31,7 +31,7 @@ from . import _C
 from .errors import ScheduleError
 
 if TYPE_CHECKING:  # the names below are built from the table at import
-    from ._C import CosineSchedule, DecaySchedule, WarmupSchedule
+    from ._C import CosineSchedule, DecaySchedule, WarmupSchedule  # noqa: F401 - for type checkers
 
 __all__ = [
     "SCHEDULE_KINDS",

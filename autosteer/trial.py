@@ -45,6 +45,7 @@ class TrialRecord:
     score: float | None = None
     holdout_score: float | None = None
     per_prompt: tuple[float, ...] | None = None
+    holdout_per_prompt: tuple[float, ...] | None = None
     details: dict[str, float] | None = None
     error: str | None = None
     round: int = 0

@@ -6,6 +6,8 @@ Every strategy speaks the same candidate JSON and log, and is chosen by name
 ``local`` (default)   :class:`~autosteer.strategies.local.AutoSteerSearch`: local search
                       around the best, random restarts after ``patience`` non-keeps.
 ``random``            :class:`~autosteer.strategies.random_search.RandomSearch`: independent samples.
+``tpe``               :class:`~autosteer.strategies.tpe.TPESearch`: Optuna's TPE sampler
+                      (``pip install "autosteer[optuna]"``).
 
 Adding a strategy: a :class:`~autosteer.strategies.base.Strategy` subclass in
 its own module and one row in :data:`STRATEGIES`.
@@ -25,6 +27,7 @@ __all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "make_strategy", "Strategy", "Searc
 STRATEGIES: dict[str, str] = {
     "local": "autosteer.strategies.local:AutoSteerSearch",
     "random": "autosteer.strategies.random_search:RandomSearch",
+    "tpe": "autosteer.strategies.tpe:TPESearch",
 }
 
 DEFAULT_STRATEGY = "local"

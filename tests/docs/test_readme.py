@@ -3,7 +3,6 @@ Python example runs as written and prints what the README shows after it."""
 
 import contextlib
 import io
-import os
 import re
 from pathlib import Path
 
@@ -62,3 +61,12 @@ def test_the_readme_lists_every_file_of_the_package():
             assert f"`{path.name}`" in listed, path
         else:  # a subpackage by its folder
             assert f"`{path.parent.name}/`" in listed, path
+
+
+def test_the_measured_sections_are_generated_from_the_benchmark_results():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--check"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -548,7 +548,7 @@ def test_per_prompt_values_are_recorded(model, tmp_path):
 def test_a_population_run_is_reproducible_and_decides_in_proposal_order(model, tmp_path):
     kw = dict(metric="task_accuracy", expected_outputs=EXPECTED, max_new_tokens=3, seed=3, population=4)
     a = runner(model, tmp_path, "a.tsv", **kw).run(10)
-    b = runner(model, tmp_path, "b.tsv", **kw).run(10)
+    runner(model, tmp_path, "b.tsv", **kw).run(10)
     assert strip_timings(tmp_path / "a.tsv") == strip_timings(tmp_path / "b.tsv")
     hist = read_log(tmp_path / "a.tsv")
     assert [r.round for r in hist] == [0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3]  # 10 candidates: rounds of 4, 4, 2

@@ -99,7 +99,7 @@ def test_early_stopping_never_changes_a_score(model):
 
 
 def _candidates():
-    from autosteer import DecaySchedule, SteerVector
+    from autosteer import SteerVector
 
     return [
         SteerCandidate((SteerVector(0, 0.4, "happy"),)),

@@ -95,7 +95,7 @@ def test_proposals_stay_in_space_and_never_repeat():
 def test_exploit_perturbs_the_best_then_explores_after_patience():
     space = SteerSearchSpace(layer_range=(0, 20), coeff_range=(0.05, 1.0), texts=["a", "b", "c"], max_vectors=1,
                              schedules=["none"])
-    s = AutoSteerSearch(space, seed=5, patience=3)
+    s = AutoSteerSearch(space, seed=5, patience=3, n_init=0)
     assert s.mode == "explore"  # nothing beats the baseline yet
     best = s.propose()
     s.record(1.0, "keep")
@@ -123,10 +123,29 @@ def test_exploit_perturbs_the_best_then_explores_after_patience():
     assert s.mode == "exploit" and s.non_keeps == 0
 
 
+def test_the_first_n_init_candidates_are_random_samples_whatever_is_kept():
+    space = SteerSearchSpace(layer_range=(0, 20), coeff_range=(0.05, 1.0), texts=["a", "b", "c"], max_vectors=1,
+                             schedules=["none"])
+    assert AutoSteerSearch(space).n_init == 8  # the default, measured by benchmarks/search_quality.py
+    s = AutoSteerSearch(space, seed=1, patience=10, n_init=4)
+    s.propose()
+    s.record(1.0, "keep")
+    for i in range(3):  # candidates 2..4: still exploring although one was kept
+        assert s.mode == "explore"
+        s.propose()
+        s.record(0.5, "discard")
+    assert s.mode == "exploit"  # from the 5th on: perturb the best
+    (bv,) = s.best_candidate.vectors
+    (v,) = s.propose().vectors
+    assert sum([v.layer_idx != bv.layer_idx, v.coeff != bv.coeff, v.text != bv.text]) == 1
+    with pytest.raises(InvalidArgumentError):
+        AutoSteerSearch(space, n_init=-1)
+
+
 def test_add_and_remove_vector_moves():
     space = SteerSearchSpace(layer_range=(0, 3), coeff_range=(0.5, 0.5), texts=["a"], max_vectors=3,
                              schedules=["none"])
-    s = AutoSteerSearch(space, seed=0, patience=10)  # six proposals, all in exploit mode
+    s = AutoSteerSearch(space, seed=0, patience=10, n_init=1)  # six proposals, all in exploit mode
     s.propose()
     s.record(1.0, "keep")
     sizes = set()
