@@ -40,7 +40,7 @@ def main():
             got = model.generate(**enc, **kw)
             # the model's own forward may synchronise (mask checks); AutoSteer's
             # tracker and hooks, called as the model calls them, must not
-            tracker = s.tracker
+            tracker = s._tracker
             hooks = [h for _, h in s._hooks.values()]
             x = torch.randn(2, enc["input_ids"].shape[1], model.config.get_text_config().hidden_size, device="cuda")
             torch.cuda.synchronize()

@@ -69,6 +69,7 @@ def main(argv=None):
     out = {
         "machine": machine(),
         "demo_s": demo_s,
+        "demo_output": log.getvalue().strip("\n"),
         "iterations": report["results"]["iterations"],
         "population": a.population or CONCEPT_DEMO["population"],
         "seed": a.seed,

@@ -119,6 +119,17 @@ def performance() -> str:
                      f"candidates; {_machine(sw['machine'])}):\n\n"
                      + _md(rows, ("model", "population", "candidates", "search (s)", "held-out score",
                                   "best held-out reached at (s)")))
+    sp = _load("shared_prefill")
+    if sp:
+        parts.append(
+            f"**Shared prefill, not built** (`benchmarks/shared_prefill.py`; SmolLM2, the demo's {sp['prompts']} chat "
+            f"prompts, K = {sp['k']}, {sp['new_tokens']} new tokens; medians of {sp['repeats']} interleaved runs; "
+            f"{_machine(sp['machine'])}): a round takes {sp['round_s']:.1f} s; the prefill through the layers below "
+            f"the demo's lowest steerable layer ({sp['lowest_layer']} of {sp['layers']}) takes {sp['lower_full_s']:.2f} s "
+            f"for the K x P rows and {sp['lower_shared_s']:.2f} s for P rows, so computing it once per prompt could "
+            f"save at most **{100 * sp['max_saving']:.1f}%** of a round, before the cost of copying the shared "
+            "states and caches into every row. Not worth its complexity on a CPU; the decode steps, where the rows "
+            "differ, are the cost.")
     me = _load("memory")
     if me:
         parts.append(f"**Memory** (`benchmarks/memory.py`; a {me['trials']}-trial search on the organism; "
@@ -175,6 +186,28 @@ def llamacpp() -> str:
               "approximation, as expected.")
 
 
+def real_demo_output() -> str:
+    d = _load("real_model_demo")
+    if not d or not d.get("demo_output"):
+        return "Not measured yet: `python benchmarks/real_model_demo.py`."
+    return "```\n" + d["demo_output"] + "\n```"
+
+
+def reasoning() -> str:
+    d = _load("real_model_reasoning")
+    if not d:
+        return "Not measured yet: `python benchmarks/real_model_reasoning.py`."
+    n = len(d["steered"])
+    rows = [(f"`{' '.join(u.split())[:70]}`", f"`{' '.join(s.split())[:70]}`")
+            for u, s in zip(d["unsteered"], d["steered"])]
+    found = (f"found at iteration {d['best_iteration']}" if d["best_iteration"] else "nothing beat the baseline")
+    return (f"task accuracy {d['baseline_score']:.4f} -> {d['best_score']:.4f} on the {n} prompts ({found}, "
+            f"{d['keeps']} keep(s) in {d['iterations']} trials, {d['elapsed_s']:.0f} s; {_machine(d['machine'])}); "
+            f"best `{d['best']}`. Three prompts are a tiny search set, so one answer is a third of the score, and "
+            "what the search finds on them says little beyond them. The greedy answers, unsteered and steered:\n\n"
+            + _md(rows, ("unsteered", "steered")))
+
+
 def _q(q, digits=3):
     lo, med, hi = q
     return "-" if med is None else f"{med:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
@@ -217,7 +250,7 @@ def _search_quality(d, names):
 
 
 SECTIONS = {"performance": performance, "real-model": real_model, "llamacpp": llamacpp,
-            "search-quality": search_quality}
+            "search-quality": search_quality, "real-demo-output": real_demo_output, "reasoning": reasoning}
 
 
 def render(text: str) -> str:

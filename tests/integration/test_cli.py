@@ -124,6 +124,14 @@ def test_top_level_help_and_python_m(tmp_path):
          ">= 1"),
         (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--threads", "x"],
          "whole number"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--keep-rule", "paired",
+          "--alpha", "1.5"], "alpha must be a level strictly between 0 and 1"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--keep-rule", "median"],
+         "invalid choice"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--ray",
+          "--device", "cpu"], "--device sets where an in-process search runs"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--ray",
+          "--worker-cpus", "-1"], "--worker-cpus and --worker-gpus must be >= 0"),
         (["best", "log.tsv", "--json", "--code"], "alternatives"),
         (["plot", "log.tsv", "-o", "no/such/dir/a.png"], "does not exist"),
         (["generate", "--model", "organism", "--config", "deep.json", "hello"], "nested deeper than"),
@@ -308,6 +316,25 @@ def test_demo_is_forwarded(tmp_path):
     proc = autosteer("demo", "--help", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "--iterations" in proc.stdout
+
+
+def test_strategy_and_keep_rule_options_reach_the_log(tmp_path):
+    rows = [("20 plus 3 =", "23"), ("24 plus 5 =", "29"), ("25 minus 8 =", "17"), ("79 minus 3 =", "76")]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": p, "expected": e}) + "\n" for p, e in rows))
+    out = autosteer("search", "--model", "organism", "--prompts", "p.jsonl", "--metric", "task_accuracy",
+                    "--holdout", "p.jsonl", "--layers", "0:3", "--max-new-tokens", "4", "--strategy", "tpe",
+                    "--keep-rule", "paired", "--alpha", "0.3", "--paired-test", "sign", "--min-improvement", "0.01",
+                    "--iterations", "6", "--population", "3", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    from autosteer import read_log
+
+    hist = read_log(tmp_path / "steer_log.tsv")
+    c = hist.config
+    assert (c["strategy"], c["keep_rule"], c["alpha"], c["paired_test"], c["min_improvement"], c["population"]) == (
+        "tpe", "paired", 0.3, "sign", 0.01, 3)
+    assert all("keep_p" in r.details for r in hist[1:] if r.status != "crash")
+    summary = json.loads(out.stdout)
+    assert summary["iterations"] == 6 and "confidence" in summary
 
 
 def test_undecodable_input_file_is_bad_input(tmp_path):
