@@ -32,7 +32,8 @@ def _load(name):
 def _machine(m) -> str:
     gpu = f", {m['gpu']}" if m.get("gpu") else ""
     return (f"{m['cpu']}, {m['cores']} cores{gpu}; torch {m['torch']}, transformers {m['transformers']}, "
-            f"Python {m['python']}; measured {m['date']}")
+            f"Python {m['python']}; measured {m['date']}"
+            + (f", 1-minute load average {m['load_average']:.1f}" if m.get("load_average") is not None else ""))
 
 
 def _md(rows, header) -> str:
@@ -100,7 +101,7 @@ def performance() -> str:
         rows = []
         for pop in pops:
             for run in pop["runs"]:
-                ks = list(run["round_s"])
+                ks = sorted(run["round_s"], key=int)
                 rows.append((run["model"], run["metric"], run["prompts"],
                              " / ".join(f"{run['time_vs_k1'][k]:.2f}" for k in ks),
                              " / ".join(f"{run['candidates_per_min'][k]:.0f}" for k in ks),

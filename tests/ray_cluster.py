@@ -19,6 +19,9 @@ from pathlib import Path
 
 #: what every Ray process of the tests runs with: no token auth, no usage report
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+#: how long a stopped worker's process may take to exit: Ray disconnects it at once, but
+#: Python's teardown of a worker (torch, the model) took 40 s once on a loaded 2-core machine
+EXIT_S = 120
 #: the GCS declares a lost node dead within about 2 s instead of about 13 s
 FAST_HEALTH = {"RAY_health_check_period_ms": "500", "RAY_health_check_failure_threshold": "4",
                "RAY_health_check_timeout_ms": "500", "RAY_health_check_initial_delay_ms": "500"}

@@ -17,7 +17,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray tests need the ray extra: pip install -e '.[test]'")
 
-from ray_cluster import RAY_ENV, Killer, calls_of, pid_alive, short_temp_dir, watched_metric  # noqa: E402
+from ray_cluster import EXIT_S, RAY_ENV, Killer, calls_of, pid_alive, short_temp_dir, watched_metric  # noqa: E402
 
 from autosteer import AutoSteerRunner, RayExecutor, SteerSearchSpace  # noqa: E402
 from autosteer.errors import InvalidArgumentError  # noqa: E402
@@ -80,11 +80,15 @@ def test_two_workers_write_the_in_process_log(local_ray, organism, tmp_path):
     runner = AutoSteerRunner(None, None, log_path=tmp_path / "ray.tsv", population=4, executor=ex, **kw)
     pids = ex.worker_pids()
     assert len(set(pids)) == 2 and os.getpid() not in pids  # two processes that are not this one
+    handles = list(ex._workers)
     results = runner.run(12)
     assert _rows(tmp_path / "ray.tsv") == _rows(tmp_path / "in.tsv")
     assert results["iterations"] == 12 and results["best_holdout"] is not None
-    assert not ex._workers  # run() stopped its workers
-    deadline = time.monotonic() + 20
+    assert not ex._workers  # run() stopped its workers: Ray reports the actors dead at once
+    for h in handles:
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(h.pid.remote(), timeout=30)
+    deadline = time.monotonic() + EXIT_S  # and their processes exit
     while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(pid_alive(p) for p in pids)
@@ -194,7 +198,7 @@ def test_ctrl_c_stops_the_workers_and_keeps_every_logged_trial(organism, tmp_pat
             proc.kill()
     assert proc.returncode != 0 and b"KeyboardInterrupt" in out
     workers = set(calls_of(str(folder))) - {proc.pid}
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + EXIT_S
     while any(pid_alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert workers and not any(pid_alive(p) for p in workers)  # Ctrl-C stopped the workers

@@ -16,7 +16,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray tests need the ray extra: pip install -e '.[test]'")
 
-from ray_cluster import RAY_ENV, Killer, pid_alive, start_cluster, watched_metric  # noqa: E402
+from ray_cluster import EXIT_S, RAY_ENV, Killer, pid_alive, start_cluster, watched_metric  # noqa: E402
 
 from autosteer import AutoSteerRunner, RayExecutor, SteerSearchSpace  # noqa: E402
 from autosteer.log import COLUMNS  # noqa: E402
@@ -104,7 +104,7 @@ def test_lost_node_mid_round_is_retried_on_the_other_node(cluster, tmp_path):
         killer.join(5)
         assert nodes[1].proc.poll() is not None  # the node is gone
         assert len(ex.lost_workers) == 1 and "Actor" in ex.lost_workers[0], ex.lost_workers
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + EXIT_S
         while pid_alive(remote_pid) and time.monotonic() < deadline:  # it exits once its raylet is gone
             time.sleep(0.2)
         assert not pid_alive(remote_pid)
