@@ -247,7 +247,29 @@ def _search_quality(d, names):
             + _md(rows, ("strategy", "keep rule", "budget", "best held-out: median [IQR]",
                          "candidates to 90%: median [IQR] (runs that got there)", "keeps per run",
                          "keeps worse on held-out than the previous best")))
+        same = _same_procedure(t["cells"], seeds)
+        if same:
+            parts.append(same)
     return parts
+
+
+def _same_procedure(cells, seeds) -> str:
+    """Where local and random are one procedure (local explores its first N_INIT candidates),
+    the gap between their medians is the noise of the number of seeds: say how large it is."""
+    from autosteer.strategies.local import N_INIT
+
+    at = {(c["strategy"], c["rule"], c["budget"]): c for c in cells}
+    gaps = []
+    for (strategy, rule, budget), c in sorted(at.items(), key=lambda kv: kv[0][2]):
+        other = at.get(("random", rule, budget))
+        if strategy == "local" and budget <= N_INIT and other:
+            gaps.append(f"{c['best_holdout'][1]:.3f} vs {other['best_holdout'][1]:.3f} at budget "
+                        f"{budget} ({rule})")
+    if not gaps:
+        return ""
+    return (f"Up to {N_INIT} candidates the default draws random samples, exactly as `random` does (with other "
+            f"draws), so the two are the same procedure there and their medians differ only by the noise of "
+            f"{seeds} seeds: " + "; ".join(gaps) + ". Differences between strategies smaller than that are noise.")
 
 
 SECTIONS = {"performance": performance, "real-model": real_model, "llamacpp": llamacpp,
