@@ -34,8 +34,8 @@ SPACE = SteerSearchSpace(layer_range=(0, 3), coeff_range=(0.05, 1.0), texts=["an
 @pytest.fixture(scope="module")
 def local_ray():
     """One private Ray instance for the module (2 CPUs, a small object store)."""
-    saved = {k: os.environ.get(k) for k in (*RAY_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
-    os.environ.update(RAY_ENV)
+    # RAY_ENV is set for the whole session (conftest.py): Ray keeps what it read at its first init
+    saved = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # a single node: bind to 127.0.0.1
     os.environ.pop("RAY_ADDRESS", None)
     if ray.is_initialized():

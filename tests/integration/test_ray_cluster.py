@@ -30,9 +30,7 @@ SPACE = SteerSearchSpace(layer_range=(0, 3), coeff_range=(0.05, 1.0), texts=["an
 @pytest.fixture(scope="module")
 def cluster():
     """(address, nodes): a head and one more node, 1 CPU each; killed through their process groups."""
-    saved = {k: os.environ.get(k) for k in (*RAY_ENV, "RAY_ADDRESS")}
-    os.environ.update(RAY_ENV)
-    os.environ.pop("RAY_ADDRESS", None)
+    saved = {"RAY_ADDRESS": os.environ.pop("RAY_ADDRESS", None)}  # RAY_ENV is the session's (conftest.py)
     if ray.is_initialized():
         ray.shutdown()
     nodes = []
