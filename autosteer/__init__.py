@@ -27,31 +27,31 @@ from .errors import (
     UnsupportedModelError,
     VectorShapeError,
 )
-from .schedules import CosineSchedule, DecaySchedule, WarmupSchedule, schedule_from_dict
+from .steering.schedules import CosineSchedule, DecaySchedule, WarmupSchedule, schedule_from_dict
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Steer": "autosteer.steer",
-    "SteerSearchSpace": "autosteer.space",
-    "SteerCandidate": "autosteer.candidate",
-    "SteerVector": "autosteer.candidate",
-    "AutoSteerSearch": "autosteer.strategies.local",
-    "RandomSearch": "autosteer.strategies.random_search",
-    "TPESearch": "autosteer.strategies.tpe",
-    "RayExecutor": "autosteer.executor",
-    "InProcessExecutor": "autosteer.executor",
-    "SearchExhaustedError": "autosteer.strategies.base",
+    "Steer": "autosteer.steering.steer",
+    "SteerSearchSpace": "autosteer.search.space",
+    "SteerCandidate": "autosteer.search.candidate",
+    "SteerVector": "autosteer.search.candidate",
+    "AutoSteerSearch": "autosteer.search.strategies.local",
+    "RandomSearch": "autosteer.search.strategies.random_search",
+    "TPESearch": "autosteer.search.strategies.tpe",
+    "RayExecutor": "autosteer.search.executor",
+    "InProcessExecutor": "autosteer.search.executor",
+    "SearchExhaustedError": "autosteer.search.strategies.base",
     "load_model": "autosteer.models",
-    "Concept": "autosteer.concept",
-    "SteerEvaluator": "autosteer.evaluator",
-    "AutoSteerRunner": "autosteer.runner",
-    "SteerResults": "autosteer.results",
-    "TrialRecord": "autosteer.trial",
-    "read_log": "autosteer.log",
-    "plot_history": "autosteer.plot",
+    "Concept": "autosteer.steering.concept",
+    "SteerEvaluator": "autosteer.search.evaluator",
+    "AutoSteerRunner": "autosteer.search.runner",
+    "SteerResults": "autosteer.search.results",
+    "TrialRecord": "autosteer.search.trial",
+    "read_log": "autosteer.search.log",
+    "plot_history": "autosteer.search.plot",
     "load_organism": "autosteer.organism",
-    "find_decoder_layers": "autosteer.layers",
+    "find_decoder_layers": "autosteer.steering.layers",
 }
 
 __all__ = [

@@ -27,26 +27,26 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
-DEFAULT_LOG = "steer_log.tsv"  # the runner's default (autosteer.runner.DEFAULT_LOG), without importing it
+DEFAULT_LOG = "steer_log.tsv"  # the runner's default (autosteer.search.runner.DEFAULT_LOG), without importing it
 
 #: Deepest nesting accepted in a JSON input file (deeper files are refused, not crashed on).
 MAX_JSON_DEPTH = 32
 
 
 def _metric_names() -> tuple[str, ...]:
-    from autosteer.metrics import metric_names
+    from autosteer.search.metrics import metric_names
 
     return tuple(n for n in metric_names() if n != "custom")
 
 
 def _schedule_names() -> tuple[str, ...]:
-    from autosteer.space import schedule_types
+    from autosteer.search.space import schedule_types
 
     return schedule_types()
 
 
 def _strategy_names() -> tuple[str, ...]:
-    from autosteer.strategies import STRATEGIES
+    from autosteer.search.strategies import STRATEGIES
 
     return tuple(STRATEGIES)
 
@@ -375,7 +375,7 @@ def read_prompts(path: str) -> tuple[list[str], list[str] | None]:
     numbered = [(i, line) for i, line in enumerate(lines, start=1) if line.strip()]
     if not numbered:
         raise UsageError(f"prompts file {path!r} has no prompts")
-    from autosteer.concept import check_conversation
+    from autosteer.steering.concept import check_conversation
     from autosteer.errors import InvalidArgumentError
     is_jsonl = path.endswith((".jsonl", ".ndjson")) or numbered[0][1].lstrip().startswith("{")
     if not is_jsonl:
@@ -420,7 +420,7 @@ def _read_expected(path: str, n_prompts: int) -> list[str]:
 
 def _read_config(path: str):
     """A SteerCandidate from `best --json` output, a candidate dict, or a list of vector dicts."""
-    from autosteer.candidate import SteerCandidate
+    from autosteer.search.candidate import SteerCandidate
 
     _require_file(path, "config file")
     with open(path, encoding="utf-8") as fh:
@@ -432,7 +432,7 @@ def _read_config(path: str):
 
 
 def _read_concepts(paths: Sequence[str]):
-    from autosteer.concept import load_concepts
+    from autosteer.steering.concept import load_concepts
 
     out = []
     for path in paths:
@@ -474,8 +474,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise UsageError(f'--holdout {args.holdout!r} needs an "expected" field on every line for task_accuracy')
         holdout_kwargs = {"holdout_prompts": holdout, "holdout_expected": holdout_expected}
     from autosteer.models import resolve_device
-    from autosteer.runner import AutoSteerRunner
-    from autosteer.space import SteerSearchSpace
+    from autosteer.search.runner import AutoSteerRunner
+    from autosteer.search.space import SteerSearchSpace
 
     space_kwargs: dict[str, Any] = {"negative_texts": tuple(args.negative_texts or ())}
     if args.layers is not None:
@@ -501,7 +501,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                              "--worker-gpus gives them a GPU")
         if args.worker_cpus < 0 or args.worker_gpus < 0:
             raise UsageError("--worker-cpus and --worker-gpus must be >= 0")
-        from autosteer.executor import RayExecutor
+        from autosteer.search.executor import RayExecutor
 
         resources = {"CPU": args.worker_cpus}
         if args.worker_gpus:
@@ -564,8 +564,8 @@ def _summary(results, **extra: Any) -> dict[str, Any]:
 
 
 def _results_of_log(path: str):
-    from autosteer.log import read_log
-    from autosteer.results import results_from_history
+    from autosteer.search.log import read_log
+    from autosteer.search.results import results_from_history
 
     _require_file(path, "results log")
     _require_log(path)
@@ -594,7 +594,7 @@ def cmd_best(args: argparse.Namespace) -> int:
     if results["baseline_holdout"] is not None and results["best_holdout"] is not None:
         print(f"Held-out: {results['baseline_holdout']:.4f} -> {results['best_holdout']:.4f}")
     if results["confidence"] is not None:
-        from autosteer.results import describe_confidence
+        from autosteer.search.results import describe_confidence
 
         print(describe_confidence(results["confidence"]))
     best = results["best_candidate"]
@@ -619,11 +619,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     _require_file(args.log, "results log")
     _require_log(args.log)
     _output_path(args.output, "-o/--output")
-    from autosteer.log import read_log
+    from autosteer.search.log import read_log
 
     read_log(args.log, allow_incomplete=True)  # a clear error for a file that is not a log
     try:
-        from autosteer.plot import plot_history
+        from autosteer.search.plot import plot_history
 
         plot_history(args.log, args.output)
     except ImportError as exc:
@@ -637,12 +637,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     candidate = _read_config(args.config) if args.config else None
-    from autosteer._threads import using_threads
+    from autosteer.search._threads import using_threads
     from autosteer.models import resolve_device
 
     resolve_device(args.device)
     model, tokenizer = _load(args)
-    from autosteer.steer import Steer
+    from autosteer.steering.steer import Steer
 
     with using_threads(args.threads, model):
         before = _generate(model, tokenizer, args.prompts, args.max_new_tokens, args.chat) if args.compare else None
@@ -699,7 +699,7 @@ def _generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, cha
 
 def _candidate_of(path: str):
     """The candidate of best.json / a candidate JSON / a search log (its best)."""
-    from autosteer.log import looks_like_log
+    from autosteer.search.log import looks_like_log
 
     if looks_like_log(path):
         results = _results_of_log(path)
@@ -717,7 +717,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = _output_path(args.output, "-o/--output")
     if os.path.exists(out) and not args.overwrite:
         raise UsageError(f"-o {out!r} already exists; give --overwrite to replace it")
-    from autosteer.vector_file import _format_of
+    from autosteer.steering.vector_file import _format_of
 
     fmt = _format_of(__import__("pathlib").Path(out), args.format)
     calibration = read_prompts(args.calibration)[0] if args.calibration else None
@@ -725,8 +725,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     resolve_device(args.device)
     model, tokenizer = _load(args)
-    from autosteer._threads import using_threads
-    from autosteer.steer import Steer
+    from autosteer.search._threads import using_threads
+    from autosteer.steering.steer import Steer
 
     steer = Steer(model, tokenizer)
     with using_threads(args.threads, model), steer.applied(candidate):

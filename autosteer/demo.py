@@ -1,7 +1,7 @@
 """``autosteer demo``: the autonomous search end to end, on the embedded model or on a real one.
 
 ``--model organism`` (default): the arithmetic task of the embedded model
-organism.  :class:`~autosteer.runner.AutoSteerRunner` searches on 16 unframed
+organism.  :class:`~autosteer.search.runner.AutoSteerRunner` searches on 16 unframed
 prompts of its world (task accuracy, or the perplexity of the right answer),
 scores the baseline and each new best on held-out prompts that neither
 training nor the search ever saw, and prints baseline -> best, held-out
@@ -126,7 +126,7 @@ class _Setup:
 
 def load_concept_demo():
     """The concept demo's data: (the weddings Concept, its regex, search prompts, held-out prompts)."""
-    from autosteer.concept import load_concepts
+    from autosteer.steering.concept import load_concepts
 
     (concept,) = load_concepts(DATA / "weddings_concept.json")
     data = json.loads((DATA / "smollm2_demo.json").read_text(encoding="utf-8"))
@@ -135,7 +135,7 @@ def load_concept_demo():
 
 def _organism_setup(metric, n_prompts, n_holdout, layers, coeffs) -> _Setup:
     from autosteer.organism import world
-    from autosteer.space import SteerSearchSpace
+    from autosteer.search.space import SteerSearchSpace
 
     kw = dict(DEMO_SPACE)
     if layers:
@@ -153,7 +153,7 @@ def _organism_setup(metric, n_prompts, n_holdout, layers, coeffs) -> _Setup:
 
 
 def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs) -> _Setup:
-    from autosteer.space import SteerSearchSpace
+    from autosteer.search.space import SteerSearchSpace
 
     concept, pattern, prompts, held = load_concept_demo()
     lo_f, hi_f = CONCEPT_DEMO["layer_fraction"]
@@ -212,9 +212,9 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
              verbose: bool = True, stream=None, threads: int | None = None,
              population: int | None = None) -> dict[str, Any]:
     """Run the demo; returns a dict of what it printed (scores, held-out, paths)."""
-    from autosteer._threads import using_threads
+    from autosteer.search._threads import using_threads
     from autosteer.models import load_model
-    from autosteer.runner import AutoSteerRunner
+    from autosteer.search.runner import AutoSteerRunner
 
     stream = stream or sys.stdout
     say = lambda *a: print(*a, file=stream, flush=True)  # noqa: E731
@@ -272,7 +272,7 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
             f"fluency (NLL under the unsteered model) {f0:.3f} -> {f1:.3f} nat/token "
             f"({f1 - f0:+.2f}; budget +{runner.evaluator.fluency_margin:g}) | steered_concept {before:.4f} -> {after:.4f}")
     if results["confidence"] is not None:
-        from autosteer.results import describe_confidence
+        from autosteer.search.results import describe_confidence
 
         say(describe_confidence(results["confidence"]))
     say("")
@@ -306,7 +306,7 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
 
     png = out / "progress.png"
     try:
-        from autosteer.plot import plot_history
+        from autosteer.search.plot import plot_history
 
         plot_history(results, png)
     except ImportError:

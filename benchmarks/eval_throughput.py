@@ -34,11 +34,11 @@ def main(argv=None):
     import torch
 
     from autosteer import SteerEvaluator, SteerSearchSpace, Steer, load_model
-    from autosteer._threads import auto_threads
+    from autosteer.search._threads import auto_threads
     from autosteer.demo import DEMO_SPACE
-    from autosteer.metrics import normalize_answer
+    from autosteer.search.metrics import normalize_answer
     from autosteer.organism import world
-    from autosteer.strategies import make_strategy
+    from autosteer.search.strategies import make_strategy
 
     model, tok = load_model(a.model, progress=False)
     torch.set_num_threads(auto_threads(model))
@@ -52,7 +52,7 @@ def main(argv=None):
         for cand in cands:
             steer = Steer(model, tok)  # a fresh instance: every add captures its direction again
             for v in cand:
-                from autosteer.candidate import schedule_object
+                from autosteer.search.candidate import schedule_object
 
                 steer.add(v.layer_idx, v.coeff, text=v.text, coeff_schedule=schedule_object(v.schedule))
             hits = 0

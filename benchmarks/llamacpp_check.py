@@ -50,7 +50,7 @@ def main(argv=None):
     from autosteer import Steer, SteerCandidate, load_model
     from autosteer.demo import load_concept_demo
     from autosteer.models import smollm2_gguf
-    from autosteer.vector_file import read_gguf
+    from autosteer.steering.vector_file import read_gguf
 
     model, tok = load_model("smollm2", progress=False)
     concept, pattern, _, held = load_concept_demo()

@@ -30,8 +30,8 @@ def main(argv=None):
     import torch
 
     from autosteer import Steer, SteerEvaluator, SteerSearchSpace, load_model
-    from autosteer._threads import auto_threads
-    from autosteer.strategies import make_strategy
+    from autosteer.search._threads import auto_threads
+    from autosteer.search.strategies import make_strategy
 
     ks = [int(k) for k in a.ks.split(",")]
     out = {"machine": machine(), "repeats": a.repeats, "runs": []}

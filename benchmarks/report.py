@@ -256,7 +256,7 @@ def _search_quality(d, names):
 def _same_procedure(cells, seeds) -> str:
     """Where local and random are one procedure (local explores its first N_INIT candidates),
     the gap between their medians is the noise of the number of seeds: say how large it is."""
-    from autosteer.strategies.local import N_INIT
+    from autosteer.search.strategies.local import N_INIT
 
     at = {(c["strategy"], c["rule"], c["budget"]): c for c in cells}
     gaps = []

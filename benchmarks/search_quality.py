@@ -47,7 +47,7 @@ def _task(name):
             setup, population = _organism_setup("task_accuracy", 16, 200, None, None), 1
             torch.set_num_threads(1)
         else:
-            from autosteer.steer import Steer
+            from autosteer.steering.steer import Steer
 
             setup = _concept_setup(Steer(model, tok).num_layers, tok, 12, 20, None, None)
             setup.runner.update(max_new_tokens=32, batch_size=12)

@@ -36,7 +36,7 @@ def main(argv=None):
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     from autosteer import load_model
-    from autosteer._threads import auto_threads
+    from autosteer.search._threads import auto_threads
     from autosteer.demo import load_concept_demo
 
     model, tok = load_model("smollm2", progress=False)

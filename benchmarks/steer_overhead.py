@@ -141,7 +141,7 @@ def main(argv=None):
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     from autosteer import CosineSchedule, Steer
-    from autosteer._threads import auto_threads
+    from autosteer.search._threads import auto_threads
 
     try:
         import llm_steer

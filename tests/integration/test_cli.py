@@ -28,8 +28,8 @@ COMMANDS = ("search", "best", "plot", "generate", "export")
 
 def _a_log() -> str:
     from autosteer import SteerCandidate
-    from autosteer.log import FORMAT_VERSION, HEADER, format_row
-    from autosteer.trial import TrialRecord
+    from autosteer.search.log import FORMAT_VERSION, HEADER, format_row
+    from autosteer.search.trial import TrialRecord
 
     config = {"format": FORMAT_VERSION, "metric": "perplexity", "lower_is_better": True}
     return HEADER + "\n" + format_row(TrialRecord(0, "baseline", SteerCandidate(), score=2.0), config)

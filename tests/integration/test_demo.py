@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from autosteer.log import read_log
+from autosteer.search.log import read_log
 
 
 def run_demo(tmp_path, *args):

@@ -21,8 +21,8 @@ from ray_cluster import EXIT_S, RAY_ENV, Killer, calls_of, pid_alive, short_temp
 
 from autosteer import AutoSteerRunner, RayExecutor, SteerSearchSpace  # noqa: E402
 from autosteer.errors import InvalidArgumentError  # noqa: E402
-from autosteer.executor import WorkersLostError  # noqa: E402
-from autosteer.log import COLUMNS, read_log  # noqa: E402
+from autosteer.search.executor import WorkersLostError  # noqa: E402
+from autosteer.search.log import COLUMNS, read_log  # noqa: E402
 from autosteer.models import load_model  # noqa: E402
 from autosteer.organism import world  # noqa: E402
 

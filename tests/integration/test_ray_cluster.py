@@ -19,7 +19,7 @@ ray = pytest.importorskip("ray", reason="the Ray tests need the ray extra: pip i
 from ray_cluster import EXIT_S, RAY_ENV, Killer, pid_alive, start_cluster, watched_metric  # noqa: E402
 
 from autosteer import AutoSteerRunner, RayExecutor, SteerSearchSpace  # noqa: E402
-from autosteer.log import COLUMNS  # noqa: E402
+from autosteer.search.log import COLUMNS  # noqa: E402
 from autosteer.models import load_model  # noqa: E402
 from autosteer.organism import world  # noqa: E402
 

@@ -22,8 +22,8 @@ from autosteer import (
     SteerSearchSpace,
     read_log,
 )
-from autosteer.log import COLUMNS
-from autosteer.trial import running_best
+from autosteer.search.log import COLUMNS
+from autosteer.search.trial import running_best
 
 PROMPTS = ["what is 3 plus 4 ?", "the cat likes", "I feel happy because"]
 EXPECTED = ["7", "the", "the"]

@@ -11,7 +11,7 @@ from reference import first_layernorm_eps, normalise
 from tiny_models import make_model, make_tokenizer
 
 from autosteer import Concept, InvalidArgumentError, Steer
-from autosteer.concept import load_concepts
+from autosteer.steering.concept import load_concepts
 
 POS = ["the cat is happy and calm", "a happy dog runs", "she is calm and happy today", "we feel happy"]
 NEG = ["the cat is old and grey", "a grey dog sits", "she is tired and old today", "we feel tired"]

@@ -114,7 +114,7 @@ def _candidates():
 @pytest.mark.parametrize("path", ["kernel", "torch"])
 @pytest.mark.parametrize("metric", ["task_accuracy", "perplexity"])
 def test_a_population_scores_like_its_candidates_one_by_one(arch, path, metric, monkeypatch):
-    import autosteer.steer as steer_module
+    import autosteer.steering.steer as steer_module
 
     if path == "torch":  # the torch-op path, as on a GPU (TorchHook), here on the CPU
         monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from autosteer import AutoSteerError, AutoSteerRunner, InvalidArgumentError
-from autosteer.executor import InProcessExecutor, RayExecutor, _actor_options, check_executor
+from autosteer.search.executor import InProcessExecutor, RayExecutor, _actor_options, check_executor
 
 
 def test_ray_executor_checks_its_arguments_before_any_work():

@@ -178,7 +178,7 @@ def test_exceptions_are_made_in_c_and_reexported():
 def test_one_rms_epsilon_everywhere():
     """_C.RMS_EPS (kernel.h) is the package's only rms epsilon; the reference keeps its own."""
     assert _C.RMS_EPS == 1e-6
-    package = pathlib.Path(_C.__file__).parent
+    package = pathlib.Path(_C.__file__).parent / "steering"
     for name in ("steer.py", "_torch_hook.py", "layers.py", "schedules.py"):  # the files that steer
         path = package / name
         text = path.read_text()

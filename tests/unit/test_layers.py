@@ -12,7 +12,7 @@ from torch import nn
 import reference
 import tiny_models as tm
 from autosteer.errors import InvalidArgumentError, UnsupportedModelError
-from autosteer.layers import (
+from autosteer.steering.layers import (
     DecoderLayers,
     find_decoder_layers,
     first_layernorm_eps,
@@ -411,7 +411,7 @@ def test_reference_sequential_vs_clean_directions(tokenizer):
 
 def test_forward_convention_is_frozen_and_feeds_the_tracker():
     from autosteer import _C
-    from autosteer.layers import TRANSFORMERS_CONVENTION, ForwardConvention
+    from autosteer.steering.layers import TRANSFORMERS_CONVENTION, ForwardConvention
 
     conv = TRANSFORMERS_CONVENTION
     assert conv == ForwardConvention()

@@ -5,8 +5,8 @@ import math
 import pytest
 
 from autosteer import LogFormatError, SteerCandidate, SteerVector, read_log
-from autosteer.log import COLUMNS, FORMAT_VERSION, HEADER, LogWriter, run_id_of
-from autosteer.trial import TrialRecord, running_best
+from autosteer.search.log import COLUMNS, FORMAT_VERSION, HEADER, LogWriter, run_id_of
+from autosteer.search.trial import TrialRecord, running_best
 
 CONFIG = {"format": FORMAT_VERSION, "seed": 1, "metric": "custom", "lower_is_better": False,
           "min_improvement": 0.0, "keep_rule": "mean", "space": {"texts": ["a"]}}

@@ -172,7 +172,7 @@ def test_the_table_is_the_one_source():
     """_C.schedule_kinds() and SCHEDULE_KINDS describe every kind the way the search reads them."""
     import autosteer
     from autosteer import _C
-    from autosteer.schedules import SCHEDULE_KINDS
+    from autosteer.steering.schedules import SCHEDULE_KINDS
 
     assert [row["type"] for row in _C.schedule_kinds()] == list(SCHEDULE_KINDS) == ["decay", "cosine", "warmup"]
     with pytest.raises(TypeError):
@@ -285,7 +285,7 @@ def test_import_autosteer_does_not_import_torch():
     code = (
         "import sys, autosteer\n"
         "from autosteer import DecaySchedule, ScheduleError, schedule_from_dict\n"
-        "from autosteer.schedules import SCHEDULE_KINDS\n"
+        "from autosteer.steering.schedules import SCHEDULE_KINDS\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'Steer' in dir(autosteer)\n"
     )

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from autosteer.stats import paired_p, sign_test, wilcoxon_test
+from autosteer.search.stats import paired_p, sign_test, wilcoxon_test
 
 stats = pytest.importorskip("scipy.stats")
 

@@ -402,15 +402,17 @@ class _FakeCache:
 
 def make_tracker():
     """A C StepTracker with transformers' forward convention, as Steer makes it."""
-    from autosteer import _C, _torch_hook
-    from autosteer.layers import TRANSFORMERS_CONVENTION
+    from autosteer import _C
+    from autosteer.steering import _torch_hook
+    from autosteer.steering.layers import TRANSFORMERS_CONVENTION
 
     return _C.StepTracker(**TRANSFORMERS_CONVENTION.tracker_kwargs(), last_index_fn=_torch_hook.last_token_index)
 
 
 def make_hook(tracker, layer_idx, dirs, coeffs, schedules=None, methods=None, membership=None):
     """A C SteerHook over the direction matrix ``dirs``, as Steer makes it for a CPU layer."""
-    from autosteer import _C, _torch_hook
+    from autosteer import _C
+    from autosteer.steering import _torch_hook
 
     n = len(coeffs)
     weights = _C.SteerWeights(layer_idx=layer_idx, coeffs=coeffs, schedules=schedules or [None] * n,
@@ -477,7 +479,7 @@ def test_any_mask_dtype_finds_the_last_real_token(dtype, tokenizer):
 
 
 def test_failed_add_leaves_the_previous_steering(tokenizer, monkeypatch):
-    import autosteer.steer as steer_module
+    import autosteer.steering.steer as steer_module
 
     model = tiny_models.make_model("llama")
     enc = tokenizer(PROMPTS[:1], return_tensors="pt")
@@ -508,9 +510,9 @@ def test_failed_add_leaves_the_previous_steering(tokenizer, monkeypatch):
 
 # ---------------------------------------------------------------- one path per device
 def test_cpu_layers_get_the_c_hook_and_the_torch_path_computes_the_same(tokenizer, monkeypatch):
-    import autosteer.steer as steer_module
+    import autosteer.steering.steer as steer_module
     from autosteer import _C
-    from autosteer._torch_hook import TorchHook
+    from autosteer.steering._torch_hook import TorchHook
 
     model = tiny_models.make_model("llama")
     enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
@@ -556,9 +558,9 @@ def test_each_direction_is_stored_once(tokenizer):
 
 
 def test_tracker_and_hooks_know_no_transformers_names():
-    """The forward convention comes from autosteer.layers as plain strings."""
+    """The forward convention comes from autosteer.steering.layers as plain strings."""
     from autosteer import _C
-    from autosteer.layers import ForwardConvention
+    from autosteer.steering.layers import ForwardConvention
 
     conv = ForwardConvention(cache_kwargs=("kv",), cache_length_method="length", mask_kwarg="m",
                              input_ids_kwarg="tokens", inputs_embeds_kwarg="embeds")
@@ -633,8 +635,8 @@ def _prefill(model, tok, prompts, grad=False):
 def test_per_row_steering_equals_each_group_alone(arch, path, left_tokenizer, monkeypatch):
     """Rows of group g in one batch get exactly what group g's steering alone gives them
     (plain-torch reference), at the prefill and every decode step, left-padded."""
-    import autosteer.steer as steer_module
-    from autosteer._torch_hook import TorchHook
+    import autosteer.steering.steer as steer_module
+    from autosteer.steering._torch_hook import TorchHook
 
     if path == "torch":
         monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)
@@ -678,7 +680,7 @@ def test_per_row_steering_equals_each_group_alone(arch, path, left_tokenizer, mo
 @pytest.mark.parametrize("path", ["kernel", "torch"])
 def test_per_row_steering_with_beams_and_return_sequences(path, left_tokenizer, monkeypatch):
     """generate() repeats rows (repeat_interleave): row b of m * R rows belongs to groups[b // m]."""
-    import autosteer.steer as steer_module
+    import autosteer.steering.steer as steer_module
 
     if path == "torch":
         monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)
@@ -700,7 +702,7 @@ def test_per_row_steering_with_beams_and_return_sequences(path, left_tokenizer, 
 
 @pytest.mark.parametrize("path", ["kernel", "torch"])
 def test_row_groups_that_do_not_fit_are_clear_errors(path, tokenizer, monkeypatch):
-    import autosteer.steer as steer_module
+    import autosteer.steering.steer as steer_module
 
     if path == "torch":
         monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)
@@ -772,7 +774,7 @@ def test_applied_restores_the_previous_steering_exactly(tokenizer):
                                             (float("nan"), "float nan"), (float("inf"), "float inf"),
                                             (np.complex128(2), "complex128")])
 def test_bad_schedule_returns_name_the_layer_and_the_vector(path, returned, shown, left_tokenizer, monkeypatch):
-    import autosteer.steer as steer_module
+    import autosteer.steering.steer as steer_module
 
     if path == "torch":
         monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)
@@ -802,7 +804,7 @@ def test_bad_schedule_returns_name_the_layer_and_the_vector(path, returned, show
 ])
 def test_bad_steering_method_returns_name_the_layer_and_the_vector(path, returned, shown, left_tokenizer,
                                                                    monkeypatch):
-    import autosteer.steer as steer_module
+    import autosteer.steering.steer as steer_module
 
     if path == "torch":
         monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)
@@ -820,7 +822,7 @@ def test_bad_steering_method_returns_name_the_layer_and_the_vector(path, returne
                                                     (torch.float16, 1e5, 1.0), (torch.bfloat16, 1.0, 3.4e38)])
 def test_weights_beyond_the_storage_range_are_refused(path, dtype, coeff, multiplier, tokenizer, monkeypatch):
     """coeff * multiplier is checked where it is formed, against the hidden states' dtype: never inf/NaN."""
-    import autosteer.steer as steer_module
+    import autosteer.steering.steer as steer_module
 
     if path == "torch":
         monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)
@@ -867,7 +869,7 @@ def test_tokenizer_is_needed_for_text_only(tokenizer):
 def test_deepcopy_of_a_steered_model_is_steered_the_same(path, left_tokenizer, monkeypatch):
     import copy
 
-    import autosteer.steer as steer_module
+    import autosteer.steering.steer as steer_module
 
     if path == "torch":
         monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)

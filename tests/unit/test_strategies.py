@@ -7,7 +7,7 @@ import pytest
 
 from autosteer import AutoSteerSearch, SteerCandidate, SteerSearchSpace, SteerVector
 from autosteer.errors import InvalidArgumentError, SearchSpaceError
-from autosteer.strategies import SearchExhaustedError
+from autosteer.search.strategies import SearchExhaustedError
 
 SPACE = SteerSearchSpace(
     layer_range=(2, 6),

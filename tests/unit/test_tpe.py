@@ -15,9 +15,9 @@ import pytest
 pytest.importorskip("optuna", reason="the TPE strategy needs the optuna extra: pip install -e '.[test]'")
 
 from autosteer import AutoSteerError, SteerSearchSpace  # noqa: E402
-from autosteer.strategies import make_strategy  # noqa: E402
-from autosteer.strategies.tpe import TPESearch  # noqa: E402
-from autosteer.trial import TrialRecord  # noqa: E402
+from autosteer.search.strategies import make_strategy  # noqa: E402
+from autosteer.search.strategies.tpe import TPESearch  # noqa: E402
+from autosteer.search.trial import TrialRecord  # noqa: E402
 
 SPACE = SteerSearchSpace(layer_range=(0, 9), coeff_range=(0.05, 2.0), texts=["logical", "precise"],
                          negative_texts=["confused"], max_vectors=2, schedules=("none", "decay", "cosine"))
@@ -59,12 +59,12 @@ def test_a_round_is_the_same_in_another_process_with_another_hash_seed():
     here = [c.key() for c in TPESearch(SPACE, seed=1).propose_round(hist, 4)]
     code = (
         "import json, sys\n"
-        "from autosteer.log import read_log\n"
-        "from autosteer.strategies.tpe import TPESearch\n"
+        "from autosteer.search.log import read_log\n"
+        "from autosteer.search.strategies.tpe import TPESearch\n"
         "from autosteer import SteerSearchSpace\n"
         "space = SteerSearchSpace.from_dict(json.loads(sys.argv[1]))\n"
-        "from autosteer.candidate import SteerCandidate\n"
-        "from autosteer.trial import TrialRecord\n"
+        "from autosteer.search.candidate import SteerCandidate\n"
+        "from autosteer.search.trial import TrialRecord\n"
         "rows = json.loads(sys.argv[2])\n"
         "hist = [TrialRecord(i, st, candidate=SteerCandidate.from_json(c), score=s) for i, (st, c, s) in enumerate(rows)]\n"
         "print(json.dumps([c.key() for c in TPESearch(space, seed=1).propose_round(hist, 4)]))\n"

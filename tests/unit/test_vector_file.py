@@ -12,7 +12,7 @@ import torch
 from tiny_models import make_model, make_tokenizer
 
 from autosteer import Concept, CosineSchedule, DecaySchedule, InvalidArgumentError, Steer
-from autosteer.vector_file import DEFAULT_CALIBRATION, VectorFileError, read_gguf
+from autosteer.steering.vector_file import DEFAULT_CALIBRATION, VectorFileError, read_gguf
 
 gguf = pytest.importorskip("gguf")
 
@@ -22,7 +22,7 @@ NEG = ["the cat is old and grey", "a grey dog sits"]
 
 def n_hooks(model):
     """AutoSteer's hooks on the model (transformers keeps hooks of its own for output_hidden_states)."""
-    from autosteer.steer import _is_autosteer_hook
+    from autosteer.steering.steer import _is_autosteer_hook
 
     return sum(_is_autosteer_hook(h) for m in model.modules()
                for h in (*m._forward_pre_hooks.values(), *m._forward_hooks.values()))

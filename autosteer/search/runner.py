@@ -11,7 +11,7 @@
     results = runner.run(max_iterations=30)
     print(results)            # the short report, with the best configuration as code
 
-Who owns what: the log owns the trials (one :class:`~autosteer.trial.TrialRecord`
+Who owns what: the log owns the trials (one :class:`~autosteer.search.trial.TrialRecord`
 per evaluated candidate, written as it is decided); the strategy proposes from
 the history it is given and keeps nothing; the runner decides keep or discard,
 once, and everything it reports is derived from the history.
@@ -33,20 +33,20 @@ from typing import Any, Callable, Sequence
 
 from autosteer._canonical import digest
 from autosteer._checks import check_int, check_real
-from autosteer._threads import check_threads, using_threads
+from autosteer.search._threads import check_threads, using_threads
 from autosteer._checks import describe as _describe
-from autosteer.candidate import SteerCandidate
+from autosteer.search.candidate import SteerCandidate
 from autosteer.errors import AutoSteerError, InvalidArgumentError, LogFormatError, SearchSpaceError
-from autosteer.evaluator import SteerEvaluator
-from autosteer.executor import EvalSetup, WorkersLostError, check_executor
-from autosteer.log import FORMAT_VERSION, LogHistory, LogWriter, looks_like_log, read_log, run_id_of
-from autosteer.metrics import MetricResult, get_metric
-from autosteer.progress import Progress
-from autosteer.results import SteerResults, results_from_history
-from autosteer.space import SteerSearchSpace
-from autosteer.strategies import DEFAULT_STRATEGY, SearchExhaustedError, make_strategy, strategy_class
-from autosteer.stats import TESTS, paired_p
-from autosteer.trial import TrialRecord, improves, last_keep
+from autosteer.search.evaluator import SteerEvaluator
+from autosteer.search.executor import EvalSetup, WorkersLostError, check_executor
+from autosteer.search.log import FORMAT_VERSION, LogHistory, LogWriter, looks_like_log, read_log, run_id_of
+from autosteer.search.metrics import MetricResult, get_metric
+from autosteer.search.progress import Progress
+from autosteer.search.results import SteerResults, results_from_history
+from autosteer.search.space import SteerSearchSpace
+from autosteer.search.strategies import DEFAULT_STRATEGY, SearchExhaustedError, make_strategy, strategy_class
+from autosteer.search.stats import TESTS, paired_p
+from autosteer.search.trial import TrialRecord, improves, last_keep
 
 __all__ = ["AutoSteerRunner", "SteerResults", "DEFAULT_LOG"]
 
@@ -94,7 +94,7 @@ class AutoSteerRunner:
     prompts:
         The evaluation prompts (a non-empty list of strings).
     metric:
-        A name from the metric registry (:mod:`autosteer.metrics`):
+        A name from the metric registry (:mod:`autosteer.search.metrics`):
         ``"task_accuracy"``, ``"perplexity"``, ``"custom"``.  A callable is
         accepted as shorthand for ``metric="custom", custom_fn=callable``.
     expected_outputs:
@@ -107,7 +107,7 @@ class AutoSteerRunner:
         A :class:`SteerSearchSpace`; None uses ``SteerSearchSpace()``: the
         texts "logical", "precise", "analytical" over the model's middle layers.
     log_path:
-        The TSV log (see :mod:`autosteer.log`); None writes no log.  A new run
+        The TSV log (see :mod:`autosteer.search.log`); None writes no log.  A new run
         refuses to start over an existing file unless it is empty, a log of
         this very run (then it is started afresh), or ``overwrite=True``;
         ``run(resume=True)`` continues it.
@@ -115,7 +115,7 @@ class AutoSteerRunner:
         The strategy's seed, and (for the default strategy) how many
         non-keeps in a row end local search around the best.
     strategy:
-        ``"local"`` (default), ``"random"`` or ``"tpe"`` (Optuna); see :mod:`autosteer.strategies`.
+        ``"local"`` (default), ``"random"`` or ``"tpe"`` (Optuna); see :mod:`autosteer.search.strategies`.
     population:
         Candidates proposed and evaluated per round (default 1: one after
         another).  With K > 1 the K candidates share each batched pass, each
@@ -148,18 +148,18 @@ class AutoSteerRunner:
         themselves; then ``model`` and ``tokenizer`` may be None, and the
         driver loads nothing).  The strategy, the decisions and the log stay
         in this process; the log is the same wherever the candidates were
-        scored.  See :mod:`autosteer.executor` for faults and Ctrl-C.
+        scored.  See :mod:`autosteer.search.executor` for faults and Ctrl-C.
     overwrite:
         Start a new run over an existing log file that holds something else.
     threads:
         CPU threads torch uses during :meth:`run` (None: one for a small model,
-        two for a larger one; see :mod:`autosteer._threads`); restored after.
+        two for a larger one; see :mod:`autosteer.search._threads`); restored after.
     chat:
         Render prompts (strings, or conversations: lists of ``{"role",
         "content"}``) with the tokenizer's chat template and its generation prompt.
     concept_pattern, fluency_margin, kl_prompts:
         For the concept metrics (``concept_rate``, ``steered_concept``,
-        ``fluency``, ``kl_neutral``; see :mod:`autosteer.metrics`): the regular
+        ``fluency``, ``kl_neutral``; see :mod:`autosteer.search.metrics`): the regular
         expression (or keywords) of the concept, the fluency budget in
         nats/token, the neutral prompts of ``kl_neutral``.
 
@@ -255,7 +255,7 @@ class AutoSteerRunner:
                 info = executor.info()  # starts the workers: they load the model, the driver does not
                 tokenizer, model_name, num_layers = info.tokenizer, info.model_class, info.num_layers
             else:
-                from autosteer.steer import Steer
+                from autosteer.steering.steer import Steer
 
                 steer = Steer(model, tokenizer)
                 model_name, num_layers = type(model).__name__, steer.num_layers
@@ -282,7 +282,7 @@ class AutoSteerRunner:
 
             # -- the space ----------------------------------------------------------------
             space = search_space.resolve(num_layers, model_name)
-            from autosteer.concept import Concept, render
+            from autosteer.steering.concept import Concept, render
 
             for name, texts in (("texts", space.texts), ("negative_texts", space.negative_texts)):
                 for i, text in enumerate(texts):

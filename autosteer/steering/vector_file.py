@@ -126,7 +126,7 @@ def save(steer, path: str | os.PathLike, format: str | None = None, *, calibrati
 
 
 def _schedule_json(v, pos: int) -> dict | None:
-    from autosteer.schedules import SCHEDULE_KINDS, schedule_to_dict
+    from autosteer.steering.schedules import SCHEDULE_KINDS, schedule_to_dict
 
     d = schedule_to_dict(v.schedule)
     if d is not None and d.get("type") not in SCHEDULE_KINDS:
@@ -204,7 +204,7 @@ def _finite(path: Path, name: str, t) -> None:
 def load(model, tokenizer, path: str | os.PathLike, format: str | None = None, *, check_model: bool = True,
          layers=None):
     """A new ``Steer`` on ``model`` steered as the file says (see the module docstring)."""
-    from autosteer.steer import Steer
+    from autosteer.steering.steer import Steer
 
     path = Path(path)
     fmt = _format_of(path, format)
@@ -222,8 +222,8 @@ def load(model, tokenizer, path: str | os.PathLike, format: str | None = None, *
 
 
 def _plan_safetensors(path: Path, steer, check_model: bool):
-    from autosteer.concept import Concept
-    from autosteer.schedules import schedule_from_dict
+    from autosteer.steering.concept import Concept
+    from autosteer.steering.schedules import schedule_from_dict
 
     entries, info, tensors = _read_safetensors(path)
     _check_model(path, info, steer, check_model)

@@ -21,7 +21,7 @@ __all__ = ["plot_history"]
 def _history_of(source: Any) -> tuple[list[Any], bool | None, str | None]:
     """Records, lower_is_better (if known) and the metric name (if known)."""
     if isinstance(source, (str, os.PathLike)):
-        from autosteer.log import read_log
+        from autosteer.search.log import read_log
 
         hist = read_log(source, allow_incomplete=True)  # a log still being written plots too
         config = hist.config or {}
@@ -51,7 +51,7 @@ def plot_history(results_or_log_path: Any, path: str | os.PathLike | None = None
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError("plot_history needs matplotlib: pip install 'autosteer[plot]'") from None
-    from autosteer.trial import running_best
+    from autosteer.search.trial import running_best
 
     rows, lower_is_better, metric = _history_of(results_or_log_path)
     if not rows:

@@ -2,7 +2,7 @@
 
 Each :class:`Metric` row says its name, its direction, whether it needs
 expected outputs, and how it is computed from the evaluator's batched
-primitives (:mod:`autosteer.evaluator`).  A metric computes one
+primitives (:mod:`autosteer.search.evaluator`).  A metric computes one
 :class:`MetricResult` per candidate of a round (all candidates in one batched
 pass where it can), each with the value and what was measured on every
 prompt, so that a keep rule can test an improvement prompt by prompt.
@@ -176,7 +176,7 @@ def repetition(ids: Sequence[int]) -> float:
 
 
 def _steered(model) -> bool:
-    from autosteer.steer import _is_autosteer_hook
+    from autosteer.steering.steer import _is_autosteer_hook
 
     return any(_is_autosteer_hook(h) for m in model.modules() for h in m._forward_pre_hooks.values())
 
@@ -221,7 +221,7 @@ def _steered_concept(ev, job: MetricJob) -> list[MetricResult]:
 def _kl_neutral(ev, job: MetricJob) -> list[MetricResult]:
     import torch
 
-    from autosteer.steer import steering_paused
+    from autosteer.steering.steer import steering_paused
 
     prompts = ev.kl_prompts or job.prompts
     neutral = MetricJob(list(prompts), None, job.candidates, job.steer)

@@ -3,13 +3,13 @@
 Every strategy speaks the same candidate JSON and log, and is chosen by name
 (``AutoSteerRunner(strategy=...)``, ``autosteer search --strategy``):
 
-``local`` (default)   :class:`~autosteer.strategies.local.AutoSteerSearch`: local search
+``local`` (default)   :class:`~autosteer.search.strategies.local.AutoSteerSearch`: local search
                       around the best, random restarts after ``patience`` non-keeps.
-``random``            :class:`~autosteer.strategies.random_search.RandomSearch`: independent samples.
-``tpe``               :class:`~autosteer.strategies.tpe.TPESearch`: Optuna's TPE sampler
+``random``            :class:`~autosteer.search.strategies.random_search.RandomSearch`: independent samples.
+``tpe``               :class:`~autosteer.search.strategies.tpe.TPESearch`: Optuna's TPE sampler
                       (``pip install "autosteer[optuna]"``).
 
-Adding a strategy: a :class:`~autosteer.strategies.base.Strategy` subclass in
+Adding a strategy: a :class:`~autosteer.search.strategies.base.Strategy` subclass in
 its own module and one row in :data:`STRATEGIES`.
 """
 
@@ -19,15 +19,15 @@ import importlib
 from typing import Any
 
 from autosteer.errors import InvalidArgumentError
-from autosteer.strategies.base import SearchExhaustedError, Strategy
+from autosteer.search.strategies.base import SearchExhaustedError, Strategy
 
 __all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "make_strategy", "Strategy", "SearchExhaustedError"]
 
 #: name -> "module:class" (imported on first use, so an optional dependency costs nothing until chosen)
 STRATEGIES: dict[str, str] = {
-    "local": "autosteer.strategies.local:AutoSteerSearch",
-    "random": "autosteer.strategies.random_search:RandomSearch",
-    "tpe": "autosteer.strategies.tpe:TPESearch",
+    "local": "autosteer.search.strategies.local:AutoSteerSearch",
+    "random": "autosteer.search.strategies.random_search:RandomSearch",
+    "tpe": "autosteer.search.strategies.tpe:TPESearch",
 }
 
 DEFAULT_STRATEGY = "local"

@@ -12,8 +12,8 @@ import math
 import random
 from typing import Any
 
-from autosteer.candidate import SteerCandidate, SteerVector
-from autosteer.space import SteerSearchSpace
+from autosteer.search.candidate import SteerCandidate, SteerVector
+from autosteer.search.space import SteerSearchSpace
 
 __all__ = ["round_sig", "magnitude", "clip_coeff", "schedule", "random_vector", "random_candidate", "perturb"]
 
@@ -45,7 +45,7 @@ def magnitude(rng: random.Random, space: SteerSearchSpace) -> float:
 
 def schedule(rng: random.Random, space: SteerSearchSpace, exclude: str | None = None) -> dict[str, Any] | None:
     """A schedule dict drawn from the space ("none" has probability 1/2 when listed)."""
-    from autosteer.schedules import SCHEDULE_KINDS
+    from autosteer.steering.schedules import SCHEDULE_KINDS
 
     names = [s for s in space.schedules if s != exclude]
     if not names:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import random
 
-from autosteer.candidate import SteerCandidate
-from autosteer.strategies import _sampling
-from autosteer.strategies.base import Strategy
-from autosteer.trial import TrialRecord
+from autosteer.search.candidate import SteerCandidate
+from autosteer.search.strategies import _sampling
+from autosteer.search.strategies.base import Strategy
+from autosteer.search.trial import TrialRecord
 
 __all__ = ["RandomSearch"]
 

@@ -5,7 +5,7 @@ deliberate difference).  The per-forward work happens in C:
 ``autosteer._C.StepTracker`` reads the generation step from the KV cache, and
 each steered layer gets one forward pre-hook, chosen once by the layer's
 device: ``autosteer._C.SteerHook`` on the CPU (the fused C kernel, in place)
-or ``autosteer._torch_hook.TorchHook`` elsewhere (the same math as torch
+or ``autosteer.steering._torch_hook.TorchHook`` elsewhere (the same math as torch
 ops).  Both take the weights of the layer's vectors from one
 ``autosteer._C.SteerWeights``.  This module validates input, computes
 directions once, owns the direction storage (one float32 [J, D] matrix per
@@ -23,11 +23,12 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from . import _C, _torch_hook
-from ._checks import check_int, check_real, describe, is_int
-from .errors import InvalidArgumentError, LayerIndexError, VectorShapeError
-from .layers import TRANSFORMERS_CONVENTION, find_decoder_layers, first_layernorm_eps, hidden_size_of
-from .schedules import as_schedule, schedule_to_dict
+from autosteer import _C
+from autosteer.steering import _torch_hook
+from autosteer._checks import check_int, check_real, describe, is_int
+from autosteer.errors import InvalidArgumentError, LayerIndexError, VectorShapeError
+from autosteer.steering.layers import TRANSFORMERS_CONVENTION, find_decoder_layers, first_layernorm_eps, hidden_size_of
+from autosteer.steering.schedules import as_schedule, schedule_to_dict
 
 __all__ = ["Steer", "steering_paused"]
 
@@ -294,7 +295,7 @@ class Steer:
                 + ("both " + " and ".join(given) if given else "neither") + ")"
             )
         if concept is not None:
-            from .concept import Concept
+            from autosteer.steering.concept import Concept
 
             if not isinstance(concept, Concept):
                 raise InvalidArgumentError(f"concept must be an autosteer.Concept, got {describe(concept)}")
@@ -344,8 +345,8 @@ class Steer:
     # ------------------------------------------------------------------ files
     def save(self, path, format: str | None = None, **kwargs):
         """Write this steering to a file: ``.safetensors`` (exact) or ``.gguf`` (a llama.cpp
-        control vector); see :mod:`autosteer.vector_file`.  Returns the path."""
-        from .vector_file import save
+        control vector); see :mod:`autosteer.steering.vector_file`.  Returns the path."""
+        from autosteer.steering.vector_file import save
 
         return save(self, path, format, **kwargs)
 
@@ -353,7 +354,7 @@ class Steer:
     def load(cls, model, tokenizer, path, format: str | None = None, **kwargs) -> "Steer":
         """A ``Steer`` on ``model`` steered as the file at ``path`` says (safetensors written by
         :meth:`save`, or a GGUF control vector of llama.cpp / repeng / :meth:`save`)."""
-        from .vector_file import load
+        from autosteer.steering.vector_file import load
 
         return load(model, tokenizer, path, format, **kwargs)
 
@@ -518,7 +519,7 @@ class Steer:
 
     def concept_directions(self, concept) -> torch.Tensor:
         """A concept's normalised direction at every layer: float32 [L, D] (cached per concept)."""
-        from .concept import positions_of, render
+        from autosteer.steering.concept import positions_of, render
 
         key = ("concept", concept.hash)
         cached = self._dir_cache.get(key)

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Union
 
-from . import _C
-from .errors import ScheduleError
+from autosteer import _C
+from autosteer.errors import ScheduleError
 
 if TYPE_CHECKING:  # the names below are built from the table at import
-    from ._C import CosineSchedule, DecaySchedule, WarmupSchedule  # noqa: F401 - for type checkers
+    from autosteer._C import CosineSchedule, DecaySchedule, WarmupSchedule  # noqa: F401 - for type checkers
 
 __all__ = [
     "SCHEDULE_KINDS",

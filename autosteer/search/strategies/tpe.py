@@ -29,12 +29,12 @@ import warnings
 from typing import Any
 
 from autosteer._checks import check_int
-from autosteer.candidate import SteerCandidate, SteerVector
+from autosteer.search.candidate import SteerCandidate, SteerVector
 from autosteer.errors import AutoSteerError
-from autosteer.space import SteerSearchSpace
-from autosteer.strategies import _sampling
-from autosteer.strategies.base import Strategy
-from autosteer.trial import TrialRecord
+from autosteer.search.space import SteerSearchSpace
+from autosteer.search.strategies import _sampling
+from autosteer.search.strategies.base import Strategy
+from autosteer.search.trial import TrialRecord
 
 __all__ = ["TPESearch", "OPTUNA_INSTALL"]
 
@@ -88,7 +88,7 @@ class TPESearch(Strategy):
         return out
 
     def _schedule_params(self, kind: str) -> dict[str, tuple]:
-        from autosteer.schedules import SCHEDULE_KINDS
+        from autosteer.steering.schedules import SCHEDULE_KINDS
 
         if kind == "none":
             return {}
@@ -142,7 +142,7 @@ class TPESearch(Strategy):
             kind = self._schedules[trial.suggest_int(f"schedule_{i}", 0, len(self._schedules) - 1)]
             schedule = None
             if kind != "none":
-                from autosteer.schedules import SCHEDULE_KINDS
+                from autosteer.steering.schedules import SCHEDULE_KINDS
 
                 schedule = {"type": kind}
                 searched = self._schedule_params(kind)

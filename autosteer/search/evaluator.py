@@ -1,6 +1,6 @@
 """Scoring a (possibly steered) model: the batched passes every metric is built from.
 
-:class:`SteerEvaluator` runs one metric of the registry (:mod:`autosteer.metrics`)
+:class:`SteerEvaluator` runs one metric of the registry (:mod:`autosteer.search.metrics`)
 on prompts.  It owns tokenisation, padding, batching, greedy generation and
 teacher-forced scoring; the metric decides what to measure.  Given a
 :class:`~autosteer.Steer` and several candidates, it evaluates them all in
@@ -19,7 +19,7 @@ nor count.  The tokenizer's ``padding_side`` and pad token are never
 changed; the training flag of every module is restored after scoring (the
 model is put in eval mode while it is scored, custom metrics included).
 Built-in metrics run under ``torch.inference_mode()``; a custom function
-decides for itself.  torch runs on the thread count of :mod:`autosteer._threads`
+decides for itself.  torch runs on the thread count of :mod:`autosteer.search._threads`
 while the evaluator works (``threads=`` overrides it).  A pass whose logits are not finite (NaN or inf: steering
 far too strong for the storage dtype) raises :class:`NonFiniteOutputError`
 instead of producing a score.
@@ -34,9 +34,9 @@ from typing import Any, Callable, Iterator, Sequence
 from autosteer._checks import check_int
 from autosteer._checks import describe as _describe
 from autosteer._checks import check_real, is_real
-from autosteer._threads import check_threads, using_threads
+from autosteer.search._threads import check_threads, using_threads
 from autosteer.errors import AutoSteerError, InvalidArgumentError
-from autosteer.metrics import Metric, MetricJob, MetricResult, get_metric, normalize_answer
+from autosteer.search.metrics import Metric, MetricJob, MetricResult, get_metric, normalize_answer
 
 __all__ = ["SteerEvaluator", "NonFiniteOutputError", "normalize_answer", "check_prompts", "check_expected"]
 
@@ -48,7 +48,7 @@ class NonFiniteOutputError(AutoSteerError, ArithmeticError):
 def check_prompts(prompts: Any, name: str = "prompts", chat: bool = False) -> list:
     """A non-empty list of non-empty strings (or, with ``chat``, chat conversations:
     lists of ``{"role", "content"}`` messages), or :class:`InvalidArgumentError`."""
-    from autosteer.concept import check_conversation
+    from autosteer.steering.concept import check_conversation
 
     if isinstance(prompts, str):
         raise InvalidArgumentError(f"{name} must be a list of strings, got a single string; wrap it in a list")
@@ -374,7 +374,7 @@ class SteerEvaluator:
         """Mean per-token NLL of each continuation (token ids; one list per candidate group)
         given its prompt, scored by the model with every AutoSteer steering switched off (the
         unsteered model), all groups in the same batched passes."""
-        from autosteer.steer import steering_paused
+        from autosteer.steering.steer import steering_paused
 
         prompt_ids = [self._prompt_ids(p) for p in prompts]
         examples = []
@@ -392,7 +392,7 @@ class SteerEvaluator:
         """The unsteered model's own greedy continuations scored by itself: (mean NLL, per prompt);
         computed once per prompt set."""
         from autosteer._canonical import digest
-        from autosteer.steer import steering_paused
+        from autosteer.steering.steer import steering_paused
 
         key = digest([list(prompts), self.max_new_tokens])
         if key not in self._reference:

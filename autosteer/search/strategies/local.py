@@ -5,7 +5,7 @@
   1..``max_vectors`` vectors, each with a random layer, signed text, magnitude
   and schedule.
 * Otherwise it *exploits*: each proposal perturbs the best candidate (the
-  newest keep) with one move (see :func:`autosteer.strategies._sampling.perturb`).
+  newest keep) with one move (see :func:`autosteer.search.strategies._sampling.perturb`).
 * After ``patience`` consecutive non-keeps (discards and crashes both count)
   it explores, until a proposal is kept.
 * A candidate already tried (the empty baseline included) is never proposed
@@ -19,11 +19,11 @@ import random
 from typing import Sequence
 
 from autosteer._checks import check_int
-from autosteer.candidate import SteerCandidate
-from autosteer.space import SteerSearchSpace
-from autosteer.strategies import _sampling
-from autosteer.strategies.base import Strategy
-from autosteer.trial import TrialRecord, last_keep
+from autosteer.search.candidate import SteerCandidate
+from autosteer.search.space import SteerSearchSpace
+from autosteer.search.strategies import _sampling
+from autosteer.search.strategies.base import Strategy
+from autosteer.search.trial import TrialRecord, last_keep
 
 __all__ = ["AutoSteerSearch", "non_keeps_since_best", "N_INIT"]
 

@@ -19,10 +19,10 @@ import random
 from typing import Callable, Sequence
 
 from autosteer._checks import check_int
-from autosteer.candidate import SteerCandidate
+from autosteer.search.candidate import SteerCandidate
 from autosteer.errors import InvalidArgumentError, SearchSpaceError
-from autosteer.space import SteerSearchSpace
-from autosteer.trial import TrialRecord, last_keep
+from autosteer.search.space import SteerSearchSpace
+from autosteer.search.trial import TrialRecord, last_keep
 
 __all__ = ["Strategy", "SearchExhaustedError", "MAX_ATTEMPTS"]
 
@@ -37,7 +37,7 @@ class SearchExhaustedError(SearchSpaceError):
 
 
 class Strategy:
-    """Base class of the search strategies (see :mod:`autosteer.strategies`).
+    """Base class of the search strategies (see :mod:`autosteer.search.strategies`).
 
     Subclasses set :attr:`name` and implement :meth:`_propose`.
     """

@@ -6,11 +6,11 @@ fixed order, floats as given), which is what the results log stores and what
 strategies use to never try the same configuration twice.  A vector's
 schedule is a plain dict such as ``{"type": "decay", "rate": 0.9, ...}``,
 checked and completed against the schedule table of
-:data:`autosteer.schedules.SCHEDULE_KINDS`, so a new schedule kind needs no
+:data:`autosteer.steering.schedules.SCHEDULE_KINDS`, so a new schedule kind needs no
 change here.
 
 A vector's source is a text (llm_steer's meaning) or a
-:class:`~autosteer.concept.Concept`.  In JSON a concept is named by
+:class:`~autosteer.steering.concept.Concept`.  In JSON a concept is named by
 ``{"name", "hash"}`` (its content hash); reading such JSON back needs the
 concepts themselves (``concepts=``: a list, or a mapping from hash), which
 ``SteerCandidate.to_dict(full=True)`` carries along (``best.json``) and the
@@ -28,14 +28,14 @@ from typing import Any, Iterable, Mapping, Sequence
 from autosteer._canonical import canonical_json
 from autosteer._checks import describe as _describe
 from autosteer._checks import is_int, is_real
-from autosteer.concept import Concept
+from autosteer.steering.concept import Concept
 from autosteer.errors import InvalidArgumentError
 
 __all__ = ["SteerVector", "SteerCandidate", "normalise_schedule"]
 
 
 def _kinds():
-    from autosteer.schedules import SCHEDULE_KINDS
+    from autosteer.steering.schedules import SCHEDULE_KINDS
 
     return SCHEDULE_KINDS
 

@@ -1,4 +1,4 @@
-"""The results log of a search: one TSV row per :class:`~autosteer.trial.TrialRecord`,
+"""The results log of a search: one TSV row per :class:`~autosteer.search.trial.TrialRecord`,
 written and flushed as each trial ends, and read back strictly.
 
 Format 2 (UTF-8, ``\\n`` line ends, tab-separated, no quoting)::
@@ -41,9 +41,9 @@ import re
 from typing import Any, Mapping
 
 from autosteer._canonical import canonical_json, digest
-from autosteer.candidate import SteerCandidate
+from autosteer.search.candidate import SteerCandidate
 from autosteer.errors import AutoSteerError, LogFormatError
-from autosteer.trial import STATUSES, TrialRecord, improves
+from autosteer.search.trial import STATUSES, TrialRecord, improves
 
 __all__ = ["COLUMNS", "HEADER", "FORMAT_VERSION", "LogHistory", "LogWriter", "read_log", "run_id_of",
            "format_row", "looks_like_log"]
@@ -158,7 +158,7 @@ class LogWriter:
 
 
 class LogHistory(list):
-    """The records of a results log (a list of :class:`~autosteer.trial.TrialRecord`).
+    """The records of a results log (a list of :class:`~autosteer.search.trial.TrialRecord`).
 
     Attributes: ``path``; ``config`` (the baseline row's configuration, None
     for a log with no rows); ``run_id`` (its hash); ``incomplete_tail`` (byte
@@ -265,7 +265,7 @@ class _ReadState:
 
 def _config_concepts(text: str, where: str) -> dict:
     """The concepts of a run's search space (they are in its configuration, texts included)."""
-    from autosteer.concept import Concept
+    from autosteer.steering.concept import Concept
 
     try:
         config = json.loads(text)

@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from . import _C
-from ._checks import describe
-from .errors import InvalidArgumentError, SteerStateError
+from autosteer import _C
+from autosteer._checks import describe
+from autosteer.errors import InvalidArgumentError, SteerStateError
 
 __all__ = ["TorchHook", "steer", "last_token_index", "storage_limit"]
 

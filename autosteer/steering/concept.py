@@ -165,7 +165,7 @@ class Concept:
         """Normalised directions [L, D] from the captured activations [L, N, D] of each side."""
         import torch
 
-        from autosteer.steer import _normalise
+        from autosteer.steering.steer import _normalise
 
         if self.method == "mean_diff":
             raw = positive.mean(dim=1) - negative.mean(dim=1)  # [L, D]

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Iterable, Iterator, Sequence
 
-from autosteer.candidate import SteerCandidate
+from autosteer.search.candidate import SteerCandidate
 
 __all__ = ["TrialRecord", "STATUSES", "running_best", "improves"]
 

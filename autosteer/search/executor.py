@@ -212,14 +212,14 @@ class _Worker:
         self.scorer: Scorer | None = None
 
     def info(self) -> ModelInfo:
-        from autosteer.steer import Steer
+        from autosteer.steering.steer import Steer
 
         steer = Steer(self.model, self.tokenizer)
         return ModelInfo(type(self.model).__name__, steer.num_layers, self.tokenizer)
 
     def configure(self, setup: EvalSetup) -> int:
-        from autosteer.evaluator import SteerEvaluator
-        from autosteer.steer import Steer
+        from autosteer.search.evaluator import SteerEvaluator
+        from autosteer.steering.steer import Steer
 
         kwargs = dict(setup.evaluator)
         if kwargs.get("threads") is None:

@@ -4,7 +4,7 @@ A space is a value (frozen, comparable, JSON round trip).  It knows nothing of
 any model until :meth:`SteerSearchSpace.resolve` fixes the default layer range
 and checks the space against a model's number of layers.  Schedule names and
 their parameter ranges come from the schedule table
-(:data:`autosteer.schedules.SCHEDULE_KINDS`).
+(:data:`autosteer.steering.schedules.SCHEDULE_KINDS`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any, Mapping
 from autosteer._canonical import canonical_json
 from autosteer._checks import describe as _describe
 from autosteer._checks import is_int, is_real
-from autosteer.candidate import SteerCandidate
-from autosteer.concept import Concept
+from autosteer.search.candidate import SteerCandidate
+from autosteer.steering.concept import Concept
 from autosteer.errors import AutoSteerError, InvalidArgumentError, SearchSpaceError
 
 __all__ = ["SteerSearchSpace", "DEFAULT_TEXTS", "schedule_types"]
@@ -29,7 +29,7 @@ DEFAULT_TEXTS: tuple[str, ...] = ("logical", "precise", "analytical")
 
 
 def _kinds():
-    from autosteer.schedules import SCHEDULE_KINDS
+    from autosteer.steering.schedules import SCHEDULE_KINDS
 
     return SCHEDULE_KINDS
 

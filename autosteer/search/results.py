@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from autosteer.stats import paired_p
-from autosteer.trial import TrialRecord, last_keep
+from autosteer.search.stats import paired_p
+from autosteer.search.trial import TrialRecord, last_keep
 
 __all__ = ["SteerResults", "results_from_history", "gain_confidence", "NO_STEERING_CODE"]
 
@@ -28,7 +28,7 @@ class SteerResults(dict):
     Keys: ``baseline_score``, ``best_score``, ``best_candidate`` (a
     :class:`SteerCandidate`, or None when nothing beat the baseline),
     ``best_iteration`` (0 = the baseline), ``history`` (the
-    :class:`~autosteer.trial.TrialRecord` s, baseline first; they read like
+    :class:`~autosteer.search.trial.TrialRecord` s, baseline first; they read like
     dicts), ``keeps``, ``discards``, ``crashes``, ``iterations`` (trials run,
     baseline excluded), ``elapsed_s`` (over all sessions of a resumed run),
     ``best_steer_code`` (Python lines that rebuild the best configuration),
