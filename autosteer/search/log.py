@@ -26,9 +26,11 @@ Format 2 (UTF-8, ``\\n`` line ends, tab-separated, no quoting)::
 
 Nothing derivable is stored (the running best, the number of vectors, the
 description).  :func:`read_log` checks that a log is self-consistent: every
-number parses strictly, iterations count up, every keep beats the running best
-and (under the default keep rule) no discard does; otherwise it names the
-first line at fault.  A last line cut by a killed run (even inside a multibyte
+number parses strictly, iterations count up, every score is what its
+per-prompt values give (their mean; for perplexity a value between the
+smallest and the largest), every keep beats the running best and (under the
+default keep rule) no discard does; otherwise it names the first line at
+fault.  A last line cut by a killed run (even inside a multibyte
 character) is recovered with ``allow_incomplete=True``.
 """
 
@@ -253,8 +255,38 @@ def _header_error(path: str, got: str) -> str:
             f"{' | '.join(COLUMNS)} (tab-separated), got {got[:80]!r}")
 
 
+#: How a score derives from its per-prompt values, by metric: the mean for every built-in metric
+#: but perplexity, which is the exp of the token-weighted mean NLL, so it lies between the smallest
+#: and the largest per-prompt perplexity.  A metric not named here is not checked.
+_MEAN_METRICS = frozenset({"task_accuracy", "custom", "concept_rate", "fluency", "steered_concept", "kl_neutral"})
+_WITHIN_METRICS = frozenset({"perplexity"})
+
+
+def _check_derived(score: float | None, values: tuple[float, ...] | None, metric: Any, column: str,
+                   where: str) -> None:
+    """A score must be what its per-prompt values give (an edited score or list is refused)."""
+    if score is None or values is None or not math.isfinite(score):
+        return
+    if metric in _MEAN_METRICS:
+        mean = sum(values) / len(values)
+        if not math.isclose(score, mean, rel_tol=1e-9, abs_tol=1e-12):
+            raise LogFormatError(
+                f"{where}: {column} {score!r} is not the mean of its {len(values)} per-prompt values ({mean!r}); "
+                "the log was edited or is corrupt"
+            )
+    elif metric in _WITHIN_METRICS:
+        lo, hi = min(values), max(values)
+        slack = 1e-9 * max(abs(lo), abs(hi), 1.0)
+        if not lo - slack <= score <= hi + slack:
+            raise LogFormatError(
+                f"{where}: {column} {score!r} lies outside its per-prompt values ({lo!r} .. {hi!r}), which a "
+                f"{metric} score cannot; the log was edited or is corrupt"
+            )
+
+
 class _ReadState:
     def __init__(self) -> None:
+        self.metric: Any = None
         self.concepts: dict = {}
         self.best: float | None = None
         self.round = 0
@@ -352,6 +384,7 @@ def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> Trial
         mi = config.get("min_improvement", 0.0)
         st.min_improvement = float(mi) if isinstance(mi, (int, float)) and not isinstance(mi, bool) else 0.0
         st.check_discards = config.get("keep_rule", "mean") == "mean"
+        st.metric = config.get("metric")
     elif raw["config"]:
         raise LogFormatError(f"{where}: only the baseline row carries a config")
     elif not len(cand):
@@ -367,6 +400,8 @@ def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> Trial
     holdout_pp = _parse_values(raw["holdout_per_prompt"], "holdout_per_prompt", where)
     if holdout_pp is not None and holdout is None:
         raise LogFormatError(f"{where}: holdout_per_prompt without a holdout_score")
+    _check_derived(score, per_prompt, st.metric, "score", where)
+    _check_derived(holdout, holdout_pp, st.metric, "holdout_score", where)
     details = None
     if raw["details"]:
         try:

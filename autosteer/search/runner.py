@@ -108,8 +108,9 @@ class AutoSteerRunner:
         texts "logical", "precise", "analytical" over the model's middle layers.
     log_path:
         The TSV log (see :mod:`autosteer.search.log`); None writes no log.  A new run
-        refuses to start over an existing file unless it is empty, a log of
-        this very run (then it is started afresh), or ``overwrite=True``;
+        refuses to start over an existing file unless it is empty (or holds
+        only the header) or ``overwrite=True``; a log of this very run is
+        refused too (a second ``run()`` would wipe its trials):
         ``run(resume=True)`` continues it.
     seed, patience:
         The strategy's seed, and (for the default strategy) how many
@@ -150,7 +151,8 @@ class AutoSteerRunner:
         in this process; the log is the same wherever the candidates were
         scored.  See :mod:`autosteer.search.executor` for faults and Ctrl-C.
     overwrite:
-        Start a new run over an existing log file that holds something else.
+        Start a new run over an existing log file, replacing what it holds
+        (a log of this run or another, or any other file).
     threads:
         CPU threads torch uses during :meth:`run` (None: one for a small model,
         two for a larger one; see :mod:`autosteer.search._threads`); restored after.
@@ -565,7 +567,8 @@ class AutoSteerRunner:
     # -- resume ----------------------------------------------------------------
 
     def _check_fresh_start(self) -> None:
-        """A new run may write over nothing, an empty file, or a log of this very run."""
+        """A new run may write over nothing, an empty file, or a log with a header and no row;
+        anything else (a log of this very run included) needs resume or overwrite."""
         path = self.log_path
         if path is None or self.overwrite or not os.path.exists(path) or os.path.getsize(path) == 0:
             return
@@ -574,8 +577,14 @@ class AutoSteerRunner:
                 prior = read_log(path, allow_incomplete=True)
             except LogFormatError:
                 prior = None
-            if prior is not None and (prior.config is None or prior.run_id == self.run_id):
-                return
+            if prior is not None and prior.config is None:
+                return  # a header and no row: nothing to lose
+            if prior is not None and prior.run_id == self.run_id:
+                raise InvalidArgumentError(
+                    f"log_path {path!r} already holds {len(prior)} row(s) of this very run (the baseline and "
+                    f"{len(prior) - 1} trial(s)); starting it again would wipe them. Continue it with "
+                    "resume=True / --resume, or start over with overwrite=True / --overwrite"
+                )
             what = "a results log of another run" if prior is not None else "a corrupt results log"
         else:
             what = "a file that is not an AutoSteer results log"

@@ -503,9 +503,29 @@ def test_a_log_of_another_run_is_kept_unless_overwrite(model, tmp_path):
     with pytest.raises(InvalidArgumentError, match="a results log of another run.*--overwrite"):
         AutoSteerRunner(model, make_tokenizer(), PROMPTS, custom_fn=scripted([0.5]), seed=2, **kw).run(1)
     assert path.read_bytes() == before
-    # the same run again starts afresh over its own log
-    again = AutoSteerRunner(model, make_tokenizer(), PROMPTS, custom_fn=scripted([0.5, 0.7]), seed=1, **kw).run(1)
+    # overwrite=True replaces it
+    again = AutoSteerRunner(model, make_tokenizer(), PROMPTS, custom_fn=scripted([0.5, 0.7]), seed=1,
+                            overwrite=True, **kw).run(1)
     assert again["best_score"] == 0.7 and read_log(path)[1].score == 0.7
+
+
+def test_the_same_run_again_refuses_to_wipe_its_own_log(model, tmp_path):
+    """A second run of the very same configuration over its log, without resume, used to start
+    afresh and wipe the trials (9 rows -> 3): refused before any work, naming both ways out."""
+    path = tmp_path / "r.tsv"
+    kw = dict(metric="custom", search_space=SPACE, log_path=path, verbose=False, seed=1)
+    AutoSteerRunner(model, make_tokenizer(), PROMPTS, custom_fn=scripted([0.5, 0.6, 0.4, 0.7]), **kw).run(3)
+    before = path.read_bytes()
+    assert len(read_log(path)) == 4
+    fn = scripted([0.5])
+    with pytest.raises(InvalidArgumentError, match=r"already holds 4 row\(s\) of this very run.*"
+                                                   r"resume=True / --resume.*overwrite=True / --overwrite"):
+        AutoSteerRunner(model, make_tokenizer(), PROMPTS, custom_fn=fn, **kw).run(1)
+    assert path.read_bytes() == before and fn.calls == []  # nothing lost, nothing evaluated
+    # a header-only file (a run killed before its baseline) has nothing to lose
+    path.write_text(before.decode().splitlines()[0] + "\n")
+    res = AutoSteerRunner(model, make_tokenizer(), PROMPTS, custom_fn=scripted([0.5, 0.6]), **kw).run(1)
+    assert res["iterations"] == 1 and len(read_log(path)) == 2
 
 
 def test_custom_fn_arity_is_checked_at_construction(model, tmp_path):

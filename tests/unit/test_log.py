@@ -87,6 +87,15 @@ def set_field(line, name, value):
     return "\t".join(f)
 
 
+def edits(*fs):
+    """Several edits, applied in order."""
+    def apply(ls):
+        for f in fs:
+            ls = f(ls)
+        return ls
+    return apply
+
+
 def edit_line(n, name, value):
     """Set field ``name`` of log line ``n`` (1-based, the header is line 1)."""
     return lambda ls: ls[: n - 1] + [set_field(ls[n - 1], name, value)] + ls[n:]
@@ -119,9 +128,17 @@ def edit_line(n, name, value):
         (lambda ls: [ls[0], set_field(ls[1], "config", '{"format": 1}')] + ls[2:], "line 2: config format 1"),
         (edit_line(3, "config", "{}"), "line 3: only the baseline row"),
         # statuses must agree with the scores and the running best
-        (edit_line(3, "score", "0.3"), r"line 3: a keep with score 0\.3 does not beat the best so far"),
+        (edits(edit_line(3, "score", "0.3"), edit_line(3, "per_prompt", "")),
+         r"line 3: a keep with score 0\.3 does not beat the best so far"),
         (edit_line(4, "score", "0.7"), r"line 4: a discard with score 0\.7 beats the best so far"),
-        (edit_line(2, "score", "0.9"), r"line 3: a keep with score 0\.6666666666666666 does not beat .*0\.9"),
+        (edits(edit_line(2, "score", "0.9"), edit_line(2, "per_prompt", "")),
+         r"line 3: a keep with score 0\.6666666666666666 does not beat .*0\.9"),
+        # a score must be the mean of its per-prompt values (an edited keep still beating the best)
+        (edit_line(3, "score", "0.6766666666666666"),
+         r"line 3: score 0\.6766666666666666 is not the mean of its 3 per-prompt values \(0\.6666666666666666\)"),
+        (edit_line(3, "per_prompt", "[1.0,1.0,0.1]"), r"line 3: score 0\.6666666666666666 is not the mean"),
+        (edit_line(2, "score", "0.3"), r"line 2: score 0\.3 is not the mean"),
+        (edit_line(3, "holdout_per_prompt", "[0.5,1.0]"), r"line 3: holdout_score 0\.7 is not the mean of its 2"),
         (lambda ls: ls[:-2] + ["", ls[-2], ""], f"line 6: expected {len(COLUMNS)}"),  # a blank line inside
         (lambda ls: ls[:-1], "line 6: incomplete row"),  # last line without its line end
     ],
@@ -229,3 +246,34 @@ def test_plot_history_from_log_and_rows(tmp_path):
     assert "lower is better" in fig2.axes[0].get_ylabel()
     with pytest.raises(ValueError):
         plot_history([])
+
+
+def test_a_score_must_be_what_its_per_prompt_values_give(tmp_path):
+    """The mean for the mean metrics (an edited 0.9375 -> 0.9475 is named), a value between the
+    smallest and the largest per-prompt perplexity for perplexity, unchecked for a metric the
+    reader does not know."""
+    p = tmp_path / "log.tsv"
+    pp = (1.0,) * 15 + (0.0,)
+    assert sum(pp) / len(pp) == 0.9375
+    rows = [row(0, "baseline", 0.5, SteerCandidate(), per_prompt=(1.0, 0.0) * 8), row(1, "keep", 0.9375, per_prompt=pp)]
+    write_log(p, rows)
+    assert read_log(p)[1].score == 0.9375
+    p.write_text(p.read_text(encoding="utf-8").replace("\t0.9375\t", "\t0.9475\t"), encoding="utf-8")
+    with pytest.raises(LogFormatError, match=r"line 3: score 0\.9475 is not the mean of its 16 per-prompt values "
+                                             r"\(0\.9375\)"):
+        read_log(p)
+
+    def perplexity_log(score):
+        config = dict(CONFIG, metric="perplexity", lower_is_better=True)
+        with LogWriter(p) as w:
+            w.write(row(0, "baseline", 10.0, SteerCandidate(), per_prompt=(12.0, 8.5)), config)
+            w.write(row(1, "keep", score, per_prompt=(9.0, 4.0)))
+        return p
+
+    # a token-weighted perplexity is no mean of the per-prompt ones, but lies between them
+    assert read_log(perplexity_log(math.exp((3 * math.log(9.0) + 7 * math.log(4.0)) / 10)))[1].score < 6.5
+    with pytest.raises(LogFormatError, match=r"line 3: score 3\.5 lies outside its per-prompt values \(4\.0 \.\. 9\.0\)"):
+        read_log(perplexity_log(3.5))
+    with LogWriter(p) as w:  # a metric registered by the user: its aggregate is its own
+        w.write(row(0, "baseline", 7.0, SteerCandidate(), per_prompt=(1.0, 2.0)), dict(CONFIG, metric="mine"))
+    assert read_log(p)[0].score == 7.0
