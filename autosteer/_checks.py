@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Any
 
 from autosteer.errors import InvalidArgumentError
@@ -19,6 +20,7 @@ __all__ = [
     "describe",
     "check_int",
     "check_real",
+    "read_text",
 ]
 
 
@@ -65,3 +67,29 @@ def check_real(name: str, value: Any, *, minimum: float | None = None, finite: b
     if minimum is not None and out < minimum:
         raise InvalidArgumentError(f"{name} must be >= {minimum}, got {out!r}")
     return out
+
+
+def read_text(path: Any, what: str = "file") -> str:
+    """The text of an input file the user wrote: UTF-8, a leading byte-order mark dropped.
+
+    A file that is not UTF-8 (e.g. saved as Latin-1) raises
+    :class:`~autosteer.errors.InvalidArgumentError` naming ``what``, the file,
+    the line and column of the first bad byte, and what to do; a file that
+    cannot be read names the file and the OS's reason.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise InvalidArgumentError(f"cannot read the {what} {path!r}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InvalidArgumentError(
+            f"the {what} {path!r} is not UTF-8 text: line {line} column {column} has the byte "
+            f"0x{data[exc.start]:02x} ({exc.reason}); save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+    return text[1:] if text.startswith("\ufeff") else text

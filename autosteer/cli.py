@@ -364,14 +364,17 @@ def _load_json(text: str, where: str) -> Any:
 def read_prompts(path: str) -> tuple[list[str], list[str] | None]:
     """Prompts (and expected answers when given) from a text or JSONL file.
 
-    Text: one prompt per non-empty line. JSONL (a ``.jsonl`` name, or a first
-    line that starts with ``{``): one object per line with a ``prompt`` string
+    The file must be UTF-8 (a byte-order mark is dropped before anything
+    else; another encoding is refused naming the file and line).  Text: one
+    prompt per non-empty line. JSONL (a ``.jsonl`` name, or a first line that
+    starts with ``{``): one object per line with a ``prompt`` string
     and optionally an ``expected`` string; either every line has ``expected``
     or none does.
     """
+    from autosteer._checks import read_text
+
     _require_file(path, "prompts file")
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.read().splitlines()
+    lines = read_text(path, "prompts file").splitlines()  # UTF-8, a byte-order mark dropped
     numbered = [(i, line) for i, line in enumerate(lines, start=1) if line.strip()]
     if not numbered:
         raise UsageError(f"prompts file {path!r} has no prompts")
@@ -410,9 +413,10 @@ def read_prompts(path: str) -> tuple[list[str], list[str] | None]:
 
 
 def _read_expected(path: str, n_prompts: int) -> list[str]:
+    from autosteer._checks import read_text
+
     _require_file(path, "expected answers file")
-    with open(path, encoding="utf-8") as fh:
-        answers = [line for line in fh.read().splitlines() if line.strip()]
+    answers = [line for line in read_text(path, "expected answers file").splitlines() if line.strip()]
     if len(answers) != n_prompts:
         raise UsageError(f"--expected {path!r} has {len(answers)} answers for {n_prompts} prompts (one per line)")
     return answers
@@ -422,9 +426,10 @@ def _read_config(path: str):
     """A SteerCandidate from `best --json` output, a candidate dict, or a list of vector dicts."""
     from autosteer.search.candidate import SteerCandidate
 
+    from autosteer._checks import read_text
+
     _require_file(path, "config file")
-    with open(path, encoding="utf-8") as fh:
-        data = _load_json(fh.read(), f"config file {path!r}")
+    data = _load_json(read_text(path, "config file"), f"config file {path!r}")
     concepts = data.get("concepts") if isinstance(data, dict) else None
     if isinstance(data, dict) and "candidate" in data:
         data = data["candidate"]

@@ -227,7 +227,10 @@ class SteerEvaluator:
     def evaluate(self, prompts: Sequence[str], expected: Sequence[str] | None = None) -> float:
         """The metric on ``prompts`` (and ``expected`` where the metric uses them), as a float.
 
-        A custom function's result is converted with ``float()`` (or averaged
+        The inputs are checked before any work (:meth:`check`): a list of
+        non-empty strings (conversations with ``chat``), and one expected string
+        per prompt where the metric uses them; an error names ``prompts[i]`` or
+        ``expected_outputs``.  A custom function's result is converted with ``float()`` (or averaged
         when it returns one number per prompt); anything else raises
         ``TypeError``.  Non-finite values are returned as they are: the runner
         counts them as crashes.
@@ -236,8 +239,8 @@ class SteerEvaluator:
 
     def evaluate_result(self, prompts: Sequence[str], expected: Sequence[str] | None = None) -> MetricResult:
         """Like :meth:`evaluate`, with the per-prompt values and outputs (a :class:`MetricResult`)."""
-        job = MetricJob(list(prompts), None if expected is None else list(expected))
-        return self._run(job)[0]
+        prompts, expected = self.check(prompts, expected)
+        return self._run(MetricJob(prompts, expected))[0]
 
     def evaluate_candidates(self, steer, candidates: Sequence[Any], prompts: Sequence[str],
                             expected: Sequence[str] | None = None) -> list[MetricResult]:
@@ -246,17 +249,18 @@ class SteerEvaluator:
         Metrics that allow it score every candidate in the same batched passes
         (each row steered by its own candidate); the others apply one
         candidate after another.  The results equal those of evaluating the
-        candidates one by one.
+        candidates one by one.  The prompts and expected outputs are checked
+        first, as in :meth:`evaluate`.
         """
         candidates = list(candidates)
+        prompts, expected = self.check(prompts, expected)
         if not candidates:
             return []
-        expected = None if expected is None else list(expected)
         if self.spec.batched:
-            return self._run(MetricJob(list(prompts), expected, candidates, steer))
+            return self._run(MetricJob(prompts, expected, candidates, steer))
         out = []
         for cand in candidates:
-            out.extend(self._run(MetricJob(list(prompts), expected, [cand], steer)))
+            out.extend(self._run(MetricJob(prompts, expected, [cand], steer)))
         return out
 
     def _run(self, job: MetricJob) -> list[MetricResult]:

@@ -182,14 +182,13 @@ class Concept:
 def load_concepts(path: str | os.PathLike) -> list[Concept]:
     """Concepts from a file: a JSON object (one concept), a JSON list of them, or JSONL (one per line).
 
-    Errors name the file and, for JSONL, the line.
+    The file must be UTF-8 (a leading byte-order mark is dropped).  Errors
+    name the file and, for JSONL or an encoding error, the line.
     """
+    from autosteer._checks import read_text
+
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise InvalidArgumentError(f"cannot read the concept file {path!r}: {exc.strerror or exc}") from None
+    text = read_text(path, "concept file")  # UTF-8 (a byte-order mark dropped), else an error naming the line
     stripped = text.strip()
     if not stripped:
         raise InvalidArgumentError(f"the concept file {path!r} is empty")

@@ -178,6 +178,39 @@ def test_prompt_files_text_and_jsonl(tmp_path):
         cli.read_prompts(str(mixed))
 
 
+def test_a_byte_order_mark_is_dropped_before_the_format_is_detected(tmp_path):
+    """A JSONL prompts file saved with a UTF-8 BOM (Windows editors) and not named .jsonl was read
+    as plain text: the JSON lines became prompts and the expected answers were lost."""
+    rows = '{"prompt": "what is 3 plus 4 ?", "expected": "7"}\n{"prompt": "what is 2 plus 2 ?", "expected": "4"}\n'
+    for name in ("p.txt", "p.jsonl"):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + rows.encode("utf-8"))
+        assert cli.read_prompts(str(path)) == (["what is 3 plus 4 ?", "what is 2 plus 2 ?"], ["7", "4"])
+    text = tmp_path / "t.txt"
+    text.write_bytes("\ufefffirst\nsecond\n".encode("utf-8"))
+    assert cli.read_prompts(str(text)) == (["first", "second"], None)  # no BOM glued to the first prompt
+
+
+def test_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path, capsys):
+    """--prompts latin1.txt raised a bare UnicodeDecodeError naming no file."""
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("what is 3 plus 4 ?\nle caf\u00e9 est\n".encode("latin-1"))
+    from autosteer.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match=r"prompts file '.*latin1\.txt' is not UTF-8 text: line 2 column 7 "
+                                                   r"has the byte 0xe9"):
+        cli.read_prompts(str(latin1))
+    assert cli.main(["search", "--model", "organism", "--prompts", str(latin1), "--metric", "perplexity"]) == 2
+    err = capsys.readouterr().err
+    assert "latin1.txt" in err and "line 2" in err and "UnicodeDecodeError" not in err
+    expected = tmp_path / "e.txt"
+    expected.write_bytes(b"7\n\xe9\n")
+    (tmp_path / "p.txt").write_text("a\nb\n")
+    assert cli.main(["search", "--model", "organism", "--prompts", str(tmp_path / "p.txt"), "--metric",
+                     "task_accuracy", "--expected", str(expected)]) == 2
+    assert "expected answers file" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- end to end, tiny model
 
 def test_search_best_plot_generate_on_a_model_folder(tiny_dir, prompts, tmp_path):

@@ -122,6 +122,19 @@ def test_concepts_are_values_with_a_content_hash(tmp_path):
     assert [c.name for c in load_concepts(tmp_path / "many.jsonl")] == ["a", "b"]
 
 
+def test_concept_files_must_be_utf8_a_bom_is_dropped(tmp_path):
+    """load_concepts(latin1.json) raised a bare UnicodeDecodeError naming no file."""
+    a = Concept("café", POS, NEG)
+    text = json.dumps(a.to_dict(), ensure_ascii=False)
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert load_concepts(tmp_path / "bom.json") == [a]
+    (tmp_path / "latin1.json").write_bytes(text.encode("latin-1"))
+    col = text.index("é") + 1
+    with pytest.raises(InvalidArgumentError, match=rf"concept file '.*latin1\.json' is not UTF-8 text: line 1 column "
+                                                   rf"{col} has the byte 0xe9"):
+        load_concepts(tmp_path / "latin1.json")
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(positive=[], negative=NEG), "positive is empty"),
     (dict(positive=POS, negative=[]), "negative is empty"),

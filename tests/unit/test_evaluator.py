@@ -155,3 +155,33 @@ def test_the_cpu_steering_hook_calls_no_torch_op():
         assert hook.kernel_calls >= 11
     ops = [e for e in prof.events() if e.name.startswith("aten::")]
     assert ops == [], sorted({e.name for e in ops})
+
+
+@pytest.mark.parametrize(
+    "metric, prompts, expected, match",
+    [
+        ("task_accuracy", PROMPTS, ["7"], r"prompts and expected_outputs have different lengths \(3 vs 1\)"),
+        ("task_accuracy", PROMPTS, None, "needs expected_outputs"),
+        ("perplexity", PROMPTS, [" 7", " the"], r"prompts and expected_outputs have different lengths \(3 vs 2\)"),
+        ("perplexity", ["a b", 42], None, r"prompts\[1\] must be a string, got int 42"),
+        ("task_accuracy", ["a b", "c d"], ["7", 7], r"expected_outputs\[1\] must be a string, got int 7"),
+        ("perplexity", [], None, "prompts is empty"),
+    ],
+)
+def test_evaluate_checks_its_inputs_before_any_work(model, metric, prompts, expected, match):
+    """3 prompts with 1 expected answer used to score 0.0, mismatched perplexity inputs a number, a
+    non-string prompt a transformers error naming no argument: each is refused, naming the argument,
+    before the model runs (no forward pass: a forward hook counts them)."""
+    from autosteer import InvalidArgumentError
+
+    ev = SteerEvaluator(model, make_tokenizer(), metric, max_new_tokens=2)
+    calls = []
+    handle = model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        with pytest.raises(InvalidArgumentError, match=match):
+            ev.evaluate(prompts, expected)
+        with pytest.raises(InvalidArgumentError, match=match):
+            ev.evaluate_candidates(Steer(model, make_tokenizer()), [SteerCandidate()], prompts, expected)
+    finally:
+        handle.remove()
+    assert calls == []
