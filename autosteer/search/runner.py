@@ -82,6 +82,19 @@ def _check_log_path(log_path: Any) -> str | None:
     return path
 
 
+def _check_unsteered(model: Any) -> None:
+    """The baseline is the model's own score: a model another Steer steers is refused."""
+    from autosteer.steering.steer import active_steering
+
+    active = active_steering(model)
+    if active:
+        raise InvalidArgumentError(
+            f"the model is already steered by another Steer ({'; '.join(active)}), so the baseline and every trial "
+            "would be scored on top of that steering. Remove it first (steer.reset_all(), or end its `with` "
+            "block), or give the runner an unsteered model"
+        )
+
+
 class AutoSteerRunner:
     """Search for the steering configuration that maximises (or minimises) a metric.
 
@@ -90,7 +103,9 @@ class AutoSteerRunner:
     model, tokenizer:
         A transformers causal LM and its tokenizer.  The model's weights are
         never changed; steering is added through hooks and removed after
-        every trial (also on errors and Ctrl-C).
+        every trial (also on errors and Ctrl-C).  A model that another
+        ``Steer`` steers is refused (here and again in :meth:`run`), naming
+        its active vectors: the baseline must be the unsteered model.
     prompts:
         The evaluation prompts (a non-empty list of strings).
     metric:
@@ -261,6 +276,7 @@ class AutoSteerRunner:
 
                 steer = Steer(model, tokenizer)
                 model_name, num_layers = type(model).__name__, steer.num_layers
+                _check_unsteered(model)
             evaluator_kwargs = dict(metric=spec.name, custom_fn=custom_fn, max_new_tokens=max_new_tokens,
                                     batch_size=batch_size, early_stop=True, threads=threads, chat=chat,
                                     concept_pattern=concept_pattern, fluency_margin=fluency_margin,
@@ -386,6 +402,8 @@ class AutoSteerRunner:
             raise InvalidArgumentError(f"resume must be True or False, got {_describe(resume)}")
         if resume and self.log_path is None:
             raise InvalidArgumentError("resume=True needs the log_path of the run to continue")
+        if self.model is not None:
+            _check_unsteered(self.model)  # steering added since __init__ would be in every score
         prior = self._load_for_resume() if resume else None
         if not resume:
             self._check_fresh_start()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -30,7 +31,7 @@ from autosteer.errors import InvalidArgumentError, LayerIndexError, VectorShapeE
 from autosteer.steering.layers import TRANSFORMERS_CONVENTION, find_decoder_layers, first_layernorm_eps, hidden_size_of
 from autosteer.steering.schedules import as_schedule, schedule_to_dict
 
-__all__ = ["Steer", "steering_paused"]
+__all__ = ["Steer", "steering_paused", "active_steering"]
 
 _F32_MAX = float(np.finfo(np.float32).max)
 
@@ -141,6 +142,53 @@ def steering_paused(model: torch.nn.Module) -> Iterator[None]:
                 hooks[key] = hook
 
 
+#: Every live Steer, so that the steering on a model can be described by what it steers with.
+_LIVE: "weakref.WeakSet[Steer]" = weakref.WeakSet()
+
+
+def _describe_vector(d: dict) -> str:
+    if d.get("output_of_layer") is not None:
+        return f"layer {d['layer_idx']}: a fixed vector on its output (norm {d['norm']:.3g})"
+    what = (f"concept {d['concept']['name']!r}" if d.get("concept") else
+            repr(d["text"]) if d.get("text") is not None else "a vector")
+    sched = f", schedule {d['coeff_schedule']['type']}" if d.get("coeff_schedule") else ""
+    return f"layer {d['layer_idx']}: {what} coeff {d['coeff']:g}{sched}"
+
+
+def active_steering(model: torch.nn.Module) -> list[str]:
+    """One line per AutoSteer vector active on ``model``, whichever ``Steer`` added it
+    (``"layer 2: 'logical' coeff 0.4"``); empty when the model computes unsteered.
+
+    Steering that no live ``Steer`` owns (e.g. copied along with a model) is
+    described from its hooks.  What :class:`~autosteer.AutoSteerRunner`
+    checks before it takes a model's unsteered score as its baseline.
+    """
+    if not isinstance(model, torch.nn.Module):
+        return []
+    modules = {id(m) for m in model.modules()}
+    out: list[str] = []
+    owned: set[int] = set()
+    for steer in list(_LIVE):
+        if not (steer._hooks or steer._outputs) or not any(id(layer) in modules for layer in steer._layers):
+            continue
+        owned.update(id(hook) for _, hook in steer._hooks.values())
+        owned.update(id(steer._layers[il]) for il in steer._outputs)  # their output hooks
+        out.extend(_describe_vector(d) for d in steer.get_all())
+    for module in model.modules():
+        for attr in _HOOK_DICTS:
+            for hook in getattr(module, attr).values():
+                if not _is_autosteer_hook(hook) or isinstance(hook, _C.StepTracker) or id(hook) in owned:
+                    continue
+                if isinstance(hook, _torch_hook.OutputHook):
+                    if id(module) not in owned:
+                        out.append(f"layer {hook.layer_idx}: a fixed vector on its output (no Steer owns it)")
+                    continue
+                w = hook.weights
+                coeffs = ", ".join(f"{c:g}" for c in w.coeffs)
+                out.append(f"layer {w.layer_idx}: {w.count} vector(s), coeff {coeffs} (no Steer owns them)")
+    return out
+
+
 def _copy_without_steering(model: torch.nn.Module) -> torch.nn.Module:
     """copy.deepcopy(model), then the copied AutoSteer hooks come off the copy."""
     copied = copy.deepcopy(model)
@@ -215,6 +263,7 @@ class Steer:
         # llama.cpp-style fixed vectors on layer outputs (imported control vectors): layer -> vector
         self._outputs: dict[int, torch.Tensor] = {}
         self._output_handles: dict[int, Any] = {}
+        _LIVE.add(self)
 
     # ------------------------------------------------------------------ info
     @property

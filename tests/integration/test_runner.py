@@ -586,3 +586,36 @@ def test_a_half_logged_round_is_completed_on_resume(model, tmp_path):
     (tmp_path / "half.tsv").write_text("".join(lines[:1 + 1 + 6]))  # header, baseline, round 1 and half of round 2
     runner(model, tmp_path, "half.tsv", **kw).run(8, resume=True)
     assert strip_timings(tmp_path / "half.tsv") == strip_timings(tmp_path / "full.tsv")
+
+
+def test_a_model_steered_by_another_steer_is_refused_naming_its_vectors(model, tmp_path):
+    """The baseline was silently the steered model's score (0.0 where the unsteered model scores
+    0.5): refused at construction and again at run(), naming the active vectors; once that
+    steering is removed the baseline is the unsteered model's score (a plain forward)."""
+    tok = make_tokenizer()
+    other = Steer(model, tok)
+    other.add(1, 0.4, text="logical")
+    other.add(2, -0.2, text="confused")
+    with pytest.raises(InvalidArgumentError, match=r"already steered by another Steer \(layer 1: 'logical' coeff 0\.4; "
+                                                   r"layer 2: 'confused' coeff -0\.2\).*reset_all"):
+        runner(model, tmp_path, metric="custom", custom_fn=logit_metric)
+    other.reset_all()
+    r = runner(model, tmp_path, metric="custom", custom_fn=logit_metric)
+    with Steer(model, tok) as late:  # steering added between the runner's construction and run()
+        late.add(0, 0.3, text="precise")
+        with pytest.raises(InvalidArgumentError, match=r"layer 0: 'precise' coeff 0\.3"):
+            r.run(1)
+    assert not (tmp_path / "r.tsv").exists()  # refused before the log was opened
+    base = r.run(0)["baseline_score"]
+    assert base == logit_metric(model, tok, PROMPTS) and n_hooks(model) == 0
+    # steering that no live Steer owns (its Steer dropped without reset_all) is described from its hooks
+    import gc
+
+    orphan = make_model("llama")
+    s = Steer(orphan, tok)
+    s.add(1, 0.5, text="logical")
+    del s
+    gc.collect()
+    assert n_hooks(orphan)
+    with pytest.raises(InvalidArgumentError, match=r"layer 1: 1 vector\(s\), coeff 0\.5 \(no Steer owns them\)"):
+        runner(orphan, tmp_path, metric="custom", custom_fn=logit_metric)
