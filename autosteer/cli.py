@@ -1,4 +1,4 @@
-"""The ``autosteer`` command: search, best, plot, generate, demo.
+"""The ``autosteer`` command: search, best, plot, view, generate, demo.
 
 Every subcommand takes ``--json`` for one machine-readable JSON object on
 stdout.  Exit status: 0 on success, 2 for bad input (a bad argument, a
@@ -110,6 +110,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number (0..65535), got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port number (0..65535), got {value}")
+    return value
+
+
+def _poll_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0.05 <= value <= 3600):
+        raise argparse.ArgumentTypeError(f"expected seconds between 0.05 and 3600, got {text!r}")
+    return value
+
+
 def _threads(text: str):
     return None if text == "auto" else _positive_int(text)
 
@@ -138,6 +158,16 @@ examples:
 _PLOT_EXAMPLE = f"""\
 example:
   autosteer plot {DEFAULT_LOG} -o progress.png     (needs matplotlib: pip install "autosteer[plot]")
+"""
+
+_VIEW_EXAMPLE = f"""\
+examples:
+  autosteer view {DEFAULT_LOG}                     then open http://127.0.0.1:8000/
+  autosteer view {DEFAULT_LOG} --port 8100 --poll 2
+
+The page shows the search's progress and re-reads the log as it grows (the search may still be
+running). Needs the serve extra: pip install "autosteer[serve]". Before/after answers of the
+held-out prompts need a model: `autosteer serve --model MODEL --log LOG --holdout PROMPTS`.
 """
 
 _GENERATE_EXAMPLE = """\
@@ -272,6 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("log", metavar="LOG", help="a log written by `autosteer search`")
     p.add_argument("-o", "--output", default="progress.png", metavar="PNG", help="image file (default: %(default)s)")
     p.set_defaults(func=cmd_plot)
+
+    v = add("view", "Watch a search in the browser: the search viewer on a results log (no model).", _VIEW_EXAMPLE)
+    v.add_argument("log", metavar="LOG", help="a log written by `autosteer search` (it may still be growing)")
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    v.add_argument("--port", type=_port, default=8000, help="TCP port (default: %(default)s; 0 picks a free one)")
+    v.add_argument("--poll", type=_poll_seconds, default=1.0, metavar="SECONDS",
+                   help="how often the page re-reads the log (default: %(default)s)")
+    v.set_defaults(func=cmd_view)
 
     g = add("generate", "Generate text with a steering configuration applied.", _GENERATE_EXAMPLE)
     g.add_argument("prompts", nargs="+", metavar="PROMPT", help="one or more prompts")
@@ -590,11 +628,13 @@ def cmd_best(args: argparse.Namespace) -> int:
     if args.code:
         print(results["best_steer_code"])
         return EXIT_OK
+    from autosteer.search.results import trials_text
+
     metric = f" {results['metric']}" if results["metric"] else ""
     found = (f"found at iteration {results['best_iteration']}" if results["best_iteration"]
              else "no candidate beat the baseline")
     print(f"Baseline: {results['baseline_score']:.4f} -> Best: {results['best_score']:.4f}{metric} ({found}) | "
-          f"{results['iterations']} trials: keeps {results['keeps']}, discards {results['discards']}, "
+          f"{trials_text(results['iterations'])}: keeps {results['keeps']}, discards {results['discards']}, "
           f"crashes {results['crashes']}")
     if results["baseline_holdout"] is not None and results["best_holdout"] is not None:
         print(f"Held-out: {results['baseline_holdout']:.4f} -> {results['best_holdout']:.4f}")
@@ -638,6 +678,57 @@ def cmd_plot(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {args.output}")
     return EXIT_OK
+
+
+def _need_serve_extra(command: str):
+    """uvicorn, or a usage error that names the extra to install."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise UsageError(f"{command} needs the serve extra ({exc.name} is missing): "
+                         'pip install "autosteer[serve]"') from None
+    return uvicorn
+
+
+def cmd_view(args: argparse.Namespace) -> int:
+    if os.path.exists(args.log):
+        _require_file(args.log, "results log")
+        _require_log(args.log)
+    elif not os.path.isdir(os.path.dirname(os.path.abspath(args.log))):
+        raise UsageError(f"results log {args.log!r}: its folder does not exist")
+    uvicorn = _need_serve_extra("view")
+    from autosteer.serve.playground.app import create_viewer_app
+
+    app = create_viewer_app(args.log, poll_s=args.poll)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(config)
+    if not os.path.exists(args.log):
+        print(f"{args.log} does not exist yet: the page waits for the search to write it", file=sys.stderr)
+    _announce_url(server, args)
+    server.run()
+    return EXIT_OK
+
+
+def _announce_url(server, args: argparse.Namespace) -> None:
+    """Print the page's address once the server listens (the bound port when --port 0)."""
+    started = server.startup
+
+    async def startup(*a: Any, **kw: Any) -> None:
+        await started(*a, **kw)
+        port = args.port
+        for s in getattr(server, "servers", []) or []:
+            for sock in getattr(s, "sockets", []) or []:
+                port = sock.getsockname()[1]
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        url = f"http://{host}:{port}/"
+        if args.json:
+            _print_json({"url": url, "log": args.log})
+        else:
+            print(f"search viewer on {args.log}: {url}  (Ctrl-C stops)", flush=True)
+        sys.stdout.flush()
+
+    server.startup = startup
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -5,6 +5,9 @@
 #   3. the C-heavy Python tests again against an ASan + UBSan build of autosteer._C
 set -euo pipefail
 cd "$(dirname "$0")/.."
+echo "== Browser for the playground tests (Debian's chromium and chromium-driver)"
+bash tests/install_browser.sh
+export AUTOSTEER_REQUIRE_BROWSER=1
 echo "== C unit tests (ASan/UBSan)"
 bash tests/c/run_c_tests.sh
 echo "== Python tests"

@@ -13,9 +13,14 @@ from typing import Any, Mapping, Sequence
 from autosteer.search.stats import paired_p
 from autosteer.search.trial import TrialRecord, last_keep
 
-__all__ = ["SteerResults", "results_from_history", "gain_confidence", "NO_STEERING_CODE"]
+__all__ = ["SteerResults", "results_from_history", "gain_confidence", "trials_text", "NO_STEERING_CODE"]
 
 NO_STEERING_CODE = "# no steering configuration beat the baseline"
+
+
+def trials_text(iterations: int) -> str:
+    """How ``autosteer best`` and the search viewer count a search's trials: ``"12 trials"``."""
+    return f"{iterations} trials"
 
 
 def _fmt(x: float | None) -> str:
