@@ -18,9 +18,10 @@ import math
 import os
 import re
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["main", "build_parser", "read_prompts", "EXIT_OK", "EXIT_FAILED", "EXIT_BAD_INPUT"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "build_parser", "main", "read_prompts"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -197,6 +198,15 @@ example:
 """
 
 
+_SERVE_EXAMPLE = """example:
+  autosteer serve --model organism --preset logical=best.json
+  curl -s localhost:8000/v1/completions -H 'Content-Type: application/json' \\
+    -d '{"model": "organism", "prompt": "what is 3 plus 4 ?", "max_tokens": 4, "temperature": 0,
+         "steering": [{"layer_idx": 0, "coeff": 0.5, "text": "logical"}]}'
+  (see docs/serve.md)
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="autosteer",
@@ -333,6 +343,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     e.set_defaults(func=cmd_export)
 
+    v = add("serve", "Serve a model over an OpenAI-compatible HTTP API with per-request steering "
+                     "(needs the serve extra).", _SERVE_EXAMPLE)
+    model_options(v)
+    v.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    v.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
+    v.add_argument("--preset", action="append", default=[], metavar="NAME=FILE",
+                   help="a named steering preset: best.json, or a .safetensors / .gguf vector file (repeatable)")
+    v.add_argument("--name", metavar="ID", help="the model id clients send (default: from --model)")
+    v.add_argument("--max-batch", type=_positive_int, default=8, metavar="N",
+                   help="requests decoded together (default: %(default)s)")
+    v.add_argument("--max-tokens", type=_positive_int, default=256, metavar="N",
+                   help="default and largest max_tokens of a request (default: %(default)s)")
+    v.add_argument("--max-waiting", type=int, default=64, metavar="N",
+                   help="requests that may wait for a batch row; more are answered 429 (default: %(default)s)")
+    v.add_argument("--api-key", metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' on /v1/ requests (default: $AUTOSTEER_API_KEY if set)")
+    v.add_argument("--max-body", type=_positive_int, default=1_000_000, metavar="BYTES",
+                   help="largest request body; larger ones get 413 (default: %(default)s)")
+    v.set_defaults(func=cmd_serve)
+
     d = sub.add_parser("demo", help="Run the end-to-end demo on the embedded model (autosteer demo --help).",
                        epilog=_DEMO_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
                        add_help=False)
@@ -416,8 +446,8 @@ def read_prompts(path: str) -> tuple[list[str], list[str] | None]:
     numbered = [(i, line) for i, line in enumerate(lines, start=1) if line.strip()]
     if not numbered:
         raise UsageError(f"prompts file {path!r} has no prompts")
-    from autosteer.steering.concept import check_conversation
     from autosteer.errors import InvalidArgumentError
+    from autosteer.steering.concept import check_conversation
     is_jsonl = path.endswith((".jsonl", ".ndjson")) or numbered[0][1].lstrip().startswith("{")
     if not is_jsonl:
         return [line for _, line in numbered], None
@@ -733,8 +763,8 @@ def _announce_url(server, args: argparse.Namespace) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     candidate = _read_config(args.config) if args.config else None
-    from autosteer.search._threads import using_threads
     from autosteer.models import resolve_device
+    from autosteer.search._threads import using_threads
 
     resolve_device(args.device)
     model, tokenizer = _load(args)
@@ -835,6 +865,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from autosteer.serve.server import serve
+
+    return serve(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     return _run_demo(list(args.args))
 
@@ -899,7 +935,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK
-    except Exception as exc:  # noqa: BLE001 - the command line reports every failure as an exit status
+    except Exception as exc:
         if os.environ.get("AUTOSTEER_DEBUG"):
             raise
         code = EXIT_BAD_INPUT if _is_bad_input(exc) else EXIT_FAILED
