@@ -694,7 +694,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
     _require_file(args.log, "results log")
     _require_log(args.log)
     _output_path(args.output, "-o/--output")
+    from autosteer.errors import InvalidArgumentError
     from autosteer.search.log import read_log
+
+    try:
+        from autosteer.search.plot import check_image_path
+
+        check_image_path(args.output)
+    except ImportError as exc:
+        raise UsageError(f"{exc}") from None
+    except InvalidArgumentError as exc:
+        raise UsageError(f"argument -o/--output: {exc}") from None
 
     read_log(args.log, allow_incomplete=True)  # a clear error for a file that is not a log
     try:
@@ -917,6 +927,13 @@ def _fail(message: str, code: int, want_json: bool) -> int:
     return code
 
 
+def _command_usage(parser: argparse.ArgumentParser, command: str) -> str | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command].format_usage()
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``autosteer`` command; returns the exit status."""
     argv = _join_negative_ranges(list(sys.argv[1:] if argv is None else argv))
@@ -924,8 +941,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["demo"]:  # the demo parses its own options, --help included
             return _run_demo(argv[1:])
-        args = build_parser().parse_args(argv)
-        return args.func(args)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        try:
+            return args.func(args)
+        except UsageError as exc:  # a command's own check: its usage line, as argparse shows for its errors
+            if exc.usage is None:
+                exc.usage = _command_usage(parser, args.command)
+            raise
     except UsageError as exc:
         if exc.usage and not want_json:
             sys.stderr.write(exc.usage)

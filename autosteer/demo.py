@@ -15,22 +15,32 @@ ordinary requests rendered with the chat template, and 40 disjoint held-out
 requests (``autosteer/data/smollm2_demo.json``); it prints the held-out concept
 rate and fluency before and after.
 
-Either writes ``steer_log.tsv``, ``progress.png`` and ``best.json`` into ``--out``.
+Either writes ``steer_log.tsv``, ``progress.png``, ``best.json``,
+``best.safetensors`` and ``best.gguf`` into ``--out`` (default: ``demo_out``
+for the organism, ``demo_out_smollm2`` for SmolLM2, ``demo_out_<name>`` for
+another model, so that the demos never share a folder).  A folder that already
+holds one of these files is refused before the model loads, unless
+``--overwrite`` (``overwrite=True``) replaces them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["main", "run_demo", "DEMO_SPACE", "LOG_NAME", "CONCEPT_DEMO", "load_concept_demo"]
+__all__ = ["main", "run_demo", "DEMO_SPACE", "LOG_NAME", "CONCEPT_DEMO", "load_concept_demo", "default_out",
+           "OUTPUT_FILES"]
 
 LOG_NAME = "steer_log.tsv"
+#: What a demo writes into its folder (a folder holding any of them is refused without overwrite).
+OUTPUT_FILES = (LOG_NAME, "progress.png", "best.json", "best.safetensors", "best.gguf")
 DATA = Path(__file__).resolve().parent / "data"
 
 # The search space of the demo on the embedded model: the concept words of the
@@ -63,6 +73,30 @@ CONCEPT_DEMO: dict[str, Any] = {
 EXAMPLES = 3
 
 
+def default_out(model: str) -> str:
+    """The demo's default output folder for ``model``: ``demo_out`` for the organism,
+    ``demo_out_smollm2``, ``demo_out_<file or folder name>`` for another model."""
+    if model == "organism":
+        return "demo_out"
+    name = os.path.basename(os.path.normpath(os.path.expanduser(model))) or "model"
+    if name.lower().endswith(".gguf"):
+        name = name[:-5]
+    return "demo_out_" + (re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model")
+
+
+def check_out(out: str | os.PathLike, overwrite: bool) -> str | None:
+    """Why the demo may not write into ``out`` (None when it may): an existing file that is not a
+    folder, or a folder that already holds the demo's files and ``overwrite`` is False."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        return f"--out {str(out)!r} is an existing file, not a folder; give a folder (created if missing)"
+    there = [name for name in OUTPUT_FILES if (path / name).exists()] if path.is_dir() else []
+    if there and not overwrite:
+        return (f"--out {str(out)!r} already holds {', '.join(there)} from an earlier demo; give another "
+                "folder, or --overwrite (overwrite=True) to replace them")
+    return None
+
+
 def _parse_range(text: str, kind, flag: str):
     try:
         lo, hi = text.split(":")
@@ -79,9 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="autosteer demo",
         description="Run the autonomous steering search on the embedded model organism (arithmetic task), or a "
                     "concept search on a real model (--model smollm2), and report what it found.",
-        epilog="example:\n  autosteer demo --out demo_out\n"
+        epilog="examples:\n  autosteer demo                                   (writes demo_out/)\n"
                "  autosteer demo --metric perplexity --iterations 20 --out demo_ppl\n"
-               "  autosteer demo --model smollm2 --out demo_smollm2",
+               "  autosteer demo --model smollm2                   (writes demo_out_smollm2/)\n"
+               "  autosteer demo --overwrite                       (run again over demo_out/)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--metric", choices=["task_accuracy", "perplexity"], default="task_accuracy",
@@ -94,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"candidates per batched round (default: 1 on the organism, {CONCEPT_DEMO['population']} "
                         "on a real model)")
     p.add_argument("--seed", type=int, default=0, help="search seed (default: %(default)s)")
-    p.add_argument("--out", default="demo_out", help="output folder, created if missing (default: %(default)s)")
+    p.add_argument("--out", default=None,
+                   help="output folder, created if missing (default: demo_out for the organism, "
+                        "demo_out_smollm2 for smollm2, demo_out_NAME for another model)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files of an earlier demo in --out (without it, such a folder is refused)")
     p.add_argument("--model", default="organism",
                    help="'organism' (default: the embedded model), 'smollm2', a model folder or a hub id")
     p.add_argument("--num-prompts", type=int, default=None, metavar="N",
@@ -207,18 +246,29 @@ def _short(text: str, width: int = 70) -> str:
 
 
 def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed: int = 0,
-             out: str | Path = "demo_out", model: str = "organism", n_prompts: int | None = None,
+             out: str | Path | None = None, model: str = "organism", n_prompts: int | None = None,
              n_holdout: int | None = None, layers: str | None = None, coeffs: str | None = None,
              verbose: bool = True, stream=None, threads: int | None = None,
-             population: int | None = None) -> dict[str, Any]:
-    """Run the demo; returns a dict of what it printed (scores, held-out, paths)."""
+             population: int | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Run the demo; returns a dict of what it printed (scores, held-out, paths).
+
+    ``out`` (None: :func:`default_out` of ``model``) must not hold the files of
+    an earlier demo (:data:`OUTPUT_FILES`) unless ``overwrite=True``; that is
+    checked before the model loads (:class:`~autosteer.errors.InvalidArgumentError`).
+    """
+    from autosteer.errors import InvalidArgumentError
     from autosteer.search._threads import using_threads
     from autosteer.models import load_model
     from autosteer.search.runner import AutoSteerRunner
 
+    if not isinstance(overwrite, bool):
+        raise InvalidArgumentError(f"overwrite must be True or False, got {type(overwrite).__name__} {overwrite!r}")
+    out = Path(default_out(model) if out is None else out)
+    problem = check_out(out, overwrite)
+    if problem:
+        raise InvalidArgumentError(problem)
     stream = stream or sys.stdout
     say = lambda *a: print(*a, file=stream, flush=True)  # noqa: E731
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     lm, tokenizer = load_model(model, progress=None if verbose else False)
@@ -241,7 +291,7 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
     runner = AutoSteerRunner(lm, tokenizer, setup.prompts, search_space=setup.space,
                              expected_outputs=setup.expected, holdout_prompts=setup.holdout,
                              holdout_expected=setup.holdout_expected, log_path=out / LOG_NAME, seed=seed,
-                             verbose=verbose, overwrite=True, threads=threads, population=population,
+                             verbose=verbose, overwrite=overwrite, threads=threads, population=population,
                              **setup.runner)
     results = runner.run(max_iterations=iterations)
     name = runner.metric
@@ -362,6 +412,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _parse_range(value, kind, flag)
             except ValueError as exc:
                 parser.error(str(exc))
+    if args.out is None:
+        args.out = default_out(args.model)
+    problem = check_out(args.out, args.overwrite)
+    if problem:
+        parser.error(problem)
     threads = None
     if args.threads not in (None, "auto"):
         try:
@@ -376,7 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = run_demo(metric=args.metric, iterations=args.iterations, seed=args.seed, out=args.out,
                       model=args.model, n_prompts=args.num_prompts, n_holdout=args.num_holdout,
                       layers=args.layers, coeffs=args.coeffs, verbose=not (args.quiet or args.json),
-                      stream=stream, threads=threads, population=args.population)
+                      stream=stream, threads=threads, population=args.population, overwrite=args.overwrite)
     if args.json:
         best = report["best_candidate"]
         print(json.dumps({

@@ -37,7 +37,7 @@ def main(argv=None):
 
     t0 = time.perf_counter()
     log = io.StringIO()
-    report = run_demo(model="smollm2", out=a.out, seed=a.seed, iterations=a.iterations, population=a.population,
+    report = run_demo(model="smollm2", out=a.out, overwrite=True, seed=a.seed, iterations=a.iterations, population=a.population,
                       verbose=False, stream=log)
     demo_s = time.perf_counter() - t0
     print(log.getvalue())

@@ -34,7 +34,7 @@ def main(argv=None):
         budget = a.budget or (32 if name == "organism" else 40)
         for population in (1, 8):
             t = time.perf_counter()
-            rep = run_demo(model=name, iterations=budget, population=population, out=f"/tmp/autosteer-walltime-{name}-{population}",
+            rep = run_demo(model=name, iterations=budget, population=population, out=f"/tmp/autosteer-walltime-{name}-{population}", overwrite=True,
                            verbose=False, stream=io.StringIO())
             wall = time.perf_counter() - t
             res = rep["results"]

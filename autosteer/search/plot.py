@@ -15,7 +15,31 @@ from typing import Any, Mapping, Sequence
 
 from autosteer.errors import InvalidArgumentError
 
-__all__ = ["plot_history"]
+__all__ = ["plot_history", "check_image_path"]
+
+
+def check_image_path(path: str | os.PathLike) -> str:
+    """``path`` as a string when matplotlib can write an image there (its extension names a
+    format matplotlib writes, no extension means PNG, its folder exists), else
+    :class:`InvalidArgumentError` naming the path and the formats; checked before any drawing."""
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("plot_history needs matplotlib: pip install 'autosteer[plot]'") from None
+    text = os.fspath(path)
+    ext = os.path.splitext(text)[1].lstrip(".").lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if ext and ext not in formats:
+        raise InvalidArgumentError(
+            f"cannot write a plot to {text!r}: {ext!r} is not an image format matplotlib writes "
+            f"(use one of {', '.join(sorted(formats))})"
+        )
+    if os.path.isdir(text):
+        raise InvalidArgumentError(f"cannot write a plot to {text!r}: it is a directory; give a file name")
+    parent = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(parent):
+        raise InvalidArgumentError(f"cannot write a plot to {text!r}: directory {parent!r} does not exist")
+    return text
 
 
 def _history_of(source: Any) -> tuple[list[Any], bool | None, str | None]:
@@ -45,7 +69,8 @@ def plot_history(results_or_log_path: Any, path: str | os.PathLike | None = None
     usable score), the baseline a dashed line, the best so far a step line,
     held-out scores (measured for the baseline and each keep) orange diamonds.
     The x axis counts trials, the y axis names the metric and its direction.
-    With ``path`` the figure is also saved there (format from the extension).
+    With ``path`` the figure is also saved there (format from the extension;
+    an extension matplotlib cannot write is refused before any drawing).
     """
     try:
         from matplotlib.figure import Figure
@@ -53,6 +78,8 @@ def plot_history(results_or_log_path: Any, path: str | os.PathLike | None = None
         raise ImportError("plot_history needs matplotlib: pip install 'autosteer[plot]'") from None
     from autosteer.search.trial import running_best
 
+    if path is not None:
+        path = check_image_path(path)
     rows, lower_is_better, metric = _history_of(results_or_log_path)
     if not rows:
         raise InvalidArgumentError("the history is empty: nothing to plot")
@@ -99,5 +126,5 @@ def plot_history(results_or_log_path: Any, path: str | os.PathLike | None = None
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     if path is not None:
-        fig.savefig(os.fspath(path))
+        fig.savefig(path)
     return fig

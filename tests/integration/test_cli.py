@@ -134,6 +134,8 @@ def test_top_level_help_and_python_m(tmp_path):
           "--worker-cpus", "-1"], "--worker-cpus and --worker-gpus must be >= 0"),
         (["best", "log.tsv", "--json", "--code"], "alternatives"),
         (["plot", "log.tsv", "-o", "no/such/dir/a.png"], "does not exist"),
+        (["plot", "log.tsv", "-o", "out.xyz"], "argument -o/--output: cannot write a plot to 'out.xyz': 'xyz' is not "
+                                               "an image format matplotlib writes"),
         (["generate", "--model", "organism", "--config", "deep.json", "hello"], "nested deeper than"),
         (["best", "p.txt"], "not an AutoSteer results log"),
         (["best", "missing.tsv"], "does not exist"),

@@ -71,3 +71,41 @@ def test_demo_prints_as_many_examples_as_the_readme_shows(tmp_path):
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     shown = readme.split("Before / after on held-out prompts (greedy):\n", 1)[1].split("```", 1)[0]
     assert len(shown.strip().splitlines()) == EXAMPLES
+
+
+def demo_proc(cwd, *args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "autosteer", "demo", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+
+
+def test_demo_refuses_to_overwrite_an_earlier_demo_unless_overwrite(tmp_path):
+    """`autosteer demo --out DIR` overwrote steer_log.tsv, best.json, best.safetensors already there:
+    a second demo into the same folder is refused before the model loads (exit 2, naming the folder,
+    the files and --overwrite), and --overwrite replaces them."""
+    out, _ = run_demo(tmp_path, "--iterations", "1", "--num-holdout", "10")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "steer_log.tsv" in before
+    proc = demo_proc(tmp_path, "--out", str(out), "--iterations", "1", "--num-holdout", "10", timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"--out {str(out)!r} already holds steer_log.tsv" in proc.stderr and "--overwrite" in proc.stderr
+    assert "AutoSteer demo:" not in proc.stdout  # refused before the model loaded
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    proc = demo_proc(tmp_path, "--out", str(out), "--iterations", "2", "--num-holdout", "10", "--overwrite")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(read_log(out / "steer_log.tsv")) == 3  # the new run's baseline and 2 trials
+
+
+def test_demo_out_naming_a_file_exits_2_and_each_model_has_its_own_default_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine\n")
+    proc = demo_proc(tmp_path, "--out", "notes.txt", timeout=120)
+    assert proc.returncode == 2 and "--out 'notes.txt' is an existing file, not a folder" in proc.stderr
+    assert "Traceback" not in proc.stderr and (tmp_path / "notes.txt").read_text() == "mine\n"
+    # the organism and SmolLM2 demos do not share a default folder (refused before either model loads)
+    for model, folder in (("organism", "demo_out"), ("smollm2", "demo_out_smollm2")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "best.json").write_text("{}\n")
+        proc = demo_proc(tmp_path, "--model", model, timeout=120)
+        assert proc.returncode == 2 and f"--out {folder!r} already holds best.json" in proc.stderr, proc.stderr
+    from autosteer.demo import default_out
+
+    assert default_out("./models/My Model.gguf") == "demo_out_My_Model"
