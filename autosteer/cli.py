@@ -240,9 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
             _SEARCH_EXAMPLE)
     model_options(s)
     s.add_argument("--prompts", required=True, metavar="FILE", help="prompts: text lines or JSONL")
-    s.add_argument("--metric", required=True, choices=_metric_names(),
-                   help="what to optimise: task_accuracy or steered_concept (higher is better), perplexity "
-                        "(lower is better), concept_rate, fluency, kl_neutral (see the README)")
+    s.add_argument("--metric", default=None, choices=_metric_names(),
+                   help="what to optimise: task_accuracy or steered_answer (higher is better), perplexity "
+                        "(lower is better), steered_concept, concept_rate, fluency, kl_neutral (see docs/metrics.md); "
+                        "default: steered_answer with --concept-pattern, else required")
     s.add_argument("--expected", metavar="FILE", help="expected answers, one per line (task_accuracy)")
     s.add_argument("--holdout", metavar="FILE",
                    help="held-out prompts (same formats), scored for the baseline and each new best, never to decide")
@@ -260,9 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--chat", action="store_true",
                    help="render prompts with the tokenizer's chat template (prompts may be conversations)")
     s.add_argument("--concept-pattern", metavar="REGEX",
-                   help="what a continuation on the concept matches (concept_rate, steered_concept)")
+                   help="what a continuation on the concept matches (steered_answer, concept_rate, steered_concept)")
     s.add_argument("--fluency-margin", type=float, default=1.0, metavar="NATS",
-                   help="fluency budget of steered_concept, in nats/token (default: %(default)s)")
+                   help="fluency budget of steered_answer (a hard constraint) and steered_concept (a penalty), "
+                        "in nats/token (default: %(default)s)")
     s.add_argument("--max-vectors", type=_positive_int, metavar="N", help="most vectors per candidate (default: 2)")
     s.add_argument("--schedules", nargs="+", metavar="NAME", choices=_schedule_names(),
                    help=f"coefficient schedules to try (default: {' '.join(_schedule_names())})")
@@ -532,6 +534,11 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    if args.metric is None:
+        if args.concept_pattern is None:
+            raise UsageError("search needs --metric (e.g. task_accuracy with expected answers), or --concept-pattern "
+                             "for a concept search (then the metric defaults to steered_answer)")
+        args.metric = "steered_answer"
     prompts, expected = read_prompts(args.prompts)
     if args.expected:
         expected = _read_expected(args.expected, len(prompts))
@@ -633,6 +640,11 @@ def _summary(results, **extra: Any) -> dict[str, Any]:
     for key in ("iterations", "keeps", "discards", "crashes", "elapsed_s", "baseline_holdout", "best_holdout",
                 "confidence", "stopped_early"):
         out[key] = results[key]
+    from autosteer.search.results import answer_axes
+
+    axes = answer_axes(results)
+    if axes is not None:
+        out["axes"] = axes
     return out
 
 
@@ -668,9 +680,11 @@ def cmd_best(args: argparse.Namespace) -> int:
           f"crashes {results['crashes']}")
     if results["baseline_holdout"] is not None and results["best_holdout"] is not None:
         print(f"Held-out: {results['baseline_holdout']:.4f} -> {results['best_holdout']:.4f}")
-    if results["confidence"] is not None:
-        from autosteer.search.results import describe_confidence
+    from autosteer.search.results import describe_axes, describe_confidence
 
+    for line in describe_axes(results):
+        print(line)
+    if results["confidence"] is not None:
         print(describe_confidence(results["confidence"]))
     best = results["best_candidate"]
     print(f"Best configuration: {'no steering' if best is None else best.describe()}")

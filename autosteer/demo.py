@@ -10,10 +10,10 @@ before/after, the best configuration as code, and before/after generations.
 ``--model smollm2`` (or any other causal LM): a concept search on a real
 chat model.  The shipped concept *weddings* (40 contrastive sentence pairs,
 ``autosteer/data/weddings_concept.json``) over the upper layers, the
-``steered_concept`` metric (the concept rate, with a fluency budget) on 24
+``steered_answer`` metric (on-concept AND on-request AND fluent, per answer) on 24
 ordinary requests rendered with the chat template, and 40 disjoint held-out
-requests (``autosteer/data/smollm2_demo.json``); it prints the held-out concept
-rate and fluency before and after.
+requests (``autosteer/data/smollm2_demo.json``); it prints the concept rate,
+relevance, fluency and stuck share before and after.
 
 Either writes ``steer_log.tsv``, ``progress.png``, ``best.json``,
 ``best.safetensors`` and ``best.gguf`` into ``--out`` (default: ``demo_out``
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--metric", choices=["task_accuracy", "perplexity"], default="task_accuracy",
                    help="what the organism's search optimises (default: %(default)s; a real model's concept "
-                        "search always optimises steered_concept)")
+                        "search always optimises steered_answer)")
     p.add_argument("--iterations", type=int, default=None,
                    help="candidates to evaluate after the baseline (default: 30 on the organism, "
                         f"{CONCEPT_DEMO['iterations']} on a real model)")
@@ -205,11 +205,12 @@ def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs) 
     chat = bool(getattr(tokenizer, "chat_template", None))
     prompts = prompts[: n_prompts or len(prompts)]
     held = held[: n_holdout or len(held)]
-    runner = {"metric": "steered_concept", "concept_pattern": pattern, "chat": chat,
+    runner = {"metric": "steered_answer", "concept_pattern": pattern, "chat": chat,
               "max_new_tokens": CONCEPT_DEMO["max_new_tokens"], "fluency_margin": CONCEPT_DEMO["fluency_margin"],
               "batch_size": len(prompts)}
-    label = (f"concept {concept.name!r} ({len(concept.positive)} contrastive pairs) | metric steered_concept "
-             f"(fluency budget +{CONCEPT_DEMO['fluency_margin']} nat/token)")
+    label = (f"concept {concept.name!r} ({len(concept.positive)} contrastive pairs) | metric steered_answer "
+             f"(on-concept AND on-request AND fluent per answer; fluency budget +{CONCEPT_DEMO['fluency_margin']} "
+             "nat/token, a hard limit)")
     return _Setup(label, prompts, held, None, None, space, runner, concept)
 
 
@@ -311,16 +312,14 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
         what = " of the correct answers" if name == "perplexity" else ""
         say(f"Held-out {name}{what}: {before:.4f} -> {after:.4f}{change} on {len(setup.holdout)} prompts")
     elif before is not None:
-        base_d = results["history"][0].details or {}
-        best_d = (results["history"][results["best_iteration"]].details or {}) if best is not None else base_d
-        held_report = {
-            "concept_rate": (base_d.get("holdout_concept_rate"), best_d.get("holdout_concept_rate")),
-            "fluency": (base_d.get("holdout_fluency"), best_d.get("holdout_fluency")),
-        }
-        (r0, r1), (f0, f1) = held_report["concept_rate"], held_report["fluency"]
-        say(f"Held-out ({len(setup.holdout)} prompts): concept rate {100 * r0:.0f}% -> {100 * r1:.0f}% | "
-            f"fluency (NLL under the unsteered model) {f0:.3f} -> {f1:.3f} nat/token "
-            f"({f1 - f0:+.2f}; budget +{runner.evaluator.fluency_margin:g}) | steered_concept {before:.4f} -> {after:.4f}")
+        from autosteer.search.results import answer_axes, describe_axes
+
+        axes = answer_axes(results) or {}
+        held_report = axes.get("holdout", {})
+        for line in describe_axes(results):
+            say(line)
+        say(f"Held-out {name} ({len(setup.holdout)} prompts): {before:.4f} -> {after:.4f} "
+            f"(fluency budget +{runner.evaluator.fluency_margin:g} nat/token)")
     if results["confidence"] is not None:
         from autosteer.search.results import describe_confidence
 

@@ -147,6 +147,8 @@ class SteerEvaluator:
         concept_pattern: Any = None,
         fluency_margin: float = 1.0,
         kl_prompts: Sequence[Any] | None = None,
+        relevance_judge: Callable[[Any, str], float] | None = None,
+        fluency_scale: float = 3.0,
     ) -> None:
         spec = get_metric(metric)
         if spec.name == "custom":
@@ -179,8 +181,20 @@ class SteerEvaluator:
                 f"metric={spec.name!r} needs concept_pattern: a regular expression, or a list of keywords, that a "
                 "continuation matches when it is about the concept"
             )
-        self.concept_pattern = None if concept_pattern is None else compile_pattern(concept_pattern)
+        if callable(concept_pattern) and not isinstance(concept_pattern, str):
+            self.concept_fn, self.concept_pattern = concept_pattern, None
+        else:
+            self.concept_fn = None
+            self.concept_pattern = None if concept_pattern is None else compile_pattern(concept_pattern)
+        if relevance_judge is not None and not callable(relevance_judge):
+            raise InvalidArgumentError(
+                f"relevance_judge must be a callable (request, answer) -> score in [0, 1], got {_describe(relevance_judge)}"
+            )
+        self.relevance_judge = relevance_judge
         self.fluency_margin = check_real("fluency_margin", fluency_margin, minimum=0.0)
+        self.fluency_scale = check_real("fluency_scale", fluency_scale, minimum=0.0)
+        if self.fluency_scale <= 0.0:
+            raise InvalidArgumentError(f"fluency_scale must be > 0 nat/token, got {fluency_scale!r}")
         self.kl_prompts = None if kl_prompts is None else check_prompts(kl_prompts, "kl_prompts", chat)
         self._reference: dict[str, tuple[float, tuple[float, ...]]] = {}
         self._keep_mask_ok: bool | None = None  # does the model take logits_to_keep as a per-row mask?
@@ -190,6 +204,23 @@ class SteerEvaluator:
                 f"{type(tokenizer).__name__} has neither a pad token nor an EOS token, so prompts cannot be "
                 "batched; set tokenizer.pad_token first"
             )
+
+    def concept_score(self, text: str) -> float:
+        """How much ``text`` shows the concept, in [0, 1]: 1/0 for the pattern, or the user callable's
+        value (a bool counts as 1/0)."""
+        if self.concept_fn is not None:
+            value = self.concept_fn(text)
+            if not is_real(value) and not isinstance(value, bool):
+                raise TypeError(f"the concept callable must return a number in [0, 1] or a bool, got {_describe(value)}")
+            return min(1.0, max(0.0, float(value)))
+        return 1.0 if self.concept_pattern.search(text) else 0.0
+
+    def concept_label(self) -> str | None:
+        """What the log records of the concept: the pattern, or the callable's qualified name."""
+        if self.concept_fn is not None:
+            fn = self.concept_fn
+            return "callable:" + getattr(fn, "__module__", "?") + "." + getattr(fn, "__qualname__", type(fn).__name__)
+        return None if self.concept_pattern is None else self.concept_pattern.pattern
 
     @property
     def lower_is_better(self) -> bool:

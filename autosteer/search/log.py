@@ -423,8 +423,9 @@ def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> Trial
                 f"{st.min_improvement!r}); the log was edited or is corrupt"
             )
         st.best = score
-    elif status == "discard" and st.check_discards and improves(score, st.best, st.lower_is_better,
-                                                                  st.min_improvement):
+    elif (status == "discard" and st.check_discards and (details or {}).get("holdout_feasible") != 0.0
+          and improves(score, st.best, st.lower_is_better, st.min_improvement)):
+        # (a discard refused for its held-out fluency may beat the best on the search prompts)
         raise LogFormatError(
             f"{where}: a discard with score {score!r} beats the best so far ({st.best!r}); "
             "it should have been kept: the log was edited or is corrupt"

@@ -30,6 +30,11 @@ turning it into gibberish, so a concept rate alone is no goal):
                    measured unusable on SmolLM2: an on-topic answer costs about 2
                    nats/token under the unsteered scorer whatever its quality,
                    so a margin of 1 let only 10-20% of on-topic answers count.
+``steered_answer`` the default objective of a concept search: per prompt, the
+                   answer must be on-concept AND on-request AND fluent to score
+                   (harmonic mean of the three, 0 when stuck), with the fluency
+                   budget as a hard constraint; see :mod:`autosteer.search.objective`.
+                   ``steered_concept`` is the objective before it, kept as it was.
 ``kl_neutral``     mean KL(steered || unsteered) of the next-token distribution
                    after each neutral prompt (``kl_prompts``, default the
                    prompts): how much the steering changes ordinary behaviour.
@@ -185,7 +190,7 @@ def _concept_rate(ev, job: MetricJob) -> list[MetricResult]:
     texts, _ = ev.generate_with_ids(job, early_stop=False)
     out = []
     for group in texts:
-        hits = tuple(1.0 if ev.concept_pattern.search(t) else 0.0 for t in group)
+        hits = tuple(1.0 if ev.concept_score(t) >= 0.5 else 0.0 for t in group)
         out.append(MetricResult(sum(hits) / len(hits), hits, tuple(group)))
     return out
 
@@ -206,7 +211,7 @@ def _steered_concept(ev, job: MetricJob) -> list[MetricResult]:
     for group_texts, group_ids, group_nll in zip(texts, ids, nll):
         fluency = sum(group_nll) / len(group_nll)
         penalty = max(0.0, fluency - reference - ev.fluency_margin)
-        matched = [bool(ev.concept_pattern.search(t)) for t in group_texts]
+        matched = [ev.concept_score(t) >= 0.5 for t in group_texts]
         counted = [m and repetition(i) <= REPETITION_LIMIT for m, i in zip(matched, group_ids)]
         per_prompt = tuple((1.0 if c else 0.0) - penalty for c in counted)
         out.append(MetricResult(
@@ -216,6 +221,16 @@ def _steered_concept(ev, job: MetricJob) -> list[MetricResult]:
                      "repetitive": sum(m and not c for m, c in zip(matched, counted)) / len(matched)},
         ))
     return out
+
+
+def _steered_answer(ev, job: MetricJob) -> list[MetricResult]:
+    from autosteer.search.objective import answer_scores
+
+    texts, ids = ev.generate_with_ids(job, early_stop=False)
+    scores = answer_scores(ev, job.prompts, texts, ids, concept=ev.concept_score, judge=ev.relevance_judge,
+                           margin=ev.fluency_margin, fluency_scale=ev.fluency_scale,
+                           unsteered=job.candidates is None and not _steered(ev.model))
+    return [MetricResult(s.value(), s.per_prompt(), tuple(t), details=s.details()) for s, t in zip(scores, texts)]
 
 
 def _kl_neutral(ev, job: MetricJob) -> list[MetricResult]:
@@ -266,6 +281,12 @@ register(Metric(
     "mean over prompts of [continuation matches concept_pattern and repeats at most 30% of its 3-token "
     "windows] - max(0, fluency - unsteered fluency - fluency_margin)",
     _steered_concept, needs_pattern=True, generates=True,
+))
+register(Metric(
+    "steered_answer", False, "unused",
+    "per prompt, the harmonic mean of concept (pattern), relevance (answer|own request vs other requests, "
+    "unsteered) and fluency scores, 0 when stuck; over the fluency budget: minus the overrun (a hard constraint)",
+    _steered_answer, needs_pattern=True, generates=True,
 ))
 register(Metric(
     "kl_neutral", True, "unused",

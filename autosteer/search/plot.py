@@ -60,6 +60,25 @@ def _history_of(source: Any) -> tuple[list[Any], bool | None, str | None]:
     )
 
 
+def _axes_subtitle(rows) -> str:
+    """A second title line with the answer objective's axes, baseline -> best (held-out where measured)."""
+    from autosteer.search.results import answer_axes
+    from autosteer.search.trial import last_keep
+
+    best = last_keep(rows)
+    axes = answer_axes({"history": rows, "best_iteration": 0 if best is None else rows.index(best)})
+    if not axes:
+        return ""
+    split = "holdout" if "holdout" in axes else "search"
+    a, b = axes[split]["baseline"], axes[split]["best"]
+    nan = float("nan")
+    return (f"\n{'held-out' if split == 'holdout' else 'search prompts'}, baseline -> best: concept "
+            f"{100 * a.get('concept_rate', nan):.0f}% -> {100 * b.get('concept_rate', nan):.0f}%, relevance "
+            f"{a.get('relevance', nan):.2f} -> {b.get('relevance', nan):.2f}, fluency "
+            f"{a.get('fluency_excess', nan):+.2f} -> {b.get('fluency_excess', nan):+.2f} nat/token, all three "
+            f"{100 * a.get('success', nan):.0f}% -> {100 * b.get('success', nan):.0f}%")
+
+
 def plot_history(results_or_log_path: Any, path: str | os.PathLike | None = None, *, title: str | None = None):
     """Draw the score of every trial and the best-so-far line; return the ``Figure``.
 
@@ -122,7 +141,7 @@ def plot_history(results_or_log_path: Any, path: str | os.PathLike | None = None
     if lower_is_better is not None:
         ylabel += " (lower is better)" if lower_is_better else " (higher is better)"
     ax.set_ylabel(ylabel)
-    ax.set_title(title or "AutoSteer search")
+    ax.set_title((title or "AutoSteer search") + _axes_subtitle(rows), fontsize="medium")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     if path is not None:

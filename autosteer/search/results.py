@@ -13,7 +13,8 @@ from typing import Any, Mapping, Sequence
 from autosteer.search.stats import paired_p
 from autosteer.search.trial import TrialRecord, last_keep
 
-__all__ = ["SteerResults", "results_from_history", "gain_confidence", "trials_text", "NO_STEERING_CODE"]
+__all__ = ["SteerResults", "results_from_history", "gain_confidence", "trials_text", "NO_STEERING_CODE",
+           "answer_axes", "describe_axes"]
 
 NO_STEERING_CODE = "# no steering configuration beat the baseline"
 
@@ -66,6 +67,7 @@ class SteerResults(dict):
         lines = [self.summary()]
         if self.get("baseline_holdout") is not None:
             lines.append(f"Held-out: {_fmt(self['baseline_holdout'])} -> {_fmt(self['best_holdout'])}")
+        lines.extend(describe_axes(self))
         if self.get("confidence") is not None:
             lines.append(describe_confidence(self["confidence"]))
         if self.get("stopped_early"):
@@ -112,6 +114,56 @@ def gain_confidence(baseline: TrialRecord | None, best: TrialRecord | None,
         "p_sign": paired_p(b, a, lower_is_better, "sign"),
         "confidence": 1.0 - p_w,
     }
+
+
+#: The axes of the answer objective (steered_answer) that the reports show, baseline and best.
+AXES: tuple[str, ...] = ("concept_rate", "relevance", "on_request", "fluency_excess", "stuck", "success", "combined",
+                         "feasible")
+
+
+def answer_axes(results: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]] | None:
+    """The three axes (and the combined score) of the baseline and the best, on the search
+    prompts and, where measured, the held-out ones: ``{"search"|"holdout": {"baseline"|"best":
+    {axis: value}}}``; None when the metric does not measure them (only ``steered_answer`` does)."""
+    history = results.get("history") or []
+    if not history or "relevance" not in (history[0].details or {}):
+        return None
+    base = history[0]
+    best = history[results.get("best_iteration") or 0]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for split, prefix in (("search", ""), ("holdout", "holdout_")):
+        pair = {}
+        for who, rec in (("baseline", base), ("best", best)):
+            d = rec.details or {}
+            row = {k: d[prefix + k] for k in AXES if prefix + k in d}
+            if row:
+                pair[who] = row
+        if len(pair) == 2:
+            out[split] = pair
+    return out or None
+
+
+def describe_axes(results: Mapping[str, Any]) -> list[str]:
+    """One line per split: concept rate, relevance, fluency, stuck share and the share of answers
+    good on all three, baseline -> best (empty for metrics without these axes)."""
+    axes = answer_axes(results)
+    if not axes:
+        return []
+    lines = []
+    for split, pair in axes.items():
+        a, b = pair["baseline"], pair["best"]
+
+        def pct(k):
+            return f"{100 * a.get(k, float('nan')):.0f}% -> {100 * b.get(k, float('nan')):.0f}%"
+
+        lines.append(
+            f"{'Search prompts' if split == 'search' else 'Held-out prompts'}: concept {pct('concept_rate')} | "
+            f"relevance {a.get('relevance', float('nan')):.2f} -> {b.get('relevance', float('nan')):.2f} nat/token "
+            f"(on request {pct('on_request')}) | fluency {a.get('fluency_excess', float('nan')):+.2f} -> "
+            f"{b.get('fluency_excess', float('nan')):+.2f} nat/token vs unsteered | stuck {pct('stuck')} | "
+            f"all three {pct('success')}"
+        )
+    return lines
 
 
 def describe_confidence(conf: Mapping[str, Any]) -> str:

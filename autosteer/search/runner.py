@@ -110,7 +110,9 @@ class AutoSteerRunner:
         The evaluation prompts (a non-empty list of strings).
     metric:
         A name from the metric registry (:mod:`autosteer.search.metrics`):
-        ``"task_accuracy"``, ``"perplexity"``, ``"custom"``.  A callable is
+        ``"task_accuracy"``, ``"perplexity"``, ``"steered_answer"``, ``"custom"`` ...
+        None (default): ``"steered_answer"`` when ``concept_pattern`` is given
+        (a concept search), else ``"task_accuracy"``.  A callable is
         accepted as shorthand for ``metric="custom", custom_fn=callable``.
     expected_outputs:
         One expected string per prompt; required by ``task_accuracy``,
@@ -174,11 +176,18 @@ class AutoSteerRunner:
     chat:
         Render prompts (strings, or conversations: lists of ``{"role",
         "content"}``) with the tokenizer's chat template and its generation prompt.
-    concept_pattern, fluency_margin, kl_prompts:
-        For the concept metrics (``concept_rate``, ``steered_concept``,
-        ``fluency``, ``kl_neutral``; see :mod:`autosteer.search.metrics`): the regular
-        expression (or keywords) of the concept, the fluency budget in
-        nats/token, the neutral prompts of ``kl_neutral``.
+    concept_pattern, fluency_margin, kl_prompts, relevance_judge, fluency_scale:
+        For the concept metrics (``steered_answer``, ``concept_rate``,
+        ``steered_concept``, ``fluency``, ``kl_neutral``; see
+        :mod:`autosteer.search.metrics` and :mod:`autosteer.search.objective`):
+        the regular expression (or keywords, or a callable ``answer -> [0, 1]``)
+        of the concept, the fluency budget in nats/token, the neutral prompts
+        of ``kl_neutral``, an optional judge ``(request, answer) -> [0, 1]``
+        replacing the relevance measure, and the excess NLL at which an
+        answer's fluency score reaches 0.  With ``steered_answer`` the budget
+        is a hard constraint: a keep whose held-out answers are over it
+        (``details["holdout_feasible"] == 0``) is recorded as a discard with
+        the reason in its error column, and cannot be the result.
 
     What identifies a run (``runner.config``, whose hash is the log's run id):
     the model class and its number of layers, the metric and its direction,
@@ -194,7 +203,7 @@ class AutoSteerRunner:
         model: Any,
         tokenizer: Any,
         prompts: Sequence[str],
-        metric: str | Callable = "task_accuracy",
+        metric: str | Callable | None = None,
         expected_outputs: Sequence[str] | None = None,
         lower_is_better: bool | None = None,
         search_space: SteerSearchSpace | None = None,
@@ -221,8 +230,12 @@ class AutoSteerRunner:
         concept_pattern: Any = None,
         fluency_margin: float = 1.0,
         kl_prompts: Sequence[Any] | None = None,
+        relevance_judge: Callable[[Any, str], float] | None = None,
+        fluency_scale: float = 3.0,
     ) -> None:
         # -- plain arguments --------------------------------------------------
+        if metric is None:  # a concept search optimises the answer objective; anything else, task accuracy
+            metric = "task_accuracy" if concept_pattern is None else "steered_answer"
         if callable(metric) and not isinstance(metric, str):
             if custom_fn is not None:
                 raise InvalidArgumentError("give the custom metric either as metric=callable or as custom_fn, not both")
@@ -280,7 +293,8 @@ class AutoSteerRunner:
             evaluator_kwargs = dict(metric=spec.name, custom_fn=custom_fn, max_new_tokens=max_new_tokens,
                                     batch_size=batch_size, early_stop=True, threads=threads, chat=chat,
                                     concept_pattern=concept_pattern, fluency_margin=fluency_margin,
-                                    kl_prompts=kl_prompts)
+                                    kl_prompts=kl_prompts, relevance_judge=relevance_judge,
+                                    fluency_scale=fluency_scale)
             evaluator = SteerEvaluator(model, tokenizer, **evaluator_kwargs)
             prompts, expected_outputs = evaluator.check(prompts, expected_outputs)
             if holdout_prompts is None:
@@ -355,9 +369,13 @@ class AutoSteerRunner:
                 "population": population,
                 "max_new_tokens": evaluator.max_new_tokens,
                 "chat": evaluator.chat,
-                "concept_pattern": None if evaluator.concept_pattern is None else evaluator.concept_pattern.pattern,
+                "concept_pattern": evaluator.concept_label(),
                 "fluency_margin": evaluator.fluency_margin,
                 "kl_prompts": None if evaluator.kl_prompts is None else digest(evaluator.kl_prompts),
+                **({"fluency_scale": evaluator.fluency_scale,
+                    "relevance_judge": None if relevance_judge is None else
+                    getattr(relevance_judge, "__qualname__", type(relevance_judge).__name__)}
+                   if spec.name == "steered_answer" else {}),
                 "space": space.to_dict(),
                 "prompts": digest([prompts, expected_outputs]),
                 "holdout": None if holdout_prompts is None else digest([holdout_prompts, holdout_expected]),
@@ -521,13 +539,23 @@ class AutoSteerRunner:
         outcomes = self.executor.evaluate(candidates, "search")
         results = [r for r, _ in outcomes]
         errors = [e for _, e in outcomes]
-        decided = []
-        history = list(self._history)
-        for cand, result, error in zip(candidates, results, errors):
-            record = self._decide(cand, result, error, rnd, history)
-            history.append(record)
-            decided.append(record)
-        decided = self._score_holdout(decided)
+        rejected: dict[int, TrialRecord] = {}  # position in the round -> keep refused on held-out
+        while True:
+            decided = []
+            history = list(self._history)
+            for i, (cand, result, error) in enumerate(zip(candidates, results, errors)):
+                record = rejected.get(i) or self._decide(cand, result, error, rnd, history)
+                history.append(record)
+                decided.append(record)
+            decided = self._score_holdout(decided)
+            refused = {i: r for i, r in enumerate(decided)
+                       if r.status == "keep" and (r.details or {}).get("holdout_feasible") == 0.0}
+            if not refused:
+                break
+            for i, r in refused.items():  # over the fluency budget on held-out prompts: never the result
+                rejected[i] = r.replace(status="discard", error=(
+                    f"over the fluency budget on the held-out prompts (excess "
+                    f"{r.details.get('holdout_fluency_excess', float('nan')):+.3f} nat/token)"))
         for record in decided:
             record = record.replace(timestamp=_now(), elapsed_s=elapsed())
             self._history.append(record)

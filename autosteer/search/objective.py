@@ -1,0 +1,246 @@
+"""The answer objective of a concept search: on-concept AND on-request AND fluent, per prompt.
+
+A real model can always be steered into a concept by making it stop answering
+(measured on SmolLM2: a search for the concept rate alone reached 92% on-topic
+answers, of which about half no longer addressed their request).  So every
+steered answer is scored on three axes, as AxBench does (Wu et al. 2025), and
+the axes are combined per prompt so that an answer scores only when it is good
+on all three:
+
+concept ``c_p``
+    1 when the answer matches the concept pattern, else 0 (a user callable
+    ``answer -> [0, 1]`` may replace the pattern).
+relevance ``ρ_p`` (nat/token)
+    ``ℓ(a_p | x_p) - mean_q ℓ(a_p | x_q)``: the mean per-token log-probability
+    of the answer given its own request minus given other requests of the set
+    (the next ``RELEVANCE_OTHERS`` prompts, cyclically), both under the
+    *unsteered* model: a pointwise mutual information, how much the answer is
+    about its request.  Its score is ``r_p = clip(ρ_p / ρ_0, 0, 1)`` where
+    ``ρ_0`` is the mean relevance of the unsteered model's own answers to the
+    same prompts (floored at ``RELEVANCE_FLOOR``).  A user judge
+    ``(request, answer) -> [0, 1]`` may replace ``r_p``.
+fluency ``e_p`` (nat/token)
+    the answer's mean per-token NLL under the unsteered model minus ``F_0p``,
+    the same for the unsteered model's own (greedy) answer to the same prompt.
+    Its score is ``f_p = clip(1 - max(0, e_p) / fluency_scale, 0, 1)``; the
+    unsteered answer scores 1.
+stuck ``s_p``
+    more than ``REPETITION_LIMIT`` of the answer's 3-token windows repeat an
+    earlier one.
+
+Per prompt: ``q_p = 0`` if ``s_p``, else the harmonic mean
+``3 / (1/c_p + 1/r_p + 1/f_p)`` (0 when any of the three is 0).
+
+The fluency budget is a constraint, not a penalty: with ``F`` the mean NLL of
+the candidate's answers and ``F_0`` the mean of the ``F_0p``, a candidate is
+*feasible* when ``F - F_0 <= margin``.
+A feasible candidate scores ``Q = mean_p q_p`` (in [0, 1]); an infeasible one
+scores ``-(F - F_0 - margin)`` on every prompt, below every feasible
+candidate and below the unsteered model (which is feasible by definition), so
+no trade of fluency for concept can make it the best.  The runner also
+refuses, as its result, a keep whose *held-out* answers are over the budget
+(see :class:`~autosteer.search.runner.AutoSteerRunner`).
+
+:func:`answer_scores` computes all of this for the candidate groups of one
+evaluation from the evaluator's batched primitives; :func:`combine` and
+:func:`relevance_others` are the pure formulas (the unit tests check them
+against hand computations).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "FLUENCY_SCALE",
+    "ON_REQUEST",
+    "RELEVANCE_FLOOR",
+    "RELEVANCE_OTHERS",
+    "AnswerScores",
+    "answer_scores",
+    "combine",
+    "relevance_others",
+]
+
+#: How many other requests each answer is scored against for its relevance.
+RELEVANCE_OTHERS = 2
+#: The smallest reference relevance ``ρ_0`` (nat/token) a score is divided by.
+RELEVANCE_FLOOR = 0.1
+#: Default ``fluency_scale``: nats/token of excess NLL at which an answer's fluency score reaches 0.
+FLUENCY_SCALE = 3.0
+#: An answer counts as "on request" in the reported shares when ``r_p`` is at least this.
+ON_REQUEST = 0.5
+
+
+def relevance_others(n: int, k: int = RELEVANCE_OTHERS) -> list[list[int]]:
+    """For each of ``n`` prompts, the indexes of the ``min(k, n - 1)`` prompts that follow it
+    (cyclically): the "other requests" its answer is scored against."""
+    k = min(k, n - 1)
+    return [[(p + j) % n for j in range(1, k + 1)] for p in range(n)]
+
+
+def combine(concept: float, relevance: float, fluency: float, stuck: bool) -> float:
+    """One answer's combined score: 0 when stuck or any score is 0, else the harmonic mean."""
+    if stuck or concept <= 0.0 or relevance <= 0.0 or fluency <= 0.0:
+        return 0.0
+    return 3.0 / (1.0 / concept + 1.0 / relevance + 1.0 / fluency)
+
+
+def _clip01(x: float) -> float:
+    return 0.0 if x <= 0.0 else 1.0 if x >= 1.0 else float(x)
+
+
+@dataclass(frozen=True)
+class AnswerScores:
+    """Per-prompt axes of one candidate's answers (tuples, one entry per prompt)."""
+
+    concept: tuple[float, ...]
+    relevance: tuple[float, ...]        # PMI, nat/token (None entries never: a judge fills relevance_score only)
+    relevance_score: tuple[float, ...]
+    nll: tuple[float, ...]
+    fluency_score: tuple[float, ...]
+    stuck: tuple[bool, ...]
+    combined: tuple[float, ...]
+    relevance_reference: float
+    fluency_reference: float
+    margin: float
+
+    @property
+    def fluency(self) -> float:
+        return sum(self.nll) / len(self.nll)
+
+    @property
+    def fluency_excess(self) -> float:
+        return self.fluency - self.fluency_reference
+
+    @property
+    def feasible(self) -> bool:
+        return self.fluency_excess <= self.margin + 1e-12
+
+    def per_prompt(self) -> tuple[float, ...]:
+        """The values a keep rule compares: ``q_p`` when feasible, else minus the budget overrun."""
+        if self.feasible:
+            return self.combined
+        over = self.fluency_excess - self.margin
+        return tuple(-over for _ in self.combined)
+
+    def value(self) -> float:
+        pp = self.per_prompt()
+        return sum(pp) / len(pp)
+
+    def details(self) -> dict[str, float]:
+        n = len(self.combined)
+        success = sum(1 for c, r, s in zip(self.concept, self.relevance_score, self.stuck)
+                      if c >= 0.5 and r >= ON_REQUEST and not s)
+        return {
+            "concept_rate": sum(1 for c in self.concept if c >= 0.5) / n,
+            "relevance": sum(self.relevance) / n if self.relevance else math.nan,
+            "relevance_score": sum(self.relevance_score) / n,
+            "relevance_reference": self.relevance_reference,
+            "on_request": sum(1 for r in self.relevance_score if r >= ON_REQUEST) / n,
+            "fluency": self.fluency,
+            "fluency_reference": self.fluency_reference,
+            "fluency_excess": self.fluency_excess,
+            "stuck": sum(self.stuck) / n,
+            "success": success / n,
+            "combined": sum(self.combined) / n,
+            "feasible": 1.0 if self.feasible else 0.0,
+        }
+
+
+def _mean_logp(rows) -> list[float]:
+    return [-(s / n) if n else 0.0 for s, n in rows]
+
+
+def _answer_logps(ev, prompts: Sequence[Any], groups_ids: Sequence[Sequence[Sequence[int]]],
+                  others: list[list[int]]) -> tuple[list[list[float]], list[list[float]]]:
+    """Per group and prompt: the mean per-token log-prob of the answer given its own request,
+    and the mean over the other requests of the same given each of them (unsteered model)."""
+    from autosteer.search.metrics import MetricJob
+    from autosteer.steering.steer import steering_paused
+
+    prompt_ids = [ev._prompt_ids(p) for p in prompts]
+    k = len(others[0]) if others else 0
+    examples = []
+    for group in groups_ids:
+        for p, cont in enumerate(group):
+            cont = list(cont)
+            for src in [p] + others[p]:
+                ids = prompt_ids[src]
+                examples.append((ids + cont, range(len(ids), len(ids) + len(cont))))
+    with steering_paused(ev.model):
+        rows = ev._nll(MetricJob([None] * len(examples), None), examples)[0]
+    logp = _mean_logp(rows)
+    own_all, other_all = [], []
+    step = 1 + k
+    n = len(prompts)
+    for g in range(len(groups_ids)):
+        own, other = [], []
+        for p in range(n):
+            base = (g * n + p) * step
+            own.append(logp[base])
+            other.append(sum(logp[base + 1: base + step]) / k if k else math.nan)
+        own_all.append(own)
+        other_all.append(other)
+    return own_all, other_all
+
+
+def answer_references(ev, prompts: Sequence[Any], ids: Sequence[Sequence[Sequence[int]]] | None = None
+                      ) -> tuple[tuple[float, ...], float]:
+    """``(F_0p, ρ_0)``: the NLL of the unsteered model's own answer to each prompt, and the mean
+    relevance of those answers; computed once per prompt set and generation length (``ids``:
+    those answers, when the caller has just generated them unsteered)."""
+    from autosteer._canonical import digest
+    from autosteer.search.metrics import MetricJob
+    from autosteer.steering.steer import steering_paused
+
+    key = "answer:" + digest([list(prompts), ev.max_new_tokens])
+    if key not in ev._reference:
+        if ids is None:
+            with steering_paused(ev.model):
+                _, ids = ev.generate_with_ids(MetricJob(list(prompts), None), early_stop=False)
+        own, other = _answer_logps(ev, prompts, ids, relevance_others(len(prompts)))
+        nll = [-x for x in own[0]]
+        pmi = [a - b for a, b in zip(own[0], other[0])]
+        ev._reference[key] = (tuple(nll), sum(pmi) / len(pmi))
+    return ev._reference[key]
+
+
+def answer_scores(ev, prompts: Sequence[Any], texts: Sequence[Sequence[str]],
+                  ids: Sequence[Sequence[Sequence[int]]], *, concept: Callable[[str], float],
+                  judge: Callable[[Any, str], float] | None = None, margin: float = 1.0,
+                  fluency_scale: float = FLUENCY_SCALE, unsteered: bool = False) -> list[AnswerScores]:
+    """The :class:`AnswerScores` of each candidate group's answers (``texts`` and their token
+    ``ids``, one list per group) to ``prompts``; ``unsteered``: the answers are the unsteered
+    model's own greedy answers to these prompts (one group), so they are the reference too."""
+    from autosteer.search.metrics import REPETITION_LIMIT, repetition
+
+    if len(prompts) < 2 and judge is None:
+        from autosteer.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(
+            "the answer objective scores relevance against the other prompts of the set, so it needs at least 2 "
+            f"prompts (got {len(prompts)}), or a relevance judge"
+        )
+    f0p, rho0 = answer_references(ev, prompts, ids if unsteered else None)
+    f0 = sum(f0p) / len(f0p)
+    others = relevance_others(len(prompts))
+    own, other = _answer_logps(ev, prompts, ids, others)
+    ref = max(rho0, RELEVANCE_FLOOR)
+    out = []
+    for g, (group_texts, group_ids) in enumerate(zip(texts, ids)):
+        nll = tuple(-x for x in own[g])
+        pmi = tuple(a - b for a, b in zip(own[g], other[g]))
+        c = tuple(_clip01(float(concept(t))) for t in group_texts)
+        if judge is None:
+            r = tuple(_clip01(x / ref) for x in pmi)
+        else:
+            r = tuple(_clip01(float(judge(p, t))) for p, t in zip(prompts, group_texts))
+        f = tuple(_clip01(1.0 - max(0.0, x - x0) / fluency_scale) for x, x0 in zip(nll, f0p))
+        s = tuple(repetition(list(i)) > REPETITION_LIMIT for i in group_ids)
+        q = tuple(combine(*args) for args in zip(c, r, f, s))
+        out.append(AnswerScores(c, pmi, r, nll, f, s, q, rho0, f0, margin))
+    return out
