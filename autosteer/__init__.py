@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 
 from .errors import (
+    ArgumentTypeError,
     AutoSteerError,
     InvalidArgumentError,
     LayerIndexError,
@@ -61,6 +62,7 @@ __all__ = [
     "schedule_from_dict",
     "AutoSteerError",
     "InvalidArgumentError",
+    "ArgumentTypeError",
     "LayerIndexError",
     "LogFormatError",
     "ScheduleError",

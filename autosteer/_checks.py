@@ -2,7 +2,9 @@
 
 Each ``check_*`` returns the cleaned value or raises
 :class:`~autosteer.errors.InvalidArgumentError` with a message that names the
-argument, what was expected and what arrived.  Nothing here imports torch.
+argument, what was expected and what arrived; a value of the wrong type raises
+its subclass :class:`~autosteer.errors.ArgumentTypeError` (also a ``TypeError``).
+Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -10,16 +12,21 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any
 
-from autosteer.errors import InvalidArgumentError
+from autosteer.errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = [
+    "check_bool",
+    "check_int",
+    "check_list",
+    "check_real",
+    "check_str_list",
+    "describe",
     "is_int",
     "is_real",
-    "describe",
-    "check_int",
-    "check_real",
     "read_text",
 ]
 
@@ -45,7 +52,7 @@ def describe(value: Any, limit: int = 80) -> str:
 def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
     """An integer (not a bool) within ``[minimum, maximum]``; returns it as a Python int."""
     if not is_int(value):
-        raise InvalidArgumentError(f"{name} must be an integer, got {describe(value)}")
+        raise ArgumentTypeError(f"{name} must be an integer, got {describe(value)}")
     value = int(value)
     if minimum is not None and value < minimum:
         raise InvalidArgumentError(f"{name} must be an integer >= {minimum}, got {value}")
@@ -57,7 +64,7 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, maximum: int
 def check_real(name: str, value: Any, *, minimum: float | None = None, finite: bool = True) -> float:
     """A real number (not a bool, not complex), finite unless ``finite=False``; returns a float."""
     if not is_real(value):
-        raise InvalidArgumentError(f"{name} must be a real number, got {describe(value)}")
+        raise ArgumentTypeError(f"{name} must be a real number, got {describe(value)}")
     try:
         out = float(value)
     except OverflowError:
@@ -93,3 +100,56 @@ def read_text(path: Any, what: str = "file") -> str:
             f"0x{data[exc.start]:02x} ({exc.reason}); save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
         ) from None
     return text[1:] if text.startswith("\ufeff") else text
+
+
+def check_bool(name: str, value: Any, *, allow_none: bool = False) -> bool | None:
+    """``True`` or ``False`` (NumPy's bool too); ``None`` as well with ``allow_none``.
+
+    Anything else, ``"no"`` or ``0`` included, is an :class:`ArgumentTypeError`: a flag
+    is never read by truthiness, where ``"no"`` would mean yes.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool):
+        return value
+    if type(value).__module__ == "numpy" and type(value).__name__ in ("bool", "bool_"):  # np.bool_
+        return bool(value)
+    expected = "True, False or None" if allow_none else "True or False"
+    raise ArgumentTypeError(f"{name} must be {expected}, got {describe(value)}")
+
+
+def check_list(name: str, value: Any, what: str = "strings") -> list:
+    """The items of a list-like ``value`` (list, tuple, generator, array, ...) as a list.
+
+    Refused with an :class:`ArgumentTypeError` naming ``name``: a single ``str`` or
+    ``bytes`` (iterating it would give characters), a ``dict``/``Mapping`` (its keys),
+    a set (no order), and anything that is not iterable.  ``what`` names the items
+    expected, for the message.
+    """
+    if isinstance(value, (str, bytes, bytearray)):
+        raise ArgumentTypeError(
+            f"{name} must be a list of {what}, got a single {'string' if isinstance(value, str) else 'bytes object'} "
+            f"{describe(value).split(' ', 1)[1]}; wrap it in a list"
+        )
+    if isinstance(value, Mapping):
+        raise ArgumentTypeError(
+            f"{name} must be a list of {what}, got a {type(value).__name__} (iterating it would give its keys); "
+            "pass a list"
+        )
+    if isinstance(value, AbstractSet):
+        raise ArgumentTypeError(f"{name} must be a list of {what}, got a {type(value).__name__}, which has no order")
+    if value is None or not isinstance(value, Iterable):
+        raise ArgumentTypeError(f"{name} must be a list of {what}, got {describe(value)}")
+    return list(value)
+
+
+def check_str_list(name: str, value: Any, *, allow_empty: bool = True) -> list[str]:
+    """A list of strings (see :func:`check_list` for the containers refused); an item that is
+    not a ``str`` is named as ``name[i]``.  ``allow_empty=False`` refuses an empty list."""
+    items = check_list(name, value)
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise ArgumentTypeError(f"{name}[{i}] must be a string, got {describe(item)}")
+    if not allow_empty and not items:
+        raise InvalidArgumentError(f"{name} is empty; give at least one string")
+    return items

@@ -262,8 +262,10 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
     from autosteer.models import load_model
     from autosteer.search.runner import AutoSteerRunner
 
-    if not isinstance(overwrite, bool):
-        raise InvalidArgumentError(f"overwrite must be True or False, got {type(overwrite).__name__} {overwrite!r}")
+    from autosteer._checks import check_bool
+
+    overwrite = check_bool("overwrite", overwrite)
+    verbose = check_bool("verbose", verbose)
     out = Path(default_out(model) if out is None else out)
     problem = check_out(out, overwrite)
     if problem:

@@ -18,6 +18,7 @@ from ._C import AutoSteerError, InvalidArgumentError, ScheduleError, SteerStateE
 __all__ = [
     "AutoSteerError",
     "InvalidArgumentError",
+    "ArgumentTypeError",
     "LayerIndexError",
     "ScheduleError",
     "SteerStateError",
@@ -26,6 +27,12 @@ __all__ = [
     "SearchSpaceError",
     "LogFormatError",
 ]
+
+
+class ArgumentTypeError(InvalidArgumentError, TypeError):
+    """An argument of the wrong type: a string where a list of strings is expected, ``"no"``
+    where ``True``/``False`` is, ...  Both an :class:`InvalidArgumentError` (so a ``ValueError``)
+    and a ``TypeError``, so either ``except`` catches it."""
 
 
 class LayerIndexError(AutoSteerError, IndexError):

@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from autosteer._checks import check_bool
 from autosteer.errors import InvalidArgumentError
 
 __all__ = ["load_model", "KNOWN_MODELS", "resolve_device", "ModelNotFoundError"]
@@ -136,7 +137,8 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: Any = Non
     if not name.strip():
         raise InvalidArgumentError("the model name is empty")
     dev = resolve_device(device)
-    show = sys.stderr.isatty() if progress is None else bool(progress)
+    progress = check_bool("progress", progress, allow_none=True)
+    show = sys.stderr.isatty() if progress is None else progress
     _progress_bars(show)
     kwargs = {} if dtype is None else {"dtype": dtype}
     if name == "organism":
@@ -288,6 +290,7 @@ def _marker_ok(folder: Path, gguf: Path) -> bool:
 
 def gguf_cache(gguf: str | os.PathLike, *, progress: bool = True) -> Path:
     """The folder holding the float32 safetensors copy of ``gguf``, converting it first if needed."""
+    progress = check_bool("progress", progress)
     gguf = Path(gguf).resolve()
     root = cache_root()
     key = hashlib.sha256(f"{gguf}|{gguf.stat().st_size}".encode()).hexdigest()[:12]

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from autosteer._canonical import canonical_json
 from autosteer._checks import describe as _describe
-from autosteer._checks import is_int, is_real
+from autosteer._checks import check_bool, is_int, is_real
 from autosteer.steering.concept import Concept
 from autosteer.errors import InvalidArgumentError
 
@@ -282,6 +282,7 @@ class SteerCandidate:
     def to_dict(self, full: bool = False) -> dict[str, Any]:
         """``{"vectors": [vector dicts]}``; ``full=True`` adds ``"concepts"`` (hash -> the
         concept's dict, its texts included), so the candidate reproduces anywhere."""
+        full = check_bool("full", full)
         d: dict[str, Any] = {"vectors": [v.to_dict() for v in self.vectors]}
         if full and self.concepts:
             d["concepts"] = {h: c.to_dict() for h, c in sorted(self.concepts.items())}
@@ -342,6 +343,7 @@ class SteerCandidate:
             steered = Steer(model, tokenizer)
             steered.add(layer_idx=3, coeff=0.4, text="logical", coeff_schedule=DecaySchedule(...))
         """
+        imports = check_bool("imports", imports)
         lines = []
         concepts = self.concepts
         if imports:

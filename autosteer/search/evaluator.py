@@ -31,7 +31,7 @@ import contextlib
 import inspect
 from typing import Any, Callable, Iterator, Sequence
 
-from autosteer._checks import check_int
+from autosteer._checks import check_bool, check_int, check_list
 from autosteer._checks import describe as _describe
 from autosteer._checks import check_real, is_real
 from autosteer.search._threads import check_threads, using_threads
@@ -50,14 +50,9 @@ def check_prompts(prompts: Any, name: str = "prompts", chat: bool = False) -> li
     lists of ``{"role", "content"}`` messages), or :class:`InvalidArgumentError`."""
     from autosteer.steering.concept import check_conversation
 
-    if isinstance(prompts, str):
-        raise InvalidArgumentError(f"{name} must be a list of strings, got a single string; wrap it in a list")
     if prompts is None:
         raise InvalidArgumentError(f"{name} is None; give a non-empty list of strings")
-    try:
-        items = list(prompts)
-    except TypeError:
-        raise InvalidArgumentError(f"{name} must be a list of strings, got {_describe(prompts)}") from None
+    items = check_list(name, prompts, "strings or chat conversations" if chat else "strings")
     if not items:
         raise InvalidArgumentError(f"{name} is empty; the search needs at least one prompt to score")
     out = []
@@ -82,12 +77,7 @@ def check_prompts(prompts: Any, name: str = "prompts", chat: bool = False) -> li
 def check_expected(expected: Any, prompts: Sequence[Any], name: str = "expected_outputs",
                    prompts_name: str = "prompts") -> list[str]:
     """Expected strings, one per prompt, each non-empty."""
-    if isinstance(expected, str):
-        raise InvalidArgumentError(f"{name} must be a list of strings, got a single string; wrap it in a list")
-    try:
-        items = list(expected)
-    except TypeError:
-        raise InvalidArgumentError(f"{name} must be a list of strings, got {_describe(expected)}") from None
+    items = check_list(name, expected)
     if len(items) != len(prompts):
         raise InvalidArgumentError(
             f"{prompts_name} and {name} have different lengths ({len(prompts)} vs {len(items)}); "
@@ -164,12 +154,9 @@ class SteerEvaluator:
         self.custom_fn = custom_fn
         self.max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=1)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
-        if not isinstance(early_stop, bool):
-            raise InvalidArgumentError(f"early_stop must be True or False, got {_describe(early_stop)}")
-        self.early_stop = early_stop
+        self.early_stop = check_bool("early_stop", early_stop)
         self.threads = check_threads(threads)
-        if not isinstance(chat, bool):
-            raise InvalidArgumentError(f"chat must be True or False, got {_describe(chat)}")
+        chat = check_bool("chat", chat)
         if chat and not getattr(tokenizer, "chat_template", None):
             raise InvalidArgumentError(
                 f"chat=True renders prompts with the tokenizer's chat template, but {type(tokenizer).__name__} "
@@ -307,8 +294,10 @@ class SteerEvaluator:
         """Greedy continuations of ``prompts`` (the prompt itself stripped), batched with left padding."""
         import torch
 
+        prompts = check_list("prompts", prompts)
+
         with self.eval_mode(), torch.inference_mode(), using_threads(self.threads, self.model):
-            return self.generate_groups(MetricJob(list(prompts), None), early_stop=False)[0]
+            return self.generate_groups(MetricJob(prompts, None), early_stop=False)[0]
 
     # -- batched primitives for metrics -------------------------------------------
 

@@ -43,6 +43,7 @@ import re
 from typing import Any, Mapping
 
 from autosteer._canonical import canonical_json, digest
+from autosteer._checks import check_bool
 from autosteer.search.candidate import SteerCandidate
 from autosteer.errors import AutoSteerError, LogFormatError
 from autosteer.search.trial import STATUSES, TrialRecord, improves
@@ -132,6 +133,7 @@ class LogWriter:
     """
 
     def __init__(self, path: str | os.PathLike, *, append: bool = False) -> None:
+        append = check_bool("append", append)
         self.path = os.fspath(path)
         self._f = open(self.path, "ab" if append else "wb")
         if not append:
@@ -202,6 +204,7 @@ def read_log(path: str | os.PathLike, *, allow_incomplete: bool = False) -> LogH
     skips it and records its byte offset in ``incomplete_tail``.  A blank
     line at the very end is ignored.
     """
+    allow_incomplete = check_bool("allow_incomplete", allow_incomplete)
     path = os.fspath(path)
     with open(path, "rb") as f:
         data = f.read()

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 from autosteer._canonical import digest
-from autosteer._checks import check_int, check_real
+from autosteer._checks import check_bool, check_int, check_real
 from autosteer.search._threads import check_threads, using_threads
 from autosteer._checks import describe as _describe
 from autosteer.search.candidate import SteerCandidate
@@ -241,8 +241,7 @@ class AutoSteerRunner:
                 raise InvalidArgumentError("give the custom metric either as metric=callable or as custom_fn, not both")
             metric, custom_fn = "custom", metric
         spec = get_metric(metric)
-        if lower_is_better is not None and not isinstance(lower_is_better, bool):
-            raise InvalidArgumentError(f"lower_is_better must be True, False or None, got {_describe(lower_is_better)}")
+        lower_is_better = check_bool("lower_is_better", lower_is_better, allow_none=True)
         seed = check_int("seed", seed)
         patience = check_int("patience", patience, minimum=1)
         min_improvement = check_real("min_improvement", min_improvement, minimum=0.0)
@@ -258,9 +257,9 @@ class AutoSteerRunner:
                                        f"got {_describe(paired_test)}")
         threads = check_threads(threads)
         strategy_class(strategy)  # a clear error for an unknown name, before any work
-        for name, flag in (("verbose", verbose), ("overwrite", overwrite)):
-            if not isinstance(flag, bool):
-                raise InvalidArgumentError(f"{name} must be True or False, got {_describe(flag)}")
+        verbose = check_bool("verbose", verbose)
+        overwrite = check_bool("overwrite", overwrite)
+        chat = check_bool("chat", chat)
         if search_space is None:
             search_space = SteerSearchSpace()
         elif not isinstance(search_space, SteerSearchSpace):
@@ -416,8 +415,7 @@ class AutoSteerRunner:
         holds the results so far.
         """
         max_iterations = check_int("max_iterations", max_iterations, minimum=0)
-        if not isinstance(resume, bool):
-            raise InvalidArgumentError(f"resume must be True or False, got {_describe(resume)}")
+        resume = check_bool("resume", resume)
         if resume and self.log_path is None:
             raise InvalidArgumentError("resume=True needs the log_path of the run to continue")
         if self.model is not None:

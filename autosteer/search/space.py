@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from autosteer._canonical import canonical_json
 from autosteer._checks import describe as _describe
-from autosteer._checks import is_int, is_real
+from autosteer._checks import check_list, is_int, is_real
 from autosteer.search.candidate import SteerCandidate
 from autosteer.steering.concept import Concept
 from autosteer.errors import AutoSteerError, InvalidArgumentError, SearchSpaceError
@@ -45,10 +45,7 @@ def _norm_texts(name: str, texts: Any) -> tuple:
         return ()
     if isinstance(texts, (str, Concept)):
         texts = [texts]  # a lone string is one text, not a list of characters
-    try:
-        items = list(texts)
-    except TypeError:
-        raise SearchSpaceError(f"{name} must be a list of strings or Concepts, got {_describe(texts)}") from None
+    items = check_list(name, texts, "strings or Concepts")
     out: list = []
     for i, t in enumerate(items):
         if isinstance(t, Mapping):
@@ -221,7 +218,8 @@ class SteerSearchSpace:
         if self.schedules is None:
             scheds = known
         else:
-            scheds = (self.schedules,) if isinstance(self.schedules, str) else tuple(self.schedules)
+            scheds = ((self.schedules,) if isinstance(self.schedules, str)
+                      else tuple(check_list("schedules", self.schedules, "schedule names")))
         if not scheds:
             raise SearchSpaceError("schedules is empty; use ('none',) for constant coefficients only")
         for s in scheds:

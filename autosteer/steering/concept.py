@@ -35,9 +35,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from autosteer._canonical import digest
+from autosteer._checks import check_list
 from autosteer._checks import describe as _describe
 from autosteer.errors import InvalidArgumentError
 
@@ -69,10 +70,8 @@ def check_conversation(conv: Any, where: str) -> tuple[tuple[tuple[str, str], ..
 
 
 def _norm_items(name: str, items: Any, where: str) -> tuple:
-    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
-        raise InvalidArgumentError(f"{where}: {name} must be a list of texts or conversations, got {_describe(items)}")
     out = []
-    for i, item in enumerate(items):
+    for i, item in enumerate(check_list(f"{where}: {name}", items, "texts or conversations")):
         if isinstance(item, str):
             if not item.strip():
                 raise InvalidArgumentError(f"{where}: {name}[{i}] is empty; every text needs at least one word")

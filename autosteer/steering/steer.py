@@ -26,7 +26,7 @@ import torch
 
 from autosteer import _C
 from autosteer.steering import _torch_hook
-from autosteer._checks import check_int, check_real, describe, is_int
+from autosteer._checks import check_bool, check_int, check_real, describe, is_int
 from autosteer.errors import InvalidArgumentError, LayerIndexError, VectorShapeError
 from autosteer.steering.layers import TRANSFORMERS_CONVENTION, find_decoder_layers, first_layernorm_eps, hidden_size_of
 from autosteer.steering.schedules import as_schedule, schedule_to_dict
@@ -234,8 +234,9 @@ class Steer:
                 "tokenizer must be a callable tokenizer (e.g. from AutoTokenizer), or None to steer with "
                 f"vector= only; got {describe(tokenizer)}"
             )
+        copy_model = check_bool("copy_model", copy_model)
         if copyModel is not None:
-            copy_model = bool(copyModel)
+            copy_model = check_bool("copyModel", copyModel)
         if copy_model:
             model = _copy_without_steering(model)
         self.model = model

@@ -36,7 +36,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from autosteer._checks import check_int
+from autosteer._checks import check_bool, check_int, check_str_list
 from autosteer.errors import InvalidArgumentError
 
 __all__ = ["save", "load", "FORMATS", "SAFETENSORS_FORMAT", "model_fingerprint", "DEFAULT_CALIBRATION"]
@@ -106,6 +106,11 @@ def _source(v) -> dict[str, Any]:
 def save(steer, path: str | os.PathLike, format: str | None = None, *, calibration_prompts: Sequence[str] | None = None,
          schedule_steps: int = 32) -> Path:
     """Write the steering of ``steer`` to ``path`` (see the module docstring); returns the path."""
+    if calibration_prompts is not None:
+        calibration_prompts = check_str_list("calibration_prompts", calibration_prompts, allow_empty=False)
+        for i, p in enumerate(calibration_prompts):
+            if not p.strip():
+                raise InvalidArgumentError(f"calibration_prompts[{i}] is empty")
     path = Path(path)
     fmt = _format_of(path, format)
     if not path.parent.is_dir():
@@ -206,6 +211,7 @@ def load(model, tokenizer, path: str | os.PathLike, format: str | None = None, *
     """A new ``Steer`` on ``model`` steered as the file says (see the module docstring)."""
     from autosteer.steering.steer import Steer
 
+    check_model = check_bool("check_model", check_model)
     path = Path(path)
     fmt = _format_of(path, format)
     if not path.is_file():

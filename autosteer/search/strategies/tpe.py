@@ -28,7 +28,7 @@ import random
 import warnings
 from typing import Any
 
-from autosteer._checks import check_int
+from autosteer._checks import check_bool, check_int
 from autosteer.search.candidate import SteerCandidate, SteerVector
 from autosteer.errors import AutoSteerError
 from autosteer.search.space import SteerSearchSpace
@@ -62,7 +62,7 @@ class TPESearch(Strategy):
                  n_startup: int = 8) -> None:
         super().__init__(space, seed)
         _optuna()  # a clear error now, not at the first proposal
-        self.lower_is_better = bool(lower_is_better)
+        self.lower_is_better = check_bool("lower_is_better", lower_is_better)
         self.n_startup = check_int("n_startup", n_startup, minimum=1)
         self._schedules = tuple(space.schedules)
 
