@@ -36,6 +36,8 @@ setup(
             "autosteer._C",
             sources=[
                 "csrc/module.c",
+                "csrc/common.c",
+                "csrc/apply.c",
                 "csrc/schedule_type.c",
                 "csrc/tracker.c",
                 "csrc/weights.c",

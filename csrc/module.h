@@ -9,8 +9,12 @@
  * -fvisibility=hidden, so none of these names leaves the shared object: only
  * PyInit__C is exported.
  *
- * Files:
- *   module.c         module init/state, exceptions, apply_delta, schedule_kinds
+ * Files (arrows run one way: module.c -> the type files and apply.c ->
+ * common.c; nothing calls into module.c):
+ *   module.c         the module assembled: definition, state init/clear, exceptions,
+ *                    method table
+ *   common.c         the helpers every file shares (declared below)
+ *   apply.c          apply_delta and has_exchange_api, the kernel as module functions
  *   schedule_type.c  one Python type per row of schedule.h's table
  *   tracker.c        StepTracker: generation step, mask, row groups per forward
  *   weights.c        SteerWeights: per-forward weights of one layer's vectors
@@ -65,10 +69,18 @@ as_state_of_module(PyObject *module)
     return (as_state *)PyModule_GetState(module);
 }
 
-/* ---- module.c: helpers shared by every file ---- */
+/* The state of the module that defined `tp` (a type of ours or a subclass).
+ * The module definition is the one object the files share by name (as
+ * CPython's _sqlite module.h does); its contents stay private to module.c. */
+static inline as_state *
+as_state_of_type(PyTypeObject *tp)
+{
+    PyObject *mod = PyType_GetModuleByDef(tp, &as_module_def);
+    return mod == NULL ? NULL : as_state_of_module(mod);
+}
 
-/* The state of the module that defined `tp` (a type of ours or a subclass). */
-as_state *as_state_of_type(PyTypeObject *tp);
+/* ---- common.c: helpers shared by every file ---- */
+
 /* "float 1.5", "str 'x'": the type name and a repr cut to 80 characters. */
 PyObject *as_describe(PyObject *obj);
 /* repr() of a double into buf (always terminated). */
@@ -133,5 +145,11 @@ PyObject *as_weights_buffer(PyObject *weights);    /* the rows as a NumPy array,
 
 /* ---- hook.c ---- */
 int as_hook_add_type(PyObject *module, as_state *st);
+
+/* ---- apply.c: module functions, listed in module.c's method table ---- */
+PyObject *as_apply_delta(PyObject *module, PyObject *args, PyObject *kwds);
+extern const char as_apply_delta_doc[];
+PyObject *as_has_exchange_api(PyObject *module, PyObject *obj);
+extern const char as_has_exchange_api_doc[];
 
 #endif /* AUTOSTEER_MODULE_H */
