@@ -240,6 +240,8 @@ Hook_call(PyObject *self, PyObject *args, PyObject *kwds)
 
     PyObject *res = NULL, *step_obj = NULL, *new_h = NULL;
     int64_t step = as_tracker_step(hk->tracker);
+    if (step < 0)
+        return NULL;               /* another thread's forward (SteerStateError) */
     int64_t layer = as_weights_layer(hk->weights);
     as_view v;
     int opened = as_view_open(&st->dl, h, AS_VIA_AUTO, &v) == 0;

@@ -114,6 +114,8 @@ PyObject *as_sched_kinds(as_state *st);
 
 /* ---- tracker.c ---- */
 int as_tracker_add_type(PyObject *module, as_state *st);
+/* The step of the current forward; -1 with SteerStateError when called from
+ * another thread than the forward's. */
 int64_t as_tracker_step(PyObject *tracker);
 /* data_ptr() of the inputs_embeds of this forward, or 0 */
 uintptr_t as_tracker_embeds_ptr(PyObject *tracker);

@@ -16,6 +16,13 @@
  * owns that convention); nothing here knows transformers.  A tracker made by
  * relay() is registered on an enclosing module (a VLM, a PEFT wrapper): it
  * only hands a 2-D mask to its tracker for the owner's next forward.
+ *
+ * The state is per forward (and, through prefill_len, per generation), not
+ * per thread: a forward records its thread, and a layer hook reading the
+ * state from another thread, or a decode step continuing a generation that
+ * another thread's forward interrupted, raises SteerStateError instead of
+ * steering with the other thread's step and mask (one steered model serves
+ * one thread at a time; see docs/steering.md).
  */
 #include "module.h"
 
@@ -27,6 +34,7 @@ typedef struct {
     int64_t step;
     int64_t prefill_len;
     int64_t calls;
+    unsigned long thread;      /* the thread of the current forward, 0 before any */
     uintptr_t embeds_ptr;      /* data_ptr() of inputs_embeds passed in, or 0 */
     PyObject *relay_to;        /* a relay: the tracker it hands masks to */
     /* the forward convention (str; cache_kwargs a tuple of str) */
@@ -55,6 +63,13 @@ typedef struct {
 } TrackerObject;
 
 #define AS_TRACKER(o) ((TrackerObject *)(o))
+
+#define AS_TRACKER_THREADS_MSG \
+    "two threads ran forwards of one steered model at the same time: the steering state " \
+    "(generation step, attention mask) belongs to one forward and one generation, so this " \
+    "forward would have been steered with another thread's. Use the model from one thread at " \
+    "a time (a lock around generate), or give each thread its own copy " \
+    "(Steer(model, tokenizer, copy_model=True))"
 
 static void
 as_tracker_drop_rows(TrackerObject *t)
@@ -242,6 +257,15 @@ Tracker_call(PyObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
 
+    /* a decode step must continue this thread's generation: a forward of
+     * another thread in between has replaced the prefill it counts from */
+    unsigned long me = PyThread_get_thread_ident();
+    if (cache_len > 0 && T <= 1 && t->thread != 0 && t->thread != me) {
+        PyErr_SetString(st->steer_state_error, AS_TRACKER_THREADS_MSG);
+        return NULL;
+    }
+    t->thread = me;
+
     /* prefill_len holds where the last prefill ended in the cache */
     if (cache_len <= 0) {
         t->step = 0;
@@ -291,7 +315,14 @@ Tracker_call(PyObject *self, PyObject *args, PyObject *kwds)
 int64_t
 as_tracker_step(PyObject *self)
 {
-    return AS_TRACKER(self)->step;
+    TrackerObject *t = AS_TRACKER(self);
+    if (t->thread != 0 && t->thread != PyThread_get_thread_ident()) {
+        as_state *st = as_state_of_type(Py_TYPE(self));
+        if (st != NULL)
+            PyErr_SetString(st->steer_state_error, AS_TRACKER_THREADS_MSG);
+        return -1;
+    }
+    return t->step;
 }
 
 uintptr_t
@@ -452,6 +483,7 @@ Tracker_reset(PyObject *self, PyObject *Py_UNUSED(ignored))
     TrackerObject *t = AS_TRACKER(self);
     t->step = 0;
     t->prefill_len = 0;
+    t->thread = 0;
     t->embeds_ptr = 0;
     t->last_valid = 0;
     t->last_tensor_valid = 0;
@@ -625,7 +657,13 @@ done:
     return res;
 }
 
-static PyObject *Tracker_get_step(PyObject *self, void *c) { (void)c; return PyLong_FromLongLong((long long)AS_TRACKER(self)->step); }
+static PyObject *
+Tracker_get_step(PyObject *self, void *c)
+{
+    (void)c;
+    int64_t step = as_tracker_step(self);
+    return step < 0 ? NULL : PyLong_FromLongLong((long long)step);
+}
 static PyObject *Tracker_get_calls(PyObject *self, void *c) { (void)c; return PyLong_FromLongLong((long long)AS_TRACKER(self)->calls); }
 static PyObject *Tracker_get_prefill(PyObject *self, void *c) { (void)c; return PyLong_FromLongLong((long long)AS_TRACKER(self)->prefill_len); }
 

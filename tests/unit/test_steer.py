@@ -928,3 +928,101 @@ def test_copy_model_copies_without_any_steering(tokenizer):
         assert not torch.equal(s.model(**enc).logits, base)
         assert torch.equal(model(**enc).logits, steered)
     other.reset_all()
+
+
+# ---------------------------------------------------------------- threads (issue 17 item 1)
+def _in_threads(fns):
+    """Run each fn in its own thread; returns [(result, exception)] in order."""
+    import threading
+
+    out = [None] * len(fns)
+
+    def run(i):
+        try:
+            out[i] = (fns[i](), None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out[i] = (None, exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(fns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+@pytest.mark.parametrize("path", ["c", "torch"])
+def test_two_threads_in_one_forward_raise_instead_of_sharing_the_step(path, left_tokenizer, monkeypatch):
+    """Both threads pass the step tracker before either reaches the steered layer (a barrier
+    forces it): the steering state is the last thread's, so the other one must not steer with
+    it. Exactly one thread raises SteerStateError; the other equals a sequential run."""
+    import threading
+
+    from autosteer import SteerStateError
+    from autosteer.steering import steer as steer_module
+
+    if path == "torch":
+        monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)
+    model = tiny_models.make_model("llama")
+    s = Steer(model, left_tokenizer)
+    s.add(0, 0.5, "the cat", coeff_schedule=DecaySchedule(rate=0.5))
+    expected = generate_logits(model, left_tokenizer)
+    barrier = threading.Barrier(2, timeout=20)
+    waited = set()
+
+    def rendezvous(module, args):
+        me = threading.get_ident()
+        if me not in waited:
+            waited.add(me)
+            barrier.wait()
+
+    handle = s._layers[0].register_forward_pre_hook(rendezvous, prepend=True)
+    try:
+        results = _in_threads([lambda: generate_logits(model, left_tokenizer)] * 2)
+    finally:
+        handle.remove()
+    errors = [e for _, e in results if e is not None]
+    assert len(errors) == 1, results
+    assert isinstance(errors[0], SteerStateError) and "two threads" in str(errors[0])
+    (seq, logits), = [r for r, e in results if e is None]
+    assert torch.equal(seq, expected[0]) and torch.equal(logits, expected[1])
+    # the model is usable afterwards, from any thread, with the same results
+    (again, err), = _in_threads([lambda: generate_logits(model, left_tokenizer)])
+    assert err is None and torch.equal(again[1], expected[1])
+    s.reset_all()
+
+
+def test_a_decode_step_after_another_threads_prefill_raises(left_tokenizer):
+    """Thread A prefills, thread B prefills, thread A decodes on its own cache: A's step would
+    count from B's prefill. Refused. (Two live threads, one task at a time: no overlap within
+    a forward, only between the forwards of two generations.)"""
+    import inspect
+    from concurrent.futures import ThreadPoolExecutor
+
+    from autosteer import SteerStateError
+
+    model = tiny_models.make_model("llama")
+    s = Steer(model, left_tokenizer)
+    s.add(0, 0.5, "the cat", coeff_schedule=DecaySchedule(rate=0.5))
+    enc = left_tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    def prefill():
+        with torch.no_grad():
+            return model(**enc, use_cache=True)
+
+    with ThreadPoolExecutor(1) as thread_a, ThreadPoolExecutor(1) as thread_b:
+        a = thread_a.submit(prefill).result()
+        thread_b.submit(prefill).result()
+        nxt = a.logits[:, -1:].argmax(-1)
+        mask = torch.cat([enc["attention_mask"], torch.ones_like(nxt)], dim=1)
+
+        def decode():
+            with torch.no_grad():
+                return model(input_ids=nxt, attention_mask=mask, use_cache=True, **{name: a.past_key_values})
+
+        with pytest.raises(SteerStateError, match="two threads ran forwards of one steered model"):
+            thread_a.submit(decode).result()
+        # a new generation in either thread is fine
+        thread_b.submit(prefill).result()
+    s.reset_all()
