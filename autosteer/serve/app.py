@@ -371,7 +371,7 @@ def create_app(model, tokenizer, *, presets: Mapping[str, str | os.PathLike] | N
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "busy": engine.busy, "cancelled": engine.stats["cancelled"]}
+        return {"status": "ok", "busy": engine.busy, "cancelled": engine.stats["cancelled"], "pid": os.getpid()}
 
     @app.get("/v1/models")
     async def models():

@@ -65,6 +65,7 @@ class Row:
     sent: int = 0  # characters of text already sent
     done: bool = False
     cancelled: bool = False
+    eos: bool = False
     generator: torch.Generator | None = None
 
     def cancel(self) -> None:
@@ -366,6 +367,7 @@ class Engine:
             self._finish(row, "cancelled")
             return True
         if token in self.eos_ids:
+            row.eos = True  # generated, so counted in the usage as OpenAI and transformers serve count it
             self._emit(row, final=True)
             self._finish(row, "stop")
             return True
@@ -408,7 +410,7 @@ class Engine:
         row.done = True
         # told after the iteration: by then an idle engine has taken its steering off the model
         self._finished.append((row, Event(finish_reason=reason, error=error, prompt_tokens=len(row.prompt_ids),
-                                          completion_tokens=len(row.generated))))
+                                          completion_tokens=len(row.generated) + row.eos)))
 
     def _flush(self) -> None:
         finished, self._finished = self._finished, []

@@ -66,7 +66,7 @@ def app(organism, preset_files):
     assert app.state.close(timeout=30)
 
 
-def reference(model, tok, ids, vectors, max_tokens):
+def reference(model, tok, ids, vectors, max_tokens, count=False):
     """What a user gets in process: Steer.add(...) for each vector, then greedy model.generate."""
     with Steer(model, tok) as s:
         for v in vectors:
@@ -77,7 +77,8 @@ def reference(model, tok, ids, vectors, max_tokens):
         with torch.inference_mode():
             out = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                                  max_new_tokens=max_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-    return tok.decode(out[0, len(ids):], skip_special_tokens=True)
+    text = tok.decode(out[0, len(ids):], skip_special_tokens=True)
+    return (text, out.shape[1] - len(ids)) if count else text
 
 
 def post(app, path, body, **kw):
@@ -178,7 +179,8 @@ async def _run(client, body):
 def test_concurrent_mixed_steering_equals_alone_and_in_process(app, organism, preset_files):
     model, tok = organism
     cases = _cases(tok, preset_files)
-    expected = [reference(model, tok, ids, ref, body["max_tokens"]) for body, ref, ids in cases]
+    counted = [reference(model, tok, ids, ref, body["max_tokens"], count=True) for body, ref, ids in cases]
+    expected = [text for text, _ in counted]
     assert len(set(expected)) >= 5  # the configurations really differ
 
     async def go():
@@ -192,9 +194,9 @@ def test_concurrent_mixed_steering_equals_alone_and_in_process(app, organism, pr
     together, alone = asyncio.run(go())
     assert [t for t, _ in together] == expected
     assert [t for t, _ in alone] == expected[:4]
-    for (body, _, ids), (text, usage) in zip(cases, together):
+    for (body, _, ids), (text, usage), (_, n_new) in zip(cases, together, counted):
         assert usage["prompt_tokens"] == len(ids)
-        assert usage["completion_tokens"] <= body["max_tokens"]
+        assert usage["completion_tokens"] == n_new  # the end token counts, as generate() returns it
         assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert engine.stats["max_rows"] == 3 or before == 3  # rows were batched (max_batch=3)
     assert engine.busy == 0
@@ -431,7 +433,8 @@ def server(organism, preset_files, tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "server.log"
     fh = open(log, "w")  # noqa: SIM115 - open while the server runs, closed at teardown
     proc = subprocess.Popen([sys.executable, "-m", "autosteer", "serve", "--model", str(folder), "--name", "organism", "--port", str(port),
-                             "--preset", f"careful={preset_files['careful']}", "--max-batch", "4",
+                             "--preset", f"careful={preset_files['careful']}",
+                             "--preset", f"precise={preset_files['precise']}", "--max-batch", "4",
                              "--max-tokens", "4000", "--threads", "1"],
                             stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
     base = f"http://127.0.0.1:{port}"
@@ -462,7 +465,7 @@ def test_openai_client_over_uvicorn(server, organism):
 
 def _openai_checks(openai, client, organism):
     model, tok = organism
-    assert [m.id for m in client.models.list()] == ["organism", "organism+careful"]
+    assert [m.id for m in client.models.list()] == ["organism", "organism+careful", "organism+precise"]
     st = [{"layer_idx": 0, "coeff": 0.5, "text": "logical"}]
     r = client.completions.create(model="organism", prompt=PROMPTS[0], max_tokens=6, temperature=0,
                                   extra_body={"steering": st})
@@ -510,6 +513,26 @@ def test_disconnect_mid_stream_frees_the_row(server):
     assert health["busy"] == 0 and health["cancelled"] == before + 1
 
 
+def test_compare_presets_script(server, organism, preset_files):
+    base, _, _ = server
+    model, tok = organism
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "compare_presets.py"), "careful", "precise",
+                          "--completions", "--json", "--max-tokens", "6", "--base-url", base + "/v1",
+                          "--prompt", PROMPTS[2]], capture_output=True, text=True, timeout=120, check=True)
+    answers = json.loads(out.stdout)["answers"]
+    ids = tok(PROMPTS[2])["input_ids"]
+    assert answers["unsteered"] == reference(model, tok, ids, [], 6)
+    assert answers["careful"] == reference(model, tok, ids, [{"layer_idx": 1, "coeff": 0.5, "concept": CONCEPT}], 6)
+    steer = Steer.load(model, tok, preset_files["precise"])  # the vector file, as Steer reads it
+    try:
+        with torch.inference_mode():
+            gen = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=6, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+    finally:
+        steer.reset_all()
+    assert answers["precise"] == tok.decode(gen[0, len(ids):], skip_special_tokens=True)
+
+
 def test_ctrl_c_drains_then_exits(server):
     base, proc, log = server
     body = {"model": "organism", "prompt": PROMPTS[0], "max_tokens": 6, "temperature": 0, "stream": True}
@@ -518,3 +541,40 @@ def test_ctrl_c_drains_then_exits(server):
         lines = [line for line in r.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
     assert proc.wait(timeout=60) == 0, log.read_text()
+
+
+def test_gguf_preset_is_llamacpp_semantics_per_row(organism, tmp_path):
+    """A .gguf preset adds its fixed vectors to layer outputs, as Steer.load of the file does,
+    on its own rows only."""
+    pytest.importorskip("gguf")
+    from autosteer.serve import create_app
+
+    model, tok = organism
+    path = tmp_path / "cv.gguf"
+    with Steer(model, tok) as s:
+        s.add(3, 2.0, text="what")
+        s.add(5, 1.0, text="logical")
+        s.save(path)
+    ids = tok(PROMPTS[0])["input_ids"]
+    steer = Steer.load(model, tok, path)
+    try:
+        with torch.inference_mode():
+            gen = model.generate(input_ids=torch.tensor([ids]), max_new_tokens=8, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+    finally:
+        steer.reset_all()
+    expected = tok.decode(gen[0, len(ids):], skip_special_tokens=True)
+    plain = reference(model, tok, ids, [], 8)
+    assert expected != plain
+    app = create_app(model, tok, presets={"cv": path}, model_name="organism", max_tokens=8)
+    try:
+        async def go():
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c:
+                body = {"model": "organism", "prompt": PROMPTS[0], "max_tokens": 8, "temperature": 0}
+                return await asyncio.gather(c.post("/v1/completions", json={**body, "steering": "cv"}),
+                                            c.post("/v1/completions", json=body))
+        steered, unsteered = asyncio.run(go())
+        assert steered.json()["choices"][0]["text"] == expected
+        assert unsteered.json()["choices"][0]["text"] == plain
+    finally:
+        assert app.state.close(timeout=30)
