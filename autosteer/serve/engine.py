@@ -22,7 +22,6 @@ import collections
 import logging
 import threading
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
@@ -67,6 +66,7 @@ class Row:
     cancelled: bool = False
     eos: bool = False
     generator: torch.Generator | None = None
+    slot: int | None = None  # the engine's batch slot: this row's group in Steer.rows
 
     def cancel(self) -> None:
         """The client went away: the row leaves the batch at the next iteration."""
@@ -98,8 +98,7 @@ class Engine:
         self._active: list[Row] = []
         self._cache = None
         self._mask: torch.Tensor | None = None  # [B, T] 1 = real token
-        self._composition: list[Row] = []
-        self._scope = ExitStack()
+        self._installed: dict[int, Row] = {}  # slot -> the row whose vectors are on the model
         self._closing = False
         self._finished: list[tuple[Row, Event]] = []  # sent once the iteration is over
         self._stopped = threading.Event()
@@ -171,7 +170,6 @@ class Engine:
                             self._flush()
         finally:
             self._set_steering([])
-            self._scope.close()
             self._stopped.set()
 
     def _iterate(self, new: list[Row]) -> None:
@@ -194,53 +192,58 @@ class Engine:
         self._decode()
 
     def _set_steering(self, rows: list[Row]) -> None:
-        if rows == self._composition:
-            return
-        self._scope.close()
-        self._composition = []
-        configs = [r.steering for r in rows]
-        for r in rows:
-            r.steering.row = r
-        if not any(configs):
-            self._composition = list(rows)
-            return
-        while True:
-            scope = ExitStack()
-            try:
-                scope.enter_context(self.steer.applied(configs))
-            except Exception:
-                scope.close()
-                bad = []
-                for r in rows:
-                    try:
-                        with self.steer.applied(r.steering):
-                            pass
-                    except Exception as exc:  # noqa: BLE001
-                        bad.append((r, exc))
-                if not bad:
-                    raise
-                for r, exc in bad:
-                    self._finish(r, "error", RequestError(f"steering: {exc}", "steering"))
-                if any(r in self._active for r, _ in bad):
-                    self._drop([r for r, _ in bad if r in self._active], finish=False)
-                rows = [r for r in rows if not r.done]
-                configs = [r.steering for r in rows]
-                if not any(configs):
-                    self._composition = list(rows)
-                    return
-                continue
-            self._scope = scope
-            self._composition = list(rows)
-            return
+        """Install the steering of ``rows`` (the batch of this iteration).
 
-    def _groups(self, rows: list[Row]) -> torch.Tensor:
-        index = {id(r): i for i, r in enumerate(self._composition)}
-        return torch.tensor([index[id(r)] for r in rows], dtype=torch.long)
+        Each row owns a slot (0..max_batch-1), its group in ``Steer.rows``; a row's vectors are
+        added once, with ``group=slot``, when it joins, and taken off when its slot is reused
+        or the engine goes idle, so an iteration costs ``Steer.add`` calls only for the rows
+        that join.  The group count stays ``max_batch`` so layers whose vectors did not change
+        keep their hooks.  A configuration that fails fails its request only, and leaves
+        nothing behind.
+        """
+        steer = self.steer
+        if not rows:
+            if self._installed:
+                steer._vectors = []
+                steer._declared_groups = 0
+                steer._sync()
+                self._installed = {}
+            return
+        used = {r.slot for r in rows if r.slot is not None}
+        free = [slot for slot in range(self.max_batch - 1, -1, -1) if slot not in used]
+        for r in rows:
+            if r.slot is None:
+                r.slot = free.pop()
+        live = {r.slot: r for r in rows}
+        joining = [r for r in rows if r.steering and self._installed.get(r.slot) is not r]
+        stale = [slot for slot, owner in self._installed.items() if live.get(slot) is not owner]
+        if stale or (joining and any(self._installed.get(r.slot) is not None for r in joining)):
+            drop = set(stale) | {r.slot for r in joining}
+            steer._vectors = [v for v in steer._vectors if v.group not in drop]
+            for slot in drop:
+                self._installed.pop(slot, None)
+            steer._sync()
+        if not joining:
+            return
+        steer._declared_groups = self.max_batch
+        for r in joining:
+            r.steering.row = r
+            before = len(steer._vectors)
+            try:
+                r.steering.apply(steer, group=r.slot)
+            except Exception as exc:  # noqa: BLE001 - this request's configuration only
+                steer._vectors = steer._vectors[:before]
+                steer._sync()
+                self._finish(r, "error", RequestError(f"steering: {exc}", "steering"))
+                if r in self._active:
+                    self._drop([r], finish=False)
+                continue
+            self._installed[r.slot] = r
 
     def _forward(self, rows, **kwargs) -> torch.Tensor:
         self.stats["forwards"] += 1
         self.stats["max_rows"] = max(self.stats["max_rows"], len(rows))
-        with self.steer.rows(self._groups(rows)):
+        with self.steer.rows(torch.tensor([r.slot for r in rows], dtype=torch.long)):
             cache = kwargs.pop("cache")
             out = self.model(use_cache=True, **{self._cache_kw: cache}, **self._keep, **kwargs)
         new_cache = getattr(out, "cache", None)
