@@ -102,7 +102,7 @@ class Engine:
         self._closing = False
         self._finished: list[tuple[Row, Event]] = []  # sent once the iteration is over
         self._stopped = threading.Event()
-        self.stats = {"forwards": 0, "tokens": 0, "max_rows": 0, "cancelled": 0}
+        self.stats = {"forwards": 0, "tokens": 0, "max_rows": 0, "cancelled": 0, "joined_running": 0}
         import inspect
 
         params = inspect.signature(model.forward).parameters
@@ -277,6 +277,7 @@ class Engine:
         if self._cache is None:
             self._cache, self._mask, self._active = cache, mask, kept
         else:
+            self.stats["joined_running"] += len(kept)  # continuous batching: joined rows mid-decode
             self._merge(cache, mask)
             self._active = self._active + kept
         self._trim()

@@ -191,7 +191,9 @@ def test_concurrent_mixed_steering_equals_alone_and_in_process(app, organism, pr
             return together, alone
     engine = app.state.autosteer.engine
     before = engine.stats["max_rows"]
+    joined = engine.stats["joined_running"]
     together, alone = asyncio.run(go())
+    assert engine.stats["joined_running"] > joined  # requests joined a batch that was decoding
     assert [t for t, _ in together] == expected
     assert [t for t, _ in alone] == expected[:4]
     for (body, _, ids), (text, usage), (_, n_new) in zip(cases, together, counted):
