@@ -4,6 +4,7 @@ ASGI callable) around one model and its :class:`~autosteer.serve.engine.Engine`.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import math
 import os
@@ -238,7 +239,7 @@ class _BodyLimit:
         headers = dict(scope.get("headers") or [])
         if self.api_key is not None and scope.get("path", "").startswith("/v1/"):
             auth = headers.get(b"authorization", b"").decode("latin-1")
-            if auth != f"Bearer {self.api_key}":
+            if not hmac.compare_digest(auth.encode("latin-1"), f"Bearer {self.api_key}".encode()):
                 return await _send_error(send, RequestError(
                     "missing or wrong API key: send the header 'Authorization: Bearer <key>'", None, status=401,
                     code="invalid_api_key"))
