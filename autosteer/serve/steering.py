@@ -256,11 +256,13 @@ def parse_steering(value: Any, presets: Mapping[str, Preset], info: ModelInfo,
             known = ", ".join(sorted(presets)) or "none were given at start-up"
             raise RequestError(f"{param}: unknown preset {value!r} (presets: {known})", param)
         return RowSteering(preset.steering.vectors, preset=preset.name)
+    given: dict[str, Any] = {}
     if isinstance(value, Mapping) and "vectors" in value:  # a whole best.json / candidate pasted
-        extra = sorted(set(value) - {"vectors", "concepts", "candidate"})
+        extra = sorted(set(value) - {"vectors", "concepts"})
         if extra:
             raise RequestError(f"{param}: unknown key(s) {', '.join(extra)}; expected a preset name, a list of "
-                               "vectors or {\"vectors\": [...]}", param)
+                               "vectors or {\"vectors\": [...], \"concepts\": {...}}", param)
+        given = _parse_concepts(value.get("concepts"), f"{param}.concepts")
         value = value["vectors"]
         param = f"{param}.vectors"
     if not isinstance(value, list):
@@ -268,12 +270,32 @@ def parse_steering(value: Any, presets: Mapping[str, Preset], info: ModelInfo,
                            f"{_json_type(value)}", param)
     if len(value) > 4 * info.num_layers:
         raise RequestError(f"{param}: at most {4 * info.num_layers} vectors, got {len(value)}", param)
-    concepts: dict[str, Any] = {}
+    concepts: dict[str, Any] = dict(given)
     for p in presets.values():
         for c in p.concepts.values():
             concepts.setdefault(c.name, c)
             concepts.setdefault(c.hash, c)
     return RowSteering(tuple(_parse_vector(v, f"{param}[{i}]", concepts, info) for i, v in enumerate(value)))
+
+
+def _parse_concepts(value: Any, where: str) -> dict[str, Any]:
+    """best.json's "concepts" ({hash: concept dict}): the concepts by hash and by name."""
+    if value is None:
+        return {}
+    from autosteer.steering.concept import Concept
+
+    if not isinstance(value, Mapping):
+        raise RequestError(f"{where} must be an object {{hash: concept}}, got {_json_type(value)}", where)
+    if len(value) > 16:
+        raise RequestError(f"{where}: at most 16 concepts, got {len(value)}", where)
+    out: dict[str, Any] = {}
+    for key, d in value.items():
+        try:
+            c = Concept.from_dict(d)
+        except (AutoSteerError, ValueError, TypeError, KeyError) as exc:
+            raise RequestError(f"{where}[{key!r}] is not a concept: {exc}", where) from None
+        out[c.hash] = out[c.name] = c
+    return out
 
 
 def _json_type(v: Any) -> str:

@@ -580,3 +580,17 @@ def test_gguf_preset_is_llamacpp_semantics_per_row(organism, tmp_path):
         assert unsteered.json()["choices"][0]["text"] == plain
     finally:
         assert app.state.close(timeout=30)
+
+
+def test_a_pasted_best_json_with_its_concepts(app, organism):
+    model, tok = organism
+    other = Concept("tidy", positive=["a precise answer :"], negative=["an answer :"])
+    best = SteerCandidate.from_dict([{"layer_idx": 2, "coeff": 0.7, "text": other}]).to_dict(full=True)
+    body = {"model": "organism", "prompt": PROMPTS[1], "max_tokens": 6, "temperature": 0, "steering": best}
+    r = post(app, "/v1/completions", body)
+    assert r.status_code == 200, r.text
+    ids = tok(PROMPTS[1])["input_ids"]
+    assert r.json()["choices"][0]["text"] == reference(model, tok, ids, [{"layer_idx": 2, "coeff": 0.7,
+                                                                          "concept": other}], 6)
+    bad = post(app, "/v1/completions", {**body, "steering": {"vectors": best["vectors"], "concepts": {"x": 3}}})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "steering.concepts"
