@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Union
 
 from autosteer import _C
-from autosteer.errors import ScheduleError
+from autosteer.errors import ArgumentTypeError, ScheduleError
 
 if TYPE_CHECKING:  # the names below are built from the table at import
     from autosteer._C import CosineSchedule, DecaySchedule, WarmupSchedule  # noqa: F401 - for type checkers
@@ -104,10 +104,6 @@ class ScheduleKind:
     doc: str
     params: tuple[ScheduleParam, ...]
     derived: tuple[str, ...]
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.params)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -192,10 +188,17 @@ def schedule_to_dict(schedule) -> dict | None:
 def as_schedule(obj):
     """Validate what a user passed as ``coeff_schedule``.
 
-    None, a built-in schedule, a dict from ``to_dict()``, or any callable.
+    None, a built-in schedule, a dict from ``to_dict()``, or any callable.  A class
+    (``DecaySchedule`` rather than ``DecaySchedule(rate=0.9)``) is refused with a
+    ``TypeError``: called with a step it would build a schedule, not give a multiplier.
     """
     if obj is None or isinstance(obj, _BUILTIN):
         return obj
+    if isinstance(obj, type):
+        raise ArgumentTypeError(
+            f"coeff_schedule must be a schedule object such as {obj.__name__}(...), got the class "
+            f"{obj.__module__}.{obj.__qualname__} itself; call it with its parameters, e.g. DecaySchedule(rate=0.9)"
+        )
     if isinstance(obj, Mapping):
         return schedule_from_dict(obj)
     if callable(obj):

@@ -299,9 +299,14 @@ def _save_gguf(steer, path: Path, calibration_prompts, steps: int) -> None:
         raise InvalidArgumentError("a GGUF export calibrates the activation scale on prompts: the Steer needs a tokenizer")
     bad = [(pos, v.layer_idx) for pos, v in enumerate(steer._vectors) if v.layer_idx < 2]
     if bad:
+        listed = ", ".join(f"{p} (layer {layer})" for p, layer in bad)
         raise InvalidArgumentError(
-            "llama.cpp adds control vectors to the output of decoder layers 1 and up, i.e. AutoSteer's input of "
-            f"layer 2 and up; vector(s) {', '.join(f'{p} (layer {layer})' for p, layer in bad)} cannot be exported"
+            f"vector(s) {listed} cannot be exported to GGUF: llama.cpp has no control vector for layer 0 (it adds "
+            "direction.{il} to the output of decoder layer il >= 1, which is AutoSteer's input of layer il + 1), so "
+            "AutoSteer's layers 0 and 1 have no llama.cpp equivalent. To export, steer at layer 2 or later instead: "
+            "remove the vector (steer.reset(layer_idx)) and add it again with layer_idx >= 2, then check the effect "
+            "there (the best coefficient usually differs by layer; a search with "
+            "SteerSearchSpace(layer_range=(2, ...)) finds it), or save it as .safetensors, which keeps every layer"
         )
     layers = sorted({v.layer_idx for v in steer._vectors})
     prompts = list(calibration_prompts or DEFAULT_CALIBRATION)

@@ -8,6 +8,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 
 from autosteer import (
     AutoSteerError,
@@ -291,3 +292,18 @@ def test_import_autosteer_does_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("cls", ["DecaySchedule", "CosineSchedule", "WarmupSchedule"])
+def test_a_schedule_class_is_refused_at_add_not_at_the_first_forward(cls, tokenizer):
+    """coeff_schedule=DecaySchedule (the class) is a TypeError at add(), before any work."""
+    import tiny_models
+
+    import autosteer
+    from autosteer import Steer
+
+    model = tiny_models.make_model("llama")
+    s = Steer(model, tokenizer)
+    with pytest.raises(TypeError, match=f"coeff_schedule must be a schedule object such as {cls}"):
+        s.add(0, 0.5, vector=torch.ones(tiny_models.HIDDEN_SIZE), coeff_schedule=getattr(autosteer, cls))
+    assert s.get_all() == []

@@ -166,8 +166,15 @@ def test_what_cannot_be_exported_is_refused(tmp_path):
     model, tok = make_model("llama"), make_tokenizer()
     s = Steer(model, tok)
     s.add(0, 0.3, text="happy")
-    with pytest.raises(InvalidArgumentError, match=r"vector\(s\) 0 \(layer 0\) cannot be exported"):
+    with pytest.raises(InvalidArgumentError, match=r"vector\(s\) 0 \(layer 0\) cannot be exported") as info:
         s.save(tmp_path / "a.gguf")
+    # it says why (llama.cpp has no layer-0 vector) and what to do (move it to layer >= 2)
+    assert "llama.cpp has no control vector for layer 0" in str(info.value)
+    assert "add it again with layer_idx >= 2" in str(info.value)
+    s.reset_all()
+    # following the advice exports
+    s.add(2, 0.3, text="happy")
+    s.save(tmp_path / "a.gguf").unlink()
     s.reset_all()
     s.add(2, 0.3, text="happy", steering_method=lambda h, step, layer: h * 0)
     with pytest.raises(InvalidArgumentError, match="steering_method"):
