@@ -313,16 +313,20 @@ class AutoSteerRunner:
 
             # -- the space ----------------------------------------------------------------
             space = search_space.resolve(num_layers, model_name)
-            from autosteer.steering.concept import Concept, render
+            from autosteer.steering.concept import Concept, render, text_ids
 
             for name, texts in (("texts", space.texts), ("negative_texts", space.negative_texts)):
                 for i, text in enumerate(texts):
-                    if isinstance(text, Concept):  # every text of a concept must tokenize (chat ones need a template)
-                        for side in ("positive", "negative"):
-                            for j, item in enumerate(getattr(text, side)):
-                                render(item, tokenizer, f"{name}[{i}] (concept {text.name!r}) {side}[{j}]")
-                    elif not tokenizer(text, add_special_tokens=False)["input_ids"]:
-                        raise SearchSpaceError(f"{name}[{i}] {text!r} gives no token with this tokenizer")
+                    # every text must give known tokens (a concept's chat texts need a template)
+                    try:
+                        if isinstance(text, Concept):
+                            for side in ("positive", "negative"):
+                                for j, item in enumerate(getattr(text, side)):
+                                    render(item, tokenizer, f"{name}[{i}] (concept {text.name!r}) {side}[{j}]")
+                        else:
+                            text_ids(tokenizer, text, f"{name}[{i}]")
+                    except InvalidArgumentError as exc:
+                        raise SearchSpaceError(str(exc)) from None
 
             self.model = model
             self.tokenizer = tokenizer

@@ -37,12 +37,18 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from autosteer import _C
 from autosteer._canonical import digest
 from autosteer._checks import check_list
 from autosteer._checks import describe as _describe
 from autosteer.errors import InvalidArgumentError
 
-__all__ = ["Concept", "METHODS", "POSITIONS", "ROLES", "load_concepts", "check_conversation"]
+__all__ = ["Concept", "METHODS", "POSITIONS", "ROLES", "MIN_SEPARATION", "load_concepts", "check_conversation",
+           "normalise", "text_ids"]
+
+#: A concept whose two sides differ by less than this share of their activations' size at a
+#: layer has no direction there (identical or near-identical texts): it is refused.
+MIN_SEPARATION = 1e-3
 
 METHODS = ("mean_diff", "pca")
 POSITIONS = ("mean", "last")
@@ -160,11 +166,22 @@ class Concept:
 
     # -- directions -----------------------------------------------------------------
 
+    def separation(self, positive, negative):
+        """How far apart the two sides are at each layer: float32 [L], the size of what the
+        direction is made from (the mean difference; for ``pca`` the rms of the paired
+        differences) over the mean size of the activations.  0 for identical sides."""
+        import torch
+
+        if self.method == "mean_diff":
+            gap = (positive.mean(dim=1) - negative.mean(dim=1)).norm(dim=-1)
+        else:
+            gap = (positive - negative).norm(dim=-1).pow(2).mean(dim=1).sqrt()
+        scale = torch.cat([positive, negative], dim=1).norm(dim=-1).mean(dim=1)
+        return gap / scale.clamp_min(torch.finfo(torch.float32).tiny)
+
     def directions(self, positive, negative, ln_eps: float | None):
         """Normalised directions [L, D] from the captured activations [L, N, D] of each side."""
         import torch
-
-        from autosteer.steering.steer import _normalise
 
         if self.method == "mean_diff":
             raw = positive.mean(dim=1) - negative.mean(dim=1)  # [L, D]
@@ -175,7 +192,7 @@ class Concept:
             raw = vh[:, 0, :].float()  # first right singular vector per layer
             sign = torch.sign((raw * mean).sum(dim=-1, keepdim=True))
             raw = raw * torch.where(sign == 0, torch.ones_like(sign), sign)
-        return torch.stack([_normalise(r, ln_eps) for r in raw])
+        return torch.stack([normalise(r, ln_eps) for r in raw])
 
 
 def load_concepts(path: str | os.PathLike) -> list[Concept]:
@@ -220,10 +237,41 @@ def load_concepts(path: str | os.PathLike) -> list[Concept]:
     return out
 
 
+def normalise(x, ln_eps: float | None):
+    """llm_steer's normalisation of a mean activation, in float32: LayerNorm-style
+    ``(x - mean) / sqrt(var + eps)`` with the model's LayerNorm eps, else to unit RMS."""
+    import torch
+
+    x = x.float()
+    if ln_eps is not None:
+        mean = x.mean()
+        var = x.var(unbiased=False)
+        return (x - mean) / torch.sqrt(var + ln_eps)
+    return x / (torch.sqrt(x.pow(2).mean() + _C.RMS_EPS) + _C.RMS_EPS)
+
+
+def text_ids(tokenizer, text: str, where: str) -> list[int]:
+    """The token ids of a steering text (no special tokens), or an error naming ``where``:
+    a text that gives no token, or only the tokenizer's unknown token (words outside its
+    vocabulary: the direction would be that of ``<unk>``, the same for every such word)."""
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if not ids:
+        raise InvalidArgumentError(f"{where} {text!r} produces no tokens with this tokenizer")
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None and all(i == unk for i in ids):
+        unknown = getattr(tokenizer, "unk_token", None) or f"id {unk}"
+        raise InvalidArgumentError(
+            f"{where} {text!r}: the tokenizer knows no word of it (every token is the unknown token "
+            f"{unknown}), so it would steer along the embedding of {unknown}, the same for any unknown word; "
+            "use words in the tokenizer's vocabulary"
+        )
+    return ids
+
+
 def render(item, tokenizer, where: str) -> list[int]:
     """Token ids of one concept text (no special tokens) or conversation (the chat template)."""
     if isinstance(item, str):
-        ids = list(tokenizer(item, add_special_tokens=False)["input_ids"])
+        return text_ids(tokenizer, item, where)
     else:
         if not getattr(tokenizer, "chat_template", None):
             raise InvalidArgumentError(

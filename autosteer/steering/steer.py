@@ -28,6 +28,7 @@ from autosteer import _C
 from autosteer.steering import _torch_hook
 from autosteer._checks import check_bool, check_int, check_real, describe, is_int
 from autosteer.errors import InvalidArgumentError, LayerIndexError, VectorShapeError
+from autosteer.steering.concept import MIN_SEPARATION, Concept, normalise, positions_of, render, text_ids
 from autosteer.steering.layers import TRANSFORMERS_CONVENTION, find_decoder_layers, first_layernorm_eps, hidden_size_of
 from autosteer.steering.schedules import as_schedule, schedule_to_dict
 
@@ -94,16 +95,6 @@ def _check_groups(groups) -> torch.Tensor:
     if bool((t < 0).any()):
         raise InvalidArgumentError(f"groups must be >= 0, got {t.tolist()}")
     return t.contiguous().clone()
-
-
-def _normalise(x: torch.Tensor, ln_eps: float | None) -> torch.Tensor:
-    """llm_steer's normalisation of a mean activation, in float32."""
-    x = x.float()
-    if ln_eps is not None:
-        mean = x.mean()
-        var = x.var(unbiased=False)
-        return (x - mean) / torch.sqrt(var + ln_eps)
-    return x / (torch.sqrt(x.pow(2).mean() + _C.RMS_EPS) + _C.RMS_EPS)
 
 
 def _use_c_hook(device: torch.device) -> bool:
@@ -345,8 +336,6 @@ class Steer:
                 + ("both " + " and ".join(given) if given else "neither") + ")"
             )
         if concept is not None:
-            from autosteer.steering.concept import Concept
-
             if not isinstance(concept, Concept):
                 raise InvalidArgumentError(f"concept must be an autosteer.Concept, got {describe(concept)}")
             if self.tokenizer is None:
@@ -355,6 +344,13 @@ class Steer:
                     "which steers with vector= only"
                 )
             direction = self.concept_directions(concept)[layer_idx]
+            gap = float(self.concept_separation(concept)[layer_idx])
+            if not gap >= MIN_SEPARATION:
+                raise InvalidArgumentError(
+                    f"concept {concept.name!r} has no direction at layer {layer_idx}: its positive and negative "
+                    f"texts give (nearly) the same activations there (they differ by {gap:.2g} of their size, "
+                    f"below {MIN_SEPARATION:g}); give texts that differ in the concept, or another layer"
+                )
         elif text is not None:
             if not isinstance(text, str):
                 raise InvalidArgumentError(f"text must be a str, got {type(text).__name__}")
@@ -559,18 +555,14 @@ class Steer:
         cached = self._dir_cache.get(text)
         if cached is not None:
             return cached
-        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-        if not ids:
-            raise InvalidArgumentError(f"text {text!r} produces no tokens with this tokenizer")
+        ids = text_ids(self.tokenizer, text, "text")
         means = self.capture([ids], [slice(None)])[:, 0]  # every position, as llm_steer averages
-        dirs = torch.stack([_normalise(m, self._ln_eps) for m in means])
+        dirs = torch.stack([normalise(m, self._ln_eps) for m in means])
         self._dir_cache[text] = dirs
         return dirs
 
     def concept_directions(self, concept) -> torch.Tensor:
         """A concept's normalised direction at every layer: float32 [L, D] (cached per concept)."""
-        from autosteer.steering.concept import positions_of, render
-
         key = ("concept", concept.hash)
         cached = self._dir_cache.get(key)
         if cached is not None:
@@ -585,7 +577,15 @@ class Steer:
         n = len(concept.positive)
         dirs = concept.directions(acts[:, :n], acts[:, n:], self._ln_eps)
         self._dir_cache[key] = dirs
+        self._dir_cache[("separation", concept.hash)] = concept.separation(acts[:, :n], acts[:, n:])
         return dirs
+
+    def concept_separation(self, concept) -> torch.Tensor:
+        """How far apart a concept's two sides are at every layer, relative to the size of their
+        activations: float32 [L] (see :meth:`Concept.separation`; cached with the directions).
+        :meth:`add` refuses a concept below ``MIN_SEPARATION`` at the layer it steers."""
+        self.concept_directions(concept)
+        return self._dir_cache[("separation", concept.hash)]
 
     def capture_rms(self, rows: list[list[int]], positions: list, batch_size: int = 16) -> torch.Tensor:
         """Mean rms (``sqrt(mean(x^2) + eps)``) of each row's layer input over its ``positions``:

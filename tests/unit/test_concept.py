@@ -173,5 +173,61 @@ def test_a_text_that_tokenizes_to_nothing_is_named():
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", pad_token="[PAD]")
     assert tok("\u0301", add_special_tokens=False)["input_ids"] == []  # a lone combining accent
     s = Steer(make_model("llama"), tok)
-    with pytest.raises(InvalidArgumentError, match=r"concept 'mood' negative\[1\] produces no tokens"):
+    with pytest.raises(InvalidArgumentError, match=r"concept 'mood' negative\[1\] '.*' produces no tokens"):
         s.add(0, 0.2, concept=Concept("mood", ["happy"], ["sad", "\u0301"]))
+
+
+# ------------------------------------------------ degenerate concepts and unknown words (issue 17 items 7, 17)
+@pytest.fixture(scope="module")
+def organism():
+    from autosteer import load_organism
+
+    return load_organism()
+
+
+@pytest.mark.parametrize("method", ["mean_diff", "pca"])
+def test_a_concept_with_identical_sides_is_refused_naming_it(method):
+    model, tok = make_model("llama"), make_tokenizer()
+    texts = POS[:2]
+    c = Concept("same", texts, list(texts), method=method)
+    s = Steer(model, tok)
+    with pytest.raises(InvalidArgumentError, match=r"concept 'same' has no direction at layer 1: its positive and "
+                                                   r"negative texts give \(nearly\) the same activations"):
+        s.add(1, 0.5, concept=c)
+    assert s.get_all() == []
+    # a real concept on the same layer passes, and its separation is the reference's
+    good = Concept("mood", POS, NEG, method=method)
+    s.add(1, 0.5, concept=good)
+    s.reset_all()
+    p, n = text_acts(model, tok, POS), text_acts(model, tok, NEG)
+    if method == "mean_diff":
+        gap = (p[1].mean(0) - n[1].mean(0)).norm()
+    else:
+        gap = (p[1] - n[1]).norm(dim=-1).pow(2).mean().sqrt()
+    scale = torch.cat([p[1], n[1]]).norm(dim=-1).mean()
+    torch.testing.assert_close(s.concept_separation(good)[1], gap / scale, rtol=1e-4, atol=1e-6)
+
+
+def test_unknown_words_are_refused_naming_the_word(organism):
+    model, tok = organism
+    assert set(tok("careful", add_special_tokens=False)["input_ids"]) == {tok.unk_token_id}  # the premise
+    s = Steer(model, tok)
+    for word in ("careful", "sloppy"):
+        with pytest.raises(InvalidArgumentError, match=f"text '{word}': the tokenizer knows no word of it"):
+            s.add(0, 0.5, text=word)
+    c = Concept("care", ["a careful answer"], ["sloppy"])
+    with pytest.raises(InvalidArgumentError, match=r"concept 'care' negative\[0\] 'sloppy': the tokenizer knows no word"):
+        s.add(0, 0.5, concept=c)
+    assert s.get_all() == []
+    s.add(0, 0.5, text="precise careful")  # one known word is enough
+    s.reset_all()
+
+
+def test_unknown_words_in_a_search_space_are_refused(organism, tmp_path):
+    from autosteer import AutoSteerRunner, SearchSpaceError, SteerSearchSpace
+
+    model, tok = organism
+    space = SteerSearchSpace(texts=["precise", "careful"], layer_range=(0, 1))
+    with pytest.raises(SearchSpaceError, match=r"texts\[1\] 'careful': the tokenizer knows no word of it"):
+        AutoSteerRunner(model, tok, ["what is 3 plus 4 ?"], expected_outputs=["7"], search_space=space,
+                        log_path=tmp_path / "log.tsv")
