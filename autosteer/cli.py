@@ -867,9 +867,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = _output_path(args.output, "-o/--output")
     if os.path.exists(out) and not args.overwrite:
         raise UsageError(f"-o {out!r} already exists; give --overwrite to replace it")
-    from autosteer.steering.vector_file import _format_of
+    from autosteer.steering.vector_file import format_of
 
-    fmt = _format_of(__import__("pathlib").Path(out), args.format)
+    fmt = format_of(__import__("pathlib").Path(out), args.format)
     calibration = read_prompts(args.calibration)[0] if args.calibration else None
     from autosteer.models import resolve_device
 

@@ -142,9 +142,10 @@ as_refuse_pickle(PyObject *self, PyObject *protocol)
     if (st == NULL)
         return NULL;
     PyErr_Format(st->steer_state_error,
-                 "cannot pickle or copy %s: it is an AutoSteer hook on a steered model. "
-                 "Call Steer.reset_all() first, or save model.state_dict() instead "
-                 "(copy.deepcopy(model) keeps the steering)",
+                 "cannot pickle or copy.copy %s: it is an AutoSteer hook on a steered model. "
+                 "Remove the steering first with reset_all() on the Steer that added it (for "
+                 "steering no Steer owns, e.g. on a copy.deepcopy of a steered model: "
+                 "Steer(model).reset_all()), or save model.state_dict() instead",
                  Py_TYPE(self)->tp_name);
     return NULL;
 }

@@ -181,9 +181,9 @@ def repetition(ids: Sequence[int]) -> float:
 
 
 def _steered(model) -> bool:
-    from autosteer.steering.steer import _is_autosteer_hook
+    from autosteer.steering.steer import is_steered
 
-    return any(_is_autosteer_hook(h) for m in model.modules() for h in m._forward_pre_hooks.values())
+    return is_steered(model)
 
 
 def _concept_rate(ev, job: MetricJob) -> list[MetricResult]:

@@ -204,9 +204,8 @@ class Engine:
         steer = self.steer
         if not rows:
             if self._installed:
-                steer._vectors = []
-                steer._declared_groups = 0
-                steer._sync()
+                steer.remove_groups(list(self._installed))
+                steer.declare_groups(0)
                 self._installed = {}
             return
         used = {r.slot for r in rows if r.slot is not None}
@@ -219,21 +218,18 @@ class Engine:
         stale = [slot for slot, owner in self._installed.items() if live.get(slot) is not owner]
         if stale or (joining and any(self._installed.get(r.slot) is not None for r in joining)):
             drop = set(stale) | {r.slot for r in joining}
-            steer._vectors = [v for v in steer._vectors if v.group not in drop]
+            steer.remove_groups(sorted(drop))
             for slot in drop:
                 self._installed.pop(slot, None)
-            steer._sync()
         if not joining:
             return
-        steer._declared_groups = self.max_batch
+        steer.declare_groups(self.max_batch)
         for r in joining:
             r.steering.row = r
-            before = len(steer._vectors)
             try:
                 r.steering.apply(steer, group=r.slot)
             except Exception as exc:  # noqa: BLE001 - this request's configuration only
-                steer._vectors = steer._vectors[:before]
-                steer._sync()
+                steer.remove_groups([r.slot])  # its slot held nothing before (dropped above)
                 self._finish(r, "error", RequestError(f"steering: {exc}", "steering"))
                 if r in self._active:
                     self._drop([r], finish=False)

@@ -189,20 +189,18 @@ def load_preset(name: str, path: str | os.PathLike, model, tokenizer) -> Preset:
         raise _preset_error(path, "no such file")
     suffix = Path(path).suffix.lower()
     if suffix in (".safetensors", ".gguf"):
-        from autosteer.steering import vector_file
-
-        steer = vector_file.load(model, tokenizer, path)
+        steer = Steer.load(model, tokenizer, path)
         try:
             specs, concepts = [], {}
-            for v in steer._vectors:  # the very directions the file holds
-                if v.method is not None:
+            for v in steer.vectors:  # the very directions the file holds
+                if v.steering_method is not None:
                     raise _preset_error(path, "a vector with a custom steering_method cannot be served")
                 sched = None if v.schedule is None else v.schedule.to_dict()
                 if v.concept is not None:
                     concepts[v.concept.name] = v.concept
                 specs.append(VectorSpec(v.layer_idx, v.coeff, "vector", v.direction.detach().cpu().clone(), sched,
                                         v.text if v.text is not None else (v.concept.name if v.concept else None)))
-            for il, vec in sorted(steer._outputs.items()):
+            for il, vec in steer.output_vectors.items():
                 if il + 1 >= steer.num_layers:
                     raise _preset_error(path, f"its vector for the output of the last decoder layer ({il}) cannot be "
                                               "steered per request (only outputs of layers 0.."
@@ -230,7 +228,7 @@ def load_preset(name: str, path: str | os.PathLike, model, tokenizer) -> Preset:
     specs, concepts = [], {}
     for i, v in enumerate(cand.vectors):
         try:
-            steer._check_layer(v.layer_idx)
+            steer.check_layer(v.layer_idx)
         except InvalidArgumentError as exc:
             raise _preset_error(path, f"vectors[{i}]: {exc}") from None
         if isinstance(v.text, Concept):

@@ -26,13 +26,14 @@ import torch
 
 from autosteer import _C
 from autosteer.steering import _torch_hook
-from autosteer._checks import check_bool, check_int, check_real, describe, is_int
-from autosteer.errors import InvalidArgumentError, LayerIndexError, VectorShapeError
+from autosteer._checks import check_bool, check_int, check_list, check_real, describe, is_int
+from autosteer.errors import InvalidArgumentError, LayerIndexError, SteerStateError, VectorShapeError
 from autosteer.steering.concept import MIN_SEPARATION, Concept, normalise, positions_of, render, text_ids
 from autosteer.steering.layers import TRANSFORMERS_CONVENTION, find_decoder_layers, first_layernorm_eps, hidden_size_of
 from autosteer.steering.schedules import as_schedule, schedule_to_dict
+from autosteer.steering.vectors import SteeringVector
 
-__all__ = ["Steer", "steering_paused", "active_steering"]
+__all__ = ["Steer", "SteeringVector", "steering_paused", "active_steering", "is_steered"]
 
 _F32_MAX = float(np.finfo(np.float32).max)
 
@@ -113,12 +114,21 @@ _HOOK_DICTS = ("_forward_pre_hooks", "_forward_hooks")
 def steering_paused(model: torch.nn.Module) -> Iterator[None]:
     """Inside the block ``model`` computes unsteered: every AutoSteer hook (of any ``Steer``)
     is off, and back in its place, in its order, afterwards.  How metrics score text under
-    the unsteered model (fluency) while a candidate is applied."""
+    the unsteered model (fluency) while a candidate is applied (:meth:`Steer.disabled`
+    does the same for one instance's steering)."""
+    with _paused(model, _is_autosteer_hook):
+        yield
+
+
+@contextlib.contextmanager
+def _paused(model: torch.nn.Module, which: Callable[[Any], bool]) -> Iterator[None]:
+    """The hooks for which ``which(hook)`` is true come off ``model``'s modules for the block
+    and go back in their places afterwards (hooks added meanwhile stay, after them)."""
     saved = []
     for module in model.modules():
         for attr in _HOOK_DICTS:
             hooks = getattr(module, attr)
-            ours = [key for key, hook in hooks.items() if _is_autosteer_hook(hook)]
+            ours = [key for key, hook in hooks.items() if which(hook)]
             if ours:
                 saved.append((hooks, list(hooks.items())))
                 for key in ours:
@@ -180,6 +190,13 @@ def active_steering(model: torch.nn.Module) -> list[str]:
     return out
 
 
+def is_steered(model: torch.nn.Module) -> bool:
+    """Whether any AutoSteer steering (of any ``Steer``, or copied along with the model) is
+    on ``model``'s modules: what a metric asks before it reuses an unsteered score."""
+    return any(_is_autosteer_hook(h) and not isinstance(h, _C.StepTracker)
+               for m in model.modules() for attr in _HOOK_DICTS for h in getattr(m, attr).values())
+
+
 def _copy_without_steering(model: torch.nn.Module) -> torch.nn.Module:
     """copy.deepcopy(model), then the copied AutoSteer hooks come off the copy."""
     copied = copy.deepcopy(model)
@@ -212,9 +229,13 @@ class Steer:
             steered.add(layer_idx=3, coeff=0.4, text="logical")
             model.generate(...)
 
-    A steered model deep-copies (``copy.deepcopy``) into a steered copy; it
-    does not pickle (``pickle``, ``torch.save(model)``): call ``reset_all()``
-    first, or save ``model.state_dict()``.
+    A steered model deep-copies (``copy.deepcopy``) into a steered copy that
+    no ``Steer`` owns: ``Steer(copy, tokenizer).reset_all()`` removes that
+    steering (or make the copy with ``Steer(model, tokenizer, copy_model=True)``,
+    which has none).  A steered model does not pickle (``pickle``,
+    ``torch.save(model)``): call ``reset_all()`` first, or save
+    ``model.state_dict()``.  One steered model serves one thread at a time
+    (two threads in one steered model raise :class:`SteerStateError`).
     """
 
     def __init__(self, model, tokenizer=None, copy_model: bool = False, layers=None, *, copyModel: bool | None = None):
@@ -255,6 +276,7 @@ class Steer:
         # llama.cpp-style fixed vectors on layer outputs (imported control vectors): layer -> vector
         self._outputs: dict[int, torch.Tensor] = {}
         self._output_handles: dict[int, Any] = {}
+        self._disabled = 0  # depth of `with self.disabled()`
         _LIVE.add(self)
 
     # ------------------------------------------------------------------ info
@@ -275,6 +297,26 @@ class Steer:
         inside ``applied([...])``."""
         groups = [v.group for v in self._vectors if v.group is not None]
         return max(max(groups) + 1 if groups else 0, self._declared_groups if groups else 0)
+
+    @property
+    def vectors(self) -> tuple[SteeringVector, ...]:
+        """The active vectors, in the order they were added, as read-only
+        :class:`SteeringVector` records (each direction a copy): what vector
+        files, servers and metrics read instead of this object's internals."""
+        return tuple(SteeringVector(v.layer_idx, v.coeff, v.direction.detach().to("cpu", torch.float32).clone(),
+                                    v.schedule, v.text, v.concept, v.group, v.method) for v in self._vectors)
+
+    @property
+    def output_vectors(self) -> dict[int, torch.Tensor]:
+        """The fixed vectors on layer outputs (:meth:`add_output`, imported GGUF control
+        vectors): ``{layer_idx: float32 CPU copy of the summed vector}``."""
+        return {il: vec.detach().to("cpu", torch.float32).clone() for il, vec in sorted(self._outputs.items())}
+
+    @property
+    def normalisation(self) -> str:
+        """How text and concept directions are normalised on this model: ``"layernorm"``
+        (the model has an ``nn.LayerNorm``; its eps is used) or ``"rms"`` (unit RMS)."""
+        return "rms" if self._ln_eps is None else "layernorm"
 
     def __repr__(self) -> str:
         return (f"Steer({self._model_class}, {self.num_layers} layers at {self.layers_path!r}, "
@@ -321,6 +363,7 @@ class Steer:
         input is validated before any model work; on failure the steering
         stays as it was.
         """
+        self._check_enabled("add a vector")
         layer_idx = self._check_layer(layer_idx)
         coeff = _check_coeff(coeff)
         group = _check_group(group)
@@ -376,17 +419,42 @@ class Steer:
     # ------------------------------------------------------------------ reset
     def reset(self, layer_idx: int) -> None:
         """Remove every vector of one layer."""
+        self._check_enabled("reset a layer")
         layer_idx = self._check_layer(layer_idx)
         self._vectors = [v for v in self._vectors if v.layer_idx != layer_idx]
         self._sync()
 
+    def remove_groups(self, groups) -> None:
+        """Remove every vector added with ``group=g`` for ``g`` in ``groups`` (ints >= 0);
+        the other vectors, and the hooks of layers they alone steer, stay untouched."""
+        self._check_enabled("remove groups")
+        drop = {check_int(f"groups[{i}]", g, minimum=0) for i, g in enumerate(check_list("groups", groups, "ints"))}
+        kept = [v for v in self._vectors if v.group is None or v.group not in drop]
+        if len(kept) != len(self._vectors):
+            self._vectors = kept
+            self._sync()
+
+    def declare_groups(self, n: int) -> None:
+        """Keep the row-group count at least ``n`` (``num_groups``) while vectors have groups, so
+        that layers whose vectors do not change keep their hooks as groups come and go (a
+        server's batch slots); 0 forgets it."""
+        self._check_enabled("declare groups")
+        self._declared_groups = check_int("n", n, minimum=0)
+        self._sync()
+
     def reset_all(self) -> None:
-        """Remove every vector and hook: the model computes exactly as before."""
+        """Remove every vector and hook: the model computes exactly as before.
+
+        Also removes AutoSteer steering on the model that no live ``Steer`` owns, e.g.
+        what a ``copy.deepcopy`` of a steered model carries: ``Steer(copy).reset_all()``
+        makes such a copy unsteered.  Other live instances' steering stays."""
+        self._check_enabled("reset the steering")
         self._vectors = []
         self._sync()
         for il in sorted(self._output_handles, reverse=True):
             self._output_handles.pop(il).remove()
         self._outputs = {}
+        self._remove_orphans()
 
     # ------------------------------------------------------------------ files
     def save(self, path, format: str | None = None, **kwargs):
@@ -397,17 +465,24 @@ class Steer:
         return save(self, path, format, **kwargs)
 
     @classmethod
-    def load(cls, model, tokenizer, path, format: str | None = None, **kwargs) -> "Steer":
+    def load(cls, model, tokenizer, path, format: str | None = None, *, check_model: bool = True,
+             layers=None) -> "Steer":
         """A ``Steer`` on ``model`` steered as the file at ``path`` says (safetensors written by
-        :meth:`save`, or a GGUF control vector of llama.cpp / repeng / :meth:`save`)."""
-        from autosteer.steering.vector_file import load
+        :meth:`save`, or a GGUF control vector of llama.cpp / repeng / :meth:`save`).
+        ``check_model=False`` loads a safetensors file made for another model of the same
+        shape; ``layers`` as for ``Steer``.  A file whose metadata does not match its
+        tensors is refused (:class:`~autosteer.steering.vector_file.VectorFileError`)."""
+        from autosteer.steering.vector_file import load_into
 
-        return load(model, tokenizer, path, format, **kwargs)
+        steer = cls(model, tokenizer, layers=layers)
+        load_into(steer, path, format, check_model=check_model)
+        return steer
 
     def add_output(self, layer_idx: int, vector, scale: float = 1.0) -> None:
         """Add ``scale * vector`` to the *output* of decoder layer ``layer_idx`` at every position:
         llama.cpp's control-vector semantics (no schedule, no activation scale).  Vectors added
         to one layer's output are summed."""
+        self._check_enabled("add an output vector")
         layer_idx = self._check_layer(layer_idx)
         scale = _check_coeff(scale)
         vec = self._check_vector(vector) * scale
@@ -422,14 +497,27 @@ class Steer:
         self._outputs[layer_idx] = total
         self._output_handles[layer_idx] = handle
 
-    def _add_direction(self, layer_idx: int, coeff: float, direction, schedule, *, text=None, concept=None,
-                       group=None) -> None:
-        """Add a vector whose direction is given as is, labelled with its source (how a saved
-        steering is loaded back bit for bit)."""
-        layer_idx = self._check_layer(layer_idx)
-        direction = self._check_vector(direction)
-        self._vectors.append(_Vector(layer_idx, _check_coeff(coeff), text, as_schedule(schedule), None,
-                                     _check_group(group), direction, concept))
+    def add_vector(self, vector: SteeringVector) -> None:
+        """Add a :class:`SteeringVector` exactly as it is: its direction is used as given
+        (not recomputed from its text or concept, which only label it), with its
+        coefficient, schedule and group.  How a saved steering is loaded back bit for
+        bit, and how one ``Steer``'s vectors move to another model of the same shape
+        (``for v in a.vectors: b.add_vector(v)``).  A ``steering_method`` is refused:
+        it cannot be checked against this model."""
+        self._check_enabled("add a vector")
+        if not isinstance(vector, SteeringVector):
+            raise InvalidArgumentError(f"vector must be a SteeringVector (from Steer.vectors), got {describe(vector)}")
+        if vector.steering_method is not None:
+            raise InvalidArgumentError("a SteeringVector with a steering_method cannot be added with add_vector; "
+                                       "use add(..., steering_method=...)")
+        if vector.concept is not None and not isinstance(vector.concept, Concept):
+            raise InvalidArgumentError(f"vector.concept must be a Concept, got {describe(vector.concept)}")
+        if vector.text is not None and not isinstance(vector.text, str):
+            raise InvalidArgumentError(f"vector.text must be a str or None, got {describe(vector.text)}")
+        layer_idx = self._check_layer(vector.layer_idx)
+        direction = self._check_vector(vector.direction)
+        self._vectors.append(_Vector(layer_idx, _check_coeff(vector.coeff), vector.text, as_schedule(vector.schedule),
+                                     None, _check_group(vector.group), direction, vector.concept))
         try:
             self._sync()
         except BaseException:
@@ -455,6 +543,7 @@ class Steer:
         KeyboardInterrupt, the vectors present before the block are back
         (the logits are bit-identical to before).
         """
+        self._check_enabled("apply a config")
         configs = list(config) if isinstance(config, (list, tuple)) else [config]
         for i, c in enumerate(configs):
             if not callable(getattr(c, "apply", None)):
@@ -493,7 +582,63 @@ class Steer:
         finally:
             self._tracker.set_row_groups(previous)
 
+    @contextlib.contextmanager
+    def disabled(self) -> Iterator["Steer"]:
+        """Inside the block the model computes without this instance's steering (other
+        ``Steer`` instances' steering stays); on exit, also on an exception, every hook of
+        this instance is back in its place, in its order, and the vectors are unchanged.
+        The steering cannot change inside the block (add, reset, applied, capture raise
+        :class:`SteerStateError`).  How a metric scores text under the unsteered model
+        while a candidate is applied::
+
+            with steer.disabled():
+                reference = model(**batch).logits
+        """
+        mine = self._hook_ids()
+        self._disabled += 1
+        try:
+            with _paused(self.model, lambda hook: id(hook) in mine):
+                yield self
+        finally:
+            self._disabled -= 1
+
+    def _hook_ids(self) -> set[int]:
+        """The ids of every hook object this instance has on the model."""
+        mine = {id(hook) for _, hook in self._hooks.values()}
+        mine.update(id(h) for h in (self._tracker, self._relay) if h is not None)
+        for il, handle in self._output_handles.items():
+            hook = self._layers[il]._forward_hooks.get(handle.id)
+            if hook is not None:
+                mine.add(id(hook))
+        return mine
+
+    def _remove_orphans(self) -> None:
+        """Remove the AutoSteer hooks on this model that no live ``Steer`` owns: steering that
+        came with a ``copy.deepcopy`` of a steered model, or was left by a ``Steer`` that was
+        garbage collected without ``reset_all()``."""
+        owned: set[int] = set()
+        for steer in list(_LIVE):
+            owned |= steer._hook_ids()
+        for module in self.model.modules():
+            for attr in _HOOK_DICTS:
+                hooks = getattr(module, attr)
+                for key in [k for k, h in hooks.items() if _is_autosteer_hook(h) and id(h) not in owned]:
+                    del hooks[key]
+                    for extra in ("_forward_pre_hooks_with_kwargs", "_forward_hooks_with_kwargs",
+                                  "_forward_hooks_always_called"):
+                        getattr(module, extra, {}).pop(key, None)
+
+    def _check_enabled(self, what: str) -> None:
+        if self._disabled:
+            raise SteerStateError(f"cannot {what} inside `with steer.disabled():`; change the steering before or "
+                                  "after the block")
+
     # ------------------------------------------------------------------ internals
+    def check_layer(self, layer_idx) -> int:
+        """``layer_idx`` as an int, or :class:`LayerIndexError` naming the model's layer range
+        (:class:`InvalidArgumentError` for a non-integer)."""
+        return self._check_layer(layer_idx)
+
     def _check_layer(self, layer_idx) -> int:
         if not is_int(layer_idx):
             raise InvalidArgumentError(f"layer_idx must be an int, got {type(layer_idx).__name__}: {layer_idx!r}")
@@ -602,6 +747,7 @@ class Steer:
         mode, without this instance's steering (its hooks come off meanwhile,
         and the same hook objects go back on afterwards).
         """
+        self._check_enabled("capture activations")
         n_layers = self.num_layers
         shape = (n_layers, len(rows)) if reduce == "rms" else (n_layers, len(rows), self.hidden_size)
         out = torch.empty(*shape, dtype=torch.float32)

@@ -38,8 +38,9 @@ from typing import Any, Sequence
 
 from autosteer._checks import check_bool, check_int, check_str_list
 from autosteer.errors import InvalidArgumentError
+from autosteer.steering.vectors import SteeringVector
 
-__all__ = ["save", "load", "FORMATS", "SAFETENSORS_FORMAT", "model_fingerprint", "DEFAULT_CALIBRATION"]
+__all__ = ["save", "load_into", "format_of", "FORMATS", "SAFETENSORS_FORMAT", "model_fingerprint", "DEFAULT_CALIBRATION"]
 
 SAFETENSORS_FORMAT = "autosteer-steering"
 FORMAT_VERSION = 1
@@ -62,7 +63,10 @@ class VectorFileError(InvalidArgumentError):
     """A steering file is malformed, of an unknown version, or made for another model."""
 
 
-def _format_of(path: Path, format: str | None) -> str:
+def format_of(path: str | os.PathLike, format: str | None = None) -> str:
+    """The format of a steering file: ``format`` when given (checked), else from the
+    extension of ``path`` (``.safetensors`` or ``.gguf``)."""
+    path = Path(path)
     if format is not None:
         if format not in FORMATS:
             raise InvalidArgumentError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -96,9 +100,9 @@ def _model_info(steer) -> dict[str, Any]:
 
 
 def _source(v) -> dict[str, Any]:
-    if v.concept is not None:
+    if v.source == "concept":
         return {"kind": "concept", "concept": v.concept.to_dict()}
-    if v.text is not None:
+    if v.source == "text":
         return {"kind": "text", "text": v.text}
     return {"kind": "vector"}
 
@@ -112,21 +116,21 @@ def save(steer, path: str | os.PathLike, format: str | None = None, *, calibrati
             if not p.strip():
                 raise InvalidArgumentError(f"calibration_prompts[{i}] is empty")
     path = Path(path)
-    fmt = _format_of(path, format)
+    fmt = format_of(path, format)
     if not path.parent.is_dir():
         raise InvalidArgumentError(f"cannot write {str(path)!r}: directory {str(path.parent)!r} does not exist")
-    vectors = steer._vectors
-    if not vectors and not steer._outputs:
+    vectors = steer.vectors
+    if not vectors and not steer.output_vectors:
         raise InvalidArgumentError("there is nothing to save: this Steer steers no layer")
     for pos, v in enumerate(vectors):
-        if v.method is not None:
+        if v.steering_method is not None:
             raise InvalidArgumentError(
                 f"vector {pos} (layer {v.layer_idx}) uses a steering_method, a Python function that no file can hold"
             )
     if fmt == "safetensors":
-        _save_safetensors(steer, path)
+        _save_safetensors(steer, vectors, path)
     else:
-        _save_gguf(steer, path, calibration_prompts, check_int("schedule_steps", schedule_steps, minimum=1))
+        _save_gguf(steer, vectors, path, calibration_prompts, check_int("schedule_steps", schedule_steps, minimum=1))
     return path
 
 
@@ -142,18 +146,18 @@ def _schedule_json(v, pos: int) -> dict | None:
     return d
 
 
-def _save_safetensors(steer, path: Path) -> None:
+def _save_safetensors(steer, vectors, path: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
     tensors, entries = {}, []
-    for pos, v in enumerate(steer._vectors):
+    for pos, v in enumerate(vectors):
         tensors[f"vector.{pos}.direction"] = v.direction.detach().to("cpu", torch.float32).contiguous().clone()
         entries.append({"layer_idx": v.layer_idx, "coeff": v.coeff, "schedule": _schedule_json(v, pos),
                         "source": _source(v), "group": v.group,
                         "normalisation": "as given" if _source(v)["kind"] == "vector" else
-                        ("layernorm" if steer._ln_eps is not None else "rms")})
-    for pos, (il, vec) in enumerate(sorted(steer._outputs.items())):
+                        steer.normalisation})
+    for pos, (il, vec) in enumerate(sorted(steer.output_vectors.items())):
         tensors[f"output.{pos}.vector"] = vec.detach().to("cpu", torch.float32).contiguous().clone()
         entries.append({"output_of_layer": il})
     metadata = {"format": SAFETENSORS_FORMAT, "format_version": str(FORMAT_VERSION),
@@ -206,17 +210,17 @@ def _finite(path: Path, name: str, t) -> None:
         raise VectorFileError(f"{path}: tensor {name!r} holds NaN or infinite values")
 
 
-def load(model, tokenizer, path: str | os.PathLike, format: str | None = None, *, check_model: bool = True,
-         layers=None):
-    """A new ``Steer`` on ``model`` steered as the file says (see the module docstring)."""
-    from autosteer.steering.steer import Steer
-
+def load_into(steer, path: str | os.PathLike, format: str | None = None, *, check_model: bool = True) -> None:
+    """Steer ``steer`` (a ``Steer`` that steers nothing yet) as the file at ``path`` says (see
+    the module docstring); :meth:`autosteer.Steer.load` makes the ``Steer`` and calls this.
+    The whole file is checked before anything is added; on any error nothing stays added."""
     check_model = check_bool("check_model", check_model)
+    if steer.vectors or steer.output_vectors:
+        raise InvalidArgumentError("load a steering file into a Steer that steers nothing yet (call reset_all() first)")
     path = Path(path)
-    fmt = _format_of(path, format)
+    fmt = format_of(path, format)
     if not path.is_file():
         raise InvalidArgumentError(f"steering file {str(path)!r} does not exist")
-    steer = Steer(model, tokenizer, layers=layers)
     plan = _plan_safetensors(path, steer, check_model) if fmt == "safetensors" else _plan_gguf(path, steer)
     try:
         for add in plan:
@@ -224,7 +228,6 @@ def load(model, tokenizer, path: str | os.PathLike, format: str | None = None, *
     except BaseException:
         steer.reset_all()  # nothing half-applied
         raise
-    return steer
 
 
 def _plan_safetensors(path: Path, steer, check_model: bool):
@@ -263,8 +266,8 @@ def _plan_safetensors(path: Path, steer, check_model: bool):
             layer, coeff, group = e["layer_idx"], e["coeff"], e.get("group")
         except (KeyError, TypeError, AttributeError, InvalidArgumentError) as exc:
             raise VectorFileError(f"{path}: metadata 'vectors'[{i}] is malformed ({exc})") from None
-        plan.append(lambda layer=layer, coeff=coeff, d=direction, s=schedule, t=text, c=concept, g=group:
-                    steer._add_direction(layer, coeff, d, s, text=t, concept=c, group=g))
+        plan.append(lambda v=SteeringVector(layer, coeff, direction, schedule, text, concept, group):
+                    steer.add_vector(v))
     return plan
 
 
@@ -291,13 +294,13 @@ def calibration_rms(steer, prompts: Sequence[str], layers: Sequence[int]) -> dic
     return {layer: float(rms[layer].mean()) for layer in layers}
 
 
-def _save_gguf(steer, path: Path, calibration_prompts, steps: int) -> None:
+def _save_gguf(steer, vectors, path: Path, calibration_prompts, steps: int) -> None:
     import numpy as np
 
     gguf = _gguf()
-    if steer.tokenizer is None and steer._vectors:
+    if steer.tokenizer is None and vectors:
         raise InvalidArgumentError("a GGUF export calibrates the activation scale on prompts: the Steer needs a tokenizer")
-    bad = [(pos, v.layer_idx) for pos, v in enumerate(steer._vectors) if v.layer_idx < 2]
+    bad = [(pos, v.layer_idx) for pos, v in enumerate(vectors) if v.layer_idx < 2]
     if bad:
         listed = ", ".join(f"{p} (layer {layer})" for p, layer in bad)
         raise InvalidArgumentError(
@@ -308,12 +311,12 @@ def _save_gguf(steer, path: Path, calibration_prompts, steps: int) -> None:
             "there (the best coefficient usually differs by layer; a search with "
             "SteerSearchSpace(layer_range=(2, ...)) finds it), or save it as .safetensors, which keeps every layer"
         )
-    layers = sorted({v.layer_idx for v in steer._vectors})
+    layers = sorted({v.layer_idx for v in vectors})
     prompts = list(calibration_prompts or DEFAULT_CALIBRATION)
     rms = calibration_rms(steer, prompts, layers) if layers else {}
     sums: dict[int, np.ndarray] = {}
     folded = []
-    for pos, v in enumerate(steer._vectors):
+    for pos, v in enumerate(vectors):
         sched = 1.0 if v.schedule is None else float(np.mean([float(v.schedule(k)) for k in range(steps)]))
         scale = v.coeff * sched * rms[v.layer_idx]
         il = v.layer_idx - 1
@@ -322,7 +325,7 @@ def _save_gguf(steer, path: Path, calibration_prompts, steps: int) -> None:
         folded.append({"vector": pos, "layer_idx": v.layer_idx, "gguf_layer": il, "coeff": v.coeff,
                        "schedule": _schedule_json(v, pos), "schedule_mean": sched,
                        "calibration_rms": rms[v.layer_idx], "source": _source(v)})
-    for il, vec in steer._outputs.items():
+    for il, vec in steer.output_vectors.items():
         sums[il] = sums.get(il, 0.0) + vec.detach().cpu().double().numpy()
     info = _model_info(steer)
     writer = gguf.GGUFWriter(str(path), "controlvector")

@@ -1026,3 +1026,103 @@ def test_a_decode_step_after_another_threads_prefill_raises(left_tokenizer):
         # a new generation in either thread is fine
         thread_b.submit(prefill).result()
     s.reset_all()
+
+
+def test_a_deep_copy_steering_is_removed_by_a_new_steer_as_the_pickle_error_says(tokenizer, tmp_path):
+    """Issue 17 item 15: a deep copy of a steered model is steered by hooks no Steer owns;
+    Steer(copy).reset_all() makes it compute as the unsteered model, the original keeps its
+    steering, and the advice in the pickle error works as written."""
+    import copy
+    import pickle
+
+    from autosteer import SteerStateError
+    from autosteer.steering.steer import active_steering
+
+    model = tiny_models.make_model("llama")
+    enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        base = model(**enc).logits
+    s = Steer(model, tokenizer)
+    s.add(1, 0.8, "the cat", coeff_schedule=DecaySchedule(0.9))
+    with torch.no_grad():
+        steered = model(**enc).logits
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        assert torch.equal(twin(**enc).logits, steered)
+    with pytest.raises(SteerStateError, match=r"Steer\(model\)\.reset_all\(\)") as info:
+        pickle.dumps(twin)
+    assert "copy.deepcopy(model) keeps" not in str(info.value)
+    other = Steer(twin, tokenizer)
+    assert any("no Steer owns" in line for line in active_steering(twin))
+    other.reset_all()
+    assert active_steering(twin) == []
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in twin.modules())
+    with torch.no_grad():
+        assert torch.equal(twin(**enc).logits, base)
+        assert torch.equal(model(**enc).logits, steered)  # the original is untouched
+    pickle.dumps(twin)
+    torch.save(twin, tmp_path / "twin.pt")
+    s.reset_all()
+
+
+@pytest.mark.parametrize("path", ["kernel", "torch"])
+def test_disabled_scores_unsteered_and_restores_exactly(path, tokenizer, monkeypatch):
+    import autosteer.steering.steer as steer_module
+    from autosteer import SteerStateError
+
+    if path == "torch":
+        monkeypatch.setattr(steer_module, "_use_c_hook", lambda device: False)
+    model = tiny_models.make_model("llama")
+    enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        base = model(**enc).logits
+    other = Steer(model, tokenizer)
+    other.add(2, 0.3, "a dog")
+    with torch.no_grad():
+        only_other = model(**enc).logits
+    s = Steer(model, tokenizer)
+    s.add(1, 0.8, "the cat")
+    s.add_output(0, torch.ones(tiny_models.HIDDEN_SIZE), 0.1)
+    order = [(m, list(m._forward_pre_hooks.items()), list(m._forward_hooks.items())) for m in model.modules()]
+    with torch.no_grad():
+        both = model(**enc).logits
+        with s.disabled():
+            assert torch.equal(model(**enc).logits, only_other)  # the other instance still steers
+            with pytest.raises(SteerStateError, match="inside `with steer.disabled"):
+                s.add(0, 0.1, "the cat")
+        assert torch.equal(model(**enc).logits, both)
+        with pytest.raises(RuntimeError, match="boom"), s.disabled():
+            raise RuntimeError("boom")
+        assert torch.equal(model(**enc).logits, both)
+    assert [(m, list(m._forward_pre_hooks.items()), list(m._forward_hooks.items())) for m in model.modules()] == order
+    s.reset_all()
+    other.reset_all()
+    with torch.no_grad():
+        assert torch.equal(model(**enc).logits, base)
+
+
+def test_vectors_view_and_add_vector_round_trip(tokenizer):
+    from autosteer.steering.steer import SteeringVector
+
+    model = tiny_models.make_model("llama")
+    s = Steer(model, tokenizer)
+    s.add(1, 0.5, "the cat", coeff_schedule=DecaySchedule(0.9))
+    s.add(2, -0.25, vector=torch.arange(tiny_models.HIDDEN_SIZE, dtype=torch.float32), group=1)
+    vs = s.vectors
+    assert [(v.layer_idx, v.coeff, v.text, v.source, v.group) for v in vs] == [
+        (1, 0.5, "the cat", "text", None), (2, -0.25, None, "vector", 1)]
+    assert torch.equal(vs[1].direction, torch.arange(tiny_models.HIDDEN_SIZE, dtype=torch.float32))
+    vs[0].direction.zero_()  # a copy: the steering does not change
+    assert not torch.equal(s.vectors[0].direction, vs[0].direction)
+    with pytest.raises(AttributeError):
+        vs[0].coeff = 3.0
+    t = Steer(tiny_models.make_model("llama"), tokenizer)
+    for v in s.vectors:
+        t.add_vector(v)
+    assert t.get_all() == s.get_all()
+    assert all(torch.equal(a.direction, b.direction) for a, b in zip(s.vectors, t.vectors))
+    with pytest.raises(InvalidArgumentError, match="SteeringVector"):
+        t.add_vector({"layer_idx": 1})
+    assert isinstance(vs[0], SteeringVector)
+    s.reset_all()
+    t.reset_all()
