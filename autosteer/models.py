@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import socket
-import struct
 import sys
 import tempfile
 import time
@@ -219,55 +218,29 @@ def cache_root() -> Path:
     return base / "autosteer"
 
 
-_GGUF_SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-
-
 def gguf_architecture(path: str | os.PathLike) -> str:
-    """``general.architecture`` of a GGUF file, read from its header alone (no tensor is touched)."""
+    """``general.architecture`` of a GGUF file, read with the ``gguf`` package's reader (the one
+    GGUF reader of the project; it maps the file and reads the header, no tensor data)."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
-            head = f.read(24)
-            if len(head) < 24 or head[:4] != b"GGUF":
-                raise InvalidArgumentError(f"{path} is not a GGUF file (no GGUF magic number)")
-            version, _n_tensors, n_kv = struct.unpack("<IQQ", head[4:])
-            if version < 2:
-                raise InvalidArgumentError(f"{path}: GGUF version {version} is too old (2 or newer is read)")
-
-            def read(n: int) -> bytes:
-                b = f.read(n)
-                if len(b) != n:
-                    raise InvalidArgumentError(f"{path}: the GGUF header is truncated")
-                return b
-
-            def string() -> str:
-                (n,) = struct.unpack("<Q", read(8))
-                return read(n).decode("utf-8", "replace")
-
-            def skip(kind: int) -> None:
-                if kind in _GGUF_SCALARS:
-                    read(_GGUF_SCALARS[kind])
-                elif kind == 8:
-                    string()
-                elif kind == 9:
-                    sub, count = struct.unpack("<IQ", read(12))
-                    if sub in _GGUF_SCALARS:
-                        f.seek(_GGUF_SCALARS[sub] * count, os.SEEK_CUR)
-                    else:
-                        for _ in range(count):
-                            skip(sub)
-                else:
-                    raise InvalidArgumentError(f"{path}: unknown GGUF value type {kind}")
-
-            for _ in range(n_kv):
-                key = string()
-                (kind,) = struct.unpack("<I", read(4))
-                if key == "general.architecture" and kind == 8:
-                    return string()
-                skip(kind)
+            magic = f.read(4)
     except OSError as exc:
         raise InvalidArgumentError(f"cannot read the GGUF file {path}: {exc.strerror or exc}") from None
-    raise InvalidArgumentError(f"{path}: the GGUF header has no general.architecture")
+    if magic != b"GGUF":
+        raise InvalidArgumentError(f"{path} is not a GGUF file (no GGUF magic number)")
+    try:
+        import gguf
+    except ImportError:
+        raise ModelNotFoundError(f"reading the GGUF file {path} needs the gguf package: {REAL_EXTRA_INSTALL}") from None
+    try:
+        field = gguf.GGUFReader(path).fields.get("general.architecture")
+        arch = None if field is None else field.contents()
+    except Exception as exc:  # noqa: BLE001 - a truncated or damaged file raises many things
+        raise InvalidArgumentError(f"{path}: the GGUF file is truncated or damaged ({type(exc).__name__}: {exc})") from None
+    if not isinstance(arch, str):
+        raise InvalidArgumentError(f"{path}: the GGUF header has no general.architecture")
+    return arch
 
 
 def _file_sha256(path: Path) -> str:

@@ -36,8 +36,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from autosteer._checks import check_bool, check_int, check_str_list
-from autosteer.errors import InvalidArgumentError
+from autosteer._checks import check_bool, check_int, check_real, check_str_list
+from autosteer.errors import AutoSteerError, InvalidArgumentError
 from autosteer.steering.vectors import SteeringVector
 
 __all__ = ["save", "load_into", "format_of", "FORMATS", "SAFETENSORS_FORMAT", "model_fingerprint", "DEFAULT_CALIBRATION"]
@@ -230,44 +230,87 @@ def load_into(steer, path: str | os.PathLike, format: str | None = None, *, chec
         raise
 
 
+_VECTOR_KEYS = frozenset({"layer_idx", "coeff", "schedule", "source", "group", "normalisation"})
+_OUTPUT_KEYS = frozenset({"output_of_layer"})
+_SOURCE_KEYS = {"text": {"kind", "text"}, "concept": {"kind", "concept"}, "vector": {"kind"}}
+
+
+def _check_entry_keys(path: Path, i: int, e: dict, expected: frozenset) -> None:
+    missing, unknown = sorted(expected - set(e)), sorted(set(e) - expected)
+    if missing or unknown:
+        parts = ([f"lacks {', '.join(map(repr, missing))}"] if missing else []) + (
+            [f"has the unknown key(s) {', '.join(map(repr, unknown))}"] if unknown else [])
+        raise VectorFileError(f"{path}: metadata 'vectors'[{i}] {' and '.join(parts)} (expected the keys "
+                              f"{', '.join(sorted(expected))}); the file was edited or damaged")
+
+
 def _plan_safetensors(path: Path, steer, check_model: bool):
+    """Check the whole file against itself and the model; return the adds to run.
+
+    Every metadata entry must have exactly its keys and its tensor, and every tensor
+    must be described by an entry: a file whose metadata was edited (an entry
+    removed, a key renamed, a tensor added) is refused, naming the file and the entry.
+    """
     from autosteer.steering.concept import Concept
     from autosteer.steering.schedules import schedule_from_dict
 
     entries, info, tensors = _read_safetensors(path)
     _check_model(path, info, steer, check_model)
-    plan, pos, out_pos = [], 0, 0
+    if not isinstance(entries, list):
+        raise VectorFileError(f"{path}: metadata 'vectors' is not a list")
+    plan, pos, out_pos, described = [], 0, 0, set()
     for i, e in enumerate(entries):
+        where = f"{path}: metadata 'vectors'[{i}]"
         if not isinstance(e, dict):
-            raise VectorFileError(f"{path}: metadata 'vectors'[{i}] is not an object")
+            raise VectorFileError(f"{where} is not an object")
         if "output_of_layer" in e:
+            _check_entry_keys(path, i, e, _OUTPUT_KEYS)
             name = f"output.{out_pos}.vector"
             out_pos += 1
             vec = tensors.get(name)
             if vec is None:
-                raise VectorFileError(f"{path}: tensor {name!r} is missing")
+                raise VectorFileError(f"{where} describes tensor {name!r}, which is missing")
+            described.add(name)
             _finite(path, name, vec)
-            plan.append(lambda il=e["output_of_layer"], vec=vec: steer.add_output(il, vec))
+            try:
+                il = steer.check_layer(e["output_of_layer"])
+            except AutoSteerError as exc:
+                raise VectorFileError(f"{where}: {exc}") from None
+            plan.append(lambda il=il, vec=vec: steer.add_output(il, vec))
             continue
+        _check_entry_keys(path, i, e, _VECTOR_KEYS)
         name = f"vector.{pos}.direction"
         pos += 1
         direction = tensors.get(name)
         if direction is None:
-            raise VectorFileError(f"{path}: tensor {name!r} is missing")
+            raise VectorFileError(f"{where} describes tensor {name!r}, which is missing")
+        described.add(name)
         if direction.dim() != 1 or direction.shape[0] != steer.hidden_size:
             raise VectorFileError(f"{path}: tensor {name!r} has shape {tuple(direction.shape)}, expected "
                                   f"({steer.hidden_size},)")
         _finite(path, name, direction)
+        source = e["source"]
+        kind = source.get("kind") if isinstance(source, dict) else None
+        if kind not in _SOURCE_KEYS or set(source) != _SOURCE_KEYS[kind]:
+            raise VectorFileError(f"{where}: 'source' must be {{\"kind\": \"text\", \"text\"}}, "
+                                  f"{{\"kind\": \"concept\", \"concept\"}} or {{\"kind\": \"vector\"}}, got {source!r:.120}")
         try:
-            source = e["source"]
-            concept = Concept.from_dict(source["concept"]) if source.get("kind") == "concept" else None
-            text = source.get("text") if source.get("kind") == "text" else None
-            schedule = None if e.get("schedule") is None else schedule_from_dict(e["schedule"])
-            layer, coeff, group = e["layer_idx"], e["coeff"], e.get("group")
-        except (KeyError, TypeError, AttributeError, InvalidArgumentError) as exc:
-            raise VectorFileError(f"{path}: metadata 'vectors'[{i}] is malformed ({exc})") from None
-        plan.append(lambda v=SteeringVector(layer, coeff, direction, schedule, text, concept, group):
-                    steer.add_vector(v))
+            concept = Concept.from_dict(source["concept"]) if kind == "concept" else None
+            text = source["text"] if kind == "text" else None
+            if text is not None and not isinstance(text, str):
+                raise InvalidArgumentError(f"source text must be a string, got {text!r:.60}")
+            schedule = None if e["schedule"] is None else schedule_from_dict(e["schedule"])
+            v = SteeringVector(steer.check_layer(e["layer_idx"]), check_real("coeff", e["coeff"]), direction,
+                               schedule, text, concept,
+                               None if e["group"] is None else check_int("group", e["group"], minimum=0))
+        except (KeyError, TypeError, AttributeError, AutoSteerError) as exc:
+            raise VectorFileError(f"{where} is malformed ({exc})") from None
+        plan.append(lambda v=v: steer.add_vector(v))
+    extra = sorted(set(tensors) - described)
+    if extra:
+        raise VectorFileError(f"{path}: tensor(s) {', '.join(map(repr, extra))} are described by no entry of "
+                              "metadata 'vectors' (an entry was removed, or a tensor added); the file was edited or "
+                              "damaged")
     return plan
 
 

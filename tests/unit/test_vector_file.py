@@ -242,3 +242,48 @@ def test_bad_files_name_the_file_and_field_and_apply_nothing(tmp_path):
             Steer.load(model, tok, tmp_path / name)
         assert name in str(info.value)
         assert n_hooks(model) == 0, name
+
+
+def _edited(tmp_path, src, name, edit):
+    """A copy of the safetensors file ``src`` with its tensors/metadata changed by ``edit``."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    entries = json.loads(meta["vectors"])
+    edit(entries, tensors)
+    meta["vectors"] = json.dumps(entries)
+    save_file(tensors, str(tmp_path / name), metadata=meta)
+    return tmp_path / name
+
+
+def _rename_schedule(entries, tensors):
+    entries[0]["schedul"] = entries[0].pop("schedule")
+
+
+def _extra_tensor(entries, tensors):
+    tensors["vector.9.direction"] = torch.ones(32)
+
+
+@pytest.mark.parametrize("edit,match", [
+    # an entry removed: its tensor is left over (and the next entries point at the wrong tensors)
+    (lambda entries, tensors: entries.pop(0), r"tensor\(s\) 'vector.2.direction' are described by no entry"),
+    (_rename_schedule, r"metadata 'vectors'\[0\] lacks 'schedule' and has the unknown key\(s\) 'schedul'"),
+    (_extra_tensor, r"tensor\(s\) 'vector.9.direction' are described by no entry"),
+    (lambda entries, tensors: entries[1]["source"].update(kind="text"), r"metadata 'vectors'\[1\]: 'source' must be"),
+    (lambda entries, tensors: entries[2].update(layer_idx=7), r"metadata 'vectors'\[2\] is malformed \(layer_idx 7"),
+])
+def test_an_edited_safetensors_file_is_refused_naming_the_file_and_entry(tmp_path, edit, match):
+    """Issue 17 item 18: every entry needs exactly its keys and its tensor, every tensor an entry."""
+    model, tok = make_model("llama"), make_tokenizer()
+    s = steered(model, tok)
+    path = s.save(tmp_path / "steer.safetensors")
+    s.reset_all()
+    Steer.load(model, tok, path).reset_all()  # the unedited file loads
+    bad = _edited(tmp_path, path, "edited.safetensors", edit)
+    with pytest.raises(VectorFileError, match=match) as info:
+        Steer.load(model, tok, bad)
+    assert str(bad) in str(info.value)
+    assert n_hooks(model) == 0
