@@ -361,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests that may wait for a batch row; more are answered 429 (default: %(default)s)")
     v.add_argument("--api-key", metavar="KEY",
                    help="require 'Authorization: Bearer KEY' on /v1/ requests (default: $AUTOSTEER_API_KEY if set)")
+    v.add_argument("--log", metavar="LOG",
+                   help="also serve the search viewer on this results log at /viewer (see autosteer view)")
+    v.add_argument("--holdout", metavar="PROMPTS",
+                   help="with --log: the prompts file the search held out; the viewer shows their answers "
+                        "before/after the best configuration")
     v.add_argument("--max-body", type=_positive_int, default=1_000_000, metavar="BYTES",
                    help="largest request body; larger ones get 413 (default: %(default)s)")
     v.set_defaults(func=cmd_serve)

@@ -100,44 +100,72 @@ def wait_for(predicate, timeout: float = 30.0, what: str = "the page", interval:
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
-class Server:
-    """``python -m autosteer ARGS --port 0 --json`` in a subprocess; ``url`` once it listens."""
+def free_port() -> int:
+    import socket
 
-    def __init__(self, *args: str, cwd: Path, timeout: float = 120.0) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """``python -m autosteer ARGS --port P`` in a subprocess on a free port; ``url`` answers
+    once ``ready`` (a path) does."""
+
+    def __init__(self, *args: str, cwd: Path, ready: str = "", timeout: float = 180.0) -> None:
+        import urllib.error
+        import urllib.request
+
         env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                    OMP_NUM_THREADS="1")
-        self.log = open(cwd / "server.stderr", "w+")  # noqa: SIM115 - closed by close()
-        self.proc = subprocess.Popen([sys.executable, "-m", "autosteer", *args, "--port", "0", "--json"],
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=cwd, env=env)
-        line = self._first_line(timeout)
-        self.url = json.loads(line)["url"]
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}/"
+        self.log = open(cwd / f"server-{port}.log", "w+")  # noqa: SIM115 - closed by close()
+        self.proc = subprocess.Popen([sys.executable, "-m", "autosteer", *args, "--port", str(port)],
+                                     stdout=self.log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                out = self.output()
+                self.close()
+                raise AssertionError(f"the server exited with status {self.proc.returncode}: {out}")
+            try:
+                with urllib.request.urlopen(self.url + ready, timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                out = self.output()
+                self.close()
+                raise AssertionError(f"the server did not answer in {timeout:.0f} s: {out}")
+            time.sleep(0.2)
 
-    def _first_line(self, timeout: float) -> str:
-        import selectors
-
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout) or self.proc.poll() is not None and not self.proc.stdout.readable():
-            self.close()
-            raise AssertionError(f"the server did not start in {timeout:.0f} s: {self.stderr()}")
-        line = self.proc.stdout.readline()
-        if not line:
-            self.close()
-            raise AssertionError(f"the server exited: {self.stderr()}")
-        return line
-
-    def stderr(self) -> str:
+    def output(self) -> str:
         self.log.flush()
         self.log.seek(0)
         return self.log.read()[-3000:]
+
+    def post(self, path: str, body: dict) -> tuple[int, dict]:
+        """POST JSON to the server (urllib, not the page): status and decoded JSON answer."""
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
 
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.proc.stdout.close()
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()

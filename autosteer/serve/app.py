@@ -313,7 +313,8 @@ def create_app(model, tokenizer, *, presets: Mapping[str, str | os.PathLike] | N
     bodies are answered 413; ``max_coeff``: the largest ``|coeff|`` a request may use.
 
     Routes: ``GET /v1/models``, ``GET /v1/presets``, ``POST /v1/chat/completions``,
-    ``POST /v1/completions``, ``GET /health``.  The result is a FastAPI app: add your own
+    ``POST /v1/completions``, ``GET /health``, and the playground page at ``GET /``
+    (see :mod:`autosteer.serve.playground`).  The result is a FastAPI app: add your own
     routes with ``app.include_router(router)`` (an ``APIRouter``) or ``@app.get(...)``;
     inside a route, ``request.app.state.autosteer`` holds the served model, tokenizer,
     presets and engine.  ``app.state.close()`` (also run at the app's shutdown) lets the
@@ -398,6 +399,9 @@ def create_app(model, tokenizer, *, presets: Mapping[str, str | os.PathLike] | N
         opts = served.common(body, _COMPLETION_FIELDS)
         return await _complete(request, served, opts, served.completion_ids(body), chat=False)
 
+    from autosteer.serve.playground.app import add_playground
+
+    add_playground(app)  # the playground page at / (plain HTML/JS shipped in the package)
     return app
 
 

@@ -38,6 +38,7 @@ def serve(args) -> int:
         raise UsageError(f"--port must be 0..65535, got {args.port}")
     if args.max_waiting < 0:
         raise UsageError(f"--max-waiting must be >= 0, got {args.max_waiting}")
+    viewer = _viewer_options(args)
     api_key = args.api_key if args.api_key is not None else (os.environ.get("AUTOSTEER_API_KEY") or None)
     from autosteer.models import load_model, resolve_device
 
@@ -50,10 +51,51 @@ def serve(args) -> int:
     app = create_app(model, tokenizer, presets=presets, model_name=args.name or served_name(args.model),
                      max_batch=args.max_batch, max_tokens=args.max_tokens, max_waiting=args.max_waiting,
                      api_key=api_key, max_body=args.max_body)
+    if viewer is not None:
+        from autosteer.serve.playground.app import add_viewer
+
+        add_viewer(app, args.log, **viewer)
     if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
         print(f"warning: serving on {args.host} without --api-key: anyone who reaches it can use it",
               file=sys.stderr)
     print(f"serving {app.state.autosteer.name!r} on http://{args.host}:{args.port}/v1 "
           f"(presets: {', '.join(presets) or 'none'}); Ctrl-C stops after the requests in flight", file=sys.stderr)
+    print(f"playground: http://{args.host}:{args.port}/" + (f"  search viewer: http://{args.host}:{args.port}/viewer"
+                                                           if viewer is not None else ""), file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=60)
     return 0
+
+
+def _viewer_options(args) -> dict | None:
+    """``--log`` / ``--holdout``: checked before the model loads; the viewer's options."""
+    from autosteer.cli import UsageError, read_prompts
+
+    log, holdout = getattr(args, "log", None), getattr(args, "holdout", None)
+    if log is None:
+        if holdout is not None:
+            raise UsageError("--holdout goes with --log: the prompts the search of that log held out")
+        return None
+    from autosteer.errors import AutoSteerError
+    from autosteer.search.log import read_log
+    from autosteer.serve.playground.app import holdout_for_log
+
+    if not os.path.exists(log):
+        if holdout is not None:
+            raise UsageError(f"--log {log}: no such file yet; --holdout is checked against the log, so start the "
+                             "search first (or leave out --holdout)")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(log))):
+            raise UsageError(f"--log {log}: its folder does not exist")
+        return {}
+    if holdout is None:
+        return {}  # the viewer shows what is wrong with the log, if anything
+    try:
+        history = read_log(log, allow_incomplete=True)
+    except AutoSteerError as exc:
+        raise UsageError(f"--log: {exc} (needed to check --holdout)") from None
+    config = history.config or {}
+    prompts, expected = read_prompts(holdout)
+    try:
+        holdout_for_log(config, prompts, expected, holdout)
+    except AutoSteerError as exc:
+        raise UsageError(str(exc)) from None
+    return {"holdout": prompts, "chat": bool(config.get("chat")), "max_tokens": int(config.get("max_new_tokens") or 16)}

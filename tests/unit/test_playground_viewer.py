@@ -88,3 +88,37 @@ def test_holdout_file_must_be_the_searched_one():
         holdout_for_log(config, prompts[:1], expected[:1], "h.jsonl")
     with pytest.raises(InvalidArgumentError, match="held out no prompts"):
         holdout_for_log({"holdout": None}, prompts, expected, "h.jsonl")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--holdout", "h.txt"], "--holdout goes with --log"),
+    (["--log", "log.tsv", "--holdout", "h.txt"], "held out no prompts"),
+    (["--log", "missing.tsv", "--holdout", "h.txt"], "start the search first"),
+    (["--log", "no/such/dir/log.tsv"], "its folder does not exist"),
+])
+def test_serve_refuses_bad_viewer_options_before_loading_a_model(extra, message, tmp_path, monkeypatch, capsys):
+    from autosteer import cli
+
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "log.tsv", rows())
+    (tmp_path / "h.txt").write_text("2 plus 2 =\n")
+    assert cli.main(["serve", "--model", "organism", *extra]) == cli.EXIT_BAD_INPUT
+    assert message in capsys.readouterr().err
+
+
+def test_steering_code_for_a_raw_direction():
+    from autosteer.serve.playground.app import steering_code
+    from autosteer.serve.steering import VectorSpec
+
+    torch = pytest.importorskip("torch")
+    text = VectorSpec(1, 0.5, "text", "calm", None)
+    raw = VectorSpec(3, -0.25, "vector", torch.zeros(4), {"type": "warmup", "steps": 2, "start": 0.0})
+    assert steering_code([]) == "# no steering: the model as it is"
+    assert steering_code([text, raw]).split("\n") == [
+        "from autosteer import Steer, WarmupSchedule",
+        "steered = Steer(model, tokenizer)",
+        'steered.add(layer_idx=1, coeff=0.5, text="calm")',
+        "# a direction from a vector file: 4 floats (a torch tensor)",
+        ("steered.add(layer_idx=3, coeff=-0.25, vector=direction_3, "
+         "coeff_schedule=WarmupSchedule(steps=2, start=0.0))"),
+    ]

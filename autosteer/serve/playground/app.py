@@ -10,16 +10,23 @@ prefix too.
   the log's latest snapshot at ``/viewer/log.json`` (re-read as the log grows).
 * :func:`create_viewer_app` is the app ``autosteer view LOG`` runs: the viewer
   at ``/`` and ``/viewer``, no model.
+* :func:`playground_router` serves the playground at ``/`` of ``autosteer serve``:
+  the page, ``/playground/config.json`` (the schedule kinds and whether the
+  tokenizer has a chat template) and ``/playground/code`` (a request's steering
+  as ``steered.add(...)`` lines, checked exactly as the completion endpoints
+  check it); :func:`add_playground` adds it to a served app (``create_app`` does),
+  :func:`add_viewer` the search viewer (``autosteer serve --log``).
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: FastAPI reads the routes' annotations (Request) at run time
+import json
 import os
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
-__all__ = ["NEEDS_MODEL", "STATIC_FILES", "create_viewer_app", "page_html", "static_router", "viewer_router"]
+__all__ = ["NEEDS_MODEL", "STATIC_FILES", "add_playground", "add_viewer", "create_viewer_app", "holdout_for_log", "page_html",
+           "playground_router", "static_router", "steering_code", "viewer_router"]
 
 #: The files under ``static/`` the routes serve, with their media types.
 STATIC_FILES: dict[str, str] = {
@@ -137,3 +144,128 @@ def holdout_for_log(history_config: Mapping[str, Any], prompts: Sequence[Any], e
         raise InvalidArgumentError(
             f"--holdout {path}: these are not the prompts the search held out (hash {got}, the log "
             f"records {want}); give the same file the search's --holdout read")
+
+
+def schedule_kinds_json() -> list[dict[str, Any]]:
+    """The schedule table as the page's editor needs it: type, class and each parameter's
+    name, kind (int/float), default, bounds and help."""
+    from autosteer.steering.schedules import SCHEDULE_KINDS
+
+    out = []
+    for kind in SCHEDULE_KINDS.values():
+        params = []
+        for p in kind.params:
+            params.append({"name": p.name, "kind": p.kind,
+                           "default": p.search_range[0] if p.required else p.default,
+                           "min": p.domain.min, "max": p.domain.max, "doc": p.doc})
+        out.append({"type": kind.type, "class_name": kind.class_name, "doc": kind.doc.split("\n")[0],
+                    "params": params})
+    return out
+
+
+def steering_code(vectors: Sequence[Any]) -> str:
+    """``steered.add(...)`` lines for parsed request vectors (the serve room's ``VectorSpec`` s):
+    the same lines :meth:`SteerCandidate.to_code` writes for texts and concepts; a raw
+    direction (from a vector-file preset) becomes a ``vector=`` argument with a comment."""
+    from autosteer.search.candidate import (
+        SteerCandidate,
+        SteerVector,
+        _kinds,
+        _schedule_args,
+    )
+
+    if not vectors:
+        return "# no steering: the model as it is"
+    named = [SteerVector(v.layer_idx, v.coeff, v.source, v.schedule) for v in vectors if v.kind in ("text", "concept")]
+    lines = SteerCandidate(tuple(named)).to_code().split("\n") if named else [
+        "from autosteer import Steer", "steered = Steer(model, tokenizer)"]
+    imported = lines[0].removeprefix("from autosteer import ").split(", ")
+    for v in vectors:
+        if v.kind in ("text", "concept"):
+            continue
+        sched = ""
+        if v.schedule is not None:
+            cls = _kinds()[v.schedule["type"]].class_name
+            sched = f", coeff_schedule={cls}({_schedule_args(v.schedule, ', ')})"
+            if cls not in imported:
+                imported.append(cls)
+        lines.append(f"# a direction from a vector file: {len(v.source)} floats (a torch tensor)")
+        lines.append(f"steered.add(layer_idx={v.layer_idx}, coeff={v.coeff!r}, vector=direction_{v.layer_idx}{sched})")
+    lines[0] = "from autosteer import " + ", ".join(imported)
+    return "\n".join(lines)
+
+
+def playground_router():
+    """The playground page at ``/`` and its two helpers (see the module docstring).
+
+    Include it in an app made by :func:`autosteer.serve.create_app` (the helpers read
+    ``app.state.autosteer``): ``app.include_router(playground_router())``.
+    """
+    from fastapi import APIRouter, Request
+    from fastapi.responses import HTMLResponse, JSONResponse
+
+    router = APIRouter()
+
+    @router.get("/", include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(page_html("index.html"), headers=_NO_STORE)
+
+    @router.get("/playground/config.json", include_in_schema=False)
+    def config(request: Request) -> JSONResponse:
+        served = request.app.state.autosteer
+        viewer = getattr(request.app.state, "autosteer_viewer", None)
+        return JSONResponse({"model": served.name, "num_layers": served.info.num_layers,
+                             "hidden_size": served.info.hidden_size, "max_tokens": served.max_tokens,
+                             "max_coeff": served.info.max_coeff,
+                             "chat_template": bool(getattr(served.tokenizer, "chat_template", None)),
+                             "schedules": schedule_kinds_json(), "viewer": viewer}, headers=_NO_STORE)
+
+    @router.post("/playground/code", include_in_schema=False)
+    async def code(request: Request) -> JSONResponse:
+        from autosteer.serve.steering import RequestError, parse_steering
+
+        served = request.app.state.autosteer
+        try:
+            body = json.loads(await request.body(), parse_constant=_refuse_constant)
+            if not isinstance(body, dict):
+                raise RequestError("the body must be a JSON object {\"steering\": ...}", None)
+            steering = parse_steering(body.get("steering"), served.presets, served.info)
+        except RequestError as exc:
+            return JSONResponse(exc.body(), status_code=exc.status)
+        except (ValueError, RecursionError) as exc:
+            return JSONResponse({"error": {"message": f"the body is not valid JSON: {exc}",
+                                           "type": "invalid_request_error", "param": None, "code": None}},
+                                status_code=400)
+        return JSONResponse({"code": steering_code(steering.vectors)})
+
+    return router
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def add_playground(app):
+    """Add the playground page (``/``), its helpers and its static files to an app made by
+    :func:`autosteer.serve.create_app` (which does it)."""
+    app.include_router(static_router())
+    app.include_router(playground_router())
+    return app
+
+
+def add_viewer(app, log: str | os.PathLike, *, holdout: Sequence[Any] | None = None, chat: bool = False,
+               max_tokens: int = 16, poll_s: float = 1.0, max_prompts: int = 16):
+    """Add the search viewer (``/viewer``) on the results log ``log`` to a served app.
+
+    With ``holdout`` (the prompts the search held out, see :func:`holdout_for_log`) the
+    viewer shows their greedy answers unsteered and with the log's best configuration,
+    asked from the app's own completion endpoints (chat ones when ``chat``), ``max_tokens``
+    tokens each, for the first ``max_prompts`` prompts.  The playground links to the viewer.
+    """
+    answers = None
+    if holdout is not None:
+        answers = {"prompts": list(holdout)[:max_prompts], "total": len(holdout), "chat": bool(chat),
+                   "max_tokens": int(max_tokens), "model": app.state.autosteer.name}
+    app.include_router(viewer_router(log, answers=answers, poll_s=poll_s))
+    app.state.autosteer_viewer = {"log": os.fspath(log), "url": "viewer"}
+    return app

@@ -111,15 +111,23 @@
       if (v.schedule) out.schedule = v.schedule;
       return out;
     }) : null;
+    const jobs = [];
     for (const prompt of info.prompts) {
-      const before = el("td", { class: "answer-cell", text: "…" }), after = el("td", { class: "answer-cell", text: "…" });
+      const before = el("td", { class: "answer-cell", "data-testid": "answer-before", text: "…" });
+      const after = el("td", { class: "answer-cell", "data-testid": "answer-after", text: "…" });
       body.appendChild(el("tr", {}, el("td", { text: Array.isArray(prompt) ? prompt.map((m) => m.content).join(" / ") : prompt }), before, after));
-      for (const [cell, s] of [[before, null], [after, steering]]) {
+      jobs.push([before, prompt, null], [after, prompt, steering]);
+    }
+    if (info.total > info.prompts.length) note.textContent += ` The first ${info.prompts.length} of ${info.total} held-out prompts.`;
+    // a few requests at a time: the server batches them, and its waiting queue stays short
+    const worker = async () => {
+      while (jobs.length && answersFor === key) {
+        const [cell, prompt, s] = jobs.shift();
         try { cell.textContent = await complete(info, prompt, s); }
         catch (e) { cell.textContent = `error: ${e.message}`; cell.className = "st-crash"; }
-        if (answersFor !== key) return;  // a newer best arrived: that pass takes over
       }
-    }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
   }
 
   function render(snap) {
