@@ -55,22 +55,28 @@ DEMO_SPACE: dict[str, Any] = {
     "schedules": ("none", "decay"),
 }
 
-# The concept demo on a real model (measured on SmolLM2-135M-Instruct: the upper
-# layers carry the topic, several layers at small coefficients keep the text
-# fluent, and a 48-token answer has room to turn to the topic).
+# The concept demo on a real model.  The space comes from the model and the
+# concept alone (autosteer.search.calibrate.concept_space: per-layer coefficients
+# calibrated to a next-token KL, layers pre-screened teacher-forced); the budget
+# is sized to finish in about two minutes on two CPU cores (two rounds of eight
+# candidates on 8 requests, 16 held-out requests, 40-token answers).  --layers or
+# --coeffs replace the calibrated space with a hand-set one.
 CONCEPT_DEMO: dict[str, Any] = {
-    "layer_fraction": (0.4, 1.0),  # layers 12..29 of 30
+    "layer_fraction": (0.4, 1.0),  # the hand-set space: layers 12..29 of 30
     "coeff_range": (0.05, 0.5),
-    "max_vectors": 3,
+    "max_vectors": 2,
     "schedules": ("none",),
-    "max_new_tokens": 48,
+    "max_new_tokens": 40,
     "fluency_margin": 1.0,
-    "iterations": 40,
+    "iterations": 16,
     "population": 8,
+    "num_prompts": 8,
+    "num_holdout": 16,
 }
 
-#: Before/after generations printed on held-out prompts.
+#: Before/after generations printed on held-out prompts (organism, real model).
 EXAMPLES = 3
+CONCEPT_EXAMPLES = 6
 
 
 def default_out(model: str) -> str:
@@ -137,11 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="organism",
                    help="'organism' (default: the embedded model), 'smollm2', a model folder or a hub id")
     p.add_argument("--num-prompts", type=int, default=None, metavar="N",
-                   help="how many of the search prompts to use (default: 16 on the organism, all 24 otherwise)")
+                   help="how many of the search prompts to use (default: 16 on the organism, "
+                        f"{CONCEPT_DEMO['num_prompts']} of 24 otherwise)")
     p.add_argument("--num-holdout", type=int, default=None, metavar="N",
-                   help="how many held-out prompts to score (default: 200 on the organism, all 40 otherwise)")
-    p.add_argument("--layers", help="layer range A:B (inclusive); default: layers 0-3 on the organism, the upper "
-                                    "60%% of the layers on a real model")
+                   help="how many held-out prompts to score (default: 200 on the organism, "
+                        f"{CONCEPT_DEMO['num_holdout']} of 40 otherwise)")
+    p.add_argument("--layers", help="layer range A:B (inclusive); default: layers 0-3 on the organism, calibrated "
+                                    "from the model and the concept on a real model")
     p.add_argument("--coeffs", help="coefficient magnitudes LO:HI")
     p.add_argument("--threads", default=None, help="CPU threads for torch (default: auto)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout (no progress)")
@@ -191,26 +199,38 @@ def _organism_setup(metric, n_prompts, n_holdout, layers, coeffs) -> _Setup:
                   {"metric": metric, **runner})
 
 
-def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs) -> _Setup:
+def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs, model=None,
+                   threads=None) -> _Setup:
     from autosteer.search.space import SteerSearchSpace
 
     concept, pattern, prompts, held = load_concept_demo()
-    lo_f, hi_f = CONCEPT_DEMO["layer_fraction"]
-    layer_range = (int(lo_f * num_layers), max(int(lo_f * num_layers), num_layers - 1))
-    if layers:
-        layer_range = _parse_range(layers, int, "--layers")
-    coeff_range = _parse_range(coeffs, float, "--coeffs") if coeffs else CONCEPT_DEMO["coeff_range"]
-    space = SteerSearchSpace(layer_range=layer_range, coeff_range=coeff_range, texts=[concept],
-                             max_vectors=CONCEPT_DEMO["max_vectors"], schedules=CONCEPT_DEMO["schedules"])
+    calibrated = ""
+    if model is not None and not layers and not coeffs:
+        from autosteer.search.calibrate import concept_space
+
+        t = time.perf_counter()
+        space, cal = concept_space(model, tokenizer, concept, threads=threads)
+        how = f"{cal.passes} forward passes" if cal.passes else "remembered from an earlier run"
+        calibrated = (f" | calibrated space (KL {cal.target_kl:g} on neutral prompts, {how}, "
+                      f"{time.perf_counter() - t:.0f} s): layers {space.layer_range[0]}-{space.layer_range[1]}, "
+                      f"coefficients {space.coeff_range[0]:g}-{space.coeff_range[1]:g}")
+    else:
+        lo_f, hi_f = CONCEPT_DEMO["layer_fraction"]
+        layer_range = (int(lo_f * num_layers), max(int(lo_f * num_layers), num_layers - 1))
+        if layers:
+            layer_range = _parse_range(layers, int, "--layers")
+        coeff_range = _parse_range(coeffs, float, "--coeffs") if coeffs else CONCEPT_DEMO["coeff_range"]
+        space = SteerSearchSpace(layer_range=layer_range, coeff_range=coeff_range, texts=[concept],
+                                 max_vectors=CONCEPT_DEMO["max_vectors"], schedules=CONCEPT_DEMO["schedules"])
     chat = bool(getattr(tokenizer, "chat_template", None))
-    prompts = prompts[: n_prompts or len(prompts)]
-    held = held[: n_holdout or len(held)]
+    prompts = prompts[: n_prompts or CONCEPT_DEMO["num_prompts"]]
+    held = held[: n_holdout or CONCEPT_DEMO["num_holdout"]]
     runner = {"metric": "steered_answer", "concept_pattern": pattern, "chat": chat,
               "max_new_tokens": CONCEPT_DEMO["max_new_tokens"], "fluency_margin": CONCEPT_DEMO["fluency_margin"],
               "batch_size": len(prompts)}
     label = (f"concept {concept.name!r} ({len(concept.positive)} contrastive pairs) | metric steered_answer "
              f"(on-concept AND on-request AND fluent per answer; fluency budget +{CONCEPT_DEMO['fluency_margin']} "
-             "nat/token, a hard limit)")
+             "nat/token, a hard limit)" + calibrated)
     return _Setup(label, prompts, held, None, None, space, runner, concept)
 
 
@@ -281,7 +301,7 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
         setup = _organism_setup(metric, n_prompts, n_holdout, layers, coeffs)
     else:
         setup = _concept_setup(lm.config.get_text_config().num_hidden_layers, tokenizer, n_prompts, n_holdout,
-                               layers, coeffs)
+                               layers, coeffs, model=lm, threads=threads)
     if iterations is None:
         iterations = 30 if organism else CONCEPT_DEMO["iterations"]
     if population is None:
@@ -337,7 +357,7 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
         (out / "best.json").write_text(json.dumps(best.to_dict(full=True), indent=2, ensure_ascii=False) + "\n")
     files = _export(runner, best, out, say)
 
-    examples = setup.holdout[:EXAMPLES]
+    examples = setup.holdout[:EXAMPLES if organism else CONCEPT_EXAMPLES]
     with using_threads(runner.threads, lm):
         plain = _generations(runner, examples, None)
         steered = _generations(runner, examples, best)

@@ -5,7 +5,13 @@ Small models lose more to thread start-up and synchronisation than they gain
 from a second core (measured on the 2-core CI machine: the organism demo took
 11 s on one thread and 65-77 s on the default two under load), so a model
 below :data:`SMALL_MODEL_PARAMETERS` runs on one thread; a larger one on
-:data:`LARGE_MODEL_THREADS` (capped by the machine's cores).  ``threads=N``
+:data:`LARGE_MODEL_THREADS` (capped by the machine's cores) unless the machine
+is busy: when the 1-minute load average leaves less than one idle core per
+extra thread, it runs on as many threads as there are idle cores (at least
+one).  Measured on the 2-core machine at a load average of 4 (SmolLM2, 8 chat
+prompts x 32 greedy tokens, 3 alternating repeats): one thread 4.2 / 6.0 / 8.1 s,
+two threads 8.6 / 9.8 / 40.1 s -- two threads on a busy machine were slower
+every time and collapsed once (OpenMP threads spin-wait for a core).  ``threads=N``
 (``--threads N``) overrides it; the previous setting is restored afterwards.
 """
 
@@ -38,7 +44,13 @@ def auto_threads(model: Any) -> int:
         n = 0
     if n < SMALL_MODEL_PARAMETERS:
         return 1
-    return max(1, min(LARGE_MODEL_THREADS, os.cpu_count() or 1))
+    cores = os.cpu_count() or 1
+    want = max(1, min(LARGE_MODEL_THREADS, cores))
+    try:
+        idle = cores - os.getloadavg()[0]
+    except (AttributeError, OSError):  # no load average on this platform
+        return want
+    return max(1, min(want, int(idle + 0.5)))
 
 
 @contextlib.contextmanager

@@ -197,17 +197,74 @@ def _lift(ev, steer, prompts, layers, coeff, source, pos, neg) -> dict[int, floa
     return out
 
 
-def concept_space(model: Any, tokenizer: Any, concept: Any, *, layer_fraction: tuple[float, float] = (0.2, 0.8),
-                  stride: int = 2, window: int = 3, coeff_multiples: tuple[float, float] = (0.5, 1.5),
-                  target_kl: float = TARGET_KL, max_vectors: int = 2, chat: bool | None = None,
-                  threads: int | None = None, steps: int = 3, screen_texts: int = 2):
+def model_fingerprint(model: Any) -> str:
+    """What identifies a model's weights cheaply: its class, config and a few parameter sums."""
+    import torch
+
+    from autosteer._canonical import digest
+
+    params = list(model.parameters())
+    with torch.no_grad():
+        sums = [float(p.detach().float().sum()) for p in (params[:2] + params[-2:])]
+    config = model.config.to_dict() if hasattr(model, "config") else {}
+    config = {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool)) or v is None}
+    return digest([type(model).__name__, config, sums, len(params)])
+
+
+def cached_calibration(model: Any, tokenizer: Any, source: Any, layers: Sequence[int], *, cache: bool = True,
+                       **kwargs) -> Calibration:
+    """:func:`calibrate`, remembered on disk (``<cache>/calibration/<key>.json`` under the model
+    cache of :func:`autosteer.models.cache_root`) per model weights, source, layers and options:
+    a second search for the same concept on the same model skips the forward passes."""
+    import json
+    import os
+
+    from autosteer._canonical import digest
+    from autosteer.steering.concept import Concept
+
+    if not cache:
+        return calibrate(model, tokenizer, source, layers, **kwargs)
+    from autosteer.models import cache_root
+
+    what = source.to_dict() if isinstance(source, Concept) else source
+    opts = {k: v for k, v in kwargs.items() if k not in ("threads", "steer")}
+    key = digest([model_fingerprint(model), what, list(layers), opts, 1])
+    path = cache_root() / "calibration" / f"{key}.json"
+    try:
+        d = json.loads(path.read_text())
+        return Calibration(d["target_kl"], {int(k): v for k, v in d["coeff"].items()},
+                           {int(k): v for k, v in d["kl"].items()}, {int(k): v for k, v in d["lift"].items()}, 0)
+    except (OSError, ValueError, KeyError):
+        pass
+    cal = calibrate(model, tokenizer, source, layers, **kwargs)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cal.to_dict()))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs the next run the passes
+    return cal
+
+
+def concept_space(model: Any, tokenizer: Any, concept: Any, *, layer_fraction: tuple[float, float] = (0.25, 0.65),
+                  stride: int = 3, window: int = 3, coeff_multiples: tuple[float, float] = (0.5, 1.5),
+                  target_kl: float = TARGET_KL, max_vectors: int = 1, chat: bool | None = None,
+                  threads: int | None = None, steps: int = 3, screen_texts: int = 2, cache: bool = True):
     """``(space, calibration)``: a search space for ``concept`` from the model alone.
+
+    The defaults were measured on SmolLM2-135M-Instruct: layers past two thirds of the model
+    steer into stuck repetition at the calibrated strength (a wider window at 0.2-0.8 picked
+    layers 18-24 and every candidate of a demo round went over the fluency budget), and two
+    vectors at calibrated strength add up past the budget, so one vector per candidate.
 
     Every ``stride``-th layer of ``layer_fraction`` of the model is calibrated
     and pre-screened; the space covers the layers from the first to the last
     of the best ``window`` neighbouring calibrated layers, with coefficient
     magnitudes ``coeff_multiples`` times the smallest and largest calibrated
     coefficient among them, constant schedules, up to ``max_vectors``.
+    With ``cache`` the calibration is remembered on disk (:func:`cached_calibration`);
+    ``calibration.passes`` is 0 when it came from there.
     """
     from autosteer.search.space import SteerSearchSpace
     from autosteer.steering.steer import Steer
@@ -216,8 +273,8 @@ def concept_space(model: Any, tokenizer: Any, concept: Any, *, layer_fraction: t
     n = steer.num_layers
     lo, hi = int(layer_fraction[0] * n), min(n - 1, max(int(layer_fraction[0] * n), int(layer_fraction[1] * n)))
     layers = list(range(lo, hi + 1, max(1, int(stride))))
-    cal = calibrate(model, tokenizer, concept, layers, target_kl=target_kl, chat=chat, threads=threads, steer=steer,
-                    steps=steps, screen_texts=screen_texts)
+    cal = cached_calibration(model, tokenizer, concept, layers, cache=cache, target_kl=target_kl, chat=chat,
+                             threads=threads, steer=steer, steps=steps, screen_texts=screen_texts)
     a, b = cal.best_window(window)
     cs = [cal.coeff[layer] for layer in layers if a <= layer <= b]
     coeff_range = (_round(coeff_multiples[0] * min(cs)), _round(coeff_multiples[1] * max(cs)))

@@ -185,6 +185,7 @@ class SteerEvaluator:
         self.kl_prompts = None if kl_prompts is None else check_prompts(kl_prompts, "kl_prompts", chat)
         self._reference: dict[str, tuple[float, tuple[float, ...]]] = {}
         self._keep_mask_ok: bool | None = None  # does the model take logits_to_keep as a per-row mask?
+        self._keep_last_ok: bool | None = None  # does it take logits_to_keep=1?
         self.last_outputs: list[str] = []
         if spec.name != "custom" and self._pad_id() is None:
             raise InvalidArgumentError(
@@ -446,7 +447,7 @@ class SteerEvaluator:
                 input_ids, attention = _pad(rows, pad_id, "left")
                 device = self._device()
                 with self._row_groups(job, groups):
-                    logits = self.model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+                    logits = self._last_logits(input_ids.to(device), attention.to(device))
                 last = logits[:, -1, :].float()
                 if not bool(torch.isfinite(last).all()):
                     raise NonFiniteOutputError("the model produced non-finite logits (NaN or inf) while scoring")
@@ -454,6 +455,20 @@ class SteerEvaluator:
                 for r in range(len(rows)):
                     out[r // len(idx)][idx[r % len(idx)]] = logp[r]
         return [torch.stack(group) for group in out]
+
+    def _last_logits(self, input_ids, attention):
+        """Logits at the last position only where the model takes ``logits_to_keep`` (the vocabulary
+        projection of every other position is skipped), else all of them."""
+        if self._keep_last_ok is not False:
+            try:
+                logits = self.model(input_ids=input_ids, attention_mask=attention, logits_to_keep=1).logits
+            except (TypeError, ValueError):
+                logits = None
+            if logits is not None and logits.dim() == 3 and logits.shape[1] == 1:
+                self._keep_last_ok = True
+                return logits
+            self._keep_last_ok = False
+        return self.model(input_ids=input_ids, attention_mask=attention).logits
 
     def _ppl_example(self, prompt: Any, expected: str | None) -> tuple[list[int], range]:
         """Token ids of one example and the positions whose tokens are scored."""

@@ -71,7 +71,8 @@ def test_calibrated_coefficients_reach_the_target_kl(model):
 
 def test_concept_space_covers_the_best_window(model):
     tok = make_tokenizer()
-    space, cal = concept_space(model, tok, CONCEPT, layer_fraction=(0.0, 1.0), stride=1, window=2, target_kl=0.002)
+    space, cal = concept_space(model, tok, CONCEPT, layer_fraction=(0.0, 1.0), stride=1, window=2, target_kl=0.002,
+                               cache=False)
     a, b = space.layer_range
     assert b - a == 1
     sums = {(x, x + 1): cal.lift[x] + cal.lift[x + 1] for x in (0, 1)}
@@ -88,3 +89,17 @@ def test_bad_calibration_input_is_refused(model):
         calibrate(model, tok, CONCEPT, [0], target_kl=0)
     with pytest.raises(InvalidArgumentError, match="at least one layer"):
         calibrate(model, tok, CONCEPT, [])
+
+
+def test_a_calibration_is_remembered_per_model_and_concept(model, tmp_path, monkeypatch):
+    from autosteer.search.calibrate import cached_calibration
+
+    monkeypatch.setenv("AUTOSTEER_CACHE", str(tmp_path))
+    tok = make_tokenizer()
+    first = cached_calibration(model, tok, CONCEPT, [1, 2], target_kl=0.002, prompts=PROMPTS, chat=False)
+    again = cached_calibration(model, tok, CONCEPT, [1, 2], target_kl=0.002, prompts=PROMPTS, chat=False)
+    assert first.passes == 5 and again.passes == 0  # the second one did no forward pass
+    assert (again.coeff, again.kl, again.lift) == (first.coeff, first.kl, first.lift)
+    other = cached_calibration(model, tok, CONCEPT, [1, 2], target_kl=0.001, prompts=PROMPTS, chat=False)
+    assert other.passes == 5 and other.coeff != first.coeff  # other options: calibrated anew
+    assert len(list((tmp_path / "calibration").glob("*.json"))) == 2
