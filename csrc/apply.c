@@ -149,6 +149,10 @@ as_apply_delta(PyObject *module, PyObject *args, PyObject *kwds)
                           (const float *)as_view_data(&vw), wstride, w_index,
                           ol ? (const int64_t *)as_view_data(&vl) : NULL, scratch);
     Py_END_ALLOW_THREADS
+    if (krc == -2) {
+        PyErr_SetString(PyExc_ValueError, "the steering delta of a row is not finite in the storage type");
+        goto done;
+    }
     if (krc != 0) {
         PyErr_Format(PyExc_IndexError, "last_index values must be in [0, %lld)", (long long)T);
         goto done;

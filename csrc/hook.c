@@ -282,6 +282,14 @@ Hook_call(PyObject *self, PyObject *args, PyObject *kwds)
         int krc = as_kernel_apply(&hid, hk->dirs, hk->J, as_weights_rows(hk->weights),
                                   G > 0 ? hk->J : 0, rows, last, hk->scratch);
         hk->kernel_calls++;
+        if (krc == -2) {
+            PyErr_Format(st->invalid_argument_error,
+                         "layer %lld: the steered hidden states are not finite in %s (the layer's input is "
+                         "already NaN/inf, or coeff * rms(h) overflows it), so the forward would emit "
+                         "garbage; reduce the coefficient(s) of this layer's vectors",
+                         (long long)layer, as_view_storage_name(&v));
+            goto done;
+        }
         if (krc != 0) {
             PyErr_SetString(PyExc_IndexError, "last-token index outside the sequence");
             goto done;

@@ -186,7 +186,10 @@ typedef struct {
  *   last:     B indices of each row's last real token, or NULL for T - 1
  *   scratch:  D floats of workspace
  * The caller guarantees that every w_index entry names a weights row.
- * Returns 0, or -1 when an index in `last` is outside [0, T).
+ * Returns 0, -1 when an index in `last` is outside [0, T), or -2 when a row's
+ * delta is not finite in the storage type (its rms is NaN/inf because the
+ * input already is, or coeff * rms overflows): rows before it are steered,
+ * the caller raises.  The check costs one pass over D per row, not per token.
  */
 AS_KERNEL_CLONES static int
 as_kernel_apply(const as_hidden *h, const float *dirs, int64_t J,
@@ -195,6 +198,7 @@ as_kernel_apply(const as_hidden *h, const float *dirs, int64_t J,
 {
     const int64_t D = h->D;
     const size_t esize = h->dtype == AS_F32 ? 4 : 2;
+    const float limit = (float)as_dtype_max(h->dtype);
     for (int64_t b = 0; b < h->B; b++) {
         int64_t lt = last ? last[b] : h->T - 1;
         if (lt < 0 || lt >= h->T)
@@ -217,8 +221,13 @@ as_kernel_apply(const as_hidden *h, const float *dirs, int64_t J,
         }
         if (!any)
             continue;
-        for (int64_t d = 0; d < D; d++)
+        int bad = 0;
+        for (int64_t d = 0; d < D; d++) {
             scratch[d] *= s;
+            bad |= !(fabsf(scratch[d]) <= limit);    /* NaN fails too */
+        }
+        if (bad)
+            return -2;
         for (int64_t t = 0; t < h->T; t++)
             as_kernel_add_row(rowb + (size_t)(t * h->stride_t) * esize, h->dtype, scratch, D);
     }

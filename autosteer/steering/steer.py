@@ -407,6 +407,8 @@ class Steer:
             direction = self._text_directions(text)[layer_idx]
         else:
             direction = self._check_vector(vector)
+        if steering_method is None:
+            self._check_strength(layer_idx, coeff, direction)
         self._vectors.append(_Vector(layer_idx, coeff, text, schedule, steering_method, group, direction, concept))
         try:
             self._sync()
@@ -485,7 +487,9 @@ class Steer:
         self._check_enabled("add an output vector")
         layer_idx = self._check_layer(layer_idx)
         scale = _check_coeff(scale)
-        vec = self._check_vector(vector) * scale
+        vec = self._check_vector(vector)
+        self._check_strength(layer_idx, scale, vec, relative=False)
+        vec = vec * scale
         total = self._outputs.get(layer_idx)
         total = vec if total is None else total + vec
         device = self._layer_device(layer_idx)
@@ -516,6 +520,7 @@ class Steer:
             raise InvalidArgumentError(f"vector.text must be a str or None, got {describe(vector.text)}")
         layer_idx = self._check_layer(vector.layer_idx)
         direction = self._check_vector(vector.direction)
+        self._check_strength(layer_idx, float(vector.coeff), direction)
         self._vectors.append(_Vector(layer_idx, _check_coeff(vector.coeff), vector.text, as_schedule(vector.schedule),
                                      None, _check_group(vector.group), direction, vector.concept))
         try:
@@ -678,6 +683,29 @@ class Steer:
         if not torch.isfinite(t).all():
             raise InvalidArgumentError("vector contains NaN or infinite values (or values beyond float32's range)")
         return t.contiguous()
+
+    def _check_strength(self, layer_idx: int, coeff: float, direction: torch.Tensor, relative: bool = True) -> None:
+        """Refuse a coefficient that cannot give finite activations in the layer's dtype.
+
+        The steered state reaches ``|coeff| * max|direction|`` times the activations' rms
+        (``relative``; an output vector: that value itself).  Beyond the dtype's largest
+        value, or beyond ``sqrt(float32 max / D)`` (where the sum of squares a following
+        norm layer takes over D dimensions overflows float32, turning every later
+        activation into 0 or NaN), no activation scale keeps the forward finite at an rms
+        of 1.  (At run time the CPU kernel also refuses a delta that is not finite.)
+        """
+        dtype = next((p.dtype for p in self._layers[layer_idx].parameters() if p.dtype.is_floating_point),
+                     torch.float32)
+        peak = abs(coeff) * float(direction.abs().max())
+        limit = min(float(torch.finfo(dtype).max), (_F32_MAX / self.hidden_size) ** 0.5)
+        if peak > limit:
+            scale = " times the activations' rms" if relative else ""
+            raise InvalidArgumentError(
+                f"{'coeff' if relative else 'scale'} {coeff!r} cannot give finite activations at layer {layer_idx} "
+                f"({str(dtype).replace('torch.', '')}, hidden size {self.hidden_size}): the steered state would reach "
+                f"{peak:.3g}{scale}, beyond {limit:.3g}, where a norm layer's sum of squares overflows; useful "
+                "coefficients are around 0.1 to 10"
+            )
 
     def _owner_of(self, layers):
         """The module whose child is the layer list: it receives the KV cache and mask."""

@@ -830,6 +830,11 @@ def test_weights_beyond_the_storage_range_are_refused(path, dtype, coeff, multip
     enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
     s = Steer(model, tokenizer)
     s.add(0, 0.1, "the cat")
+    if multiplier == 1.0:  # the coefficient alone is beyond the dtype: refused at add() already
+        with pytest.raises(InvalidArgumentError, match=r"coeff 100000.0 cannot give finite activations .*float16"):
+            s.add(1, coeff, "a dog", coeff_schedule=lambda k: multiplier)
+        s.reset_all()
+        return
     s.add(1, coeff, "a dog", coeff_schedule=lambda k: multiplier)
     with torch.no_grad(), pytest.raises(InvalidArgumentError) as info:
         model(**enc)
@@ -1126,3 +1131,46 @@ def test_vectors_view_and_add_vector_round_trip(tokenizer):
     assert isinstance(vs[0], SteeringVector)
     s.reset_all()
     t.reset_all()
+
+
+# ---------------------------------------------------------------- strength (issue 17 item 4)
+@pytest.mark.parametrize("coeff", [1e20, -1e20, 3e38])
+def test_a_coefficient_no_activation_survives_is_refused_at_add(coeff, tokenizer):
+    """coeff=1e20 gave all-zero logits and 3e38 NaN logits, silently."""
+    model = tiny_models.make_model("llama")
+    s = Steer(model, tokenizer)
+    with pytest.raises(InvalidArgumentError, match=r"coeff .* cannot give finite activations at layer 1 \(float32"):
+        s.add(1, coeff, "the cat")
+    assert s.get_all() == []
+    # the bound, computed independently: |coeff| * max|direction| <= sqrt(float32 max / hidden size)
+    s.add(1, 1.0, "the cat")
+    peak = float(s.vectors[0].direction.abs().max())
+    bound = (float(np.finfo(np.float32).max) / tiny_models.HIDDEN_SIZE) ** 0.5 / peak
+    s.reset_all()
+    s.add(1, bound * 0.99, "the cat")  # just inside is accepted
+    s.reset_all()
+    with pytest.raises(InvalidArgumentError, match="cannot give finite"):
+        s.add(1, bound * 1.01, "the cat")
+    with pytest.raises(InvalidArgumentError, match=r"scale .* cannot give finite activations"):
+        s.add_output(1, torch.ones(tiny_models.HIDDEN_SIZE), 1e30)
+
+
+def test_a_non_finite_steered_forward_raises_instead_of_emitting(tokenizer):
+    """Activations large enough to overflow once steered: the CPU kernel raises, naming the layer,
+    rather than letting NaN/inf flow on into the logits."""
+    model = tiny_models.make_model("llama")
+    enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    s = Steer(model, tokenizer)
+    s.add(1, 1e15, "the cat")  # accepted: finite for activations of rms ~1 ...
+    layer0 = s._layers[0]
+    boost = layer0.register_forward_hook(lambda m, a, out: (out[0] * 1e30, *out[1:]) if isinstance(out, tuple)
+                                         else out * 1e30)  # ... but these reach 1e30
+    try:
+        with torch.no_grad(), pytest.raises(InvalidArgumentError, match=r"layer 1: the steered hidden states are "
+                                                                        r"not finite in float32"):
+            model(**enc)
+    finally:
+        boost.remove()
+    with torch.no_grad():
+        assert torch.isfinite(model(**enc).logits).all()  # ordinary activations still steer
+    s.reset_all()
