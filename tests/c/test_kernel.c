@@ -147,6 +147,30 @@ static void test_row_groups(void)
     CHECK(memcmp(h, alone, sizeof h) == 0, "per-row weights differ from steering each row alone");
 }
 
+/* A row whose delta is not finite in the storage type is refused (-2), never
+ * written: a NaN input row, and a float16 row whose rms times the weight
+ * exceeds 65504.  Rows before it are steered; the bad row is untouched. */
+static void test_non_finite_delta_refused(void)
+{
+    enum { D = 4 };
+    float dirs[D] = {1.0f, -1.0f, 0.5f, 0.0f}, w[1] = {0.5f}, scratch[D + 1];
+    float h[2][D] = {{1, 2, 3, 4}, {NAN, 1, 1, 1}};
+    float before1[D];
+    memcpy(before1, h[1], sizeof before1);
+    as_hidden hid = {h, AS_F32, 2, 1, D, D, D};
+    CHECK(as_kernel_apply(&hid, dirs, 1, w, 0, NULL, NULL, scratch) == -2, "NaN row accepted");
+    CHECK(h[0][0] != 1.0f, "the finite row before it was not steered");
+    CHECK(memcmp(h[1], before1, sizeof before1) == 0, "the NaN row was written");
+
+    uint16_t f16[D];
+    for (int d = 0; d < D; d++)
+        f16[d] = as_f32_to_f16(60000.0f);          /* rms 60000 */
+    float big[1] = {2.0f};                        /* delta 60000 * 2 * 1 > 65504 */
+    as_hidden hh = {f16, AS_F16, 1, 1, D, D, D};
+    CHECK(as_kernel_apply(&hh, dirs, 1, big, 0, NULL, NULL, scratch) == -2, "float16 overflow accepted");
+    CHECK(f16[0] == as_f32_to_f16(60000.0f), "the overflowing float16 row was written");
+}
+
 int main(void)
 {
     CHECK(AS_RMS_EPS == 1e-6, "the rms epsilon of the brief is 1e-6");
@@ -160,6 +184,7 @@ int main(void)
     test_kernel_dtype(AS_BF16, 1.6e-2, 1);
     test_zero_weights_untouched();
     test_row_groups();
+    test_non_finite_delta_refused();
     if (failures) {
         fprintf(stderr, "test_kernel: %d failure(s)\n", failures);
         return 1;
