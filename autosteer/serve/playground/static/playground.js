@@ -330,6 +330,7 @@
     $("#preset-note").textContent = r.ok ? "" : `presets: HTTP ${r.status} (an API key is needed: see Settings)`;
   }
   async function start() {
+    try { $("#api-key").value = sessionStorage.getItem("autosteer-api-key") || ""; } catch (e) { /* storage off */ }
     const config = await fetch("playground/config.json").then((r) => r.json());
     S.config = config;
     await loadPresets();
@@ -342,7 +343,10 @@
     if (!config.chat_template) { ep.value = "completions"; ep.querySelector('option[value="chat"]').disabled = true; }
     if (config.viewer) { const a = $("#viewer-link"); a.hidden = false; a.href = config.viewer.url; }
     const sel = $("#preset");
-    $("#api-key").addEventListener("change", () => { loadPresets(); update(); });
+    $("#api-key").addEventListener("change", () => {
+      try { sessionStorage.setItem("autosteer-api-key", $("#api-key").value.trim()); } catch (e) { /* storage off */ }
+      loadPresets(); update();
+    });
     sel.addEventListener("change", () => {
       S.preset = sel.value;
       const p = S.presets.find((x) => x.name === sel.value);

@@ -86,8 +86,12 @@
     if (steering) body.steering = steering;
     if (chat) body.messages = Array.isArray(prompt) ? prompt : [{ role: "user", content: prompt }];
     else body.prompt = prompt;
+    const headers = { "Content-Type": "application/json" };
+    let key = "";
+    try { key = sessionStorage.getItem("autosteer-api-key") || ""; } catch (e) { /* storage off */ }
+    if (key) headers.Authorization = `Bearer ${key}`;  // given in the playground's Settings
     const r = await fetch(chat ? "v1/chat/completions" : "v1/completions", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+      method: "POST", headers, body: JSON.stringify(body) });
     const data = await r.json();
     if (!r.ok) throw new Error((data.error && data.error.message) || `HTTP ${r.status}`);
     return chat ? data.choices[0].message.content : data.choices[0].text;
