@@ -34,6 +34,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "Steer": "autosteer.steering.steer",
+    "SteeringVector": "autosteer.steering.vectors",
     "SteerSearchSpace": "autosteer.search.space",
     "SteerCandidate": "autosteer.search.candidate",
     "SteerVector": "autosteer.search.candidate",

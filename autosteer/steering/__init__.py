@@ -7,5 +7,9 @@ coefficient schedules, the lookup of decoder layers in transformers models, and
 steering-vector files (safetensors, GGUF control vectors).
 
 It may import the C core, :mod:`autosteer.errors` and :mod:`autosteer._checks`;
-it never imports :mod:`autosteer.search`.
+it never imports :mod:`autosteer.search`.  Inside, imports run one way:
+``steer`` -> ``concept``, ``vectors``, ``schedules``, ``layers``, ``_torch_hook``;
+``vector_file`` -> ``concept``, ``vectors``, ``schedules`` (it fills a ``Steer``
+through its public methods and never imports ``steer``, which calls it only
+from ``Steer.save``/``Steer.load``).
 """
