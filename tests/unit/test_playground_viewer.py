@@ -25,7 +25,8 @@ def rows():
     return [
         r(0, "baseline", 0.25, SteerCandidate(), holdout_score=0.2, details={"fluency": 2.0, "concept_rate": 0.0}),
         r(1, "discard", 0.1, B, details={"fluency": 2.5, "concept_rate": 0.1}),
-        r(2, "keep", 0.5, A, holdout_score=0.4, details={"fluency": 2.25, "concept_rate": 0.5, "zeta": 1.0}),
+        r(2, "keep", 0.5, A, holdout_score=0.4, details={"fluency": 2.25, "concept_rate": 0.5, "zeta": 1.0,
+                                                         "holdout_concept_rate": 0.25}),
         r(3, "crash", math.nan, B, error="RuntimeError: boom"),
     ]
 
@@ -52,7 +53,11 @@ def test_snapshot_counts_and_best(tmp_path):
     assert [p["status"] for p in snap["points"]] == ["baseline", "discard", "keep", "crash"]
     assert [p["best"] for p in snap["points"]] == [0.25, 0.25, 0.5, 0.5]
     assert snap["points"][3]["score"] is None  # NaN is not JSON: a crash has no score to plot
-    assert snap["axes"] == ["concept_rate", "fluency", "zeta"]  # the known ones first, then by name
+    assert snap["axes"] == ["concept_rate", "fluency"]  # the known measurements (held-out ones drawn beside)
+    assert snap["points"][2]["details"]["holdout_concept_rate"] == 0.25
+    import json
+
+    json.dumps(snap, allow_nan=False)  # what the route sends: strict JSON
 
 
 def test_watch_rereads_only_a_changed_file(tmp_path):

@@ -20,8 +20,11 @@ from typing import Any
 __all__ = ["LogWatch", "log_snapshot"]
 
 _LINE = re.compile(r" line (\d+)\b")
-# the measurements a user looks at first, when the metric reports them; others follow by name
-_AXES_FIRST = ("concept_rate", "on_request", "instruction", "relevance", "fluency")
+# the measurements the viewer plots, in this order, when the metric reports them (steered_answer
+# reports them all, steered_concept the concept rate and the fluency); a metric with none of
+# them gets its own first few by name
+_AXES = ("concept_rate", "on_request", "relevance", "fluency", "fluency_excess", "stuck", "success")
+_MAX_OTHER_AXES = 6
 
 
 def _finite(x: float | None) -> float | None:
@@ -42,11 +45,17 @@ def _line_text(path: str, lineno: int, limit: int = 400) -> str | None:
 
 
 def _axes(records) -> list[str]:
+    """The detail names to plot (held-out ones, ``holdout_NAME``, are drawn beside ``NAME``)."""
     names: set[str] = set()
     for r in records:
-        names.update(r.details or {})
-    first = [n for n in _AXES_FIRST if n in names]
-    return first + sorted(n for n in names if n not in first)
+        names.update(k for k in (r.details or {}) if not k.startswith("holdout_"))
+    known = [n for n in _AXES if n in names]
+    return known or sorted(names)[:_MAX_OTHER_AXES]
+
+
+def _details(details: dict[str, float] | None) -> dict[str, float | None]:
+    """A row's details for JSON: a value that is not finite (a relevance not measured) is null."""
+    return {k: _finite(v) for k, v in (details or {}).items()}
 
 
 def log_snapshot(path: str | os.PathLike) -> dict[str, Any]:
@@ -61,7 +70,7 @@ def log_snapshot(path: str | os.PathLike) -> dict[str, Any]:
     ``best_candidate`` (the best's vectors in ``best.json`` form, concepts
     included), ``points`` (one per row: ``iteration``, ``round``, ``status``,
     ``score``, ``best``, ``holdout``, ``details``, ``description``, ``error``),
-    ``axes`` (the names found in the rows' details), ``incomplete`` (a last
+    ``axes`` (the details to plot, see ``_AXES``), ``incomplete`` (a last
     line still being written was skipped), ``config`` (the run's configuration).
     """
     from autosteer.errors import AutoSteerError
@@ -106,7 +115,7 @@ def log_snapshot(path: str | os.PathLike) -> dict[str, Any]:
         best_description="no steering" if best is None else best.describe(),
         best_candidate=None if best is None else best.to_dict(full=True),
         points=[{"iteration": r.iteration, "round": r.round, "status": r.status, "score": _finite(r.score),
-                 "best": b, "holdout": r.holdout_score, "details": r.details or {},
+                 "best": b, "holdout": r.holdout_score, "details": _details(r.details),
                  "description": "no steering" if not len(r.candidate) else r.candidate.describe(),
                  "error": r.error, "elapsed_s": r.elapsed_s}
                 for r, b in zip(history, running_best(history))],

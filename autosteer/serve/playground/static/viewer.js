@@ -47,23 +47,32 @@
     const box = $("#axes");
     box.textContent = "";
     $("#axes-section").hidden = !snap.axes.length;
+    const num = (x) => typeof x === "number" && isFinite(x);
     for (const name of snap.axes) {
-      const pts = snap.points.filter((p) => p.details && typeof p.details[name] === "number")
+      const pts = snap.points.filter((p) => p.details && num(p.details[name]))
         .map((p) => ({ x: p.iteration, y: p.details[name], status: p.status }));
-      if (!pts.length) continue;
-      const ys = pts.map((p) => p.y);
+      const held = snap.points.filter((p) => p.details && num(p.details[`holdout_${name}`]))
+        .map((p) => ({ x: p.iteration, y: p.details[`holdout_${name}`] }));
+      if (!pts.length && !held.length) continue;
+      const ys = pts.concat(held).map((p) => p.y);
       const chart = AS.chart({
-        width: 360, height: 180, label: name, xrange: [0, Math.max(1, snap.points.length - 1)],
-        yrange: [Math.min(...ys), Math.max(...ys)], xlabel: "trial",
+        width: 300, height: 170, label: name, testid: `axis-${name}`,
+        xrange: [0, Math.max(1, snap.points.length - 1)], yrange: [Math.min(...ys), Math.max(...ys)], xlabel: "trial",
         draw: ({ svg, X, Y }) => {
           svg.appendChild(el("polyline", { class: "series", points: pts.map((p) => `${X(p.x)},${Y(p.y)}`).join(" ") }));
           for (const p of pts) {
             svg.appendChild(el("circle", { class: `pt-${p.status}`, cx: X(p.x), cy: Y(p.y), r: 2.5 },
                                el("title", { text: `#${p.x} ${name} ${AS.fmt(p.y)}` })));
           }
+          for (const p of held) {
+            const x = X(p.x), y = Y(p.y);
+            svg.appendChild(el("path", { class: "holdout", d: `M${x} ${y - 4} L${x + 4} ${y} L${x} ${y + 4} L${x - 4} ${y} Z` },
+                               el("title", { text: `#${p.x} held-out ${name} ${AS.fmt(p.y)}` })));
+          }
         },
       });
-      box.appendChild(el("figure", { style: "margin:0" }, el("figcaption", { text: name }), chart));
+      box.appendChild(el("figure", { style: "margin:0" },
+        el("figcaption", { text: held.length ? `${name} (held-out: diamonds)` : name }), chart));
     }
   }
 
