@@ -5,7 +5,11 @@ Public API (everything else is private)::
     from autosteer import Steer, DecaySchedule, CosineSchedule, WarmupSchedule
     from autosteer import SteerSearchSpace, SteerCandidate, AutoSteerSearch
     from autosteer import SteerEvaluator, AutoSteerRunner, read_log, plot_history
-    from autosteer import RayExecutor, TPESearch, RandomSearch, load_model, Concept
+    from autosteer import RayExecutor, load_model, Concept
+    from autosteer import LocalSearch, RandomSearch, TPE          # strategies (AutoSteerSearch, TPESearch: former names)
+    from autosteer import MeanRule, PairedRule                    # keep rules
+    from autosteer import TaskAccuracy, Perplexity, CustomMetric, ConceptRate, Fluency, KLNeutral
+    from autosteer import SteeredAnswer, SteeredConcept               # concept metrics (steered_answer: the default)
 
 The errors and the schedules load eagerly (they need only the C core and
 NumPy); ``Steer``, the search loop, the embedded model and plotting load on
@@ -38,9 +42,25 @@ _LAZY = {
     "SteerSearchSpace": "autosteer.search.space",
     "SteerCandidate": "autosteer.search.candidate",
     "SteerVector": "autosteer.search.candidate",
+    "Strategy": "autosteer.search.strategies.base",
+    "LocalSearch": "autosteer.search.strategies.local",
     "AutoSteerSearch": "autosteer.search.strategies.local",
     "RandomSearch": "autosteer.search.strategies.random_search",
+    "TPE": "autosteer.search.strategies.tpe",
     "TPESearch": "autosteer.search.strategies.tpe",
+    "KeepRule": "autosteer.search.keep",
+    "MeanRule": "autosteer.search.keep",
+    "PairedRule": "autosteer.search.keep",
+    "Metric": "autosteer.search.metrics",
+    "MetricResult": "autosteer.search.metrics",
+    "TaskAccuracy": "autosteer.search.metrics",
+    "Perplexity": "autosteer.search.metrics",
+    "CustomMetric": "autosteer.search.metrics",
+    "ConceptRate": "autosteer.search.metrics",
+    "Fluency": "autosteer.search.metrics",
+    "SteeredConcept": "autosteer.search.metrics",
+    "SteeredAnswer": "autosteer.search.metrics",
+    "KLNeutral": "autosteer.search.metrics",
     "RayExecutor": "autosteer.search.executor",
     "InProcessExecutor": "autosteer.search.executor",
     "SearchExhaustedError": "autosteer.search.strategies.base",

@@ -34,22 +34,82 @@ DEFAULT_LOG = "steer_log.tsv"  # the runner's default (autosteer.search.runner.D
 MAX_JSON_DEPTH = 32
 
 
-def _metric_names() -> tuple[str, ...]:
-    from autosteer.search.metrics import metric_names
+def _registries() -> list[tuple[str, str, dict[str, type], str | None, str]]:
+    """(flag, kind, registry, default name, purpose) of every object the search takes: the parser
+    reads its flags from the options each registered class declares (autosteer.search.options)."""
+    from autosteer.search.keep import DEFAULT_KEEP_RULE, KEEP_RULES
+    from autosteer.search.metrics import METRICS
+    from autosteer.search.strategies import DEFAULT_STRATEGY, STRATEGIES
 
-    return tuple(n for n in metric_names() if n != "custom")
+    return [("--metric", "metric", METRICS, None,
+             "what to optimise (default: steered_answer with --concept-pattern, else required)"),
+            ("--strategy", "strategy", STRATEGIES, DEFAULT_STRATEGY, "how candidates are proposed"),
+            ("--keep-rule", "keep rule", KEEP_RULES, DEFAULT_KEEP_RULE, "when a candidate is kept")]
+
+
+def _cli_names(registry: dict[str, type]) -> tuple[str, ...]:
+    """The names a command line can build: every required option has a flag (not a custom function)."""
+    from autosteer.search.options import REQUIRED
+
+    return tuple(n for n, cls in registry.items()
+                 if all(o.parse is not None for o in cls.options if o.default is REQUIRED))
+
+
+def _add_object_options(parser: argparse.ArgumentParser, flag: str, kind: str, registry: dict[str, type],
+                        default: str | None, purpose: str, taken: set[str]) -> None:
+    """``flag`` (the name) and one flag per declared option of the registry's classes, in one group."""
+    from autosteer.search.options import REQUIRED
+
+    names = _cli_names(registry)
+    group = parser.add_argument_group(f"{kind} and its options (each option names the {kind} that takes it)")
+    lines = "; ".join(f"{n}: {registry[n].summary}" if getattr(registry[n], "summary", "") else n for n in names)
+    group.add_argument(flag, default=default, choices=names, metavar="NAME",
+                       help=f"{purpose}: one of {', '.join(names)}" + (f" (default: {default})" if default else "")
+                       + (f". {lines}" if kind == "metric" else "").replace("%", "%%"))
+    by_flag: dict[str, list] = {}
+    for name in names:
+        for o in registry[name].options:
+            if o.parse is not None:
+                by_flag.setdefault(o.cli_flag, []).append((name, o))
+    for opt_flag, users in by_flag.items():
+        if opt_flag in taken:
+            raise AssertionError(f"two options share the flag {opt_flag}")  # a registry bug, not bad input
+        taken.add(opt_flag)
+        o = users[0][1]
+        defaults = {repr(u.default) for _, u in users}
+        shown = "" if o.default is REQUIRED or len(defaults) > 1 else f"; default: {o.default}"
+        group.add_argument(opt_flag, dest=f"opt:{kind}:{o.name}", type=o.parse, choices=o.choices,
+                           metavar=o.metavar, default=argparse.SUPPRESS,
+                           help=f"{o.help} ({', '.join(n for n, _ in users)}{shown})".replace("%", "%%"))
+
+
+def _build_objects(args: argparse.Namespace) -> dict[str, Any]:
+    """The metric, strategy and keep rule objects the flags describe; an option given for a kind
+    whose chosen object does not take it is a usage error."""
+    from autosteer.search.options import REQUIRED
+
+    out = {}
+    for flag, kind, registry, _, _ in _registries():
+        name = getattr(args, flag[2:].replace("-", "_"))
+        cls = registry[name]
+        given = {k.split(":", 2)[2]: v for k, v in vars(args).items() if k.startswith(f"opt:{kind}:")}
+        takes = {o.name: o for o in cls.options}
+        for key in given:
+            if key not in takes:
+                opt_flag = next(o.cli_flag for c in registry.values() for o in c.options if o.name == key)
+                users = [n for n, c in registry.items() if key in {o.name for o in c.options}]
+                raise UsageError(f"{opt_flag} is an option of {flag} {' or '.join(users)}, not of {flag} {name}")
+        for o in cls.options:
+            if o.default is REQUIRED and o.name not in given:
+                raise UsageError(f"{flag} {name} needs {o.cli_flag}: {o.help}")
+        out[kind] = cls(**given)
+    return out
 
 
 def _schedule_names() -> tuple[str, ...]:
     from autosteer.search.space import schedule_types
 
     return schedule_types()
-
-
-def _strategy_names() -> tuple[str, ...]:
-    from autosteer.search.strategies import STRATEGIES
-
-    return tuple(STRATEGIES)
 
 
 class UsageError(Exception):
@@ -240,10 +300,6 @@ def build_parser() -> argparse.ArgumentParser:
             _SEARCH_EXAMPLE)
     model_options(s)
     s.add_argument("--prompts", required=True, metavar="FILE", help="prompts: text lines or JSONL")
-    s.add_argument("--metric", default=None, choices=_metric_names(),
-                   help="what to optimise: task_accuracy or steered_answer (higher is better), perplexity "
-                        "(lower is better), steered_concept, concept_rate, fluency, kl_neutral (see docs/metrics.md); "
-                        "default: steered_answer with --concept-pattern, else required")
     s.add_argument("--expected", metavar="FILE", help="expected answers, one per line (task_accuracy)")
     s.add_argument("--holdout", metavar="FILE",
                    help="held-out prompts (same formats), scored for the baseline and each new best, never to decide")
@@ -260,27 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(repeatable; without --texts the search uses the concepts alone)")
     s.add_argument("--chat", action="store_true",
                    help="render prompts with the tokenizer's chat template (prompts may be conversations)")
-    s.add_argument("--concept-pattern", metavar="REGEX",
-                   help="what a continuation on the concept matches (steered_answer, concept_rate, steered_concept)")
-    s.add_argument("--fluency-margin", type=float, default=1.0, metavar="NATS",
-                   help="fluency budget of steered_answer (a hard constraint) and steered_concept (a penalty), "
-                        "in nats/token (default: %(default)s)")
     s.add_argument("--max-vectors", type=_positive_int, metavar="N", help="most vectors per candidate (default: 2)")
     s.add_argument("--schedules", nargs="+", metavar="NAME", choices=_schedule_names(),
                    help=f"coefficient schedules to try (default: {' '.join(_schedule_names())})")
-    s.add_argument("--strategy", choices=_strategy_names(), default="local",
-                   help="how candidates are proposed (default: %(default)s)")
     s.add_argument("--population", type=_positive_int, default=1, metavar="K",
                    help="candidates evaluated together per round, in one batch (default: %(default)s)")
-    s.add_argument("--keep-rule", choices=["mean", "paired"], default="mean",
-                   help="keep a candidate when its mean beats the best (mean), or when a one-sided paired test "
-                        "on the per-prompt values agrees too (paired) (default: %(default)s)")
-    s.add_argument("--alpha", type=float, default=0.1, metavar="P",
-                   help="level of the paired test of --keep-rule paired (default: %(default)s)")
-    s.add_argument("--paired-test", choices=["wilcoxon", "sign"], default="wilcoxon",
-                   help="the paired test of --keep-rule paired (default: %(default)s)")
-    s.add_argument("--min-improvement", type=float, default=0.0, metavar="X",
-                   help="a keep must beat the best score by more than X (default: %(default)s)")
     s.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="score candidates on Ray workers that load --model themselves: no ADDRESS starts a "
                         "private Ray instance on this machine, 'auto' joins the cluster `ray start` runs here, "
@@ -303,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
                    help="prompts per forward pass (default: %(default)s)")
     s.add_argument("--quiet", action="store_true", help="no progress output")
+    taken = {a for action in s._actions for a in action.option_strings}
+    for flag, kind, registry, default, purpose in _registries():
+        _add_object_options(s, flag, kind, registry, default, purpose, taken)
     s.set_defaults(func=cmd_search)
 
     b = add("best", "Show the best configuration recorded in a results log.", _BEST_EXAMPLE)
@@ -540,24 +583,28 @@ def _load(args: argparse.Namespace):
 
 def cmd_search(args: argparse.Namespace) -> int:
     if args.metric is None:
-        if args.concept_pattern is None:
+        from autosteer.search.metrics import DEFAULT_CONCEPT_METRIC
+
+        if not hasattr(args, "opt:metric:pattern"):
             raise UsageError("search needs --metric (e.g. task_accuracy with expected answers), or --concept-pattern "
-                             "for a concept search (then the metric defaults to steered_answer)")
-        args.metric = "steered_answer"
+                             f"for a concept search (then the metric defaults to {DEFAULT_CONCEPT_METRIC})")
+        args.metric = DEFAULT_CONCEPT_METRIC
     prompts, expected = read_prompts(args.prompts)
     if args.expected:
         expected = _read_expected(args.expected, len(prompts))
-    if args.metric == "task_accuracy" and expected is None:
+    objects = _build_objects(args)
+    metric = objects["metric"]
+    if metric.expected == "required" and expected is None:
         raise UsageError(
-            "--metric task_accuracy needs expected answers: JSONL lines with an \"expected\" field, "
+            f"--metric {metric.name} needs expected answers: JSONL lines with an \"expected\" field, "
             "or --expected FILE"
         )
-    holdout_kwargs: dict[str, Any] = {}
+    holdout = None
     if args.holdout:
-        holdout, holdout_expected = read_prompts(args.holdout)
-        if args.metric == "task_accuracy" and holdout_expected is None:
-            raise UsageError(f'--holdout {args.holdout!r} needs an "expected" field on every line for task_accuracy')
-        holdout_kwargs = {"holdout_prompts": holdout, "holdout_expected": holdout_expected}
+        holdout_prompts, holdout_expected = read_prompts(args.holdout)
+        if metric.expected == "required" and holdout_expected is None:
+            raise UsageError(f'--holdout {args.holdout!r} needs an "expected" field on every line for {metric.name}')
+        holdout = (holdout_prompts, holdout_expected)
     from autosteer.models import resolve_device
     from autosteer.search.runner import AutoSteerRunner
     from autosteer.search.space import SteerSearchSpace
@@ -600,16 +647,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     # The runner draws a tqdm bar when stdout is a terminal and prints one plain line per
     # trial when it is a pipe; --json keeps stdout for the JSON object alone.
     runner = AutoSteerRunner(
-        model=model, tokenizer=tokenizer, prompts=prompts, metric=args.metric,
+        model=model, tokenizer=tokenizer, prompts=prompts, metric=metric,
         expected_outputs=expected, search_space=space, log_path=args.log, seed=args.seed,
-        verbose=not args.quiet and not args.json, max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size, strategy=args.strategy, population=args.population,
-        overwrite=args.overwrite, threads=args.threads, chat=args.chat, concept_pattern=args.concept_pattern,
-        fluency_margin=args.fluency_margin, keep_rule=args.keep_rule, alpha=args.alpha,
-        paired_test=args.paired_test, min_improvement=args.min_improvement, executor=executor, **holdout_kwargs,
+        max_new_tokens=args.max_new_tokens, strategy=objects["strategy"], population=args.population,
+        chat=args.chat, keep_rule=objects["keep rule"], executor=executor, holdout=holdout,
     )
     try:
-        results = runner.run(max_iterations=args.iterations, resume=args.resume)
+        results = runner.run(max_iterations=args.iterations, resume=args.resume, verbose=not args.quiet and not args.json,
+                             overwrite=args.overwrite, batch_size=args.batch_size, threads=args.threads)
     except KeyboardInterrupt:
         done = runner.results
         n = 0 if done is None else done["iterations"]

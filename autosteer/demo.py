@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import re
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -159,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 @dataclass
 class _Setup:
-    """What a demo searches: prompts, held-out prompts, the space and the runner's options."""
+    """What a demo searches: prompts, held-out prompts, the space, the runner's options and the
+    batch size its run uses."""
 
     label: str
     prompts: list
@@ -169,6 +171,13 @@ class _Setup:
     space: Any
     runner: dict[str, Any] = field(default_factory=dict)
     concept: Any = None
+    batch_size: int = 16
+
+    @property
+    def runner_kwargs(self) -> dict[str, Any]:
+        """The runner's keyword arguments besides model, tokenizer and prompts."""
+        return dict(expected_outputs=self.expected, search_space=self.space,
+                    holdout=(self.holdout, self.holdout_expected), **self.runner)
 
 
 def load_concept_demo():
@@ -194,13 +203,14 @@ def _organism_setup(metric, n_prompts, n_holdout, layers, coeffs) -> _Setup:
     # both metrics use the questions and their correct answers: task accuracy
     # generates and checks the answer, perplexity scores the answer given the
     # question (the operands are random digits no steering can predict)
-    runner = {"batch_size": 16, "max_new_tokens": 4} if metric == "task_accuracy" else {"batch_size": 16}
+    runner = {"max_new_tokens": 4} if metric == "task_accuracy" else {}
     return _Setup(f"metric {metric}", prompts, held, expected, held_expected, SteerSearchSpace(**kw),
                   {"metric": metric, **runner})
 
 
 def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs, model=None,
                    threads=None) -> _Setup:
+    from autosteer.search.metrics import SteeredAnswer
     from autosteer.search.space import SteerSearchSpace
 
     concept, pattern, prompts, held = load_concept_demo()
@@ -216,7 +226,8 @@ def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs, 
                       f"coefficients {space.coeff_range[0]:g}-{space.coeff_range[1]:g}")
     else:
         lo_f, hi_f = CONCEPT_DEMO["layer_fraction"]
-        layer_range = (int(lo_f * num_layers), max(int(lo_f * num_layers), num_layers - 1))
+        first = int(lo_f * num_layers)
+        layer_range = (first, max(first, min(num_layers - 1, math.ceil(hi_f * num_layers) - 1)))
         if layers:
             layer_range = _parse_range(layers, int, "--layers")
         coeff_range = _parse_range(coeffs, float, "--coeffs") if coeffs else CONCEPT_DEMO["coeff_range"]
@@ -225,13 +236,12 @@ def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs, 
     chat = bool(getattr(tokenizer, "chat_template", None))
     prompts = prompts[: n_prompts or CONCEPT_DEMO["num_prompts"]]
     held = held[: n_holdout or CONCEPT_DEMO["num_holdout"]]
-    runner = {"metric": "steered_answer", "concept_pattern": pattern, "chat": chat,
-              "max_new_tokens": CONCEPT_DEMO["max_new_tokens"], "fluency_margin": CONCEPT_DEMO["fluency_margin"],
-              "batch_size": len(prompts)}
+    metric = SteeredAnswer(pattern=pattern, fluency_margin=CONCEPT_DEMO["fluency_margin"])
+    runner = {"metric": metric, "chat": chat, "max_new_tokens": CONCEPT_DEMO["max_new_tokens"]}
     label = (f"concept {concept.name!r} ({len(concept.positive)} contrastive pairs) | metric steered_answer "
              f"(on-concept AND on-request AND fluent per answer; fluency budget +{CONCEPT_DEMO['fluency_margin']} "
              "nat/token, a hard limit)" + calibrated)
-    return _Setup(label, prompts, held, None, None, space, runner, concept)
+    return _Setup(label, prompts, held, None, None, space, runner, concept, batch_size=len(prompts))
 
 
 def _export(runner, best, out: Path, say) -> list[Path]:
@@ -311,12 +321,10 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
         f"{len(setup.prompts)} search prompts, {len(setup.holdout)} held-out prompts never seen by "
         f"{'training or ' if organism else ''}the search | seed {seed}, {iterations} iterations"
         + (f", population {population}" if population > 1 else ""))
-    runner = AutoSteerRunner(lm, tokenizer, setup.prompts, search_space=setup.space,
-                             expected_outputs=setup.expected, holdout_prompts=setup.holdout,
-                             holdout_expected=setup.holdout_expected, log_path=out / LOG_NAME, seed=seed,
-                             verbose=verbose, overwrite=overwrite, threads=threads, population=population,
-                             **setup.runner)
-    results = runner.run(max_iterations=iterations)
+    runner = AutoSteerRunner(lm, tokenizer, setup.prompts, log_path=out / LOG_NAME, seed=seed,
+                             population=population, **setup.runner_kwargs)
+    results = runner.run(max_iterations=iterations, verbose=verbose, overwrite=overwrite, threads=threads,
+                         batch_size=setup.batch_size)
     name = runner.metric
     say("")
     say(results.summary())
@@ -341,7 +349,7 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
         for line in describe_axes(results):
             say(line)
         say(f"Held-out {name} ({len(setup.holdout)} prompts): {before:.4f} -> {after:.4f} "
-            f"(fluency budget +{runner.evaluator.fluency_margin:g} nat/token)")
+            f"(fluency budget +{runner.metric_object.fluency_margin:g} nat/token)")
     if results["confidence"] is not None:
         from autosteer.search.results import describe_confidence
 

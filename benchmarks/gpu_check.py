@@ -81,8 +81,8 @@ def check_runner() -> int:
     space = SteerSearchSpace(layer_range=(0, 2))
     for metric, kw in (("task_accuracy", dict(expected_outputs=["7", "the", "the"])), ("perplexity", {})):
         runner = AutoSteerRunner(model, tok, prompts, metric=metric, search_space=space, log_path=None, seed=1,
-                                 verbose=False, max_new_tokens=4, **kw)
-        res = runner.run(6)
+                                 max_new_tokens=4, **kw)
+        res = runner.run(6, verbose=False)
         print(f"runner on cuda, {metric}: {res.summary()}")
     cpu = SteerEvaluator(tiny_models.make_model("llama"), tok, "perplexity").evaluate(prompts)
     gpu = SteerEvaluator(model, tok, "perplexity").evaluate(prompts)

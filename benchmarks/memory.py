@@ -47,9 +47,9 @@ def main(argv=None):
     space = SteerSearchSpace(**{**DEMO_SPACE, "coeff_range": (0.05, 0.6), "layer_range": (0, 7),
                                 "schedules": ("none", "decay", "cosine", "warmup")})
     runner = AutoSteerRunner(model, tok, prompts, metric=metric, search_space=space, log_path="/tmp/autosteer-memory.tsv",
-                             seed=0, verbose=False, overwrite=True)
+                             seed=0)
     t = time.perf_counter()
-    res = runner.run(a.trials)
+    res = runner.run(a.trials, verbose=False, overwrite=True)
     elapsed = time.perf_counter() - t
     trials = res["iterations"]
     warm = 50

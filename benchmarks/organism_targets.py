@@ -69,8 +69,8 @@ def main(argv=None):
     sp, se = world.search_prompts(16)
     acc = SteerEvaluator(model, tok, "task_accuracy", max_new_tokens=4, batch_size=100)
     runner = AutoSteerRunner(model, tok, sp, metric="task_accuracy", expected_outputs=se, search_space=space,
-                             log_path=None, seed=a.seed, verbose=False, max_new_tokens=4, batch_size=16)
-    res = runner.run(a.iterations)
+                             log_path=None, seed=a.seed, max_new_tokens=4)
+    res = runner.run(a.iterations, verbose=False, batch_size=16)
     base = held_out_score(runner, acc, None, hp, he)
     best = held_out_score(runner, acc, res["best_candidate"], hp, he)
     out["accuracy"] = {"baseline_heldout": base, "search_best": res["best_score"], "search_baseline": res["baseline_score"],
@@ -87,8 +87,8 @@ def main(argv=None):
          world.correct_texts(a.n_holdout), None),
     ):
         r = AutoSteerRunner(model, tok, prompts, metric="perplexity", expected_outputs=expected, search_space=space,
-                            log_path=None, seed=a.seed, verbose=False, batch_size=16)
-        rr = r.run(a.iterations)
+                            log_path=None, seed=a.seed)
+        rr = r.run(a.iterations, verbose=False, batch_size=16)
         b = held_out_score(r, answer, None, hold_p, hold_e)
         s = held_out_score(r, answer, rr["best_candidate"], hold_p, hold_e)
         out[f"perplexity_{name}"] = {"baseline_heldout": b, "best_heldout": s, "change": (s - b) / b,

@@ -54,9 +54,11 @@ def main(argv=None):
             n = model.config.num_hidden_layers
             space = SteerSearchSpace(layer_range=(int(0.4 * n), n - 1), coeff_range=CONCEPT_DEMO["coeff_range"],
                                      texts=[concept], max_vectors=3, schedules=["none"])
-            common = dict(concept_pattern=pattern, chat=True, max_new_tokens=CONCEPT_DEMO["max_new_tokens"])
-            setups = {"steered_concept": dict(metric="steered_concept", **common),
-                      "concept_rate": dict(metric="concept_rate", **common)}
+            from autosteer.search.metrics import ConceptRate, SteeredConcept
+
+            common = dict(chat=True, max_new_tokens=CONCEPT_DEMO["max_new_tokens"])
+            setups = {"steered_concept": dict(metric=SteeredConcept(pattern=pattern), **common),
+                      "concept_rate": dict(metric=ConceptRate(pattern=pattern), **common)}
         space = space.resolve(model.config.num_hidden_layers)
         cands = make_strategy("random", space, seed=0).propose_round([], max(ks))
         steer = Steer(model, tok)

@@ -32,7 +32,7 @@ def main(argv=None):
     p.add_argument("--no-recipe", action="store_true", help="skip the single-word llm_steer recipe grid")
     a = p.parse_args(argv)
 
-    from autosteer import Steer, SteerEvaluator, load_model
+    from autosteer import SteeredConcept, Steer, SteerEvaluator, load_model
     from autosteer.demo import CONCEPT_DEMO, load_concept_demo, run_demo
 
     t0 = time.perf_counter()
@@ -43,7 +43,7 @@ def main(argv=None):
     print(log.getvalue())
     model, tok = load_model("smollm2", progress=False)
     concept, pattern, _, held = load_concept_demo()
-    ev = SteerEvaluator(model, tok, "steered_concept", concept_pattern=pattern, chat=True,
+    ev = SteerEvaluator(model, tok, SteeredConcept(pattern=pattern), chat=True,
                         max_new_tokens=CONCEPT_DEMO["max_new_tokens"], batch_size=20)
     base = ev.evaluate_result(held)
     best = report["best_candidate"]

@@ -40,8 +40,8 @@ def main(argv=None):
     t = time.perf_counter()
     runner = AutoSteerRunner(model=model, tokenizer=tokenizer, prompts=PROMPTS, metric="task_accuracy",
                              expected_outputs=EXPECTED, lower_is_better=False, search_space=space,
-                             log_path=None, seed=42, chat=True, verbose=False)
-    results = runner.run(max_iterations=a.iterations)
+                             log_path=None, seed=42, chat=True)
+    results = runner.run(max_iterations=a.iterations, verbose=False)
     elapsed = time.perf_counter() - t
     print(results)
     base_out = runner.evaluator.generate(PROMPTS)

@@ -50,7 +50,8 @@ def _task(name):
             from autosteer.steering.steer import Steer
 
             setup = _concept_setup(Steer(model, tok).num_layers, tok, 12, 20, None, None)
-            setup.runner.update(max_new_tokens=32, batch_size=12)
+            setup.runner.update(max_new_tokens=32)
+            setup.batch_size = 12
             population = 4
         _MODELS[name] = (model, tok, setup, population)
     return _MODELS[name]
@@ -63,12 +64,9 @@ def run_one(job):
 
     model, tok, setup, population = _task(task)
     t = time.perf_counter()
-    runner = AutoSteerRunner(model, tok, setup.prompts, expected_outputs=setup.expected,
-                             holdout_prompts=setup.holdout, holdout_expected=setup.holdout_expected,
-                             search_space=setup.space, log_path=None, seed=seed, verbose=False,
-                             strategy=strategy, keep_rule=rule, population=population,
-                             threads=1 if task == "organism" else None, **setup.runner)
-    res = runner.run(budget)
+    runner = AutoSteerRunner(model, tok, setup.prompts, log_path=None, seed=seed, strategy=strategy, keep_rule=rule,
+                             population=population, **setup.runner_kwargs)
+    res = runner.run(budget, verbose=False, batch_size=setup.batch_size, threads=1 if task == "organism" else None)
     rows = [(r.iteration, r.status, r.score, r.holdout_score) for r in res["history"]]
     return {"task": task, "strategy": strategy, "rule": rule, "seed": seed, "rows": rows,
             "seconds": time.perf_counter() - t}

@@ -81,20 +81,18 @@ from autosteer.demo import DEMO_SPACE
 prompts, expected = world.search_prompts(16)
 space = SteerSearchSpace(**DEMO_SPACE)
 runner = AutoSteerRunner(model=model, tokenizer=tokenizer, prompts=prompts, metric="task_accuracy",
-                         expected_outputs=expected, search_space=space, max_new_tokens=4, batch_size=16,
-                         holdout_prompts=held_prompts, holdout_expected=held_expected,
-                         log_path=out / "task_accuracy.tsv", seed=0, verbose=False)
-results = runner.run(max_iterations=30)
+                         expected_outputs=expected, search_space=space, max_new_tokens=4,
+                         holdout=(held_prompts, held_expected), log_path=out / "task_accuracy.tsv", seed=0)
+results = runner.run(max_iterations=30, verbose=False, batch_size=16)
 print(results)"""),
     ("code", """plot_history(results, out / "task_accuracy.png", title="task accuracy search")"""),
     ("md", """## The autonomous search: perplexity
 The same loop minimising the perplexity of the correct answer given the question (`expected_outputs` are scored
 given their prompts)."""),
     ("code", """ppl_runner = AutoSteerRunner(model=model, tokenizer=tokenizer, prompts=prompts, expected_outputs=expected,
-                             metric="perplexity", search_space=space, batch_size=16,
-                             holdout_prompts=held_prompts, holdout_expected=held_expected,
-                             log_path=out / "perplexity.tsv", seed=0, verbose=False)
-ppl_results = ppl_runner.run(max_iterations=30)
+                             metric="perplexity", search_space=space, holdout=(held_prompts, held_expected),
+                             log_path=out / "perplexity.tsv", seed=0)
+ppl_results = ppl_runner.run(max_iterations=30, verbose=False, batch_size=16)
 print(ppl_results)"""),
     ("code", """plot_history(ppl_results, out / "perplexity.png", title="perplexity search")"""),
     ("md", "## Applying the best configuration\n`best_steer_code` is what you paste into your own code; `applied` does the same here, for the `with` block only."),

@@ -28,17 +28,18 @@ instead of producing a score.
 from __future__ import annotations
 
 import contextlib
-import inspect
 from typing import Any, Callable, Iterator, Sequence
 
 from autosteer._checks import check_bool, check_int, check_list
 from autosteer._checks import describe as _describe
-from autosteer._checks import check_real, is_real
+from autosteer._checks import is_real
 from autosteer.search._threads import check_threads, using_threads
 from autosteer.errors import AutoSteerError, InvalidArgumentError
-from autosteer.search.metrics import Metric, MetricJob, MetricResult, get_metric, normalize_answer
+from autosteer.search.metrics import (CustomMetric, Metric, MetricJob, MetricResult, as_metric, compile_pattern,
+                                      normalize_answer)
 
-__all__ = ["SteerEvaluator", "NonFiniteOutputError", "normalize_answer", "check_prompts", "check_expected"]
+__all__ = ["SteerEvaluator", "NonFiniteOutputError", "normalize_answer", "check_prompts", "check_expected",
+           "compile_pattern"]
 
 
 class NonFiniteOutputError(AutoSteerError, ArithmeticError):
@@ -91,26 +92,11 @@ def check_expected(expected: Any, prompts: Sequence[Any], name: str = "expected_
     return items
 
 
-def _check_custom_fn(fn: Any) -> None:
-    if not callable(fn):
-        raise InvalidArgumentError(
-            f"metric='custom' needs custom_fn, a callable (model, tokenizer, prompts) -> float; got {_describe(fn)}"
-        )
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return  # a builtin without a signature: trust it
-    try:
-        sig.bind(None, None, [])
-    except TypeError:
-        raise InvalidArgumentError(
-            f"custom_fn must take three arguments (model, tokenizer, prompts); {getattr(fn, '__name__', fn)!r} "
-            f"has the signature {sig}"
-        ) from None
-
-
 class SteerEvaluator:
     """Score ``model`` on prompts with one metric.
+
+    ``metric``: a :class:`~autosteer.search.metrics.Metric` object (with its
+    options), a metric name (its defaults) or a callable (a custom metric).
 
     >>> ev = SteerEvaluator(model, tokenizer, metric="task_accuracy", max_new_tokens=8)
     >>> ev.evaluate(["what is 3 plus 4 ?"], ["7"])
@@ -126,32 +112,21 @@ class SteerEvaluator:
         self,
         model: Any,
         tokenizer: Any,
-        metric: str = "task_accuracy",
+        metric: Metric | str | Callable = "task_accuracy",
         *,
-        custom_fn: Callable[[Any, Any, list[str]], Any] | None = None,
         max_new_tokens: int = 16,
         batch_size: int = 8,
         early_stop: bool = False,
         threads: int | None = None,
         chat: bool = False,
-        concept_pattern: Any = None,
-        fluency_margin: float = 1.0,
-        kl_prompts: Sequence[Any] | None = None,
-        relevance_judge: Callable[[Any, str], float] | None = None,
-        fluency_scale: float = 3.0,
     ) -> None:
-        spec = get_metric(metric)
-        if spec.name == "custom":
-            _check_custom_fn(custom_fn)
-        elif custom_fn is not None:
-            raise InvalidArgumentError(f"custom_fn is only used with metric='custom', not metric={metric!r}")
+        spec = as_metric(metric)
         if tokenizer is None:
             raise InvalidArgumentError("tokenizer is None; give the model's tokenizer (e.g. from AutoTokenizer)")
         self.model = model
         self.tokenizer = tokenizer
         self.spec: Metric = spec
         self.metric = spec.name
-        self.custom_fn = custom_fn
         self.max_new_tokens = check_int("max_new_tokens", max_new_tokens, minimum=1)
         self.batch_size = check_int("batch_size", batch_size, minimum=1)
         self.early_stop = check_bool("early_stop", early_stop)
@@ -163,52 +138,16 @@ class SteerEvaluator:
                 "has none (tokenizer.chat_template is empty)"
             )
         self.chat = chat
-        if spec.needs_pattern and concept_pattern is None:
-            raise InvalidArgumentError(
-                f"metric={spec.name!r} needs concept_pattern: a regular expression, or a list of keywords, that a "
-                "continuation matches when it is about the concept"
-            )
-        if callable(concept_pattern) and not isinstance(concept_pattern, str):
-            self.concept_fn, self.concept_pattern = concept_pattern, None
-        else:
-            self.concept_fn = None
-            self.concept_pattern = None if concept_pattern is None else compile_pattern(concept_pattern)
-        if relevance_judge is not None and not callable(relevance_judge):
-            raise InvalidArgumentError(
-                f"relevance_judge must be a callable (request, answer) -> score in [0, 1], got {_describe(relevance_judge)}"
-            )
-        self.relevance_judge = relevance_judge
-        self.fluency_margin = check_real("fluency_margin", fluency_margin, minimum=0.0)
-        self.fluency_scale = check_real("fluency_scale", fluency_scale, minimum=0.0)
-        if self.fluency_scale <= 0.0:
-            raise InvalidArgumentError(f"fluency_scale must be > 0 nat/token, got {fluency_scale!r}")
-        self.kl_prompts = None if kl_prompts is None else check_prompts(kl_prompts, "kl_prompts", chat)
+        spec.check(self)
         self._reference: dict[str, tuple[float, tuple[float, ...]]] = {}
         self._keep_mask_ok: bool | None = None  # does the model take logits_to_keep as a per-row mask?
         self._keep_last_ok: bool | None = None  # does it take logits_to_keep=1?
         self.last_outputs: list[str] = []
-        if spec.name != "custom" and self._pad_id() is None:
+        if spec.batched and self._pad_id() is None:
             raise InvalidArgumentError(
                 f"{type(tokenizer).__name__} has neither a pad token nor an EOS token, so prompts cannot be "
                 "batched; set tokenizer.pad_token first"
             )
-
-    def concept_score(self, text: str) -> float:
-        """How much ``text`` shows the concept, in [0, 1]: 1/0 for the pattern, or the user callable's
-        value (a bool counts as 1/0)."""
-        if self.concept_fn is not None:
-            value = self.concept_fn(text)
-            if not is_real(value) and not isinstance(value, bool):
-                raise TypeError(f"the concept callable must return a number in [0, 1] or a bool, got {_describe(value)}")
-            return min(1.0, max(0.0, float(value)))
-        return 1.0 if self.concept_pattern.search(text) else 0.0
-
-    def concept_label(self) -> str | None:
-        """What the log records of the concept: the pattern, or the callable's qualified name."""
-        if self.concept_fn is not None:
-            fn = self.concept_fn
-            return "callable:" + getattr(fn, "__module__", "?") + "." + getattr(fn, "__qualname__", type(fn).__name__)
-        return None if self.concept_pattern is None else self.concept_pattern.pattern
 
     @property
     def lower_is_better(self) -> bool:
@@ -228,7 +167,7 @@ class SteerEvaluator:
             )
         if need == "unused" and expected is not None:
             raise InvalidArgumentError(
-                f"{expected_name} is not used by metric={self.metric!r} (custom_fn receives the prompts only)"
+                f"{expected_name} is not used by metric={self.metric!r} (it scores the prompts only)"
             )
         if expected is not None:
             expected = check_expected(expected, prompts, expected_name, prompts_name)
@@ -283,7 +222,7 @@ class SteerEvaluator:
         return out
 
     def _run(self, job: MetricJob) -> list[MetricResult]:
-        if self.spec.name == "custom":
+        if isinstance(self.spec, CustomMetric):  # a custom function decides about inference mode itself
             with self.eval_mode(), using_threads(self.threads, self.model):
                 return self.spec.compute(self, job)
         import torch
@@ -535,10 +474,10 @@ class SteerEvaluator:
         logits = self.model(input_ids=input_ids, attention_mask=attention).logits
         return logits[keep]
 
-    def call_custom(self, job: MetricJob) -> MetricResult:
-        """Run the custom function on the (steered) model; one number, or one per prompt."""
+    def call_custom(self, fn: Callable[[Any, Any, list], Any], job: MetricJob) -> MetricResult:
+        """Run a custom function on the (steered) model; one number, or one per prompt."""
         with self._steering(job):
-            value = self.custom_fn(self.model, self.tokenizer, list(job.prompts))
+            value = fn(self.model, self.tokenizer, list(job.prompts))
         if is_real(value):
             return MetricResult(float(value))
         if not isinstance(value, (str, bytes)):
@@ -554,7 +493,8 @@ class SteerEvaluator:
                 except (TypeError, ValueError):
                     pass
         raise TypeError(
-            f"custom_fn must return a number or one number per prompt ({len(job.prompts)}), got {_describe(value)}"
+            f"the custom metric's function must return a number or one number per prompt ({len(job.prompts)}), "
+            f"got {_describe(value)}"
         )
 
     # -- helpers -------------------------------------------------------------
@@ -621,28 +561,6 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int, side: str):
             ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
             mask[i, : len(r)] = 1
     return ids, mask
-
-
-def compile_pattern(pattern: Any):
-    """A case-insensitive regular expression from a pattern string or a list of keywords
-    (each matched as written, anywhere: "marri" matches "married")."""
-    import re
-
-    if isinstance(pattern, str):
-        if not pattern.strip():
-            raise InvalidArgumentError("concept_pattern is empty")
-        try:
-            return re.compile(pattern, re.IGNORECASE)
-        except re.error as exc:
-            raise InvalidArgumentError(f"concept_pattern {pattern!r} is not a valid regular expression: {exc}") from None
-    if isinstance(pattern, (list, tuple)) and pattern:
-        for i, kw in enumerate(pattern):
-            if not isinstance(kw, str) or not kw.strip():
-                raise InvalidArgumentError(f"concept_pattern[{i}] must be a non-empty keyword, got {_describe(kw)}")
-        return re.compile("|".join(re.escape(kw) for kw in pattern), re.IGNORECASE)
-    raise InvalidArgumentError(
-        f"concept_pattern must be a regular expression or a non-empty list of keywords, got {_describe(pattern)}"
-    )
 
 
 def _greedy_overrides(model) -> dict[str, Any]:

@@ -1,19 +1,27 @@
-"""The metrics a search can optimise: one registry that the runner, the CLI and the demo read.
+"""The metrics a search can optimise: objects that carry their own options.
 
-Each :class:`Metric` row says its name, its direction, whether it needs
-expected outputs, and how it is computed from the evaluator's batched
-primitives (:mod:`autosteer.search.evaluator`).  A metric computes one
-:class:`MetricResult` per candidate of a round (all candidates in one batched
-pass where it can), each with the value and what was measured on every
-prompt, so that a keep rule can test an improvement prompt by prompt.
+A metric is an object: ``SteeredConcept(pattern=r"\\bwedding", fluency_margin=0.5)``,
+``Perplexity()``, ``CustomMetric(fn)``.  Its options are declared once on its
+class (:class:`~autosteer.search.options.Option`) and checked in its
+constructor; the runner, the evaluator and ``autosteer search`` take the
+object whole and never relay its options.  A name (``metric="perplexity"``)
+is the metric with its defaults, and a callable is a :class:`CustomMetric`.
 
-Adding a metric: a function ``compute(evaluator, job) -> list[MetricResult]``
-and one :func:`register` call.
+Each metric says its name, its direction, whether it needs expected outputs,
+and how it is computed from the evaluator's batched primitives
+(:mod:`autosteer.search.evaluator`).  It computes one :class:`MetricResult`
+per candidate of a round (all candidates in one batched pass where it can),
+each with the value and what was measured on every prompt, so that a keep
+rule can test an improvement prompt by prompt.
+
+Adding a metric: a :class:`Metric` subclass with ``name``, its ``options``
+and ``compute(evaluator, job) -> list[MetricResult]``, decorated with
+:func:`register`.
 
 The concept metrics (a real model can always be steered into a concept by
 turning it into gibberish, so a concept rate alone is no goal):
 
-``concept_rate``   share of greedy continuations that match ``concept_pattern``.
+``concept_rate``   share of greedy continuations that match ``pattern``.
 ``fluency``        mean over prompts of each continuation's per-token NLL under
                    the *unsteered* model (every AutoSteer hook off for that
                    scoring pass), in nats/token; lower is better.
@@ -36,20 +44,27 @@ turning it into gibberish, so a concept rate alone is no goal):
                    budget as a hard constraint; see :mod:`autosteer.search.objective`.
                    ``steered_concept`` is the objective before it, kept as it was.
 ``kl_neutral``     mean KL(steered || unsteered) of the next-token distribution
-                   after each neutral prompt (``kl_prompts``, default the
+                   after each neutral prompt (``prompts``, default the search
                    prompts): how much the steering changes ordinary behaviour.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
+from autosteer._checks import check_real, is_real
+from autosteer._checks import describe as _describe
 from autosteer.errors import InvalidArgumentError
+from autosteer.search.options import REQUIRED, Configurable, Option, make, non_negative_real
 
-__all__ = ["Metric", "MetricResult", "MetricJob", "METRICS", "register", "get_metric", "metric_names",
-           "normalize_answer"]
+__all__ = ["Metric", "MetricResult", "MetricJob", "METRICS", "register", "as_metric", "get_metric", "metric_names",
+           "normalize_answer", "compile_pattern", "TaskAccuracy", "Perplexity", "CustomMetric", "ConceptRate",
+           "Fluency", "SteeredConcept", "SteeredAnswer", "KLNeutral", "repetition", "REPETITION_LIMIT",
+           "concept_score", "DEFAULT_CONCEPT_METRIC"]
 
 
 @dataclass(frozen=True)
@@ -83,47 +98,59 @@ class MetricJob:
         return 1 if self.candidates is None else len(self.candidates)
 
 
-@dataclass(frozen=True)
-class Metric:
-    """One row of the registry.
+class Metric(Configurable):
+    """Base class of the metrics: a name, a direction, and options declared in :attr:`options`.
 
-    ``lower_is_better``: the metric's direction (None: the user's
-    ``lower_is_better`` decides, default False).  ``expected``: "required",
-    "optional" or "unused".  ``batched``: whether several candidates share
-    one batched pass (otherwise they are evaluated one after another).
+    Class attributes: ``lower_is_better`` (the metric's direction; None: the
+    user's ``lower_is_better`` decides, default False), ``expected``
+    ("required", "optional" or "unused": the expected outputs), ``summary``
+    (one line for the docs and ``--help``), ``batched`` (whether several
+    candidates share one batched pass; otherwise they are evaluated one after
+    another).  Subclasses implement :meth:`compute`.
     """
 
-    name: str
-    lower_is_better: bool | None
-    expected: str
-    summary: str
-    compute: Callable[[Any, MetricJob], list[MetricResult]]
-    batched: bool = True
-    needs_pattern: bool = False
-    generates: bool = False
+    kind: ClassVar[str] = "metric"
+    lower_is_better: ClassVar[bool | None] = None
+    expected: ClassVar[str] = "unused"
+    summary: ClassVar[str] = ""
+    batched: ClassVar[bool] = True
+
+    def compute(self, evaluator: Any, job: MetricJob) -> list[MetricResult]:
+        """One :class:`MetricResult` per candidate group of ``job``, from ``evaluator``'s passes."""
+        raise NotImplementedError
+
+    def check(self, evaluator: Any) -> None:
+        """Checks that need the evaluator (e.g. its ``chat`` setting); called once by it."""
 
 
-METRICS: dict[str, Metric] = {}
+#: name -> Metric class; :func:`register` adds a row.
+METRICS: dict[str, type[Metric]] = {}
 
 
-def register(metric: Metric) -> Metric:
-    """Add ``metric`` to the registry (its name must be new)."""
-    if metric.name in METRICS:
-        raise InvalidArgumentError(f"a metric named {metric.name!r} is already registered")
-    if metric.expected not in ("required", "optional", "unused"):
-        raise InvalidArgumentError(f"Metric.expected must be required/optional/unused, got {metric.expected!r}")
-    METRICS[metric.name] = metric
-    return metric
+def register(cls: type[Metric]) -> type[Metric]:
+    """Class decorator: add a :class:`Metric` subclass to the registry (its name must be new)."""
+    if not cls.name or cls.name in METRICS:
+        raise InvalidArgumentError(f"a metric named {cls.name!r} is already registered or the name is empty")
+    if cls.expected not in ("required", "optional", "unused"):
+        raise InvalidArgumentError(f"{cls.__name__}.expected must be required/optional/unused, got {cls.expected!r}")
+    METRICS[cls.name] = cls
+    return cls
 
 
 def metric_names() -> tuple[str, ...]:
     return tuple(METRICS)
 
 
-def get_metric(name: Any) -> Metric:
-    if not isinstance(name, str) or name not in METRICS:
-        raise InvalidArgumentError(f"unknown metric {name!r}; expected one of {', '.join(map(repr, METRICS))}")
-    return METRICS[name]
+def as_metric(value: Any) -> Metric:
+    """``value`` as a :class:`Metric`: an object as it is, a name with its defaults, a callable
+    as ``CustomMetric(value)``."""
+    if callable(value) and not isinstance(value, (str, type, Metric)):
+        return CustomMetric(value)
+    return make("metric", METRICS, Metric, value)
+
+
+#: The former name of :func:`as_metric`.
+get_metric = as_metric
 
 
 def normalize_answer(text: str) -> str:
@@ -131,33 +158,190 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def compile_pattern(pattern: Any, name: str = "pattern") -> re.Pattern:
+    """A case-insensitive regular expression from a pattern string or a list of keywords
+    (each matched as written, anywhere: "marri" matches "married"); a compiled pattern as it is."""
+    if isinstance(pattern, re.Pattern):
+        return pattern
+    if isinstance(pattern, str):
+        if not pattern.strip():
+            raise InvalidArgumentError(f"{name} is empty")
+        try:
+            return re.compile(pattern, re.IGNORECASE)
+        except re.error as exc:
+            raise InvalidArgumentError(f"{name} {pattern!r} is not a valid regular expression: {exc}") from None
+    if isinstance(pattern, (list, tuple)) and pattern:
+        for i, kw in enumerate(pattern):
+            if not isinstance(kw, str) or not kw.strip():
+                raise InvalidArgumentError(f"{name}[{i}] must be a non-empty keyword, got {_describe(kw)}")
+        return re.compile("|".join(re.escape(kw) for kw in pattern), re.IGNORECASE)
+    raise InvalidArgumentError(
+        f"{name} must be a regular expression or a non-empty list of keywords, got {_describe(pattern)}"
+    )
+
+
+def _check_concept(name: str, value: Any) -> Any:
+    """A compiled pattern (from a regex or keywords), or a callable ``answer -> [0, 1]`` as it is."""
+    if callable(value) and not isinstance(value, (str, re.Pattern)):
+        return value
+    return compile_pattern(value, name)
+
+
+def concept_score(concept: Any, text: str) -> float:
+    """How much ``text`` shows the concept, in [0, 1]: 1/0 for a pattern, or the callable's value
+    (a bool counts as 1/0)."""
+    if isinstance(concept, re.Pattern):
+        return 1.0 if concept.search(text) else 0.0
+    value = concept(text)
+    if not is_real(value) and not isinstance(value, bool):
+        raise TypeError(f"the concept callable must return a number in [0, 1] or a bool, got {_describe(value)}")
+    return min(1.0, max(0.0, float(value)))
+
+
+def _label(value: Any) -> Any:
+    """What a run's fingerprint records of a pattern (its text) or a callable (its qualified name)."""
+    if value is None:
+        return None
+    if isinstance(value, re.Pattern):
+        return value.pattern
+    return "callable:" + getattr(value, "__module__", "?") + "." + getattr(value, "__qualname__", type(value).__name__)
+
+
+def _check_judge(name: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise InvalidArgumentError(f"{name} must be a callable (request, answer) -> score in [0, 1], got "
+                                   f"{_describe(value)}")
+    return value
+
+
+def _positive_real(name: str, value: Any) -> float:
+    value = check_real(name, value, minimum=0.0)
+    if value <= 0.0:
+        raise InvalidArgumentError(f"{name} must be > 0, got {value!r}")
+    return value
+
+
+def _check_fn(name: str, fn: Any) -> Callable:
+    if not callable(fn):
+        raise InvalidArgumentError(
+            f"{name} must be a callable (model, tokenizer, prompts) -> float; got {_describe(fn)}"
+        )
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return fn  # a builtin without a signature: trust it
+    try:
+        sig.bind(None, None, [])
+    except TypeError:
+        raise InvalidArgumentError(
+            f"{name} must take three arguments (model, tokenizer, prompts); {getattr(fn, '__name__', fn)!r} "
+            f"has the signature {sig}"
+        ) from None
+    return fn
+
+
+def _check_neutral_prompts(name: str, prompts: Any) -> list | None:
+    if prompts is None:
+        return None
+    from autosteer.search.evaluator import check_prompts
+
+    return check_prompts(prompts, name, chat=True)
+
+
+def _digest(value: Any) -> Any:
+    from autosteer._canonical import digest
+
+    return None if value is None else digest(value)
+
+
+#: The concept, shared by the concept metrics: a regex, keywords, or a callable answer -> [0, 1].
+PATTERN = Option("pattern", REQUIRED,
+                 "the concept: a regular expression (or keywords, or in Python a callable answer -> [0, 1]) that "
+                 "an on-concept continuation matches (case-insensitive)", check=_check_concept, parse=str,
+                 metavar="REGEX", flag="--concept-pattern", fingerprint=_label)
+#: The fluency budget of ``steered_concept``.
+FLUENCY_MARGIN = Option("fluency_margin", 1.0,
+                        "fluency budget in nats/token above the unsteered model's own answers (steered_answer: "
+                        "a hard constraint; steered_concept: a penalty)",
+                        check=non_negative_real, parse=float, metavar="NATS")
+
+
 # --------------------------------------------------------------------------- built-in metrics
 
 
-def _task_accuracy(ev, job: MetricJob) -> list[MetricResult]:
-    wanted = [normalize_answer(e) for e in job.expected]
-    groups = ev.generate_groups(job, stop_when=wanted)
-    out = []
-    for texts in groups:
-        hits = tuple(1.0 if w in normalize_answer(t) else 0.0 for t, w in zip(texts, wanted))
-        out.append(MetricResult(sum(hits) / len(hits), hits, tuple(texts)))
-    return out
+@register
+class TaskAccuracy(Metric):
+    """Share of prompts whose greedy continuation contains the expected string (``"task_accuracy"``).
+
+    Case and spacing are ignored (:func:`normalize_answer`).  Needs one
+    expected output per prompt; takes no option.
+    """
+
+    name = "task_accuracy"
+    lower_is_better = False
+    expected = "required"
+    summary = "share of prompts whose greedy continuation contains the expected string (case and spacing ignored)"
+
+    def compute(self, ev, job: MetricJob) -> list[MetricResult]:
+        wanted = [normalize_answer(e) for e in job.expected]
+        groups = ev.generate_groups(job, stop_when=wanted)
+        out = []
+        for texts in groups:
+            hits = tuple(1.0 if w in normalize_answer(t) else 0.0 for t, w in zip(texts, wanted))
+            out.append(MetricResult(sum(hits) / len(hits), hits, tuple(texts)))
+        return out
 
 
-def _perplexity(ev, job: MetricJob) -> list[MetricResult]:
-    out = []
-    for rows in ev.nll_groups(job):
-        total = sum(s for s, _ in rows)
-        count = sum(n for _, n in rows)
-        if count == 0:
-            raise InvalidArgumentError("no token to score: every text is a single token")
-        per_prompt = tuple(math.exp(s / n) for s, n in rows)
-        out.append(MetricResult(math.exp(total / count), per_prompt))
-    return out
+@register
+class Perplexity(Metric):
+    """exp of the mean per-token NLL over all scored tokens (``"perplexity"``; lower is better).
+
+    With expected outputs, the tokens of each expected text given its prompt
+    are scored; without, every token of the prompt after the first.  The
+    per-prompt values are each prompt's own perplexity.  Takes no option.
+    """
+
+    name = "perplexity"
+    lower_is_better = True
+    expected = "optional"
+    summary = "exp of the mean per-token NLL (of the expected text given its prompt, when given)"
+
+    def compute(self, ev, job: MetricJob) -> list[MetricResult]:
+        out = []
+        for rows in ev.nll_groups(job):
+            total = sum(s for s, _ in rows)
+            count = sum(n for _, n in rows)
+            if count == 0:
+                raise InvalidArgumentError("no token to score: every text is a single token")
+            per_prompt = tuple(math.exp(s / n) for s, n in rows)
+            out.append(MetricResult(math.exp(total / count), per_prompt))
+        return out
 
 
-def _custom(ev, job: MetricJob) -> list[MetricResult]:
-    return [ev.call_custom(job)]
+@register
+class CustomMetric(Metric):
+    """Your own function of the (steered) model: ``CustomMetric(fn)`` (``"custom"``).
+
+    ``fn(model, tokenizer, prompts)`` returns a number, or one number per
+    prompt (then the value is their mean and a paired keep rule can use
+    them).  Its direction is the runner's ``lower_is_better`` (default
+    False).  Candidates are scored one after another, the model steered by
+    each in turn.  A plain callable given as ``metric=`` is this metric.
+    """
+
+    name = "custom"
+    lower_is_better = None
+    expected = "unused"
+    summary = "fn(model, tokenizer, prompts) -> a number (or one number per prompt)"
+    batched = False
+    options = (Option("fn", REQUIRED, "the function (model, tokenizer, prompts) -> a number or one per prompt",
+                      check=_check_fn, fingerprint=False),)
+
+    def __init__(self, fn: Callable[[Any, Any, list], Any]) -> None:
+        super().__init__(fn=fn)
+
+    def compute(self, ev, job: MetricJob) -> list[MetricResult]:
+        return [ev.call_custom(self.fn, job)]
 
 
 #: A continuation whose share of repeated 3-token windows exceeds this does not count as
@@ -186,110 +370,161 @@ def _steered(model) -> bool:
     return is_steered(model)
 
 
-def _concept_rate(ev, job: MetricJob) -> list[MetricResult]:
-    texts, _ = ev.generate_with_ids(job, early_stop=False)
-    out = []
-    for group in texts:
-        hits = tuple(1.0 if ev.concept_score(t) >= 0.5 else 0.0 for t in group)
-        out.append(MetricResult(sum(hits) / len(hits), hits, tuple(group)))
-    return out
+@register
+class ConceptRate(Metric):
+    """Share of greedy continuations that match ``pattern`` (``"concept_rate"``).
+
+    ``ConceptRate(pattern=r"\\bwedding")``: ``pattern`` is a regular
+    expression or a list of keywords, matched case-insensitively anywhere.
+    """
+
+    name = "concept_rate"
+    lower_is_better = False
+    summary = "share of greedy continuations that match the concept pattern (a regex or keywords, case-insensitive)"
+    options = (PATTERN,)
+
+    def compute(self, ev, job: MetricJob) -> list[MetricResult]:
+        texts, _ = ev.generate_with_ids(job, early_stop=False)
+        out = []
+        for group in texts:
+            hits = tuple(1.0 if concept_score(self.pattern, t) >= 0.5 else 0.0 for t in group)
+            out.append(MetricResult(sum(hits) / len(hits), hits, tuple(group)))
+        return out
 
 
-def _fluency(ev, job: MetricJob) -> list[MetricResult]:
-    texts, ids = ev.generate_with_ids(job, early_stop=False)
-    nll = ev.continuation_nll(job.prompts, ids)
-    return [MetricResult(sum(n) / len(n), tuple(n), tuple(t)) for n, t in zip(nll, texts)]
+@register
+class Fluency(Metric):
+    """Mean per-token NLL of each greedy continuation under the unsteered model (``"fluency"``).
+
+    In nats/token, lower is better: the continuation is generated steered and
+    scored with every AutoSteer hook off.  Takes no option.
+    """
+
+    name = "fluency"
+    lower_is_better = True
+    summary = "mean over prompts of each greedy continuation's per-token NLL under the unsteered model (nats/token)"
+
+    def compute(self, ev, job: MetricJob) -> list[MetricResult]:
+        texts, ids = ev.generate_with_ids(job, early_stop=False)
+        nll = ev.continuation_nll(job.prompts, ids)
+        return [MetricResult(sum(n) / len(n), tuple(n), tuple(t)) for n, t in zip(nll, texts)]
 
 
-def _steered_concept(ev, job: MetricJob) -> list[MetricResult]:
-    texts, ids = ev.generate_with_ids(job, early_stop=False)
-    nll = ev.continuation_nll(job.prompts, ids)
-    if job.candidates is None and not _steered(ev.model):
-        ev.remember_reference(job.prompts, nll[0])  # this is the unsteered model's own output
-    reference, _ = ev.unsteered_reference(job.prompts)
-    out = []
-    for group_texts, group_ids, group_nll in zip(texts, ids, nll):
-        fluency = sum(group_nll) / len(group_nll)
-        penalty = max(0.0, fluency - reference - ev.fluency_margin)
-        matched = [ev.concept_score(t) >= 0.5 for t in group_texts]
-        counted = [m and repetition(i) <= REPETITION_LIMIT for m, i in zip(matched, group_ids)]
-        per_prompt = tuple((1.0 if c else 0.0) - penalty for c in counted)
-        out.append(MetricResult(
-            sum(per_prompt) / len(per_prompt), per_prompt, tuple(group_texts),
-            details={"concept_rate": sum(matched) / len(matched), "fluency": fluency,
-                     "fluency_reference": reference, "fluency_excess": fluency - reference,
-                     "repetitive": sum(m and not c for m, c in zip(matched, counted)) / len(matched)},
-        ))
-    return out
+@register
+class SteeredConcept(Metric):
+    """The concept objective (``"steered_concept"``): on-concept, not stuck, within a fluency budget.
+
+    ``SteeredConcept(pattern=..., fluency_margin=1.0)``; per prompt
+    ``[match and repetition <= 0.3] - max(0, F - F0 - fluency_margin)``,
+    averaged (see the module docstring).  Details: ``concept_rate``,
+    ``fluency``, ``fluency_reference``, ``fluency_excess``, ``repetitive``.
+    """
+
+    name = "steered_concept"
+    lower_is_better = False
+    summary = ("mean over prompts of [continuation matches the pattern and repeats at most 30% of its 3-token "
+               "windows] - max(0, fluency - unsteered fluency - fluency_margin)")
+    options = (PATTERN, FLUENCY_MARGIN)
+
+    def compute(self, ev, job: MetricJob) -> list[MetricResult]:
+        texts, ids = ev.generate_with_ids(job, early_stop=False)
+        nll = ev.continuation_nll(job.prompts, ids)
+        if job.candidates is None and not _steered(ev.model):
+            ev.remember_reference(job.prompts, nll[0])  # this is the unsteered model's own output
+        reference, _ = ev.unsteered_reference(job.prompts)
+        out = []
+        for group_texts, group_ids, group_nll in zip(texts, ids, nll):
+            fluency = sum(group_nll) / len(group_nll)
+            penalty = max(0.0, fluency - reference - self.fluency_margin)
+            matched = [concept_score(self.pattern, t) >= 0.5 for t in group_texts]
+            counted = [m and repetition(i) <= REPETITION_LIMIT for m, i in zip(matched, group_ids)]
+            per_prompt = tuple((1.0 if c else 0.0) - penalty for c in counted)
+            out.append(MetricResult(
+                sum(per_prompt) / len(per_prompt), per_prompt, tuple(group_texts),
+                details={"concept_rate": sum(matched) / len(matched), "fluency": fluency,
+                         "fluency_reference": reference, "fluency_excess": fluency - reference,
+                         "repetitive": sum(m and not c for m, c in zip(matched, counted)) / len(matched)},
+            ))
+        return out
 
 
-def _steered_answer(ev, job: MetricJob) -> list[MetricResult]:
-    from autosteer.search.objective import answer_scores
+@register
+class SteeredAnswer(Metric):
+    """The default objective of a concept search (``"steered_answer"``): on-concept AND on-request AND fluent.
 
-    texts, ids = ev.generate_with_ids(job, early_stop=False)
-    scores = answer_scores(ev, job.prompts, texts, ids, concept=ev.concept_score, judge=ev.relevance_judge,
-                           margin=ev.fluency_margin, fluency_scale=ev.fluency_scale,
-                           unsteered=job.candidates is None and not _steered(ev.model))
-    return [MetricResult(s.value(), s.per_prompt(), tuple(t), details=s.details()) for s, t in zip(scores, texts)]
+    ``SteeredAnswer(pattern=..., fluency_margin=1.0, fluency_scale=3.0, relevance_judge=None)``:
+    per prompt the harmonic mean of the concept, relevance and fluency scores
+    (0 when the answer is stuck), with the fluency budget ``fluency_margin`` as
+    a hard constraint; ``fluency_scale`` is the excess NLL (nat/token) at which
+    an answer's fluency score reaches 0, and ``relevance_judge(request,
+    answer) -> [0, 1]`` may replace the relevance measure.  See
+    :mod:`autosteer.search.objective` for the formulas.
+    """
+
+    name = "steered_answer"
+    lower_is_better = False
+    summary = ("per prompt, the harmonic mean of concept (pattern), relevance (answer|own request vs other requests, "
+               "unsteered) and fluency scores, 0 when stuck; over the fluency budget: minus the overrun "
+               "(a hard constraint)")
+    options = (
+        PATTERN,
+        FLUENCY_MARGIN,
+        Option("fluency_scale", 3.0, "excess NLL (nats/token) at which an answer's fluency score reaches 0",
+               check=_positive_real, parse=float, metavar="NATS"),
+        Option("relevance_judge", None, "a callable (request, answer) -> [0, 1] replacing the relevance measure",
+               check=_check_judge, fingerprint=_label),
+    )
+
+    def compute(self, ev, job: MetricJob) -> list[MetricResult]:
+        from autosteer.search.objective import answer_scores
+
+        texts, ids = ev.generate_with_ids(job, early_stop=False)
+        scores = answer_scores(ev, job.prompts, texts, ids, concept=lambda t: concept_score(self.pattern, t),
+                               judge=self.relevance_judge, margin=self.fluency_margin,
+                               fluency_scale=self.fluency_scale,
+                               unsteered=job.candidates is None and not _steered(ev.model))
+        return [MetricResult(s.value(), s.per_prompt(), tuple(t), details=s.details()) for s, t in zip(scores, texts)]
 
 
-def _kl_neutral(ev, job: MetricJob) -> list[MetricResult]:
-    import torch
-
-    from autosteer.steering.steer import steering_paused
-
-    prompts = ev.kl_prompts or job.prompts
-    neutral = MetricJob(list(prompts), None, job.candidates, job.steer)
-    steered = ev.next_token_logprobs(neutral)
-    with steering_paused(ev.model):
-        (plain,) = ev.next_token_logprobs(MetricJob(list(prompts), None))
-    out = []
-    for logp in steered:
-        kl = (logp.exp() * (logp - plain)).sum(dim=-1).clamp_min(0.0).double()
-        per_prompt = tuple(float(x) for x in kl)
-        out.append(MetricResult(float(torch.tensor(per_prompt).mean()), per_prompt))
-    return out
+#: The metric of a concept search when none is named (``autosteer search --concept-pattern``).
+DEFAULT_CONCEPT_METRIC = "steered_answer"
 
 
-register(Metric(
-    "task_accuracy", False, "required",
-    "share of prompts whose greedy continuation contains the expected string (case and spacing ignored)",
-    _task_accuracy, generates=True,
-))
-register(Metric(
-    "perplexity", True, "optional",
-    "exp of the mean per-token NLL (of the expected text given its prompt, when given)",
-    _perplexity,
-))
-register(Metric(
-    "custom", None, "unused",
-    "custom_fn(model, tokenizer, prompts) -> a number (or one number per prompt)",
-    _custom, batched=False,
-))
-register(Metric(
-    "concept_rate", False, "unused",
-    "share of greedy continuations that match concept_pattern (a regex or keywords, case-insensitive)",
-    _concept_rate, needs_pattern=True, generates=True,
-))
-register(Metric(
-    "fluency", True, "unused",
-    "mean over prompts of each greedy continuation's per-token NLL under the unsteered model (nats/token)",
-    _fluency, generates=True,
-))
-register(Metric(
-    "steered_concept", False, "unused",
-    "mean over prompts of [continuation matches concept_pattern and repeats at most 30% of its 3-token "
-    "windows] - max(0, fluency - unsteered fluency - fluency_margin)",
-    _steered_concept, needs_pattern=True, generates=True,
-))
-register(Metric(
-    "steered_answer", False, "unused",
-    "per prompt, the harmonic mean of concept (pattern), relevance (answer|own request vs other requests, "
-    "unsteered) and fluency scores, 0 when stuck; over the fluency budget: minus the overrun (a hard constraint)",
-    _steered_answer, needs_pattern=True, generates=True,
-))
-register(Metric(
-    "kl_neutral", True, "unused",
-    "mean KL(steered || unsteered) of the next-token distribution after each neutral prompt (a side-effect measure)",
-    _kl_neutral,
-))
+@register
+class KLNeutral(Metric):
+    """Mean KL(steered || unsteered) of the next-token distribution after neutral prompts (``"kl_neutral"``).
+
+    ``KLNeutral(prompts=None)``: the neutral prompts (None: the search
+    prompts).  A side-effect measure: how much the steering changes ordinary
+    behaviour; lower is better.
+    """
+
+    name = "kl_neutral"
+    lower_is_better = True
+    summary = ("mean KL(steered || unsteered) of the next-token distribution after each neutral prompt "
+               "(a side-effect measure)")
+    options = (Option("prompts", None, "the neutral prompts (None: the search prompts)",
+                      check=_check_neutral_prompts, fingerprint=_digest),)
+
+    def check(self, evaluator: Any) -> None:
+        if self.prompts is not None and not evaluator.chat:
+            from autosteer.search.evaluator import check_prompts
+
+            check_prompts(self.prompts, "KLNeutral prompts", chat=False)
+
+    def compute(self, ev, job: MetricJob) -> list[MetricResult]:
+        import torch
+
+        from autosteer.steering.steer import steering_paused
+
+        prompts = self.prompts or job.prompts
+        neutral = MetricJob(list(prompts), None, job.candidates, job.steer)
+        steered = ev.next_token_logprobs(neutral)
+        with steering_paused(ev.model):
+            (plain,) = ev.next_token_logprobs(MetricJob(list(prompts), None))
+        out = []
+        for logp in steered:
+            kl = (logp.exp() * (logp - plain)).sum(dim=-1).clamp_min(0.0).double()
+            per_prompt = tuple(float(x) for x in kl)
+            out.append(MetricResult(float(torch.tensor(per_prompt).mean()), per_prompt))
+        return out

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
 from autosteer._canonical import digest
-from autosteer._checks import check_bool, check_int, check_real
+from autosteer._checks import check_bool, check_int
 from autosteer.search._threads import check_threads, using_threads
 from autosteer._checks import describe as _describe
 from autosteer.search.candidate import SteerCandidate
@@ -40,21 +40,21 @@ from autosteer.errors import AutoSteerError, InvalidArgumentError, LogFormatErro
 from autosteer.search.evaluator import SteerEvaluator
 from autosteer.search.executor import EvalSetup, WorkersLostError, check_executor
 from autosteer.search.log import FORMAT_VERSION, LogHistory, LogWriter, looks_like_log, read_log, run_id_of
-from autosteer.search.metrics import MetricResult, get_metric
+from autosteer.search.keep import DEFAULT_KEEP_RULE, KeepRule, as_keep_rule
+from autosteer.search.metrics import Metric, MetricResult, as_metric
 from autosteer.search.progress import Progress
 from autosteer.search.results import SteerResults, results_from_history
 from autosteer.search.space import SteerSearchSpace
-from autosteer.search.strategies import DEFAULT_STRATEGY, SearchExhaustedError, make_strategy, strategy_class
-from autosteer.search.stats import TESTS, paired_p
-from autosteer.search.trial import TrialRecord, improves, last_keep
+from autosteer.search.strategies import DEFAULT_STRATEGY, SearchExhaustedError, Strategy, as_strategy
+from autosteer.search.trial import TrialRecord, last_keep
 
 __all__ = ["AutoSteerRunner", "SteerResults", "DEFAULT_LOG"]
 
 #: The runner's default log file name (the agent skill's own loop writes results.tsv).
 DEFAULT_LOG = "steer_log.tsv"
 
-#: Keep rules: "mean" (the score beats the best), "paired" (and a paired test on the per-prompt values agrees).
-KEEP_RULES: tuple[str, ...] = ("mean", "paired")
+#: Prompts per forward pass (times the population) unless ``run(batch_size=...)`` says otherwise.
+DEFAULT_BATCH_SIZE = 8
 
 
 def _now() -> str:
@@ -93,10 +93,24 @@ def _check_unsteered(model: Any) -> None:
             "would be scored on top of that steering. Remove it first (steer.reset_all(), or end its `with` "
             "block), or give the runner an unsteered model"
         )
+def _split_holdout(holdout: Any) -> tuple[Any, Any, str, str]:
+    """``holdout`` as (prompts, expected, prompts name, expected name): a list of prompts, or a
+    2-tuple ``(prompts, expected_outputs)`` (a tuple whose first item is itself a list)."""
+    if isinstance(holdout, tuple) and len(holdout) == 2 and isinstance(holdout[0], (list, tuple)):
+        return holdout[0], holdout[1], "holdout[0]", "holdout[1]"
+    return holdout, None, "holdout", "holdout expected outputs"
 
 
 class AutoSteerRunner:
     """Search for the steering configuration that maximises (or minimises) a metric.
+
+    The constructor takes what identifies the run (its fingerprint is the
+    log's run id); :meth:`run` takes how this session runs it (progress
+    display, threads, batch size, overwriting a log).  The metric, the
+    strategy and the keep rule are objects that carry their own options::
+
+        AutoSteerRunner(model, tokenizer, prompts, metric=SteeredConcept(pattern=r"\\bwedding"),
+                        strategy=LocalSearch(patience=3), keep_rule=PairedRule(alpha=0.05))
 
     Parameters
     ----------
@@ -107,59 +121,61 @@ class AutoSteerRunner:
         ``Steer`` steers is refused (here and again in :meth:`run`), naming
         its active vectors: the baseline must be the unsteered model.
     prompts:
-        The evaluation prompts (a non-empty list of strings).
+        The evaluation prompts (a non-empty list of strings, or with ``chat``
+        of conversations).
     metric:
-        A name from the metric registry (:mod:`autosteer.search.metrics`):
-        ``"task_accuracy"``, ``"perplexity"``, ``"steered_answer"``, ``"custom"`` ...
-        None (default): ``"steered_answer"`` when ``concept_pattern`` is given
-        (a concept search), else ``"task_accuracy"``.  A callable is
-        accepted as shorthand for ``metric="custom", custom_fn=callable``.
+        A :class:`~autosteer.search.metrics.Metric` object with its options
+        (``Perplexity()``, ``SteeredAnswer(pattern=..., fluency_margin=...)``
+        for a concept search,
+        ``CustomMetric(fn)``, ...), the name of one with its defaults
+        (``"task_accuracy"``, ``"perplexity"``, ...; see :mod:`autosteer.search.metrics`),
+        or a callable ``(model, tokenizer, prompts) -> float`` (one float per
+        prompt also works): a custom metric.
     expected_outputs:
         One expected string per prompt; required by ``task_accuracy``,
         optional for ``perplexity`` (then the perplexity of each expected
-        text given its prompt), refused for ``custom``.
+        text given its prompt), refused by the metrics that do not use them.
     lower_is_better:
-        None picks the metric's direction (the registry's; False for custom).
+        None picks the metric's direction (False for a custom metric).
     search_space:
         A :class:`SteerSearchSpace`; None uses ``SteerSearchSpace()``: the
         texts "logical", "precise", "analytical" over the model's middle layers.
     log_path:
         The TSV log (see :mod:`autosteer.search.log`); None writes no log.  A new run
         refuses to start over an existing file unless it is empty (or holds
-        only the header) or ``overwrite=True``; a log of this very run is
+        only the header) or ``run(overwrite=True)``; a log of this very run is
         refused too (a second ``run()`` would wipe its trials):
         ``run(resume=True)`` continues it.
-    seed, patience:
-        The strategy's seed, and (for the default strategy) how many
-        non-keeps in a row end local search around the best.
+    seed:
+        The strategy's seed: the same seed, settings and history give the same proposals.
     strategy:
-        ``"local"`` (default), ``"random"`` or ``"tpe"`` (Optuna); see :mod:`autosteer.search.strategies`.
+        A :class:`~autosteer.search.strategies.base.Strategy` object with its
+        options (``LocalSearch(patience=5, n_init=8)``, the default;
+        ``RandomSearch()``; ``TPE(n_startup=8)``, with Optuna), or the name of
+        one with its defaults (``"local"``, ``"random"``, ``"tpe"``).  The
+        runner binds it to the resolved search space (:meth:`Strategy.bind`);
+        the object given is left as it is.
+    keep_rule:
+        A :class:`~autosteer.search.keep.KeepRule` object with its options
+        (``MeanRule(min_improvement=0.0)``, the default;
+        ``PairedRule(test="wilcoxon", alpha=0.1)``) or the name of one
+        (``"mean"``, ``"paired"``); see :mod:`autosteer.search.keep`.
     population:
         Candidates proposed and evaluated per round (default 1: one after
         another).  With K > 1 the K candidates share each batched pass, each
         batch row steered by its own candidate.
-    min_improvement:
-        A candidate is kept only when it beats the best score by more than this.
-    keep_rule, alpha, paired_test:
-        ``"mean"`` (default): keep a candidate whose score beats the best so
-        far by more than ``min_improvement``.  ``"paired"``: that, and its
-        per-prompt values must beat the best's on the same prompts in a
-        one-sided paired test (``paired_test``: ``"wilcoxon"``, the signed-rank
-        test, or ``"sign"``) at level ``alpha`` (default 0.1); the p-value is
-        logged in the record's details as ``keep_p``.  The paired rule needs a
-        metric with per-prompt values (every built-in one; a custom function
-        must return one number per prompt).
-    max_new_tokens, batch_size:
-        Generation length and prompts per forward pass (times the population).
-    custom_fn:
-        ``(model, tokenizer, prompts) -> float`` (or one float per prompt) for
-        ``metric="custom"``.
-    holdout_prompts, holdout_expected:
-        Optional held-out set, scored (same metric) for the baseline and each
-        new best; reported, never used to decide.
-    verbose:
-        Show progress: a tqdm bar on a terminal or in a notebook, one plain
-        line per trial when stdout is a pipe or a file; False prints nothing.
+    max_new_tokens:
+        Generation length of the metrics that generate.
+    chat:
+        Render prompts (strings, or conversations: lists of ``{"role",
+        "content"}``) with the tokenizer's chat template and its generation prompt.
+    holdout:
+        An optional held-out set: a list of prompts, or a tuple ``(prompts,
+        expected_outputs)``; scored (same metric) for the baseline and each
+        new best; reported, never used to decide, with one exception: with
+        ``steered_answer`` the fluency budget is a hard constraint, and a keep
+        whose held-out answers are over it (``details["holdout_feasible"] ==
+        0``) is recorded as a discard with the reason in its error column.
     executor:
         Where candidates are scored: None (in this process, on ``model``) or
         a :class:`~autosteer.RayExecutor` (Ray workers that load the model
@@ -167,99 +183,45 @@ class AutoSteerRunner:
         driver loads nothing).  The strategy, the decisions and the log stay
         in this process; the log is the same wherever the candidates were
         scored.  See :mod:`autosteer.search.executor` for faults and Ctrl-C.
-    overwrite:
-        Start a new run over an existing log file, replacing what it holds
-        (a log of this run or another, or any other file).
-    threads:
-        CPU threads torch uses during :meth:`run` (None: one for a small model,
-        two for a larger one; see :mod:`autosteer.search._threads`); restored after.
-    chat:
-        Render prompts (strings, or conversations: lists of ``{"role",
-        "content"}``) with the tokenizer's chat template and its generation prompt.
-    concept_pattern, fluency_margin, kl_prompts, relevance_judge, fluency_scale:
-        For the concept metrics (``steered_answer``, ``concept_rate``,
-        ``steered_concept``, ``fluency``, ``kl_neutral``; see
-        :mod:`autosteer.search.metrics` and :mod:`autosteer.search.objective`):
-        the regular expression (or keywords, or a callable ``answer -> [0, 1]``)
-        of the concept, the fluency budget in nats/token, the neutral prompts
-        of ``kl_neutral``, an optional judge ``(request, answer) -> [0, 1]``
-        replacing the relevance measure, and the excess NLL at which an
-        answer's fluency score reaches 0.  With ``steered_answer`` the budget
-        is a hard constraint: a keep whose held-out answers are over it
-        (``details["holdout_feasible"] == 0``) is recorded as a discard with
-        the reason in its error column, and cannot be the result.
 
     What identifies a run (``runner.config``, whose hash is the log's run id):
-    the model class and its number of layers, the metric and its direction,
-    ``min_improvement``, the strategy with its seed and options, the
-    population, ``max_new_tokens``, the resolved search space, and hashes of
-    the prompts with their expected outputs and of the held-out set.
-    ``batch_size`` and ``verbose`` may change between sessions of one run; a
-    custom function cannot be fingerprinted, so resuming trusts it to be the same.
+    the model class and its number of layers, the metric with its options and
+    its direction, the keep rule with its options, the strategy with its seed
+    and options, the population, ``max_new_tokens``, ``chat``, the resolved
+    search space, and hashes of the prompts with their expected outputs and
+    of the held-out set.  A custom function cannot be fingerprinted, so
+    resuming trusts it to be the same.
     """
 
     def __init__(
         self,
         model: Any,
         tokenizer: Any,
-        prompts: Sequence[str],
-        metric: str | Callable | None = None,
+        prompts: Sequence[Any],
+        metric: Metric | str | Callable = "task_accuracy",
         expected_outputs: Sequence[str] | None = None,
         lower_is_better: bool | None = None,
         search_space: SteerSearchSpace | None = None,
         log_path: str | os.PathLike | None = DEFAULT_LOG,
         seed: int = 0,
-        patience: int = 5,
-        min_improvement: float = 0.0,
-        max_new_tokens: int = 16,
-        batch_size: int = 8,
-        custom_fn: Callable[[Any, Any, list[str]], Any] | None = None,
-        holdout_prompts: Sequence[str] | None = None,
-        holdout_expected: Sequence[str] | None = None,
-        verbose: bool = True,
         *,
-        strategy: str = DEFAULT_STRATEGY,
+        strategy: Strategy | str = DEFAULT_STRATEGY,
+        keep_rule: KeepRule | str = DEFAULT_KEEP_RULE,
         population: int = 1,
-        keep_rule: str = "mean",
-        alpha: float = 0.1,
-        paired_test: str = "wilcoxon",
-        executor: Any = None,
-        overwrite: bool = False,
-        threads: int | None = None,
+        max_new_tokens: int = 16,
         chat: bool = False,
-        concept_pattern: Any = None,
-        fluency_margin: float = 1.0,
-        kl_prompts: Sequence[Any] | None = None,
-        relevance_judge: Callable[[Any, str], float] | None = None,
-        fluency_scale: float = 3.0,
+        holdout: Sequence[Any] | tuple[Sequence[Any], Sequence[str] | None] | None = None,
+        executor: Any = None,
     ) -> None:
         # -- plain arguments --------------------------------------------------
-        if metric is None:  # a concept search optimises the answer objective; anything else, task accuracy
-            metric = "task_accuracy" if concept_pattern is None else "steered_answer"
-        if callable(metric) and not isinstance(metric, str):
-            if custom_fn is not None:
-                raise InvalidArgumentError("give the custom metric either as metric=callable or as custom_fn, not both")
-            metric, custom_fn = "custom", metric
-        spec = get_metric(metric)
+        spec = as_metric(metric)
         lower_is_better = check_bool("lower_is_better", lower_is_better, allow_none=True)
-        seed = check_int("seed", seed)
-        patience = check_int("patience", patience, minimum=1)
-        min_improvement = check_real("min_improvement", min_improvement, minimum=0.0)
-        population = check_int("population", population, minimum=1)
-        if keep_rule not in KEEP_RULES:
-            raise InvalidArgumentError(f"keep_rule must be one of {', '.join(map(repr, KEEP_RULES))}, "
-                                       f"got {_describe(keep_rule)}")
-        alpha = check_real("alpha", alpha, minimum=0.0)
-        if not 0.0 < alpha < 1.0:
-            raise InvalidArgumentError(f"alpha must be a level strictly between 0 and 1, got {alpha!r}")
-        if paired_test not in TESTS:
-            raise InvalidArgumentError(f"paired_test must be one of {', '.join(map(repr, TESTS))}, "
-                                       f"got {_describe(paired_test)}")
-        threads = check_threads(threads)
-        strategy_class(strategy)  # a clear error for an unknown name, before any work
-        verbose = check_bool("verbose", verbose)
-        overwrite = check_bool("overwrite", overwrite)
         chat = check_bool("chat", chat)
+        seed = check_int("seed", seed)
+        population = check_int("population", population, minimum=1)
+        rule = as_keep_rule(keep_rule)
+        strategy_obj = as_strategy(strategy)
+        holdout_prompts, holdout_expected, holdout_name, holdout_expected_name = _split_holdout(holdout)
         if search_space is None:
             search_space = SteerSearchSpace()
         elif not isinstance(search_space, SteerSearchSpace):
@@ -289,26 +251,20 @@ class AutoSteerRunner:
                 steer = Steer(model, tokenizer)
                 model_name, num_layers = type(model).__name__, steer.num_layers
                 _check_unsteered(model)
-            evaluator_kwargs = dict(metric=spec.name, custom_fn=custom_fn, max_new_tokens=max_new_tokens,
-                                    batch_size=batch_size, early_stop=True, threads=threads, chat=chat,
-                                    concept_pattern=concept_pattern, fluency_margin=fluency_margin,
-                                    kl_prompts=kl_prompts, relevance_judge=relevance_judge,
-                                    fluency_scale=fluency_scale)
+            evaluator_kwargs = dict(metric=spec, max_new_tokens=max_new_tokens, batch_size=DEFAULT_BATCH_SIZE,
+                                    early_stop=True, threads=None, chat=chat)
             evaluator = SteerEvaluator(model, tokenizer, **evaluator_kwargs)
             prompts, expected_outputs = evaluator.check(prompts, expected_outputs)
-            if holdout_prompts is None:
-                if holdout_expected is not None:
-                    raise InvalidArgumentError("holdout_expected was given without holdout_prompts")
-            else:
+            if holdout_prompts is not None:
                 if spec.expected == "optional" and (holdout_expected is None) != (expected_outputs is None):
                     raise InvalidArgumentError(
                         f"metric={spec.name!r} scores the search prompts "
                         f"{'with' if expected_outputs is not None else 'without'} expected outputs, so the held-out "
-                        f"prompts must be scored the same way: give holdout_expected "
-                        f"{'too' if expected_outputs is not None else 'only with expected_outputs'}"
+                        f"prompts must be scored the same way: give holdout="
+                        f"{'(prompts, expected_outputs)' if expected_outputs is not None else 'prompts only'}"
                     )
                 holdout_prompts, holdout_expected = evaluator.check(
-                    holdout_prompts, holdout_expected, prompts_name="holdout_prompts", expected_name="holdout_expected"
+                    holdout_prompts, holdout_expected, prompts_name=holdout_name, expected_name=holdout_expected_name
                 )
 
             # -- the space ----------------------------------------------------------------
@@ -332,22 +288,16 @@ class AutoSteerRunner:
             self.tokenizer = tokenizer
             self.prompts = prompts
             self.expected_outputs = expected_outputs
+            self.metric_object = spec
             self.metric = spec.name
             self.lower_is_better = bool(spec.lower_is_better) if lower_is_better is None else lower_is_better
             self.search_space = space
             self.log_path = _check_log_path(log_path)
             self.seed = seed
-            self.patience = patience
-            self.min_improvement = min_improvement
             self.population = population
-            self.keep_rule = keep_rule
-            self.alpha = alpha
-            self.paired_test = paired_test
-            self.overwrite = overwrite
-            self.threads = threads
+            self.keep_rule = rule
             self.holdout_prompts = holdout_prompts
             self.holdout_expected = holdout_expected
-            self.verbose = verbose
             self.evaluator = evaluator
             self.steer = steer
             self.executor = executor
@@ -355,30 +305,22 @@ class AutoSteerRunner:
             if holdout_prompts is not None:
                 splits["holdout"] = (holdout_prompts, holdout_expected)
             self._setup = EvalSetup(evaluator_kwargs, splits)
-            self.strategy = make_strategy(strategy, space, seed=seed, patience=patience,
-                                          lower_is_better=self.lower_is_better)
+            self.strategy = strategy_obj.bind(space, seed, self.lower_is_better)
             self.config = {
                 "format": FORMAT_VERSION,
                 "model": model_name,
                 "num_layers": num_layers,
                 "metric": spec.name,
+                "metric_options": spec.fingerprint(),
                 "lower_is_better": self.lower_is_better,
-                "min_improvement": self.min_improvement,
-                "keep_rule": keep_rule,
-                **({"alpha": alpha, "paired_test": paired_test} if keep_rule == "paired" else {}),
-                "strategy": strategy,
+                "keep_rule": rule.name,
+                **rule.fingerprint(),
+                "strategy": self.strategy.name,
+                "strategy_options": self.strategy.fingerprint(),
                 "seed": seed,
-                "patience": patience,
                 "population": population,
                 "max_new_tokens": evaluator.max_new_tokens,
                 "chat": evaluator.chat,
-                "concept_pattern": evaluator.concept_label(),
-                "fluency_margin": evaluator.fluency_margin,
-                "kl_prompts": None if evaluator.kl_prompts is None else digest(evaluator.kl_prompts),
-                **({"fluency_scale": evaluator.fluency_scale,
-                    "relevance_judge": None if relevance_judge is None else
-                    getattr(relevance_judge, "__qualname__", type(relevance_judge).__name__)}
-                   if spec.name == "steered_answer" else {}),
                 "space": space.to_dict(),
                 "prompts": digest([prompts, expected_outputs]),
                 "holdout": None if holdout_prompts is None else digest([holdout_prompts, holdout_expected]),
@@ -386,6 +328,10 @@ class AutoSteerRunner:
             self.run_id = run_id_of(self.config)
             self._history: list[TrialRecord] | None = None
             self._stopped_early: str | None = None
+            self.verbose = True
+            self.threads: int | None = None
+            self.batch_size = evaluator.batch_size
+            self.overwrite = False
         except BaseException:
             executor.close()  # workers started for this runner stop with it
             raise
@@ -399,7 +345,8 @@ class AutoSteerRunner:
             return None
         return self._results()
 
-    def run(self, max_iterations: int, resume: bool = False) -> SteerResults:
+    def run(self, max_iterations: int, resume: bool = False, *, verbose: bool = True, overwrite: bool = False,
+            batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None) -> SteerResults:
         """Evaluate the baseline, then up to ``max_iterations`` candidates.
 
         ``resume=True`` continues the run recorded in ``log_path``: its records
@@ -412,6 +359,17 @@ class AutoSteerRunner:
         trials or more is returned as it is.  A round cut short by an
         interrupt is completed with its remaining candidates.
 
+        How this session runs (none of it identifies the run, so each may
+        change between sessions of one run):
+
+        ``verbose``: show progress: a tqdm bar on a terminal or in a notebook,
+        one plain line per trial when stdout is a pipe or a file; False prints
+        nothing.  ``overwrite``: start a new run over an existing log file
+        that holds something else.  ``batch_size``: prompts per forward pass
+        (times the population).  ``threads``: CPU threads torch uses (None:
+        one for a small model, two for a larger one; see
+        :mod:`autosteer.search._threads`); restored after.
+
         The run stops early when the search has tried everything it can reach
         (``results["stopped_early"]`` says so).  On KeyboardInterrupt the
         steering is removed, the log (complete up to the last finished trial)
@@ -420,15 +378,22 @@ class AutoSteerRunner:
         """
         max_iterations = check_int("max_iterations", max_iterations, minimum=0)
         resume = check_bool("resume", resume)
+        verbose = check_bool("verbose", verbose)
+        overwrite = check_bool("overwrite", overwrite)
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        threads = check_threads(threads)
         if resume and self.log_path is None:
             raise InvalidArgumentError("resume=True needs the log_path of the run to continue")
         if self.model is not None:
             _check_unsteered(self.model)  # steering added since __init__ would be in every score
+        self.verbose, self.overwrite, self.batch_size, self.threads = verbose, overwrite, batch_size, threads
+        self.evaluator.batch_size, self.evaluator.threads = batch_size, threads
+        self._setup.evaluator.update(batch_size=batch_size, threads=threads)
         prior = self._load_for_resume() if resume else None
         if not resume:
             self._check_fresh_start()
-        threads = nullcontext() if self.model is None else using_threads(self.threads, self.model)
-        with threads:
+        threads_ctx = nullcontext() if self.model is None else using_threads(self.threads, self.model)
+        with threads_ctx:
             try:
                 if self.executor.needs_model is False and self.model is not None:
                     self._check_workers_model()
@@ -500,10 +465,10 @@ class AutoSteerRunner:
             raise AutoSteerError(
                 f"the baseline (unsteered) {self.metric} score is {result.value!r}; the search needs a finite baseline"
             )
-        if self.keep_rule == "paired" and result.per_prompt is None:
+        if self.keep_rule.needs_per_prompt and result.per_prompt is None:
             raise AutoSteerError(
-                f"keep_rule='paired' compares per-prompt values, but the {self.metric} metric returned a single "
-                "number; return one number per prompt from the custom function, or use keep_rule='mean'"
+                f"keep_rule={self.keep_rule.name!r} compares per-prompt values, but the {self.metric} metric returned "
+                "a single number; return one number per prompt from the custom function, or use keep_rule='mean'"
             )
         holdout = holdout_pp = None
         details = dict(result.details)
@@ -576,15 +541,13 @@ class AutoSteerRunner:
             per_prompt = None
         elif error is None:
             best = last_keep(history) or history[0]
-            better = improves(score, best.score, self.lower_is_better, self.min_improvement)
-            if self.keep_rule == "paired":
-                if per_prompt is None or best.per_prompt is None or len(per_prompt) != len(best.per_prompt):
-                    error = "keep_rule='paired' needs one value per prompt from the metric"
-                    return TrialRecord(iteration=len(history), status="crash", candidate=cand, score=None,
-                                       details=details or None, error=error, round=rnd)
-                p = paired_p(per_prompt, best.per_prompt, self.lower_is_better, self.paired_test)
-                details["keep_p"] = p
-                better = better and p <= self.alpha
+            try:
+                better, extra = self.keep_rule.judge(score, per_prompt, best.score, best.per_prompt,
+                                                     self.lower_is_better)
+            except InvalidArgumentError as e:
+                return TrialRecord(iteration=len(history), status="crash", candidate=cand, score=None,
+                                   details=details or None, error=str(e), round=rnd)
+            details.update(extra)
             status = "keep" if better else "discard"
         return TrialRecord(iteration=len(history), status=status, candidate=cand, score=score,
                            per_prompt=per_prompt, details=details or None, error=error, round=rnd)
@@ -631,7 +594,7 @@ class AutoSteerRunner:
                 raise InvalidArgumentError(
                     f"log_path {path!r} already holds {len(prior)} row(s) of this very run (the baseline and "
                     f"{len(prior) - 1} trial(s)); starting it again would wipe them. Continue it with "
-                    "resume=True / --resume, or start over with overwrite=True / --overwrite"
+                    "run(resume=True) / --resume, or start over with run(overwrite=True) / --overwrite"
                 )
             what = "a results log of another run" if prior is not None else "a corrupt results log"
         else:
@@ -639,7 +602,7 @@ class AutoSteerRunner:
         raise InvalidArgumentError(
             f"log_path {path!r} already exists and is {what}; starting a new run would overwrite it. "
             "Resume it (resume=True / --resume), choose another log file, or overwrite it "
-            "(overwrite=True / --overwrite)"
+            "(run(overwrite=True) / --overwrite)"
         )
 
     def _load_for_resume(self) -> LogHistory | None:
@@ -657,7 +620,7 @@ class AutoSteerRunner:
             ) or "format differs"
             raise LogFormatError(
                 f"{self.log_path} line 2: the log was written by another run ({detail}); "
-                "resume with the same settings, or start over with another log file or overwrite=True / --overwrite"
+                "resume with the same settings, or start over with another log file or run(overwrite=True) / --overwrite"
             )
         self._verify_proposals(prior)
         return prior

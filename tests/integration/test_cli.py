@@ -128,6 +128,16 @@ def test_top_level_help_and_python_m(tmp_path):
           "--alpha", "1.5"], "alpha must be a level strictly between 0 and 1"),
         (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--keep-rule", "median"],
          "invalid choice"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--strategy", "random",
+          "--patience", "3"], "--patience is an option of --strategy local, not of --strategy random"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--fluency-margin", "2"],
+         "--fluency-margin is an option of --metric steered_concept or steered_answer, not of --metric perplexity"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--alpha", "0.2"],
+         "--alpha is an option of --keep-rule paired, not of --keep-rule mean"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--n-init", "-1"],
+         "LocalSearch.n_init must be an integer >= 0, got -1"),
+        (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "concept_rate"],
+         "--metric concept_rate needs --concept-pattern: the concept"),
         (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--ray",
           "--device", "cpu"], "--device sets where an in-process search runs"),
         (["search", "--model", "organism", "--prompts", "p.txt", "--metric", "perplexity", "--ray",
@@ -359,14 +369,16 @@ def test_strategy_and_keep_rule_options_reach_the_log(tmp_path):
     out = autosteer("search", "--model", "organism", "--prompts", "p.jsonl", "--metric", "task_accuracy",
                     "--holdout", "p.jsonl", "--layers", "0:3", "--max-new-tokens", "4", "--strategy", "tpe",
                     "--keep-rule", "paired", "--alpha", "0.3", "--paired-test", "sign", "--min-improvement", "0.01",
+                    "--n-startup", "2",
                     "--iterations", "6", "--population", "3", "--json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     from autosteer import read_log
 
     hist = read_log(tmp_path / "steer_log.tsv")
     c = hist.config
-    assert (c["strategy"], c["keep_rule"], c["alpha"], c["paired_test"], c["min_improvement"], c["population"]) == (
+    assert (c["strategy"], c["keep_rule"], c["alpha"], c["test"], c["min_improvement"], c["population"]) == (
         "tpe", "paired", 0.3, "sign", 0.01, 3)
+    assert c["strategy_options"] == {"n_startup": 2}
     assert all("keep_p" in r.details for r in hist[1:] if r.status != "crash")
     summary = json.loads(out.stdout)
     assert summary["iterations"] == 6 and "confidence" in summary

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from autosteer import AutoSteerRunner, AutoSteerError, InvalidArgumentError, read_log
+from autosteer import AutoSteerError, AutoSteerRunner, InvalidArgumentError, MeanRule, PairedRule, read_log
 from autosteer.demo import _organism_setup
 from autosteer.models import load_model
 
@@ -23,8 +23,7 @@ def organism():
 
 def _setup(n_prompts=16, n_holdout=60):
     st = _organism_setup("task_accuracy", n_prompts, n_holdout, None, None)
-    return st, dict(expected_outputs=st.expected, search_space=st.space, holdout_prompts=st.holdout,
-                    holdout_expected=st.holdout_expected, verbose=False, **st.runner)
+    return st, st.runner_kwargs
 
 
 def _scipy_p(cand, best, test):
@@ -44,10 +43,11 @@ def test_paired_rule_keeps_only_what_the_paired_test_accepts(organism, tmp_path,
     model, tok = organism
     st, kw = _setup()
     alpha = 0.05
-    res = AutoSteerRunner(model, tok, st.prompts, log_path=tmp_path / "log.tsv", keep_rule="paired", alpha=alpha,
-                          paired_test=test, strategy="random", seed=2, **kw).run(40)
+    res = AutoSteerRunner(model, tok, st.prompts, log_path=tmp_path / "log.tsv",
+                          keep_rule=PairedRule(alpha=alpha, test=test), strategy="random", seed=2,
+                          **kw).run(40, verbose=False, batch_size=st.batch_size)
     hist = read_log(tmp_path / "log.tsv")
-    assert hist.config["keep_rule"] == "paired" and hist.config["alpha"] == alpha
+    assert hist.config["keep_rule"] == "paired" and hist.config["alpha"] == alpha and hist.config["test"] == test
     best = hist[0]
     higher_but_discarded = 0
     for r in hist[1:]:
@@ -105,15 +105,17 @@ def test_confidence_of_the_final_gain_is_the_paired_test_on_held_out_prompts(org
 def test_keep_rule_bad_input(organism, tmp_path):
     model, tok = organism
     st, kw = _setup()
-    for bad, match in (({"keep_rule": "median"}, "keep_rule must be one of"),
-                       ({"keep_rule": "paired", "alpha": 1.5}, "alpha must be a level"),
-                       ({"keep_rule": "paired", "alpha": 0}, "alpha must be a level"),
-                       ({"keep_rule": "paired", "paired_test": "t"}, "paired_test must be one of")):
+    for make, match in ((lambda: "median", "unknown keep rule str 'median'; expected one of 'mean', 'paired'"),
+                        (lambda: PairedRule(alpha=1.5), r"PairedRule.alpha must be a level"),
+                        (lambda: PairedRule(alpha=0), r"PairedRule.alpha must be a level"),
+                        (lambda: PairedRule(test="t"), r"PairedRule.test must be one of 'wilcoxon', 'sign'"),
+                        (lambda: MeanRule(alpha=0.1), "keep rule 'mean' has no option 'alpha'"),
+                        (lambda: MeanRule(min_improvement=-1), r"MeanRule.min_improvement must be >= 0")):
         with pytest.raises(InvalidArgumentError, match=match):
-            AutoSteerRunner(model, tok, st.prompts, log_path=None, **{**kw, **bad})
+            AutoSteerRunner(model, tok, st.prompts, log_path=None, keep_rule=make(), **kw)
     # a custom metric that returns one number cannot be tested prompt by prompt: said before any trial
     runner = AutoSteerRunner(model, tok, st.prompts, metric=lambda m, t, p: 0.5, keep_rule="paired",
-                             search_space=st.space, log_path=tmp_path / "c.tsv", verbose=False)
+                             search_space=st.space, log_path=tmp_path / "c.tsv")
     with pytest.raises(AutoSteerError, match="one number per prompt"):
-        runner.run(3)
+        runner.run(3, verbose=False)
     assert len(read_log(tmp_path / "c.tsv", allow_incomplete=True)) == 0  # nothing was run

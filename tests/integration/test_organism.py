@@ -74,9 +74,8 @@ def test_demo_search_reaches_90_percent_held_out(organism, heldout):
     model, tok = organism
     prompts, expected = world.search_prompts(16)
     runner = AutoSteerRunner(model, tok, prompts, metric="task_accuracy", expected_outputs=expected,
-                             search_space=SteerSearchSpace(**DEMO_SPACE), log_path=None, seed=0, verbose=False,
-                             max_new_tokens=4, batch_size=16)
-    best = runner.run(30)["best_candidate"]
+                             search_space=SteerSearchSpace(**DEMO_SPACE), log_path=None, seed=0, max_new_tokens=4)
+    best = runner.run(30, verbose=False, batch_size=16)["best_candidate"]
     assert best is not None
     assert accuracy(model, tok, *heldout, steer_fn=best.apply) >= 0.90
 
@@ -86,9 +85,8 @@ def test_perplexity_search_lowers_held_out_perplexity_by_10_percent(organism, he
     model, tok = organism
     prompts, expected = world.search_prompts(16)
     runner = AutoSteerRunner(model, tok, prompts, metric="perplexity", expected_outputs=expected,
-                             search_space=SteerSearchSpace(**DEMO_SPACE), log_path=None, seed=0, verbose=False,
-                             batch_size=16)
-    best = runner.run(30)["best_candidate"]
+                             search_space=SteerSearchSpace(**DEMO_SPACE), log_path=None, seed=0)
+    best = runner.run(30, verbose=False, batch_size=16)["best_candidate"]
     ev = SteerEvaluator(model, tok, "perplexity", batch_size=100)
     with ev.eval_mode():
         before = ev.evaluate(*heldout)

@@ -61,8 +61,12 @@ def organism():
 def _task():
     prompts, expected = world.search_prompts(16)
     held, held_expected = world.heldout_prompts(40)
-    return dict(prompts=prompts, expected_outputs=expected, holdout_prompts=held, holdout_expected=held_expected,
-                search_space=SPACE, max_new_tokens=4, batch_size=16, verbose=False)
+    return dict(prompts=prompts, expected_outputs=expected, holdout=(held, held_expected),
+                search_space=SPACE, max_new_tokens=4)
+
+
+#: How the tests run a search: silently, 16 prompts per pass.
+RUN = dict(verbose=False, batch_size=16)
 
 
 def _rows(path):
@@ -75,13 +79,13 @@ def _rows(path):
 def test_two_workers_write_the_in_process_log(local_ray, organism, tmp_path):
     model, tok = organism
     kw = _task()
-    AutoSteerRunner(model, tok, log_path=tmp_path / "in.tsv", population=4, **kw).run(12)
+    AutoSteerRunner(model, tok, log_path=tmp_path / "in.tsv", population=4, **kw).run(12, **RUN)
     ex = RayExecutor("organism", num_workers=2)
     runner = AutoSteerRunner(None, None, log_path=tmp_path / "ray.tsv", population=4, executor=ex, **kw)
     pids = ex.worker_pids()
     assert len(set(pids)) == 2 and os.getpid() not in pids  # two processes that are not this one
     handles = list(ex._workers)
-    results = runner.run(12)
+    results = runner.run(12, **RUN)
     assert _rows(tmp_path / "ray.tsv") == _rows(tmp_path / "in.tsv")
     assert results["iterations"] == 12 and results["best_holdout"] is not None
     assert not ex._workers  # run() stopped its workers: Ray reports the actors dead at once
@@ -102,17 +106,18 @@ def test_driver_model_must_match_the_workers(local_ray, tmp_path):
     kw["search_space"] = SteerSearchSpace(layer_range=(0, 1), texts=["analytical"])
     runner = AutoSteerRunner(model, tok, log_path=tmp_path / "x.tsv", executor=RayExecutor("organism"), **kw)
     with pytest.raises(InvalidArgumentError, match="workers load a"):
-        runner.run(2)
+        runner.run(2, **RUN)
     assert not (tmp_path / "x.tsv").exists() or (tmp_path / "x.tsv").stat().st_size == 0
 
 
 def test_worker_killed_mid_round_is_retried_on_the_other(local_ray, organism, tmp_path):
     model, tok = organism
     kw = _task()
-    kw.pop("expected_outputs"), kw.pop("holdout_expected")
+    kw.pop("expected_outputs")
+    kw["holdout"] = kw["holdout"][0]
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     AutoSteerRunner(model, tok, metric=watched_metric(str(tmp_path / "a")), log_path=tmp_path / "in.tsv",
-                    population=4, **kw).run(8)
+                    population=4, **kw).run(8, **RUN)
     ex = RayExecutor("organism", num_workers=2)
     runner = AutoSteerRunner(None, None, metric=watched_metric(str(tmp_path / "b"), delay=0.3),
                              log_path=tmp_path / "ray.tsv", population=4, executor=ex, **kw)
@@ -120,7 +125,7 @@ def test_worker_killed_mid_round_is_retried_on_the_other(local_ray, organism, tm
     # is a worker in the middle of round 1
     killer = Killer(str(tmp_path / "b"), 6, lambda pid: os.kill(pid, signal.SIGKILL))
     killer.start()
-    runner.run(8)
+    runner.run(8, **RUN)
     killer.join(5)
     assert killer.killed is not None and not pid_alive(killer.killed)
     assert len(ex.lost_workers) == 1 and "Actor" in ex.lost_workers[0], ex.lost_workers
@@ -131,7 +136,7 @@ def test_worker_killed_mid_round_is_retried_on_the_other(local_ray, organism, tm
 def test_workers_that_keep_dying_crash_their_candidates_then_stop_the_run(local_ray, organism, tmp_path):
     model, tok = organism
     kw = _task()
-    for k in ("expected_outputs", "holdout_expected", "holdout_prompts"):
+    for k in ("expected_outputs", "holdout"):
         kw.pop(k)
     (tmp_path / "w").mkdir()
     # three workers on 2 CPUs; every call after the baseline kills its worker: the round's
@@ -141,7 +146,7 @@ def test_workers_that_keep_dying_crash_their_candidates_then_stop_the_run(local_
     runner = AutoSteerRunner(None, None, metric=watched_metric(str(tmp_path / "w"), die_after_first=True),
                              log_path=tmp_path / "log.tsv", population=2, executor=ex, **kw)
     with pytest.raises(WorkersLostError, match="every Ray worker has died"):
-        runner.run(6)
+        runner.run(6, **RUN)
     hist = read_log(tmp_path / "log.tsv")
     assert [r.status for r in hist] == ["baseline", "crash", "crash"]
     errors = [r.error for r in hist[1:]]
@@ -151,7 +156,7 @@ def test_workers_that_keep_dying_crash_their_candidates_then_stop_the_run(local_
     (tmp_path / "v").mkdir()
     ex2 = RayExecutor("organism", num_workers=2)
     done = AutoSteerRunner(None, None, metric=watched_metric(str(tmp_path / "v")), log_path=tmp_path / "log.tsv",
-                           population=2, executor=ex2, **kw).run(6, resume=True)
+                           population=2, executor=ex2, **kw).run(6, resume=True, **RUN)
     assert done["iterations"] == 6
     hist = read_log(tmp_path / "log.tsv")
     assert [r.status for r in hist[:3]] == ["baseline", "crash", "crash"]
@@ -171,7 +176,7 @@ _DRIVER = textwrap.dedent("""
     ex = RayExecutor("organism", num_workers=2,
                      init_kwargs=dict(num_cpus=2, object_store_memory=80 * 1024 ** 2, _temp_dir={temp!r}))
     AutoSteerRunner(None, None, prompts, metric=watched_metric({calls!r}, delay=0.5), search_space=space,
-                    log_path={log!r}, population=2, executor=ex, verbose=False).run(40)
+                    log_path={log!r}, population=2, executor=ex).run(40, verbose=False)
 """)
 
 
@@ -208,7 +213,7 @@ def test_ctrl_c_stops_the_workers_and_keeps_every_logged_trial(organism, tmp_pat
     assert len(hist) >= 3 and (len(hist) - 1) % 2 == 0
     prompts, _ = world.search_prompts(16)
     (tmp_path / "here").mkdir()
-    kw = dict(metric=watched_metric(str(tmp_path / "here")), search_space=SPACE, population=2, verbose=False)
-    AutoSteerRunner(model, tok, prompts, log_path=log, **kw).run(12, resume=True)
-    AutoSteerRunner(model, tok, prompts, log_path=tmp_path / "ref.tsv", **kw).run(12)
+    kw = dict(metric=watched_metric(str(tmp_path / "here")), search_space=SPACE, population=2)
+    AutoSteerRunner(model, tok, prompts, log_path=log, **kw).run(12, resume=True, **RUN)
+    AutoSteerRunner(model, tok, prompts, log_path=tmp_path / "ref.tsv", **kw).run(12, **RUN)
     assert _rows(log) == _rows(tmp_path / "ref.tsv")

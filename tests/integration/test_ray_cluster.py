@@ -80,9 +80,9 @@ def test_lost_node_mid_round_is_retried_on_the_other_node(cluster, tmp_path):
     model, tok = load_model("organism")
     prompts, _ = world.search_prompts(16)
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
-    kw = dict(search_space=SPACE, population=4, verbose=False)
+    kw = dict(search_space=SPACE, population=4)
     AutoSteerRunner(model, tok, prompts, metric=watched_metric(str(tmp_path / "a")), log_path=tmp_path / "in.tsv",
-                    **kw).run(8)
+                    **kw).run(8, verbose=False)
     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     try:
         ex = RayExecutor("organism", num_workers=2, address=address)
@@ -98,7 +98,7 @@ def test_lost_node_mid_round_is_retried_on_the_other_node(cluster, tmp_path):
         # 0.5 s), so its call fails; a shorter call could still return from the orphaned worker.
         killer = Killer(str(tmp_path / "b"), 3, lambda pid: nodes[1].kill())
         killer.start()
-        runner.run(8)
+        runner.run(8, verbose=False)
         killer.join(5)
         assert nodes[1].proc.poll() is not None  # the node is gone
         assert len(ex.lost_workers) == 1 and "Actor" in ex.lost_workers[0], ex.lost_workers

@@ -14,7 +14,10 @@ from tiny_models import make_config, make_model, make_tokenizer
 
 from autosteer import (
     AutoSteerRunner,
+    CustomMetric,
     InvalidArgumentError,
+    LocalSearch,
+    MeanRule,
     LogFormatError,
     SearchSpaceError,
     Steer,
@@ -97,13 +100,16 @@ def strip_timings(path):
     ]
 
 
-def runner(model, tmp_path, name="r.tsv", **kw):
+def runner(model, tmp_path, name="r.tsv", *, verbose=False, overwrite=True, **kw):
+    """A runner whose run() is silent and overwrites by default (tests reuse file names; the
+    refusal has its own test)."""
     kw.setdefault("tokenizer", make_tokenizer())
     kw.setdefault("prompts", PROMPTS)
     kw.setdefault("search_space", SPACE)
-    kw.setdefault("verbose", False)
-    kw.setdefault("overwrite", True)  # tests reuse file names; the refusal has its own test
-    return AutoSteerRunner(model=model, log_path=tmp_path / name, **kw)
+    r = AutoSteerRunner(model=model, log_path=tmp_path / name, **kw)
+    run = r.run
+    r.run = lambda n, resume=False, **s: run(n, resume, **{"verbose": verbose, "overwrite": overwrite, **s})
+    return r
 
 
 # ---------------------------------------------------------------------------
@@ -169,7 +175,7 @@ def test_keep_discard_crash_bookkeeping(model, tmp_path):
     tok = make_tokenizer()
     scores = [0.5, 0.6, 0.6, 0.55, RuntimeError("boom\tbad"), math.nan, 0.64, 0.66, math.inf, 0.7, 0.61]
     fn = scripted(scores)
-    r = runner(model, tmp_path, tokenizer=tok, metric="custom", custom_fn=fn, min_improvement=0.05, seed=1)
+    r = runner(model, tmp_path, tokenizer=tok, metric=fn, keep_rule=MeanRule(min_improvement=0.05), seed=1)
     res = r.run(10)
     want = ["baseline", "keep", "discard", "discard", "crash", "crash", "discard", "keep", "crash", "discard", "discard"]
     assert [h["status"] for h in res["history"]] == want
@@ -194,10 +200,10 @@ def test_keep_discard_crash_bookkeeping(model, tmp_path):
 
 def test_lower_is_better_and_no_improvement(model, tmp_path):
     fn = scripted([10.0, 11.0, 9.0, 9.0, 12.0])
-    res = runner(model, tmp_path, metric="custom", custom_fn=fn, lower_is_better=True).run(4)
+    res = runner(model, tmp_path, metric=fn, lower_is_better=True).run(4)
     assert [h["status"] for h in res["history"]] == ["baseline", "discard", "keep", "discard", "discard"]
     fn = scripted([1.0, 0.5, 1.0, 0.9])
-    res = runner(model, tmp_path, metric="custom", custom_fn=fn).run(3)
+    res = runner(model, tmp_path, metric=fn).run(3)
     assert res["best_candidate"] is None and res["best_iteration"] == 0 and res["best_score"] == 1.0
     assert "no candidate beat the baseline" in str(res)
     assert res["best_steer_code"].startswith("#")
@@ -215,7 +221,7 @@ def test_steering_is_on_during_trials_and_off_after(model, tmp_path):
         return float(len(seen))
 
     before = snapshot(model)
-    r = runner(model, tmp_path, tokenizer=tok, metric="custom", custom_fn=fn)
+    r = runner(model, tmp_path, tokenizer=tok, metric=fn)
     res = r.run(5)
     assert seen[0][0] == 0 and torch.equal(seen[0][1], clean)  # baseline: unsteered
     for hooks, logits in seen[1:]:
@@ -237,7 +243,7 @@ def test_holdout_is_reported_never_decides(model, tmp_path):
         return v
 
     trial, held = [], []
-    res = runner(model, tmp_path, metric="custom", custom_fn=fn, holdout_prompts=["held out"]).run(3)
+    res = runner(model, tmp_path, metric=fn, holdout=["held out"]).run(3)
     assert [h["status"] for h in res["history"]] == ["baseline", "keep", "discard", "keep"]
     assert res["baseline_holdout"] == -1.0 and res["best_holdout"] == -4.0
     assert [h["holdout_score"] for h in res["history"]] == [-1.0, -2.0, None, -4.0]
@@ -247,7 +253,7 @@ def test_holdout_is_reported_never_decides(model, tmp_path):
 
 def test_search_exhausted_stops_early(model, tmp_path):
     space = SteerSearchSpace(layer_range=(1, 1), coeff_range=(0.3, 0.3), texts=["logical"], schedules=["none"])
-    res = runner(model, tmp_path, search_space=space, metric="custom", custom_fn=scripted([0.0, 1.0])).run(5)
+    res = runner(model, tmp_path, search_space=space, metric=scripted([0.0, 1.0])).run(5)
     assert res["iterations"] == 1 and "widen" in res["stopped_early"] and "Stopped early" in str(res)
 
 
@@ -270,12 +276,12 @@ def interrupting(k):
 @pytest.mark.parametrize("k, population", [(1, 1), (2, 1), (7, 1), (2, 3), (6, 3)])
 def test_interrupt_then_resume_equals_uninterrupted(model, tmp_path, k, population):
     tok = make_tokenizer()
-    kw = dict(tokenizer=tok, metric="custom", seed=5, patience=2, population=population)
-    full = runner(model, tmp_path, "full.tsv", custom_fn=logit_metric, **kw).run(12)
+    kw = dict(tokenizer=tok, seed=5, strategy=LocalSearch(patience=2), population=population)
+    full = runner(model, tmp_path, "full.tsv", metric=logit_metric, **kw).run(12)
     assert {h["status"] for h in full["history"][1:]} >= {"keep", "discard"}
 
     before = snapshot(model)
-    r = runner(model, tmp_path, "part.tsv", custom_fn=interrupting(k), **kw)
+    r = runner(model, tmp_path, "part.tsv", metric=interrupting(k), **kw)
     with pytest.raises(KeyboardInterrupt):
         r.run(12)
     assert n_hooks(model) == 0
@@ -287,7 +293,7 @@ def test_interrupt_then_resume_equals_uninterrupted(model, tmp_path, k, populati
     if rows:
         assert len(r.results["history"]) == rows
 
-    resumed = runner(model, tmp_path, "part.tsv", custom_fn=logit_metric, **kw).run(12, resume=True)
+    resumed = runner(model, tmp_path, "part.tsv", metric=logit_metric, **kw).run(12, resume=True)
     assert strip_timings(tmp_path / "part.tsv") == strip_timings(tmp_path / "full.tsv")
     for key in ("baseline_score", "best_score", "best_candidate", "best_iteration", "keeps", "discards", "crashes"):
         assert resumed[key] == full[key], key
@@ -295,37 +301,37 @@ def test_interrupt_then_resume_equals_uninterrupted(model, tmp_path, k, populati
 
 
 def test_resume_edge_cases(model, tmp_path):
-    kw = dict(metric="custom", seed=5)
-    full = runner(model, tmp_path, "full.tsv", custom_fn=logit_metric, **kw).run(4)
+    kw = dict(seed=5)
+    full = runner(model, tmp_path, "full.tsv", metric=logit_metric, **kw).run(4)
     # a complete log: nothing is evaluated again
     calls = scripted([])
-    again = runner(model, tmp_path, "full.tsv", custom_fn=calls, **kw).run(4, resume=True)
+    again = runner(model, tmp_path, "full.tsv", metric=calls, **kw).run(4, resume=True)
     assert calls.calls == [] and again["best_score"] == full["best_score"]
     # a missing log starts a fresh run
-    fresh = runner(model, tmp_path, "new.tsv", custom_fn=logit_metric, **kw).run(4, resume=True)
+    fresh = runner(model, tmp_path, "new.tsv", metric=logit_metric, **kw).run(4, resume=True)
     assert strip_timings(tmp_path / "new.tsv") == strip_timings(tmp_path / "full.tsv")
     assert fresh["best_score"] == full["best_score"]
     # a row cut off mid-write (killed process) is dropped and re-run
     p = tmp_path / "cut.tsv"
     lines = (tmp_path / "full.tsv").read_text().splitlines(keepends=True)
     p.write_text("".join(lines[:-1]) + lines[-1][:25])
-    runner(model, tmp_path, "cut.tsv", custom_fn=logit_metric, **kw).run(4, resume=True)
+    runner(model, tmp_path, "cut.tsv", metric=logit_metric, **kw).run(4, resume=True)
     assert strip_timings(p) == strip_timings(tmp_path / "full.tsv")
     # extending a finished run continues the same sequence
-    runner(model, tmp_path, "full.tsv", custom_fn=logit_metric, **kw).run(6, resume=True)
-    runner(model, tmp_path, "six.tsv", custom_fn=logit_metric, **kw).run(6)
+    runner(model, tmp_path, "full.tsv", metric=logit_metric, **kw).run(6, resume=True)
+    runner(model, tmp_path, "six.tsv", metric=logit_metric, **kw).run(6)
     assert strip_timings(tmp_path / "full.tsv") == strip_timings(tmp_path / "six.tsv")
 
 
 def test_resume_refuses_a_log_from_another_run(model, tmp_path):
-    runner(model, tmp_path, custom_fn=logit_metric, metric="custom", seed=5).run(2)
+    runner(model, tmp_path, metric=logit_metric, seed=5).run(2)
     with pytest.raises(LogFormatError, match=r"r\.tsv line 2: the log was written by another run \(seed: 5 vs 6\)"):
-        runner(model, tmp_path, custom_fn=logit_metric, metric="custom", seed=6).run(3, resume=True)
+        runner(model, tmp_path, metric=logit_metric, seed=6).run(3, resume=True)
     with pytest.raises(LogFormatError, match="prompts differs"):
-        runner(model, tmp_path, custom_fn=logit_metric, metric="custom", seed=5, prompts=["x y"]).run(3, resume=True)
+        runner(model, tmp_path, metric=logit_metric, seed=5, prompts=["x y"]).run(3, resume=True)
     (tmp_path / "other.tsv").write_text("a\tb\n1\t2\n")
     with pytest.raises(LogFormatError, match="line 1: not an AutoSteer results log"):
-        runner(model, tmp_path, "other.tsv", custom_fn=logit_metric, metric="custom").run(3, resume=True)
+        runner(model, tmp_path, "other.tsv", metric=logit_metric).run(3, resume=True)
     # an edited candidate: the replay notices the search would not have proposed it
     p = tmp_path / "r.tsv"
     text = p.read_text()
@@ -333,7 +339,7 @@ def test_resume_refuses_a_log_from_another_run(model, tmp_path):
     edited = SteerCandidate(tuple(type(v)(v.layer_idx, v.coeff * 0.5, v.text, v.schedule) for v in first))
     p.write_text(text.replace(first.key(), edited.key()).replace(first.describe(), edited.describe()))
     with pytest.raises(LogFormatError, match=r"line 3: seed 5 proposes"):
-        runner(model, tmp_path, custom_fn=logit_metric, metric="custom", seed=5).run(3, resume=True)
+        runner(model, tmp_path, metric=logit_metric, seed=5).run(3, resume=True)
 
 
 # ---------------------------------------------------------------------------
@@ -348,9 +354,10 @@ def never(*a):
     "kwargs, exc, match",
     [
         (dict(prompts=PROMPTS, expected_outputs=EXPECTED[:2]), InvalidArgumentError, r"different lengths \(3 vs 2\)"),
-        (dict(metric="accuracy"), InvalidArgumentError, "unknown metric 'accuracy'; expected one of 'task_accuracy', 'perplexity', 'custom'"),
-        (dict(metric="custom"), InvalidArgumentError, "custom_fn"),
-        (dict(metric="custom", custom_fn="not callable"), InvalidArgumentError, "custom_fn"),
+        (dict(metric="accuracy"), InvalidArgumentError, "unknown metric str 'accuracy'; expected one of 'task_accuracy', 'perplexity', 'custom'"),
+        (dict(metric="custom"), InvalidArgumentError, "metric 'custom' needs the option 'fn'"),
+        (dict(metric=CustomMetric), InvalidArgumentError, r"got the class CustomMetric; call it"),
+        (dict(metric=3), InvalidArgumentError, "unknown metric int 3"),
         (dict(prompts=[]), InvalidArgumentError, "prompts is empty"),
         (dict(prompts=["ok", " "]), InvalidArgumentError, r"prompts\[1\] is empty"),
         (dict(prompts="one prompt"), InvalidArgumentError, "single string"),
@@ -361,23 +368,24 @@ def never(*a):
         (dict(log_path="."), InvalidArgumentError, "is a directory"),
         (dict(log_path="no/such/dir/r.tsv"), InvalidArgumentError, "does not exist"),
         (dict(log_path=__file__ + "/r.tsv"), InvalidArgumentError, "cannot write the log"),
-        (dict(min_improvement=-0.1), InvalidArgumentError, "min_improvement"),
-        (dict(min_improvement=math.nan), InvalidArgumentError, "min_improvement"),
-        (dict(patience=0), InvalidArgumentError, "patience"),
+        (dict(keep_rule="median"), InvalidArgumentError, "unknown keep rule str 'median'; expected one of 'mean', 'paired'"),
+        (dict(strategy="grid"), InvalidArgumentError, "unknown strategy str 'grid'; expected one of 'local', 'random', 'tpe'"),
+        (dict(strategy=LocalSearch), InvalidArgumentError, "got the class LocalSearch; call it"),
         (dict(max_new_tokens=0), InvalidArgumentError, "max_new_tokens"),
-        (dict(batch_size=0), InvalidArgumentError, "batch_size"),
+        (dict(population=0), InvalidArgumentError, "population"),
+        (dict(patience=5), TypeError, "patience"),
         (dict(lower_is_better="yes"), InvalidArgumentError, "lower_is_better"),
         (dict(search_space={"layer_range": (0, 1)}), InvalidArgumentError, "SteerSearchSpace"),
-        (dict(holdout_expected=["7"]), InvalidArgumentError, "without holdout_prompts"),
-        (dict(holdout_prompts=["a", "b"], holdout_expected=["7"]), InvalidArgumentError, "holdout_prompts and holdout_expected"),
-        (dict(metric="custom", custom_fn=never, expected_outputs=EXPECTED), InvalidArgumentError, "not used by metric='custom'"),
-        (dict(metric="perplexity", custom_fn=never), InvalidArgumentError, "only used with metric='custom'"),
+        (dict(holdout=(["a", "b"], ["7"])), InvalidArgumentError, r"holdout\[0\] and holdout\[1\] have different lengths"),
+        (dict(holdout="held out"), InvalidArgumentError, "holdout must be a list of strings, got a single str"),
+        (dict(metric=never, expected_outputs=EXPECTED), InvalidArgumentError, "not used by metric='custom'"),
+        (dict(metric=CustomMetric(never), expected_outputs=EXPECTED), InvalidArgumentError, "not used by metric='custom'"),
     ],
 )
 def test_bad_input_fails_before_the_baseline(model, tmp_path, monkeypatch, kwargs, exc, match):
     monkeypatch.chdir(tmp_path)
     kw = dict(model=model, tokenizer=make_tokenizer(), prompts=PROMPTS, metric="task_accuracy",
-              expected_outputs=EXPECTED, search_space=SPACE, log_path="r.tsv", verbose=False)
+              expected_outputs=EXPECTED, search_space=SPACE, log_path="r.tsv")
     kw.update(kwargs)
     with pytest.raises(exc, match=match):
         AutoSteerRunner(**kw)
@@ -401,22 +409,22 @@ def test_bad_space_is_caught_at_construction(space_kwargs, match):
 @pytest.mark.parametrize("bad", [-1, 1.5, None, True])
 def test_bad_max_iterations(model, tmp_path, bad):
     fn = scripted([])
-    r = runner(model, tmp_path, metric="custom", custom_fn=fn)
+    r = runner(model, tmp_path, metric=fn)
     with pytest.raises(InvalidArgumentError, match="max_iterations"):
         r.run(bad)
     assert fn.calls == [] and not (tmp_path / "r.tsv").exists()
 
 
 def test_resume_without_log_path(model, tmp_path):
-    r = AutoSteerRunner(model, make_tokenizer(), PROMPTS, metric="custom", custom_fn=scripted([1.0]),
-                        search_space=SPACE, log_path=None, verbose=False)
+    r = AutoSteerRunner(model, make_tokenizer(), PROMPTS, metric=scripted([1.0]),
+                        search_space=SPACE, log_path=None)
     with pytest.raises(InvalidArgumentError, match="resume"):
-        r.run(1, resume=True)
-    assert r.run(0)["baseline_score"] == 1.0  # no log at all is fine
+        r.run(1, resume=True, verbose=False)
+    assert r.run(0, verbose=False)["baseline_score"] == 1.0  # no log at all is fine
 
 
 def test_default_space_is_the_middle_layers(model, tmp_path):
-    r = runner(model, tmp_path, search_space=None, metric="custom", custom_fn=scripted([0.0]))
+    r = runner(model, tmp_path, search_space=None, metric=scripted([0.0]))
     assert r.search_space.layer_range == (0, 2) and r.search_space.texts == ("logical", "precise", "analytical")
     assert r.lower_is_better is False
     assert runner(model, tmp_path, metric="perplexity").lower_is_better is True
@@ -443,7 +451,7 @@ def test_tokenizer_and_training_flags_are_restored(tmp_path):
 
 def test_best_steer_code_reproduces_the_candidate(model, tmp_path):
     fn = scripted([0.0] + [float(i) for i in range(1, 6)])
-    res = runner(model, tmp_path, metric="custom", custom_fn=fn).run(5)
+    res = runner(model, tmp_path, metric=fn).run(5)
     ns = {"model": model, "tokenizer": make_tokenizer()}
     exec(res["best_steer_code"], ns)
     steered = ns["steered"]
@@ -457,9 +465,9 @@ def test_best_steer_code_reproduces_the_candidate(model, tmp_path):
 
 
 def test_progress_output(model, tmp_path, capsys):
-    runner(model, tmp_path, metric="custom", custom_fn=scripted([0.0, 1.0, 0.5])).run(2)
+    runner(model, tmp_path, metric=scripted([0.0, 1.0, 0.5])).run(2)
     assert capsys.readouterr().out == ""  # verbose=False: silent
-    runner(model, tmp_path, metric="custom", custom_fn=scripted([0.0, 1.0, 0.5]), verbose=True).run(2)
+    runner(model, tmp_path, metric=scripted([0.0, 1.0, 0.5]), verbose=True).run(2)
     out = capsys.readouterr().out.splitlines()  # stdout is not a terminal: plain lines
     assert out[0] == "[autosteer] baseline 0.0000"
     assert out[1].startswith("[autosteer] 1/2 keep    score 1.0000  best 1.0000  L")
@@ -470,7 +478,7 @@ def test_plot_history_from_results(model, tmp_path):
     pytest.importorskip("matplotlib")
     from autosteer import plot_history
 
-    res = runner(model, tmp_path, metric="custom", custom_fn=scripted([0.0, 1.0, RuntimeError("x"), 0.5])).run(3)
+    res = runner(model, tmp_path, metric=scripted([0.0, 1.0, RuntimeError("x"), 0.5])).run(3)
     fig = plot_history(res, tmp_path / "h.svg")
     assert (tmp_path / "h.svg").stat().st_size > 1000
     assert "higher is better" in fig.axes[0].get_ylabel()
@@ -485,27 +493,27 @@ def test_a_new_run_refuses_to_overwrite_a_file_that_is_not_its_log(model, tmp_pa
     path = tmp_path / "data.jsonl"
     path.write_text(content)
     fn = scripted([0.5, 0.6])
-    r = AutoSteerRunner(model, make_tokenizer(), PROMPTS, metric="custom", custom_fn=fn, search_space=SPACE,
-                        log_path=path, verbose=False)
+    r = AutoSteerRunner(model, make_tokenizer(), PROMPTS, metric=fn, search_space=SPACE,
+                        log_path=path)
     with pytest.raises(InvalidArgumentError, match="already exists and is a file that is not an AutoSteer"):
-        r.run(1)
+        r.run(1, verbose=False)
     assert path.read_text() == content and fn.calls == []  # refused before any work
-    r2 = AutoSteerRunner(model, make_tokenizer(), PROMPTS, metric="custom", custom_fn=fn, search_space=SPACE,
-                         log_path=path, verbose=False, overwrite=True)
-    assert r2.run(1)["iterations"] == 1 and len(read_log(path)) == 2
+    r2 = AutoSteerRunner(model, make_tokenizer(), PROMPTS, metric=fn, search_space=SPACE,
+                         log_path=path)
+    assert r2.run(1, verbose=False, overwrite=True)["iterations"] == 1 and len(read_log(path)) == 2
 
 
 def test_a_log_of_another_run_is_kept_unless_overwrite(model, tmp_path):
     path = tmp_path / "r.tsv"
-    kw = dict(metric="custom", search_space=SPACE, log_path=path, verbose=False)
-    AutoSteerRunner(model, make_tokenizer(), PROMPTS, custom_fn=scripted([0.5, 0.6]), seed=1, **kw).run(1)
+    kw = dict(search_space=SPACE, log_path=path)
+    AutoSteerRunner(model, make_tokenizer(), PROMPTS, metric=scripted([0.5, 0.6]), seed=1, **kw).run(1, verbose=False)
     before = path.read_bytes()
     with pytest.raises(InvalidArgumentError, match="a results log of another run.*--overwrite"):
-        AutoSteerRunner(model, make_tokenizer(), PROMPTS, custom_fn=scripted([0.5]), seed=2, **kw).run(1)
+        AutoSteerRunner(model, make_tokenizer(), PROMPTS, metric=scripted([0.5]), seed=2, **kw).run(1, verbose=False)
     assert path.read_bytes() == before
     # overwrite=True replaces it
-    again = AutoSteerRunner(model, make_tokenizer(), PROMPTS, custom_fn=scripted([0.5, 0.7]), seed=1,
-                            overwrite=True, **kw).run(1)
+    again = AutoSteerRunner(model, make_tokenizer(), PROMPTS, metric=scripted([0.5, 0.7]), seed=1,
+                            **kw).run(1, verbose=False, overwrite=True)
     assert again["best_score"] == 0.7 and read_log(path)[1].score == 0.7
 
 
@@ -513,33 +521,33 @@ def test_the_same_run_again_refuses_to_wipe_its_own_log(model, tmp_path):
     """A second run of the very same configuration over its log, without resume, used to start
     afresh and wipe the trials (9 rows -> 3): refused before any work, naming both ways out."""
     path = tmp_path / "r.tsv"
-    kw = dict(metric="custom", search_space=SPACE, log_path=path, verbose=False, seed=1)
-    AutoSteerRunner(model, make_tokenizer(), PROMPTS, custom_fn=scripted([0.5, 0.6, 0.4, 0.7]), **kw).run(3)
+    kw = dict(search_space=SPACE, log_path=path, seed=1)
+    AutoSteerRunner(model, make_tokenizer(), PROMPTS, metric=scripted([0.5, 0.6, 0.4, 0.7]), **kw).run(3, verbose=False)
     before = path.read_bytes()
     assert len(read_log(path)) == 4
     fn = scripted([0.5])
     with pytest.raises(InvalidArgumentError, match=r"already holds 4 row\(s\) of this very run.*"
-                                                   r"resume=True / --resume.*overwrite=True / --overwrite"):
-        AutoSteerRunner(model, make_tokenizer(), PROMPTS, custom_fn=fn, **kw).run(1)
+                                                   r"run\(resume=True\) / --resume.*run\(overwrite=True\) / --overwrite"):
+        AutoSteerRunner(model, make_tokenizer(), PROMPTS, metric=fn, **kw).run(1, verbose=False)
     assert path.read_bytes() == before and fn.calls == []  # nothing lost, nothing evaluated
     # a header-only file (a run killed before its baseline) has nothing to lose
     path.write_text(before.decode().splitlines()[0] + "\n")
-    res = AutoSteerRunner(model, make_tokenizer(), PROMPTS, custom_fn=scripted([0.5, 0.6]), **kw).run(1)
+    res = AutoSteerRunner(model, make_tokenizer(), PROMPTS, metric=scripted([0.5, 0.6]), **kw).run(1, verbose=False)
     assert res["iterations"] == 1 and len(read_log(path)) == 2
 
 
 def test_custom_fn_arity_is_checked_at_construction(model, tmp_path):
     with pytest.raises(InvalidArgumentError, match=r"three arguments \(model, tokenizer, prompts\)"):
-        runner(model, tmp_path, metric="custom", custom_fn=lambda model, prompts: 1.0)
-    runner(model, tmp_path, metric="custom", custom_fn=lambda *args: 1.0)  # *args binds
+        runner(model, tmp_path, metric=lambda model, prompts: 1.0)
+    runner(model, tmp_path, metric=CustomMetric(lambda *args: 1.0))  # *args binds
 
 
 def test_perplexity_holdout_is_scored_like_the_search(model, tmp_path):
     with pytest.raises(InvalidArgumentError, match="held-out prompts must be scored the same way"):
-        runner(model, tmp_path, metric="perplexity", expected_outputs=EXPECTED, holdout_prompts=["a b c"])
+        runner(model, tmp_path, metric="perplexity", expected_outputs=EXPECTED, holdout=["a b c"])
     with pytest.raises(InvalidArgumentError, match="held-out prompts must be scored the same way"):
-        runner(model, tmp_path, metric="perplexity", holdout_prompts=["a b c"], holdout_expected=["d"])
-    runner(model, tmp_path, metric="perplexity", holdout_prompts=["a b c"])
+        runner(model, tmp_path, metric="perplexity", holdout=(["a b c"], ["d"]))
+    runner(model, tmp_path, metric="perplexity", holdout=["a b c"])
 
 
 def test_non_finite_logits_are_a_crash_not_a_score(model, tmp_path):
@@ -559,10 +567,10 @@ def test_per_prompt_values_are_recorded(model, tmp_path):
             assert len(rec.per_prompt) == len(PROMPTS) and set(rec.per_prompt) <= {0.0, 1.0}
             assert rec.score == sum(rec.per_prompt) / len(PROMPTS)
     assert [r.per_prompt for r in read_log(tmp_path / "r.tsv")] == [r.per_prompt for r in res["history"]]
-    res = runner(model, tmp_path, metric="custom", custom_fn=lambda m, t, p: [0.0, 1.0, 0.5]).run(1)
+    res = runner(model, tmp_path, metric=lambda m, t, p: [0.0, 1.0, 0.5]).run(1)
     assert res["history"][0].per_prompt == (0.0, 1.0, 0.5) and res["baseline_score"] == 0.5
-    with pytest.raises(TypeError, match="custom_fn must return a number"):
-        runner(model, tmp_path, metric="custom", custom_fn=lambda m, t, p: "high").run(0)
+    with pytest.raises(TypeError, match="the custom metric's function must return a number"):
+        runner(model, tmp_path, metric=lambda m, t, p: "high").run(0)
 
 
 def test_a_population_run_is_reproducible_and_decides_in_proposal_order(model, tmp_path):
@@ -580,7 +588,7 @@ def test_a_population_run_is_reproducible_and_decides_in_proposal_order(model, t
 
 
 def test_a_half_logged_round_is_completed_on_resume(model, tmp_path):
-    kw = dict(tokenizer=make_tokenizer(), metric="custom", custom_fn=logit_metric, seed=5, population=4)
+    kw = dict(tokenizer=make_tokenizer(), metric=logit_metric, seed=5, population=4)
     runner(model, tmp_path, "full.tsv", **kw).run(8)
     lines = (tmp_path / "full.tsv").read_text().splitlines(keepends=True)
     (tmp_path / "half.tsv").write_text("".join(lines[:1 + 1 + 6]))  # header, baseline, round 1 and half of round 2
@@ -598,9 +606,9 @@ def test_a_model_steered_by_another_steer_is_refused_naming_its_vectors(model, t
     other.add(2, -0.2, text="confused")
     with pytest.raises(InvalidArgumentError, match=r"already steered by another Steer \(layer 1: 'logical' coeff 0\.4; "
                                                    r"layer 2: 'confused' coeff -0\.2\).*reset_all"):
-        runner(model, tmp_path, metric="custom", custom_fn=logit_metric)
+        runner(model, tmp_path, metric=logit_metric)
     other.reset_all()
-    r = runner(model, tmp_path, metric="custom", custom_fn=logit_metric)
+    r = runner(model, tmp_path, metric=logit_metric)
     with Steer(model, tok) as late:  # steering added between the runner's construction and run()
         late.add(0, 0.3, text="precise")
         with pytest.raises(InvalidArgumentError, match=r"layer 0: 'precise' coeff 0\.3"):
@@ -618,4 +626,4 @@ def test_a_model_steered_by_another_steer_is_refused_naming_its_vectors(model, t
     gc.collect()
     assert n_hooks(orphan)
     with pytest.raises(InvalidArgumentError, match=r"layer 1: 1 vector\(s\), coeff 0\.5 \(no Steer owns them\)"):
-        runner(orphan, tmp_path, metric="custom", custom_fn=logit_metric)
+        runner(orphan, tmp_path, metric=logit_metric)

@@ -115,17 +115,17 @@ def test_chat_prompts_batch_like_one_at_a_time(smollm2):
 
 
 def test_a_short_concept_search_end_to_end(smollm2, tmp_path):
-    from autosteer import AutoSteerRunner, SteerSearchSpace, read_log
+    from autosteer import AutoSteerRunner, SteeredConcept, SteerSearchSpace, read_log
     from autosteer.demo import load_concept_demo
 
     model, tok = smollm2
     concept, pattern, prompts, held = load_concept_demo()
     space = SteerSearchSpace(layer_range=(14, 29), coeff_range=(0.1, 0.4), texts=[concept], max_vectors=2,
                              schedules=["none"])
-    runner = AutoSteerRunner(model, tok, prompts[:6], metric="steered_concept", concept_pattern=pattern, chat=True,
-                             max_new_tokens=24, batch_size=6, search_space=space, log_path=tmp_path / "log.tsv",
-                             seed=1, population=4, verbose=False)
-    res = runner.run(8)
+    runner = AutoSteerRunner(model, tok, prompts[:6], metric=SteeredConcept(pattern=pattern), chat=True,
+                             max_new_tokens=24, search_space=space, log_path=tmp_path / "log.tsv",
+                             seed=1, population=4)
+    res = runner.run(8, verbose=False, batch_size=6)
     hist = read_log(tmp_path / "log.tsv")
     assert len(hist) == 9 and [r.round for r in hist] == [0, 1, 1, 1, 1, 2, 2, 2, 2]
     for rec in hist:
@@ -139,14 +139,14 @@ def test_a_short_concept_search_end_to_end(smollm2, tmp_path):
 def test_the_demo_configuration_meets_its_held_out_targets(smollm2):
     """The configuration benchmarks/real_model_demo.py found (benchmarks/results/), on the 40
     held-out requests: concept rate from <= 10% to >= 60%, fluency within +1 nat/token."""
-    from autosteer import SteerCandidate, SteerEvaluator, Steer
+    from autosteer import SteerCandidate, SteerEvaluator, Steer, SteeredConcept
     from autosteer.demo import CONCEPT_DEMO, load_concept_demo
 
     model, tok = smollm2
     found = json.loads((ROOT / "benchmarks" / "results" / "real_model_demo.json").read_text())
     candidate = SteerCandidate.from_dict(found["best_candidate"])
     _, pattern, _, held = load_concept_demo()
-    ev = SteerEvaluator(model, tok, "steered_concept", concept_pattern=pattern, chat=True,
+    ev = SteerEvaluator(model, tok, SteeredConcept(pattern=pattern), chat=True,
                         max_new_tokens=CONCEPT_DEMO["max_new_tokens"], batch_size=20)
     base = ev.evaluate_result(held)
     (steered,) = ev.evaluate_candidates(Steer(model, tok), [candidate], held)

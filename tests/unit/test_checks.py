@@ -159,8 +159,6 @@ def test_evaluator_flags(llama):
 
 
 @pytest.mark.parametrize("option,value,match", [
-    ("verbose", "no", "verbose must be True or False"),
-    ("overwrite", 1, "overwrite must be True or False"),
     ("chat", "no", "chat must be True or False"),
     ("lower_is_better", "no", "lower_is_better must be True, False or None"),
 ])
@@ -173,16 +171,30 @@ def test_runner_flags(llama, tmp_path, option, value, match):
                         **{option: value})
 
 
+@pytest.mark.parametrize("option,value,match", [
+    ("verbose", "no", "verbose must be True or False"),
+    ("overwrite", 1, "overwrite must be True or False"),
+])
+def test_run_flags(llama, tmp_path, option, value, match):
+    from autosteer import AutoSteerRunner
+
+    model, tok = llama
+    runner = AutoSteerRunner(model, tok, ["a prompt"], metric="perplexity", log_path=tmp_path / "log.tsv")
+    with pytest.raises(TypeError, match=match):
+        runner.run(1, **{option: value})
+    assert not (tmp_path / "log.tsv").exists()
+
+
 def test_runner_run_resume_and_read_log(llama, tmp_path):
     from autosteer import AutoSteerRunner, read_log
 
     model, tok = llama
     runner = AutoSteerRunner(model, tok, ["the cat sees a book"], metric="perplexity",
-                             log_path=tmp_path / "log.tsv", verbose=False)
+                             log_path=tmp_path / "log.tsv")
     with pytest.raises(TypeError, match="resume must be True or False, got str 'no'"):
-        runner.run(0, resume="no")
+        runner.run(0, resume="no", verbose=False)
     assert not (tmp_path / "log.tsv").exists()
-    runner.run(0)
+    runner.run(0, verbose=False)
     with pytest.raises(TypeError, match="allow_incomplete must be True or False"):
         read_log(tmp_path / "log.tsv", allow_incomplete="yes")
 
@@ -252,14 +264,14 @@ def test_evaluator_evaluate_refuses_a_string_or_a_dict(llama, prompts, expected,
     (dict(prompts={"the cat": 1}), r"^prompts must be a list of strings, got a dict"),
     (dict(prompts=["the cat"], expected_outputs="7"), r"^expected_outputs must be a list of strings, got a single"),
     (dict(prompts=["the cat"], expected_outputs={"7": 1}), r"^expected_outputs must be a list of strings, got a dict"),
-    (dict(prompts=["the cat"], expected_outputs=["7"], holdout_prompts="a dog", holdout_expected=["7"]),
-     r"^holdout_prompts must be a list of strings, got a single"),
-    (dict(prompts=["the cat"], expected_outputs=["7"], holdout_prompts={"a dog": 1}, holdout_expected=["7"]),
-     r"^holdout_prompts must be a list of strings, got a dict"),
-    (dict(prompts=["the cat"], expected_outputs=["7"], holdout_prompts=["a dog"], holdout_expected="7"),
-     r"^holdout_expected must be a list of strings, got a single"),
-    (dict(prompts=["the cat"], expected_outputs=["7"], holdout_prompts=["a dog"], holdout_expected={"7": 0}),
-     r"^holdout_expected must be a list of strings, got a dict"),
+    (dict(prompts=["the cat"], expected_outputs=["7"], holdout="a dog"),
+     r"^holdout must be a list of strings, got a single"),
+    (dict(prompts=["the cat"], expected_outputs=["7"], holdout={"a dog": 1}),
+     r"^holdout must be a list of strings, got a dict"),
+    (dict(prompts=["the cat"], expected_outputs=["7"], holdout=(["a dog"], "7")),
+     r"^holdout\[1\] must be a list of strings, got a single"),
+    (dict(prompts=["the cat"], expected_outputs=["7"], holdout=(["a dog"], {"7": 0})),
+     r"^holdout\[1\] must be a list of strings, got a dict"),
 ])
 def test_runner_refuses_a_string_or_a_dict(llama, tmp_path, kwargs, match):
     from autosteer import AutoSteerRunner

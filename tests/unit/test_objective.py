@@ -9,6 +9,7 @@ from tiny_models import make_model, make_tokenizer
 from autosteer import (
     AutoSteerRunner,
     Steer,
+    SteeredAnswer,
     SteerCandidate,
     SteerEvaluator,
     SteerSearchSpace,
@@ -96,8 +97,8 @@ def test_steered_answer_matches_a_plain_torch_reference(model, steered):
     # on-concept: the answers that contain the unsteered first answer's first word
     word = tok.decode(plain[0][:1]).strip()
     concept = lambda text: 1.0 if word in text else 0.0
-    ev = SteerEvaluator(model, tok, "steered_answer", concept_pattern=concept, max_new_tokens=N_NEW, batch_size=2,
-                        fluency_margin=10.0, fluency_scale=2.0)
+    ev = SteerEvaluator(model, tok, SteeredAnswer(pattern=concept, fluency_margin=10.0, fluency_scale=2.0),
+                        max_new_tokens=N_NEW, batch_size=2)
     steer = Steer(model, tok)
     cand = SteerCandidate.from_dict([{"layer_idx": 1, "coeff": 0.5, "text": "happy"}])
     if steered:
@@ -120,8 +121,8 @@ def test_steered_answer_matches_a_plain_torch_reference(model, steered):
 
 def test_over_the_budget_scores_below_every_feasible_candidate(model):
     tok = make_tokenizer()
-    ev = SteerEvaluator(model, tok, "steered_answer", concept_pattern=lambda t: 1.0, max_new_tokens=N_NEW,
-                        fluency_margin=0.0, relevance_judge=lambda request, answer: 1.0)
+    ev = SteerEvaluator(model, tok, SteeredAnswer(pattern=lambda t: 1.0, fluency_margin=0.0,
+                                                  relevance_judge=lambda request, answer: 1.0), max_new_tokens=N_NEW)
     steer = Steer(model, tok)
     cand = SteerCandidate.from_dict([{"layer_idx": 0, "coeff": 4.0, "text": "the old man"}])
     (got,) = ev.evaluate_candidates(steer, [cand], PROMPTS)
@@ -138,13 +139,13 @@ def test_over_the_budget_scores_below_every_feasible_candidate(model):
 
 def test_bad_inputs_are_refused_before_work(model):
     tok = make_tokenizer()
-    with pytest.raises(InvalidArgumentError, match="concept_pattern"):
+    with pytest.raises(InvalidArgumentError, match="metric 'steered_answer' needs the option 'pattern'"):
         SteerEvaluator(model, tok, "steered_answer")
-    with pytest.raises(InvalidArgumentError, match="relevance_judge"):
-        SteerEvaluator(model, tok, "steered_answer", concept_pattern="x", relevance_judge=3)
-    with pytest.raises(InvalidArgumentError, match="fluency_scale"):
-        SteerEvaluator(model, tok, "steered_answer", concept_pattern="x", fluency_scale=0)
-    ev = SteerEvaluator(model, tok, "steered_answer", concept_pattern="x", max_new_tokens=2)
+    with pytest.raises(InvalidArgumentError, match=r"SteeredAnswer.relevance_judge must be a callable"):
+        SteeredAnswer(pattern="x", relevance_judge=3)
+    with pytest.raises(InvalidArgumentError, match=r"SteeredAnswer.fluency_scale must be > 0"):
+        SteeredAnswer(pattern="x", fluency_scale=0)
+    ev = SteerEvaluator(model, tok, SteeredAnswer(pattern="x"), max_new_tokens=2)
     with pytest.raises(InvalidArgumentError, match="at least 2 prompts"):
         ev.evaluate(["a dog"])
 
@@ -161,8 +162,8 @@ def test_a_keep_over_the_budget_on_held_out_prompts_is_never_the_result(model, t
     for coeff in (0.5, 1.0, 2.0, 4.0):
         cand = SteerCandidate.from_dict([{"layer_idx": 1, "coeff": coeff, "text": "happy"}])
         for name, prompts in (("search", search), ("held", held)):
-            ev = SteerEvaluator(model, tok, "steered_answer", concept_pattern=changed, relevance_judge=judge,
-                                max_new_tokens=N_NEW, fluency_margin=100.0)
+            ev = SteerEvaluator(model, tok, SteeredAnswer(pattern=changed, relevance_judge=judge, fluency_margin=100.0),
+                                max_new_tokens=N_NEW)
             (r,) = ev.evaluate_candidates(steer, [cand], prompts)
             excess[coeff, name] = (r.details["fluency_excess"], r.value)
     usable = [c for c in (0.5, 1.0, 2.0, 4.0)
@@ -172,10 +173,10 @@ def test_a_keep_over_the_budget_on_held_out_prompts_is_never_the_result(model, t
     margin = (excess[coeff, "held"][0] + excess[coeff, "search"][0]) / 2
     space = SteerSearchSpace(layer_range=(1, 1), coeff_range=(coeff, coeff), texts=["happy"], max_vectors=1,
                              schedules=("none",))
-    runner = AutoSteerRunner(model, tok, search, metric="steered_answer", concept_pattern=changed,
-                             relevance_judge=judge, fluency_margin=margin, max_new_tokens=N_NEW,
-                             holdout_prompts=held, search_space=space, log_path=tmp_path / "log.tsv", verbose=False)
-    res = runner.run(1)
+    metric = SteeredAnswer(pattern=changed, relevance_judge=judge, fluency_margin=margin)
+    runner = AutoSteerRunner(model, tok, search, metric=metric, max_new_tokens=N_NEW, holdout=held,
+                             search_space=space, log_path=tmp_path / "log.tsv")
+    res = runner.run(1, verbose=False)
     rec = res["history"][1]
     assert rec.candidate.vectors[0].coeff == coeff
     assert rec.score > 0 and rec.details["feasible"] == 1.0  # better than the baseline on the search prompts

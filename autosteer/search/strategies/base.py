@@ -1,5 +1,14 @@
 """The strategy interface: propose a round of candidates from the history you are given.
 
+A strategy is an object that carries its own options (``LocalSearch(patience=3)``,
+``TPE(n_startup=4)``), declared once on its class and checked in its
+constructor.  Given before the search space is known (``AutoSteerRunner(strategy=LocalSearch(patience=3))``),
+it is *unbound*; the runner calls :meth:`Strategy.bind` with the resolved
+space, the seed and the metric's direction, which returns a bound copy (the
+object you gave is left as it is and can be given again), as an Optuna study
+hands its sampler the search space and the history.  ``LocalSearch(space,
+seed=0, patience=3)`` is bound at once.
+
 A strategy owns no results.  :meth:`Strategy.propose_round` is a pure
 function of the strategy's settings (space, seed, options), the history it is
 given and the number of candidates asked for: its random generator is seeded
@@ -14,17 +23,20 @@ for a hand-written loop: the strategy then keeps the records it was told.
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
-from typing import Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
-from autosteer._checks import check_int
-from autosteer.search.candidate import SteerCandidate
+from autosteer._checks import check_bool, check_int
 from autosteer.errors import InvalidArgumentError, SearchSpaceError
+from autosteer.search.candidate import SteerCandidate
+from autosteer.search.options import Configurable, make
 from autosteer.search.space import SteerSearchSpace
 from autosteer.search.trial import TrialRecord, last_keep
 
-__all__ = ["Strategy", "SearchExhaustedError", "MAX_ATTEMPTS"]
+__all__ = ["Strategy", "SearchExhaustedError", "MAX_ATTEMPTS", "STRATEGIES", "DEFAULT_STRATEGY", "register",
+           "as_strategy", "make_strategy"]
 
 #: Draws a strategy makes for one slot before it concludes that everything reachable was tried.
 MAX_ATTEMPTS = 200
@@ -36,26 +48,68 @@ class SearchExhaustedError(SearchSpaceError):
     """Every candidate the search can reach has already been evaluated."""
 
 
-class Strategy:
+class Strategy(Configurable):
     """Base class of the search strategies (see :mod:`autosteer.search.strategies`).
 
-    Subclasses set :attr:`name` and implement :meth:`_propose`.
+    ``Strategy(space=None, seed=0, lower_is_better=False, **options)``:
+    without a space the strategy is unbound and only holds its options;
+    :meth:`bind` gives it the space.  Subclasses set :attr:`name` and
+    :attr:`options`, implement :meth:`_propose`, and are added to
+    :data:`STRATEGIES` with :func:`register`.
     """
 
-    name: str = "strategy"
+    kind: ClassVar[str] = "strategy"
+    name: ClassVar[str] = "strategy"
 
-    def __init__(self, space: SteerSearchSpace, seed: int = 0) -> None:
-        if not isinstance(space, SteerSearchSpace):
-            raise InvalidArgumentError(f"space must be a SteerSearchSpace, got {type(space).__name__}")
-        if space.layer_range is None:
-            raise SearchSpaceError(
-                "the search space has no layer_range yet; call space.resolve(num_layers) "
-                "or give layer_range=(first, last)"
-            )
-        self.space = space
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" not in cls.__dict__:
+            P = inspect.Parameter
+            params = [P("self", P.POSITIONAL_OR_KEYWORD), P("space", P.POSITIONAL_OR_KEYWORD, default=None),
+                      P("seed", P.POSITIONAL_OR_KEYWORD, default=0),
+                      P("lower_is_better", P.POSITIONAL_OR_KEYWORD, default=False)]
+            params += [P(o.name, P.KEYWORD_ONLY, default=o.default) for o in cls.options]
+            cls.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+
+    def __init__(self, space: SteerSearchSpace | None = None, seed: int = 0, lower_is_better: bool = False,
+                 **options: Any) -> None:
+        self._set_options(options)
         self.seed = check_int("seed", seed)
+        self.lower_is_better = check_bool("lower_is_better", lower_is_better)
+        self.space: SteerSearchSpace | None = None
+        if space is not None:
+            if not isinstance(space, SteerSearchSpace):
+                raise InvalidArgumentError(f"space must be a SteerSearchSpace, got {type(space).__name__}")
+            if space.layer_range is None:
+                raise SearchSpaceError(
+                    "the search space has no layer_range yet; call space.resolve(num_layers) "
+                    "or give layer_range=(first, last)"
+                )
+            self.space = space
+            self._bound()
         self._records: list[TrialRecord] = []
         self._pending: SteerCandidate | None = None
+
+    def _bound(self) -> None:
+        """Called once :attr:`space` is set (subclasses prepare what depends on it)."""
+
+    def bind(self, space: SteerSearchSpace, seed: int = 0, lower_is_better: bool = False) -> "Strategy":
+        """A copy of this strategy, with the same options, on ``space`` (a resolved
+        :class:`~autosteer.SteerSearchSpace`) with ``seed``, for a metric whose direction is
+        ``lower_is_better``.  The runner calls it; this object is left unbound."""
+        return type(self)(space, seed, lower_is_better, **self.get_options())
+
+    @property
+    def bound(self) -> bool:
+        """Whether the strategy has its search space (see :meth:`bind`)."""
+        return self.space is not None
+
+    def _require_bound(self) -> None:
+        if self.space is None:
+            raise InvalidArgumentError(
+                f"{type(self).__name__} has no search space yet: give it to AutoSteerRunner(strategy=...), or call "
+                f"strategy.bind(space, seed) (or {type(self).__name__}(space, seed=...)) before proposing"
+            )
 
     # -- the interface the runner uses -------------------------------------------
 
@@ -64,6 +118,7 @@ class Strategy:
 
         Raises :class:`SearchExhaustedError` when not even one new candidate can be found.
         """
+        self._require_bound()
         n = check_int("n", n, minimum=1)
         tried = {SteerCandidate().key()} | {r.candidate.key() for r in history}
         rng = random.Random(f"autosteer:{self.name}:{self.seed}:{len(history)}")
@@ -137,3 +192,41 @@ class Strategy:
     def best_score(self) -> float | None:
         r = last_keep(self._records)
         return None if r is None else r.score
+
+
+#: name -> Strategy class; :func:`register` adds a row.
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+DEFAULT_STRATEGY = "local"
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: add a :class:`Strategy` subclass to :data:`STRATEGIES` under its name."""
+    if not cls.name or cls.name in STRATEGIES:
+        raise InvalidArgumentError(f"a strategy named {cls.name!r} is already registered or the name is empty")
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def as_strategy(value: Any) -> Strategy:
+    """``value`` as a :class:`Strategy`: an object as it is, a name with its defaults (None: ``"local"``)."""
+    return make("strategy", STRATEGIES, Strategy, value, default=DEFAULT_STRATEGY)
+
+
+def make_strategy(strategy: Any, space: SteerSearchSpace, seed: int = 0, lower_is_better: bool = False,
+                  **options: Any) -> Strategy:
+    """The strategy (a name, then with ``options``; or an object, then no ``options``) bound to ``space``.
+
+    An option the strategy does not declare is an
+    :class:`~autosteer.errors.InvalidArgumentError`.
+    """
+    if options:
+        if not isinstance(strategy, str):
+            raise InvalidArgumentError(
+                f"give the options of a strategy object in its constructor, not to make_strategy: got {sorted(options)}"
+            )
+        obj = as_strategy(strategy)  # an unknown name fails here
+        obj = type(obj)(**options)
+    else:
+        obj = as_strategy(strategy)
+    return obj.bind(space, seed, lower_is_better)

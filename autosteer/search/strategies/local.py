@@ -1,5 +1,8 @@
 """The default strategy: local search around the best candidate, random restarts after patience.
 
+``LocalSearch(patience=5, n_init=8)`` (``strategy="local"``; the former name
+``AutoSteerSearch`` is the same class).
+
 * The first ``n_init`` candidates (default 8), and while nothing has been kept,
   and in *explore* mode, every proposal is a fresh random sample:
   1..``max_vectors`` vectors, each with a random layer, signed text, magnitude
@@ -18,14 +21,13 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from autosteer._checks import check_int
 from autosteer.search.candidate import SteerCandidate
-from autosteer.search.space import SteerSearchSpace
+from autosteer.search.options import Option, non_negative_int, positive_int
 from autosteer.search.strategies import _sampling
-from autosteer.search.strategies.base import Strategy
+from autosteer.search.strategies.base import Strategy, register
 from autosteer.search.trial import TrialRecord, last_keep
 
-__all__ = ["AutoSteerSearch", "non_keeps_since_best", "N_INIT"]
+__all__ = ["LocalSearch", "AutoSteerSearch", "non_keeps_since_best", "N_INIT"]
 
 #: Fresh random samples before local search starts (measured by benchmarks/search_quality.py:
 #: 0 let the first lucky keep pull the search into its neighbourhood, and random search beat it
@@ -44,18 +46,23 @@ def non_keeps_since_best(history: Sequence[TrialRecord]) -> int:
     return n
 
 
-class AutoSteerSearch(Strategy):
+@register
+class LocalSearch(Strategy):
     """Local search with random restarts: the default strategy (``strategy="local"``).
 
-    ``AutoSteerSearch(space, seed=0, patience=5, n_init=8)``; see the module docstring.
+    ``LocalSearch(patience=5, n_init=8)``; bound at once with
+    ``LocalSearch(space, seed=0, patience=5)``.  See the module docstring.
     """
 
     name = "local"
-
-    def __init__(self, space: SteerSearchSpace, seed: int = 0, patience: int = 5, n_init: int = N_INIT) -> None:
-        super().__init__(space, seed)
-        self.patience = check_int("patience", patience, minimum=1)
-        self.n_init = check_int("n_init", n_init, minimum=0)
+    options = (
+        Option("patience", 5, "non-keeps in a row after which local search explores again (random samples)",
+               check=positive_int, parse=int, metavar="N"),
+        Option("n_init", N_INIT, "random samples before local search starts", check=non_negative_int, parse=int,
+               metavar="N"),
+    )
+    patience: int
+    n_init: int
 
     def exploring_after(self, history: Sequence[TrialRecord]) -> bool:
         """Whether a proposal after ``history`` explores (within the first ``n_init`` candidates,
@@ -95,3 +102,7 @@ class AutoSteerSearch(Strategy):
     def mode(self) -> str:
         """``"explore"`` (random samples) or ``"exploit"`` (perturb the best)."""
         return "explore" if self.exploring_after(self._records) else "exploit"
+
+
+#: The former name of :class:`LocalSearch`.
+AutoSteerSearch = LocalSearch

@@ -9,14 +9,15 @@ import random
 
 from autosteer.search.candidate import SteerCandidate
 from autosteer.search.strategies import _sampling
-from autosteer.search.strategies.base import Strategy
+from autosteer.search.strategies.base import Strategy, register
 from autosteer.search.trial import TrialRecord
 
 __all__ = ["RandomSearch"]
 
 
+@register
 class RandomSearch(Strategy):
-    """Independent random samples of the space, never a repeat."""
+    """Independent random samples of the space, never a repeat: ``RandomSearch()``; takes no option."""
 
     name = "random"
 

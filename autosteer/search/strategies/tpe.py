@@ -1,6 +1,7 @@
 """Tree-structured Parzen estimator through Optuna's ask/tell interface (``strategy="tpe"``).
 
-Needs the optional dependency: ``pip install "autosteer[optuna]"``.
+``TPE(n_startup=8)`` (``strategy="tpe"``; the former name ``TPESearch`` is
+the same class).  Needs the optional dependency: ``pip install "autosteer[optuna]"``.
 
 How a candidate maps to Optuna parameters (define-by-run, conditional):
 ``n_vectors`` (1..max_vectors), then for each vector ``i`` used: ``layer_i``
@@ -28,15 +29,14 @@ import random
 import warnings
 from typing import Any
 
-from autosteer._checks import check_bool, check_int
-from autosteer.search.candidate import SteerCandidate, SteerVector
 from autosteer.errors import AutoSteerError
-from autosteer.search.space import SteerSearchSpace
+from autosteer.search.candidate import SteerCandidate, SteerVector
+from autosteer.search.options import Option, positive_int
 from autosteer.search.strategies import _sampling
-from autosteer.search.strategies.base import Strategy
+from autosteer.search.strategies.base import Strategy, register
 from autosteer.search.trial import TrialRecord
 
-__all__ = ["TPESearch", "OPTUNA_INSTALL"]
+__all__ = ["TPE", "TPESearch", "OPTUNA_INSTALL"]
 
 OPTUNA_INSTALL = 'pip install "autosteer[optuna]"  (or: pip install optuna)'
 
@@ -50,21 +50,24 @@ def _optuna():
     return optuna
 
 
-class TPESearch(Strategy):
-    """Optuna's TPE sampler over the search space; see the module docstring.
+@register
+class TPE(Strategy):
+    """Optuna's TPE sampler over the search space (``strategy="tpe"``); see the module docstring.
 
-    ``TPESearch(space, seed=0, lower_is_better=False, n_startup=8)``.
+    ``TPE(n_startup=8)``; bound at once with ``TPE(space, seed=0,
+    lower_is_better=False, n_startup=8)``.
     """
 
     name = "tpe"
+    options = (
+        Option("n_startup", 8, "random samples before TPE models the history (Optuna's n_startup_trials)",
+               check=positive_int, parse=int, metavar="N"),
+    )
+    n_startup: int
 
-    def __init__(self, space: SteerSearchSpace, seed: int = 0, lower_is_better: bool = False,
-                 n_startup: int = 8) -> None:
-        super().__init__(space, seed)
+    def _bound(self) -> None:
         _optuna()  # a clear error now, not at the first proposal
-        self.lower_is_better = check_bool("lower_is_better", lower_is_better)
-        self.n_startup = check_int("n_startup", n_startup, minimum=1)
-        self._schedules = tuple(space.schedules)
+        self._schedules = tuple(self.space.schedules)
 
     # -- the mapping between candidates and Optuna parameters ------------------------
 
@@ -197,3 +200,7 @@ class TPESearch(Strategy):
                 break
             out.append(cand)
         return out
+
+
+#: The former name of :class:`TPE`.
+TPESearch = TPE
