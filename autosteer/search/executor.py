@@ -483,12 +483,6 @@ class RayExecutor(Executor):
         self._start_workers()
         return ray.get([self._workers[i].node.remote() for i in self._alive()])
 
-    @property
-    def dead_workers(self) -> dict[int, str]:
-        """Worker index -> why it died, for the workers of the current run lost so far
-        (``lost_workers`` keeps every loss, also after :meth:`close`)."""
-        return dict(self._dead)
-
 
 def _cause(e: BaseException) -> str:
     text = str(e).strip().splitlines()

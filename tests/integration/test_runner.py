@@ -627,3 +627,19 @@ def test_a_model_steered_by_another_steer_is_refused_naming_its_vectors(model, t
     assert n_hooks(orphan)
     with pytest.raises(InvalidArgumentError, match=r"layer 1: 1 vector\(s\), coeff 0\.5 \(no Steer owns them\)"):
         runner(orphan, tmp_path, metric=logit_metric)
+
+
+def test_objects_carry_their_options_into_the_run(model, tmp_path):
+    """The strategy, keep rule and metric objects given to the runner: the strategy is bound to a
+    copy (the object given stays unbound and reusable), and every option is in the run's config."""
+    strategy, rule = LocalSearch(patience=2, n_init=1), MeanRule(min_improvement=0.01)
+    metric = CustomMetric(scripted([0.0, 1.0, 0.5, 0.2]))
+    r = runner(model, tmp_path, metric=metric, strategy=strategy, keep_rule=rule, seed=3)
+    assert not strategy.bound and r.strategy.bound and r.strategy == strategy and r.keep_rule is rule
+    assert (r.config["strategy"], r.config["strategy_options"]) == ("local", {"patience": 2, "n_init": 1})
+    assert (r.config["keep_rule"], r.config["min_improvement"]) == ("mean", 0.01)
+    assert (r.config["metric"], r.config["metric_options"]) == ("custom", {})
+    res = r.run(3)
+    assert [h.status for h in res["history"]] == ["baseline", "keep", "discard", "discard"]
+    again = runner(model, tmp_path, "b.tsv", metric=lambda m, t, p: 0.0, strategy=strategy, seed=3)
+    assert again.strategy.get_options() == {"patience": 2, "n_init": 1}

@@ -188,3 +188,61 @@ def test_schedule_draws_respect_ranges():
                 assert lo <= sch[p] <= hi
         s.record(0.0, status)
     assert kinds == {"decay", "cosine", "warmup"}
+
+
+# ---------------------------------------------------------------------------
+# strategies as objects: options declared once, bound to the space by the runner
+
+
+def test_an_unbound_strategy_holds_its_options_and_binds_to_a_copy():
+    from autosteer import LocalSearch, RandomSearch, TPE, TPESearch
+
+    assert AutoSteerSearch is LocalSearch and TPESearch is TPE  # the former names still work
+    s = LocalSearch(patience=3, n_init=2)
+    assert not s.bound and s.get_options() == {"patience": 3, "n_init": 2}
+    assert repr(s) == "LocalSearch(patience=3, n_init=2)"
+    with pytest.raises(InvalidArgumentError, match="no search space yet.*bind"):
+        s.propose_round([], 1)
+    bound = s.bind(SPACE, seed=4)
+    assert bound is not s and bound.bound and not s.bound and bound == s
+    assert (bound.patience, bound.n_init, bound.seed, bound.space) == (3, 2, 4, SPACE)
+    # binding is the same as constructing on the space: the same proposals for the same outcomes
+    statuses = random_statuses(20, seed=3)
+    assert drive(bound, statuses) == drive(LocalSearch(SPACE, seed=4, patience=3, n_init=2), statuses)
+    assert drive(RandomSearch().bind(SPACE, 1), statuses) == drive(RandomSearch(SPACE, seed=1), statuses)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: AutoSteerSearch(patiense=3), r"strategy 'local' has no option 'patiense'; its options are patience, n_init"),
+    (lambda: AutoSteerSearch(n_startup=3), r"strategy 'local' has no option 'n_startup'"),
+    (lambda: __import__("autosteer").RandomSearch(patience=3), r"strategy 'random' has no option 'patience'; "
+                                                               r"it takes no option"),
+    (lambda: __import__("autosteer").TPE(n_startup=0), r"TPE.n_startup must be an integer >= 1, got 0"),
+    (lambda: AutoSteerSearch(patience=2.5), r"LocalSearch.patience must be an integer, got float 2.5"),
+])
+def test_unknown_or_bad_options_are_errors(make, match):
+    with pytest.raises(InvalidArgumentError, match=match):
+        make()
+
+
+def test_make_strategy_reaches_every_option_and_refuses_unknown_ones():
+    from autosteer.search.strategies import make_strategy
+
+    s = make_strategy("local", SPACE, seed=2, n_init=0, patience=7)  # n_init was silently dropped before
+    assert (s.n_init, s.patience, s.seed) == (0, 7, 2)
+    with pytest.raises(InvalidArgumentError, match="strategy 'random' has no option 'patience'"):
+        make_strategy("random", SPACE, patience=3)
+    with pytest.raises(InvalidArgumentError, match="unknown strategy str 'grid'"):
+        make_strategy("grid", SPACE)
+    with pytest.raises(InvalidArgumentError, match="constructor"):
+        make_strategy(AutoSteerSearch(), SPACE, patience=3)
+
+
+def test_n_init_changes_what_is_proposed():
+    """n_init reaches the search: with 0 random samples it exploits right after the first keep,
+    with 8 it still explores."""
+    for n_init, mode in ((0, "exploit"), (8, "explore")):
+        local = AutoSteerSearch(n_init=n_init).bind(SPACE, seed=0)
+        local.propose()
+        local.record(1.0, "keep")
+        assert local.mode == mode
