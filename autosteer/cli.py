@@ -21,6 +21,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from autosteer.search.runner import (
+    DEFAULT_LOG,  # torch-free: the runner imports torch on first use
+)
+
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "build_parser", "main", "read_prompts"]
 
 EXIT_OK = 0
@@ -28,10 +32,28 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
-DEFAULT_LOG = "steer_log.tsv"  # the runner's default (autosteer.search.runner.DEFAULT_LOG), without importing it
-
 #: Deepest nesting accepted in a JSON input file (deeper files are refused, not crashed on).
 MAX_JSON_DEPTH = 32
+
+
+def _runner_defaults() -> dict[str, Any]:
+    """The defaults of AutoSteerRunner and its run(), read from their signatures (not repeated here)."""
+    import inspect
+
+    from autosteer.search.runner import AutoSteerRunner
+
+    out = {}
+    for fn in (AutoSteerRunner.__init__, AutoSteerRunner.run):
+        for name, p in inspect.signature(fn).parameters.items():
+            if p.default is not inspect.Parameter.empty:
+                out[name] = p.default
+    return out
+
+
+def _vector_formats() -> tuple[str, ...]:
+    from autosteer.steering.vector_file import FORMATS
+
+    return FORMATS
 
 
 def _registries() -> list[tuple[str, str, dict[str, type], str | None, str]]:
@@ -319,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-vectors", type=_positive_int, metavar="N", help="most vectors per candidate (default: 2)")
     s.add_argument("--schedules", nargs="+", metavar="NAME", choices=_schedule_names(),
                    help=f"coefficient schedules to try (default: {' '.join(_schedule_names())})")
-    s.add_argument("--population", type=_positive_int, default=1, metavar="K",
+    defaults = _runner_defaults()
+    s.add_argument("--population", type=_positive_int, default=defaults["population"], metavar="K",
                    help="candidates evaluated together per round, in one batch (default: %(default)s)")
     s.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="score candidates on Ray workers that load --model themselves: no ADDRESS starts a "
@@ -333,14 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GPUs each Ray worker reserves (default: %(default)s)")
     s.add_argument("--iterations", type=_non_negative_int, default=30, metavar="N",
                    help="candidates to evaluate after the baseline (default: %(default)s)")
-    s.add_argument("--seed", type=int, default=0, help="search seed (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=defaults["seed"], help="search seed (default: %(default)s)")
     s.add_argument("--log", default=DEFAULT_LOG, metavar="FILE", help="results log (default: %(default)s)")
     s.add_argument("--resume", action="store_true", help="continue the run recorded in --log (a fresh run if none)")
     s.add_argument("--overwrite", action="store_true",
                    help="start a new run even if --log holds something else (it is replaced)")
-    s.add_argument("--max-new-tokens", type=_positive_int, default=16, metavar="N",
+    s.add_argument("--max-new-tokens", type=_positive_int, default=defaults["max_new_tokens"], metavar="N",
                    help="tokens generated per prompt for task_accuracy (default: %(default)s)")
-    s.add_argument("--batch-size", type=_positive_int, default=8, metavar="N",
+    s.add_argument("--batch-size", type=_positive_int, default=defaults["batch_size"], metavar="N",
                    help="prompts per forward pass (default: %(default)s)")
     s.add_argument("--quiet", action="store_true", help="no progress output")
     taken = {a for action in s._actions for a in action.option_strings}
@@ -381,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("config", metavar="CONFIG", help="best.json, a candidate JSON, or a search log")
     model_options(e)
     e.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to write (.gguf or .safetensors)")
-    e.add_argument("--format", choices=("gguf", "safetensors"), help="default: from the output's extension")
+    e.add_argument("--format", choices=_vector_formats(), help="default: from the output's extension")
     e.add_argument("--calibration", metavar="FILE",
                    help="prompts (text lines or JSONL) that calibrate the activation scale folded into a GGUF "
                         "vector (default: eight built-in texts)")
@@ -542,9 +565,8 @@ def _read_expected(path: str, n_prompts: int) -> list[str]:
 
 def _read_config(path: str):
     """A SteerCandidate from `best --json` output, a candidate dict, or a list of vector dicts."""
-    from autosteer.search.candidate import SteerCandidate
-
     from autosteer._checks import read_text
+    from autosteer.search.candidate import SteerCandidate
 
     _require_file(path, "config file")
     data = _load_json(read_text(path, "config file"), f"config file {path!r}")

@@ -643,3 +643,16 @@ def test_objects_carry_their_options_into_the_run(model, tmp_path):
     assert [h.status for h in res["history"]] == ["baseline", "keep", "discard", "discard"]
     again = runner(model, tmp_path, "b.tsv", metric=lambda m, t, p: 0.0, strategy=strategy, seed=3)
     assert again.strategy.get_options() == {"patience": 2, "n_init": 1}
+
+
+def test_the_documented_call_and_at_most_16_parameters(model, tmp_path):
+    """The original documented call works unchanged; everything else is an object's option or a
+    run() setting, so the constructor stays at 16 parameters."""
+    import inspect
+
+    params = [p for p in inspect.signature(AutoSteerRunner.__init__).parameters if p != "self"]
+    assert len(params) <= 16, params
+    r = AutoSteerRunner(model=model, tokenizer=make_tokenizer(), prompts=PROMPTS, metric="task_accuracy",
+                        expected_outputs=EXPECTED, lower_is_better=False, search_space=SPACE,
+                        log_path=tmp_path / "log.tsv")
+    assert r.run(1, verbose=False)["iterations"] == 1
