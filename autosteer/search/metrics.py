@@ -56,7 +56,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Sequence
 
-from autosteer._checks import check_real, is_real
+from autosteer._checks import check_real, check_str_list, is_real
 from autosteer._checks import describe as _describe
 from autosteer.errors import InvalidArgumentError
 from autosteer.search.options import REQUIRED, Configurable, Option, make, non_negative_real
@@ -170,11 +170,12 @@ def compile_pattern(pattern: Any, name: str = "pattern") -> re.Pattern:
             return re.compile(pattern, re.IGNORECASE)
         except re.error as exc:
             raise InvalidArgumentError(f"{name} {pattern!r} is not a valid regular expression: {exc}") from None
-    if isinstance(pattern, (list, tuple)) and pattern:
-        for i, kw in enumerate(pattern):
-            if not isinstance(kw, str) or not kw.strip():
-                raise InvalidArgumentError(f"{name}[{i}] must be a non-empty keyword, got {_describe(kw)}")
-        return re.compile("|".join(re.escape(kw) for kw in pattern), re.IGNORECASE)
+    if isinstance(pattern, (list, tuple)):
+        keywords = check_str_list(name, pattern, allow_empty=False)
+        for i, kw in enumerate(keywords):
+            if not kw.strip():
+                raise InvalidArgumentError(f"{name}[{i}] is an empty keyword")
+        return re.compile("|".join(re.escape(kw) for kw in keywords), re.IGNORECASE)
     raise InvalidArgumentError(
         f"{name} must be a regular expression or a non-empty list of keywords, got {_describe(pattern)}"
     )

@@ -273,3 +273,35 @@ def test_kl_neutral(model, tok, neutral, cand):
     else:
         assert got.value > 1e-4
     assert n_hooks(model) == 0
+
+
+@pytest.mark.parametrize("make, exc, match", [
+    (lambda: ConceptRate(pattern=[]), "InvalidArgumentError", r"ConceptRate.pattern is empty"),
+    (lambda: ConceptRate(pattern=["wed", 3]), "ArgumentTypeError", r"ConceptRate.pattern\[1\] must be a string"),
+    (lambda: ConceptRate(pattern="(unclosed"), "InvalidArgumentError", r"is not a valid regular expression"),
+    (lambda: ConceptRate(), "InvalidArgumentError", r"metric 'concept_rate' needs the option 'pattern'"),
+    (lambda: SteeredConcept(pattern="x", fluency_margin=-1), "InvalidArgumentError",
+     r"SteeredConcept.fluency_margin must be >= 0"),
+    (lambda: SteeredConcept(pattern="x", fluency_scale=2), "InvalidArgumentError",
+     r"metric 'steered_concept' has no option 'fluency_scale'; its options are pattern, fluency_margin"),
+    (lambda: Perplexity(pattern="x"), "InvalidArgumentError", r"metric 'perplexity' has no option 'pattern'; "
+                                                                r"it takes no option"),
+    (lambda: KLNeutral(prompts="one prompt"), "ArgumentTypeError", r"KLNeutral.prompts must be a list"),
+    (lambda: CustomMetric(lambda model, prompts: 1.0), "InvalidArgumentError", r"three arguments"),
+])
+def test_metric_options_are_checked_in_the_constructor(make, exc, match):
+    from autosteer import errors
+
+    with pytest.raises(getattr(errors, exc), match=match):
+        make()
+
+
+def test_a_name_or_a_callable_is_the_metric_with_its_defaults():
+    from autosteer.search.metrics import as_metric
+
+    assert as_metric("perplexity") == Perplexity() and as_metric("kl_neutral") == KLNeutral()
+    fn = lambda m, t, p: 0.0  # noqa: E731
+    assert as_metric(fn) == CustomMetric(fn)
+    m = SteeredConcept(pattern="wed")
+    assert as_metric(m) is m and repr(m) == "SteeredConcept(pattern=re.compile('wed', re.IGNORECASE), fluency_margin=1.0)"
+    assert m.fingerprint() == {"pattern": "wed", "fluency_margin": 1.0}
