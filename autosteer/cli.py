@@ -84,10 +84,13 @@ def _add_object_options(parser: argparse.ArgumentParser, flag: str, kind: str, r
 
     names = _cli_names(registry)
     group = parser.add_argument_group(f"{kind} and its options (each option names the {kind} that takes it)")
-    lines = "; ".join(f"{n}: {registry[n].summary}" if getattr(registry[n], "summary", "") else n for n in names)
+    def label(name: str) -> str:
+        lower = getattr(registry[name], "lower_is_better", None)
+        return name if lower is None else f"{name} ({'lower' if lower else 'higher'} is better)"
+
     group.add_argument(flag, default=default, choices=names, metavar="NAME",
-                       help=f"{purpose}: one of {', '.join(names)}" + (f" (default: {default})" if default else "")
-                       + (f". {lines}" if kind == "metric" else "").replace("%", "%%"))
+                       help=f"{purpose}: one of {', '.join(map(label, names))}"
+                       + (f" (default: {default})" if default else "") + "; see docs/search.md")
     by_flag: dict[str, list] = {}
     for name in names:
         for o in registry[name].options:

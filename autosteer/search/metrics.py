@@ -104,7 +104,7 @@ class Metric(Configurable):
     Class attributes: ``lower_is_better`` (the metric's direction; None: the
     user's ``lower_is_better`` decides, default False), ``expected``
     ("required", "optional" or "unused": the expected outputs), ``summary``
-    (one line for the docs and ``--help``), ``batched`` (whether several
+    (one line that says what it measures), ``batched`` (whether several
     candidates share one batched pass; otherwise they are evaluated one after
     another).  Subclasses implement :meth:`compute`.
     """
