@@ -46,7 +46,8 @@ PROMPTS = {
                 "Write one sentence about the sea.", "What is 12 times 7?",
                 "Suggest a name for a cat.", "Why is the sky blue?"],
 }
-WORDS = ["logical", "precise", "calm", "happy", "formal", "brief", "careful", "clear"]
+WORDS = {"organism": ["logical", "precise", "analytical", "confused", "irrational", "answer", "what", "plus"],
+         "smollm2": ["logical", "precise", "calm", "happy", "formal", "brief", "careful", "clear"]}
 
 
 def _free_port() -> int:
@@ -154,7 +155,7 @@ def _bodies(model_id: str, name: str, clients: int, rounds: int, max_tokens: int
                 body["prompt"] = prompts[(c + r) % len(prompts)]
             if steered:  # every client its own configuration (K = clients distinct ones)
                 body["steering"] = [{"layer_idx": c % num_layers, "coeff": 0.001 * (1 + c / 64),
-                                     "text": WORDS[c % len(WORDS)]}]
+                                     "text": WORDS[name][c % len(WORDS[name])]}]
             rows.append(body)
         out.append(rows)
     return out
