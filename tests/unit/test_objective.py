@@ -188,3 +188,30 @@ def test_a_keep_over_the_budget_on_held_out_prompts_is_never_the_result(model, t
 
     assert read_log(tmp_path / "log.tsv")[1].status == "discard"
     assert math.isfinite(res["baseline_holdout"])
+
+
+def test_best_and_the_report_show_the_three_axes(model, tmp_path, capsys):
+    from autosteer.cli import main
+    from autosteer.search.results import answer_axes
+
+    tok = make_tokenizer()
+    space = SteerSearchSpace(layer_range=(1, 2), coeff_range=(0.3, 0.6), texts=["happy"], max_vectors=1,
+                             schedules=("none",))
+    runner = AutoSteerRunner(model, tok, PROMPTS[:3], concept_pattern=lambda t: 1.0,  # the default metric
+                             relevance_judge=lambda r, a: 1.0, max_new_tokens=N_NEW, holdout_prompts=PROMPTS[3:],
+                             search_space=space, log_path=tmp_path / "log.tsv", verbose=False, population=2)
+    assert runner.metric == "steered_answer"
+    res = runner.run(2)
+    axes = answer_axes(res)
+    base = res["history"][0].details
+    assert axes["search"]["baseline"]["relevance"] == base["relevance"]
+    assert axes["holdout"]["baseline"]["fluency_excess"] == base["holdout_fluency_excess"]
+    assert "Held-out prompts: concept" in str(res)
+    assert main(["best", str(tmp_path / "log.tsv")]) == 0
+    out = capsys.readouterr().out
+    assert "Search prompts: concept 100% -> 100%" in out and "Held-out prompts: concept" in out
+    pytest.importorskip("matplotlib")
+    from autosteer.search.plot import plot_history
+
+    title = plot_history(tmp_path / "log.tsv").axes[0].get_title()
+    assert "held-out, baseline -> best: concept 100% -> 100%" in title

@@ -1,0 +1,354 @@
+#!/usr/bin/env python
+"""Concept search on a real model, five methods side by side in one interleaved run.
+
+    python benchmarks/search_real.py [--concepts weddings,music,castles] [--seeds 0-9] [--budget 16]
+                                     [--population 8] [--search-prompts 12] [--holdout 20]
+                                     [--max-new-tokens 40] [--methods prev,new,random,grid,prompt]
+                                     [--json PATH] [--continue] [--report]
+
+Methods, per (concept, seed), in an order rotated by the seed:
+
+``prev``    the previous default: ``SteerSearchSpace(texts=[concept])`` and ``steered_concept``
+            (the concept rate with a soft fluency penalty), local search, ``--budget`` candidates;
+``new``     the new default: :func:`autosteer.search.calibrate.concept_space` (calibrated
+            coefficients, pre-screened layers) and ``steered_answer``, local search, same budget;
+``random``  random search in the new default's space, ``steered_answer``, same budget;
+``grid``    a 20-point hand grid (layers 8, 11, 14, 17, 20 x coefficients 0.2, 0.35, 0.5, 0.75),
+            the best feasible by ``steered_answer`` on the search prompts;
+``prompt``  no steering: a system prompt asking for the concept.
+``new+prompt`` the new default run on the requests WITH that system prompt: its baseline is
+            prompting alone, so it keeps only steering that beats prompting on the objective.
+
+Each method's choice is judged on held-out requests it never saw (greedy answers): the concept
+pattern, relevance (PMI, nat/token), fluency excess over the unsteered model, the stuck share, the
+combined score of docs/metrics.md, and an independent judge the search never sees (a
+sentence-embedding model, benchmarks/_judge.py) deciding whether each answer addresses its
+request.  "success" = on-concept (pattern) AND on-request (judge) AND not stuck.
+
+Every finished (concept, seed) is appended to the JSON at once, so a run cut by a time limit
+continues with ``--continue``.  ``--report`` prints the tables and targets from the JSON alone.
+The search prompts and held-out prompts of a seed are a seeded draw from the demo's 24 and 40.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from _common import RESULTS, ROOT, machine, table
+
+METHODS = ("prev", "new", "random", "grid", "prompt", "new+prompt")
+GRID_LAYERS = (8, 11, 14, 17, 20)
+GRID_COEFFS = (0.2, 0.35, 0.5, 0.75)
+SYSTEM = {
+    "weddings": "Whatever the question, work a mention of weddings into your answer.",
+    "music": "Whatever the question, work a mention of music into your answer.",
+    "castles": "Whatever the question, work a mention of castles and knights into your answer.",
+}
+MARGIN = 1.0
+
+
+def load_concepts():
+    from autosteer.demo import load_concept_demo
+    from autosteer.steering.concept import Concept
+
+    wed, wed_pattern, search, held = load_concept_demo()
+    out = {"weddings": (wed, wed_pattern)}
+    data = json.loads((Path(__file__).parent / "data" / "bench_concepts.json").read_text())
+    for c in data["concepts"]:
+        out[c["name"]] = (Concept.from_dict({k: v for k, v in c.items() if k != "pattern"}), c["pattern"])
+    return out, search, held
+
+
+def parse_seeds(text: str) -> list[int]:
+    if "-" in text:
+        a, b = text.split("-")
+        return list(range(int(a), int(b) + 1))
+    return [int(x) for x in text.split(",")]
+
+
+class Bench:
+    def __init__(self, args):
+        from autosteer import load_model
+        from autosteer.steering.steer import Steer
+
+        self.args = args
+        self.model, self.tok = load_model("smollm2", progress=False)
+        self.steer = Steer(self.model, self.tok)
+        self.concepts, self.search_pool, self.held_pool = load_concepts()
+        self.spaces = {}
+        self.judge = None
+
+    def split(self, seed):
+        rng = random.Random(1000 + seed)
+        s = rng.sample(self.search_pool, self.args.search_prompts)
+        h = rng.sample(self.held_pool, self.args.holdout)
+        return s, h
+
+    def space_of(self, name):
+        """The new default's space, calibrated once per concept (its time is charged to new and random)."""
+        saved = self.data.setdefault("spaces", {})
+        if name not in self.spaces and name in saved:  # calibrated in an earlier session of this run
+            from autosteer import SteerSearchSpace
+
+            space = SteerSearchSpace.from_dict(saved[name]["space"])
+            self.spaces[name] = (space, saved[name]["calibration"], saved[name]["seconds"])
+        if name not in self.spaces:
+            from autosteer.search.calibrate import concept_space
+
+            t = time.perf_counter()
+            space, cal = concept_space(self.model, self.tok, self.concepts[name][0])
+            self.spaces[name] = (space, cal.to_dict(), time.perf_counter() - t)
+            saved[name] = {"space": space.to_dict(), "calibration": cal.to_dict(), "seconds": self.spaces[name][2]}
+        return self.spaces[name]
+
+    def conv(self, name, prompts):
+        return [[{"role": "system", "content": SYSTEM[name]}, {"role": "user", "content": p}] for p in prompts]
+
+    def runner(self, prompts, space, metric, pattern, strategy, seed):
+        from autosteer import AutoSteerRunner
+
+        return AutoSteerRunner(self.model, self.tok, prompts, metric=metric, concept_pattern=pattern, chat=True,
+                               max_new_tokens=self.args.max_new_tokens, batch_size=len(prompts), search_space=space,
+                               log_path=None, seed=seed, verbose=False, strategy=strategy,
+                               population=self.args.population, fluency_margin=MARGIN)
+
+    def run_method(self, method, name, seed, prompts):
+        from autosteer import SteerSearchSpace
+
+        concept, pattern = self.concepts[name]
+        t = time.perf_counter()
+        extra = 0.0
+        info = {}
+        if method == "prompt":
+            return {"candidate": None, "system": SYSTEM[name], "evaluations": 0, "wall_s": 0.0}
+        system = None
+        if method == "new+prompt":
+            system, prompts = SYSTEM[name], self.conv(name, prompts)
+        if method == "grid":
+            return self.run_grid(name, prompts, t)
+        if method == "prev":
+            runner = self.runner(prompts, SteerSearchSpace(texts=[concept]), "steered_concept", pattern, "local", seed)
+        else:
+            space, _cal, extra = self.space_of(name)
+            info = {"space": space.to_dict()["layer_range"], "coeff_range": list(space.coeff_range)}
+            runner = self.runner(prompts, space, "steered_answer", pattern, "random" if method == "random" else "local",
+                                 seed)
+        res = runner.run(self.args.budget)
+        wall = time.perf_counter() - t + extra
+        trace = [(r.elapsed_s + extra, r.details.get("concept_rate")) for r in res["history"]
+                 if r.status in ("baseline", "keep") and r.details]
+        best = res["best_candidate"]
+        return {"candidate": None if best is None else best.to_dict(), "system": system,
+                "evaluations": res["iterations"],
+                "wall_s": wall, "search_concept_rate": trace[-1][1] if trace else None, "trace": trace,
+                "calibration_s": extra, **info}
+
+    def run_grid(self, name, prompts, t):
+        from autosteer import SteerCandidate, SteerEvaluator, SteerVector
+
+        concept, pattern = self.concepts[name]
+        ev = SteerEvaluator(self.model, self.tok, "steered_answer", concept_pattern=pattern, chat=True,
+                            max_new_tokens=self.args.max_new_tokens, batch_size=len(prompts), fluency_margin=MARGIN)
+        cands = [SteerCandidate((SteerVector(layer, c, concept),)) for layer in GRID_LAYERS for c in GRID_COEFFS]
+        results = []
+        for i in range(0, len(cands), self.args.population):
+            results += ev.evaluate_candidates(self.steer, cands[i:i + self.args.population], prompts)
+        feasible = [(r.value, i) for i, r in enumerate(results) if r.details["feasible"] == 1.0]
+        best = max(feasible)[1] if feasible else None
+        return {"candidate": None if best is None or results[best].value <= 0 else cands[best].to_dict(),
+                "evaluations": len(cands), "wall_s": time.perf_counter() - t}
+
+    def judge_held(self, name, held, result):
+        """Held-out axes of one method's choice, and the independent judge's verdicts."""
+        import torch
+
+        from autosteer import SteerCandidate, SteerEvaluator
+        from autosteer.search.metrics import MetricJob
+        from autosteer.search.objective import answer_scores
+
+        concept, pattern = self.concepts[name]
+        ev = self.held_ev.get(name)
+        if ev is None or ev.held != held:  # one evaluator per held-out set: its unsteered references are cached
+            ev = SteerEvaluator(self.model, self.tok, "steered_answer", concept_pattern=pattern, chat=True,
+                                max_new_tokens=self.args.max_new_tokens, batch_size=len(held), fluency_margin=MARGIN)
+            ev.held = held
+            self.held_ev[name] = ev
+        cand = SteerCandidate.from_dict(result["candidate"] or [], [concept])
+        prompts = self.conv(name, held) if result.get("system") else held
+        with ev.eval_mode(), torch.inference_mode():
+            texts, ids = ev.generate_with_ids(MetricJob(prompts, None, [cand], self.steer), early_stop=False)
+            (s,) = answer_scores(ev, held, texts, ids, concept=ev.concept_score, margin=MARGIN)
+        if self.judge is None:
+            from _judge import Judge
+
+            self.judge = Judge()
+        tx = list(texts[0])
+        on_req = self.judge.on_request(held, tx)
+        success = [c >= 0.5 and j and not st for c, j, st in zip(s.concept, on_req, s.stuck)]
+        d = s.details()
+        return {**{k: d[k] for k in ("concept_rate", "relevance", "on_request", "fluency_excess", "stuck",
+                                     "combined", "success", "feasible")},
+                "judge_on_request": sum(on_req) / len(on_req), "judged_success": sum(success) / len(success),
+                "per_prompt_combined": list(s.combined), "per_prompt_success": [float(x) for x in success],
+                "per_prompt_judge": [float(x) for x in on_req], "answers": [" ".join(a.split()) for a in tx]}
+
+
+def run(args):
+    path = Path(args.json)
+    data = json.loads(path.read_text()) if args.cont and path.exists() else {"units": {}}
+    data["machine"] = machine()
+    data["config"] = {k: getattr(args, k) for k in ("concepts", "seeds", "budget", "population", "search_prompts",
+                                                    "holdout", "max_new_tokens", "methods")}
+    bench = Bench(args)
+    bench.held_ev = {}
+    bench.data = data
+    methods = args.methods.split(",")
+    t_start = time.perf_counter()
+    for seed in parse_seeds(args.seeds):
+        for name in args.concepts.split(","):
+            prompts, held = bench.split(seed)
+            order = methods[seed % len(methods):] + methods[: seed % len(methods)]  # interleaved
+            for m in order:
+                key = f"{name}|{seed}|{m}"
+                if key in data["units"]:
+                    continue
+                if time.perf_counter() - t_start > 60 * args.max_minutes:
+                    print(f"stopping after {args.max_minutes} minutes; run again with --continue", flush=True)
+                    return data
+                t0 = time.perf_counter()
+                result = bench.run_method(m, name, seed, prompts)
+                result["held"] = bench.judge_held(name, held, result)
+                result.update(concept=name, seed=seed, method=m, order=order, search_prompts=prompts, holdout=held,
+                              unit_s=time.perf_counter() - t0)
+                data["units"][key] = result
+                RESULTS.mkdir(exist_ok=True)
+                path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+                h = result["held"]
+                print(f"[{name} seed {seed}] {m}: search {result['wall_s']:.0f} s, {result['evaluations']} evaluations; "
+                      f"held-out concept {100 * h['concept_rate']:.0f}%, judged success {100 * h['judged_success']:.0f}%, "
+                      f"combined {h['combined']:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return data
+
+
+def runs_of(data):
+    """Complete (concept, seed) runs: every method present."""
+    by = {}
+    for u in data["units"].values():
+        by.setdefault((u["concept"], u["seed"]), {})[u["method"]] = u
+    methods = data["config"]["methods"].split(",")
+    return [{"concept": c, "seed": s, "methods": ms} for (c, s), ms in sorted(by.items())
+            if all(m in ms for m in methods)]
+
+
+def _median(held, key):
+    return statistics.median(x[key] for x in held)
+
+
+def report(data):
+    from autosteer.search.stats import paired_p
+
+    runs = runs_of(data)
+    if not runs:
+        print("no runs yet")
+        return
+    methods = [m for m in METHODS if all(m in r["methods"] for r in runs)]
+    concepts = sorted({r["concept"] for r in runs})
+    seeds = sorted({r["seed"] for r in runs})
+    print(f"{len(runs)} (concept, seed) runs: concepts {', '.join(concepts)}; seeds {seeds}; config {data['config']}")
+    rows = []
+    for m in methods:
+        h = [r["methods"][m]["held"] for r in runs]
+        rows.append((m, f"{100 * _median(h, 'concept_rate'):.0f}%", f"{_median(h, 'relevance'):.2f}",
+                     f"{100 * _median(h, 'judge_on_request'):.0f}%", f"{_median(h, 'fluency_excess'):+.2f}",
+                     f"{100 * _median(h, 'stuck'):.0f}%", f"{_median(h, 'combined'):.3f}",
+                     f"{100 * _median(h, 'judged_success'):.0f}%",
+                     f"{sum(x['feasible'] for x in h):.0f}/{len(h)}",
+                     f"{statistics.median(r['methods'][m]['evaluations'] for r in runs):.0f}",
+                     f"{statistics.median(r['methods'][m]['wall_s'] for r in runs):.0f}"))
+    print(table(rows, ("method", "concept", "relevance", "judge on-request", "fluency", "stuck", "combined",
+                       "success (judged)", "within budget", "evaluations", "wall s")))
+    print("(medians over runs of held-out answers; relevance in nat/token; fluency = excess NLL over the unsteered "
+          "model's answers, budget +1; success = on-concept AND on-request by the judge AND not stuck)")
+    data["targets"] = {}
+    for lead in ("new", "new+prompt"):
+        if lead in methods:
+            data["targets"][lead] = _targets(runs, methods, concepts, seeds, lead, paired_p)
+
+
+def _targets(runs, methods, concepts, seeds, lead, paired_p):
+    targets = {}
+    per_concept = {}
+    for c in concepts:
+        rs = [r for r in runs if r["concept"] == c]
+        ok = sum(1 for r in rs if r["methods"][lead]["held"]["judged_success"] >= 0.5
+                 and r["methods"][lead]["held"]["feasible"] == 1.0)
+        per_concept[c] = (ok, len(rs))
+    targets["judged success >= 50% within budget in >= 9 of 10 seeds, every concept"] = (
+        len(seeds) >= 10 and all(ok >= math.ceil(0.9 * n) for ok, n in per_concept.values()),
+        "; ".join(f"{c}: {ok}/{n} runs" for c, (ok, n) in per_concept.items()))
+    a = [r["methods"][lead]["held"]["combined"] for r in runs]
+    for other in methods:
+        if other == lead:
+            continue
+        b = [r["methods"][other]["held"]["combined"] for r in runs]
+        p = paired_p(a, b, False, "wilcoxon")
+        pa = [x for r in runs for x in r["methods"][lead]["held"]["per_prompt_combined"]]
+        pb = [x for r in runs for x in r["methods"][other]["held"]["per_prompt_combined"]]
+        p_prompts = paired_p(pa, pb, False, "wilcoxon")
+        wins = sum(x > y for x, y in zip(a, b))
+        targets[f"combined: {lead} beats {other} (paired over runs, p < 0.05)"] = (
+            p < 0.05,
+            (f"median {statistics.median(a):.3f} vs {statistics.median(b):.3f}; higher in {wins}/{len(a)} runs; "
+             f"p = {p:.3g} over runs, p = {p_prompts:.3g} over {len(pa)} held-out answers"))
+    ratios = []
+    for r in runs:
+        prev, new = r["methods"]["prev"], r["methods"][lead]
+        goal = prev.get("search_concept_rate") or 0.0
+        hit = next((t for t, rate in new.get("trace", []) if rate is not None and rate >= goal), None)
+        ratios.append(None if hit is None else hit / max(prev["wall_s"], 1e-9))
+    reached = [x for x in ratios if x is not None]
+    targets[f"{lead} reaches prev's search concept rate in <= 1/4 of prev's wall time"] = (
+        bool(reached) and len(reached) == len(ratios) and statistics.median(reached) <= 0.25,
+        (f"reached in {len(reached)}/{len(ratios)} runs; median time ratio {statistics.median(reached):.2f}"
+         if reached else "never reached"))
+    print(f"Targets for {lead}:")
+    for k, (met, why) in targets.items():
+        print(f"  {'MET   ' if met else 'MISSED'} {k}: {why}")
+    return {k: {"met": bool(v[0]), "detail": v[1]} for k, v in targets.items()}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--concepts", default="weddings,music,castles")
+    p.add_argument("--seeds", default="0-9")
+    p.add_argument("--budget", type=int, default=16)
+    p.add_argument("--population", type=int, default=8)
+    p.add_argument("--search-prompts", type=int, default=12)
+    p.add_argument("--holdout", type=int, default=20)
+    p.add_argument("--max-new-tokens", type=int, default=40)
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--json", default=str(RESULTS / "search_real.json"))
+    p.add_argument("--continue", dest="cont", action="store_true",
+                   help="skip (concept, seed, method) units already in --json")
+    p.add_argument("--max-minutes", type=float, default=8.0,
+                   help="start no new unit after this many minutes (then run again with --continue)")
+    p.add_argument("--report", action="store_true", help="only print the report of --json")
+    args = p.parse_args(argv)
+    if args.report:
+        data = json.loads(Path(args.json).read_text())
+    else:
+        data = run(args)
+    report(data)
+    Path(args.json).write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
