@@ -108,16 +108,23 @@ class Bench:
             saved[name] = {"space": space.to_dict(), "calibration": cal.to_dict(), "seconds": self.spaces[name][2]}
         return self.spaces[name]
 
+    @staticmethod
+    def metric(pattern):
+        from autosteer.search.metrics import SteeredAnswer
+
+        return SteeredAnswer(pattern=pattern, fluency_margin=MARGIN)
+
     def conv(self, name, prompts):
         return [[{"role": "system", "content": SYSTEM[name]}, {"role": "user", "content": p}] for p in prompts]
 
     def runner(self, prompts, space, metric, pattern, strategy, seed):
         from autosteer import AutoSteerRunner
+        from autosteer.search.metrics import SteeredAnswer, SteeredConcept
 
-        return AutoSteerRunner(self.model, self.tok, prompts, metric=metric, concept_pattern=pattern, chat=True,
-                               max_new_tokens=self.args.max_new_tokens, batch_size=len(prompts), search_space=space,
-                               log_path=None, seed=seed, verbose=False, strategy=strategy,
-                               population=self.args.population, fluency_margin=MARGIN)
+        cls = SteeredAnswer if metric == "steered_answer" else SteeredConcept
+        return AutoSteerRunner(self.model, self.tok, prompts, metric=cls(pattern=pattern, fluency_margin=MARGIN),
+                               chat=True, max_new_tokens=self.args.max_new_tokens, search_space=space,
+                               log_path=None, seed=seed, strategy=strategy, population=self.args.population)
 
     def run_method(self, method, name, seed, prompts):
         from autosteer import SteerSearchSpace
@@ -140,7 +147,7 @@ class Bench:
             info = {"space": space.to_dict()["layer_range"], "coeff_range": list(space.coeff_range)}
             runner = self.runner(prompts, space, "steered_answer", pattern, "random" if method == "random" else "local",
                                  seed)
-        res = runner.run(self.args.budget)
+        res = runner.run(self.args.budget, verbose=False, batch_size=len(prompts))
         wall = time.perf_counter() - t + extra
         trace = [(r.elapsed_s + extra, r.details.get("concept_rate")) for r in res["history"]
                  if r.status in ("baseline", "keep") and r.details]
@@ -154,8 +161,8 @@ class Bench:
         from autosteer import SteerCandidate, SteerEvaluator, SteerVector
 
         concept, pattern = self.concepts[name]
-        ev = SteerEvaluator(self.model, self.tok, "steered_answer", concept_pattern=pattern, chat=True,
-                            max_new_tokens=self.args.max_new_tokens, batch_size=len(prompts), fluency_margin=MARGIN)
+        ev = SteerEvaluator(self.model, self.tok, self.metric(pattern), chat=True,
+                            max_new_tokens=self.args.max_new_tokens, batch_size=len(prompts))
         cands = [SteerCandidate((SteerVector(layer, c, concept),)) for layer in GRID_LAYERS for c in GRID_COEFFS]
         results = []
         for i in range(0, len(cands), self.args.population):
@@ -170,21 +177,22 @@ class Bench:
         import torch
 
         from autosteer import SteerCandidate, SteerEvaluator
-        from autosteer.search.metrics import MetricJob
+        from autosteer.search.metrics import MetricJob, compile_pattern, concept_score
         from autosteer.search.objective import answer_scores
 
         concept, pattern = self.concepts[name]
+        pattern = compile_pattern(pattern)
         ev = self.held_ev.get(name)
         if ev is None or ev.held != held:  # one evaluator per held-out set: its unsteered references are cached
-            ev = SteerEvaluator(self.model, self.tok, "steered_answer", concept_pattern=pattern, chat=True,
-                                max_new_tokens=self.args.max_new_tokens, batch_size=len(held), fluency_margin=MARGIN)
+            ev = SteerEvaluator(self.model, self.tok, self.metric(pattern), chat=True,
+                                max_new_tokens=self.args.max_new_tokens, batch_size=len(held))
             ev.held = held
             self.held_ev[name] = ev
         cand = SteerCandidate.from_dict(result["candidate"] or [], [concept])
         prompts = self.conv(name, held) if result.get("system") else held
         with ev.eval_mode(), torch.inference_mode():
             texts, ids = ev.generate_with_ids(MetricJob(prompts, None, [cand], self.steer), early_stop=False)
-            (s,) = answer_scores(ev, held, texts, ids, concept=ev.concept_score, margin=MARGIN)
+            (s,) = answer_scores(ev, held, texts, ids, concept=lambda t: concept_score(pattern, t), margin=MARGIN)
         if self.judge is None:
             from _judge import Judge
 

@@ -197,11 +197,11 @@ def test_best_and_the_report_show_the_three_axes(model, tmp_path, capsys):
     tok = make_tokenizer()
     space = SteerSearchSpace(layer_range=(1, 2), coeff_range=(0.3, 0.6), texts=["happy"], max_vectors=1,
                              schedules=("none",))
-    runner = AutoSteerRunner(model, tok, PROMPTS[:3], concept_pattern=lambda t: 1.0,  # the default metric
-                             relevance_judge=lambda r, a: 1.0, max_new_tokens=N_NEW, holdout_prompts=PROMPTS[3:],
-                             search_space=space, log_path=tmp_path / "log.tsv", verbose=False, population=2)
+    metric = SteeredAnswer(pattern=lambda t: 1.0, relevance_judge=lambda r, a: 1.0)
+    runner = AutoSteerRunner(model, tok, PROMPTS[:3], metric, max_new_tokens=N_NEW, holdout=PROMPTS[3:],
+                             search_space=space, log_path=tmp_path / "log.tsv", population=2)
     assert runner.metric == "steered_answer"
-    res = runner.run(2)
+    res = runner.run(2, verbose=False)
     axes = answer_axes(res)
     base = res["history"][0].details
     assert axes["search"]["baseline"]["relevance"] == base["relevance"]
