@@ -182,33 +182,42 @@ def main(argv=None) -> int:
                      "clients": args.clients, "runs": {}}
     endpoint = "/v1/chat/completions" if args.model == "smollm2" else "/v1/completions"
 
-    def run_levels(label: str, port: int, model_id: str, steered: bool, until: float) -> None:
+    def run_levels(variants: list[tuple[str, str, bool]], port: int, until: float) -> None:
+        """Each level: ``--repeats`` rounds, each round every variant once (interleaved, so a
+        change of the machine's load hits them alike); the median tokens/s is kept."""
+        url = f"http://127.0.0.1:{port}{endpoint}"
         for c in args.clients:
             left = until - time.monotonic()
             if left < 10:
-                print(f"budget spent: {label} at {c} clients not run")
+                print(f"budget spent: {c} clients not run")
                 return
-            bodies = _bodies(model_id, args.model, c, args.rounds, args.max_tokens, steered, num_layers)
-            # one warm-up request, not timed; then --repeats timed runs, the median tokens/s kept
-            asyncio.run(_load(f"http://127.0.0.1:{port}{endpoint}", [bodies[0][:1]], left))
-            tries = [asyncio.run(_load(f"http://127.0.0.1:{port}{endpoint}", bodies, left))
-                     for _ in range(args.repeats)]
-            tries.sort(key=lambda t: t["tokens_per_s"] or 0)
-            res = dict(tries[len(tries) // 2])
-            res["tokens_per_s_all"] = [t["tokens_per_s"] for t in tries]
-            results["runs"].setdefault(label, {})[str(c)] = res
-            print(f"{label:28s} clients={c:3d} {res}", flush=True)
+            bodies = {label: _bodies(model_id, args.model, c, args.rounds, args.max_tokens, steered, num_layers)
+                      for label, model_id, steered in variants}
+            for label, _, _ in variants:  # one warm-up request each (text directions computed), not timed
+                asyncio.run(_load(url, [bodies[label][0][:1]], left))
+                if c > 1:  # every configuration of the level once
+                    asyncio.run(_load(url, [[b[0]] for b in bodies[label]], left))
+            tries: dict[str, list] = {label: [] for label, _, _ in variants}
+            for _ in range(args.repeats):
+                for label, _, _ in variants:
+                    tries[label].append(asyncio.run(_load(url, bodies[label], max(until - time.monotonic(), 5))))
+            for label, runs in tries.items():
+                runs.sort(key=lambda t: t["tokens_per_s"] or 0)
+                res = dict(runs[len(runs) // 2])
+                res["tokens_per_s_all"] = [t["tokens_per_s"] for t in runs]
+                results["runs"].setdefault(label, {})[str(c)] = res
+                print(f"{label:28s} clients={c:3d} {res}", flush=True)
 
-    # autosteer first (2/3 of the budget: two runs), then the reference (the rest)
+    # autosteer first (2/3 of the budget), then the reference (the rest)
     port = _free_port()
     srv = Server([sys.executable, "-m", "autosteer", "serve", "--model", folder, "--name", "m", "--port", str(port),
                   "--max-batch", "32", "--max-tokens", str(args.max_tokens), "--max-waiting", "256"],
                  port, logs / f"serve_load_autosteer_{args.model}.log")
     try:
         srv.wait_ready("/health")
-        third = (args.budget - (time.monotonic() - start)) / 3
-        run_levels("autosteer unsteered", port, "m", False, time.monotonic() + third)
-        run_levels("autosteer K distinct", port, "m", True, time.monotonic() + third)
+        share = (args.budget - (time.monotonic() - start)) * 2 / 3
+        run_levels([("autosteer unsteered", "m", False), ("autosteer K distinct", "m", True)], port,
+                   time.monotonic() + share)
     finally:
         srv.stop()
     if not args.skip_transformers:
@@ -218,7 +227,7 @@ def main(argv=None) -> int:
                       "--continuous-batching"], port, logs / f"serve_load_transformers_{args.model}.log")
         try:
             srv.wait_ready("/v1/models")
-            run_levels("transformers serve (CB)", port, folder, False, start + args.budget)
+            run_levels([("transformers serve (CB)", folder, False)], port, start + args.budget)
         finally:
             srv.stop()
 
