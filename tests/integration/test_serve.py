@@ -594,3 +594,15 @@ def test_a_pasted_best_json_with_its_concepts(app, organism):
                                                                           "concept": other}], 6)
     bad = post(app, "/v1/completions", {**body, "steering": {"vectors": best["vectors"], "concepts": {"x": 3}}})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "steering.concepts"
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--preset", "x"], "expected NAME=FILE"),
+    (["--preset", "x=/no/such/file.json"], "no such file"),
+    (["--port", "70000"], "--port must be 0..65535"),
+])
+def test_cli_refuses_bad_options_before_loading(argv, words, capsys):
+    from autosteer import cli
+
+    assert cli.main(["serve", "--model", "organism", *argv]) == cli.EXIT_BAD_INPUT
+    assert words in capsys.readouterr().err
