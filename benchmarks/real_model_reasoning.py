@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The seed README's autonomous example, run as written on SmolLM2-135M-Instruct.
+"""The classic autonomous-steering example (three reasoning prompts), run as written on SmolLM2-135M-Instruct.
 
     python benchmarks/real_model_reasoning.py [--iterations 30] [--json PATH]
 

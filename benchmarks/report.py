@@ -1,14 +1,18 @@
 #!/usr/bin/env python
-"""Write the README's measured sections from benchmarks/results/*.json (no figure is typed).
+"""Write the measured sections of the docs and the README from benchmarks/results/*.json
+(no figure is typed by hand).
 
-    python benchmarks/report.py            # rewrite the README sections in place
-    python benchmarks/report.py --check    # exit 1 if the README differs from the files
+    python benchmarks/report.py            # rewrite the sections in place
+    python benchmarks/report.py --check    # exit 1 if a page differs from what the files give
 
-Sections between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` markers:
-``performance`` (steering overhead, evaluation throughput, population, search wall
-time, memory), ``real-model`` (the SmolLM2 demo's held-out targets and the llm_steer
-recipe beside it), ``llamacpp`` (the exported control vector in llama.cpp) and
-``search-quality`` (the strategies and keep rules side by side).
+A section sits between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` markers in one of
+PAGES (README.md and docs/*.md); every section must appear at least once:
+``headline`` (the README's few numbers, with links), ``performance`` (steering overhead,
+evaluation throughput, population, search wall time, memory), ``real-model`` (the SmolLM2
+demo's held-out targets and the llm_steer recipe beside it), ``real-demo-output`` (what the
+SmolLM2 demo printed), ``reasoning`` (the seed example on SmolLM2), ``llamacpp`` (the exported
+control vector in llama.cpp), ``search-quality`` (the strategies and keep rules side by side)
+and ``organism-targets`` (the embedded model's targets).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-README = HERE.parent / "README.md"
+ROOT = HERE.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _load(name):
@@ -272,16 +277,86 @@ def _same_procedure(cells, seeds) -> str:
             f"{seeds} seeds: " + "; ".join(gaps) + ". Differences between strategies smaller than that are noise.")
 
 
-SECTIONS = {"performance": performance, "real-model": real_model, "llamacpp": llamacpp,
-            "search-quality": search_quality, "real-demo-output": real_demo_output, "reasoning": reasoning}
+def organism_targets() -> str:
+    d = _load("organism_targets")
+    if not d:
+        return "Not measured yet: `python benchmarks/organism_targets.py`."
+    acc, ppl, whole = d["accuracy"], d["perplexity_answer_given_question"], d["perplexity_whole_text"]
+    gains = d["layer_sweep"]["gains"]
+    best_layer = max(range(len(gains)), key=gains.__getitem__)
+    worst_layer = min(range(len(gains)), key=gains.__getitem__)
+    rows = [("baseline greedy accuracy <= 60%",
+             f"{100 * acc['baseline_heldout']:.1f}% (search prompts: {100 * acc['search_baseline']:.0f}%)"),
+            ("the demo's configuration >= 90% held-out", f"{100 * acc['best_heldout']:.1f}% (`{acc['best']}`)"),
+            ("a perplexity search lowers held-out perplexity on correct answers by >= 10%",
+             f"{100 * ppl['change']:+.1f}% ({ppl['baseline_heldout']:.3f} -> {ppl['best_heldout']:.3f}), perplexity "
+             "of the correct answer given the question"),
+            ("the accuracy gain at the best layer >= 2x the gain at the worst",
+             f"layer {best_layer}: {gains[best_layer]:+.2f}; worst, layer {worst_layer}: {gains[worst_layer]:+.2f} "
+             "(texts logical/precise/analytical x 7 coefficients per layer)")]
+    per_layer = ", ".join(f"{b[0]:.3g}" for b in d["layer_sweep"]["best_per_layer"])
+    return (f"Measured on 200 held-out prompts by `benchmarks/organism_targets.py` ({d['elapsed_s']:.0f} s) and "
+            "asserted by `tests/integration/test_organism.py` on the shipped weights:\n\n"
+            + _md(rows, ("target", "measured"))
+            + f"\n\nOn whole texts (question and answer) the same perplexity search lowers held-out perplexity by "
+              f"{-100 * whole['change']:.1f}% ({whole['baseline_heldout']:.3f} -> {whole['best_heldout']:.3f}). Best "
+              f"accuracy per layer (best of 3 positive texts x 7 coefficients): {per_layer} for layers "
+              f"0..{len(gains) - 1}.")
+
+
+def headline() -> str:
+    """The README's few numbers, each with the page that has the rest."""
+    lines = []
+    o = _load("organism_targets")
+    if o:
+        a = o["accuracy"]
+        lines.append(f"- The embedded model: held-out task accuracy {100 * a['baseline_heldout']:.0f}% -> "
+                     f"{100 * a['best_heldout']:.0f}% on 200 prompts the search never saw, with the configuration "
+                     "`autosteer demo` finds in seconds ([the organism](docs/organism.md)).")
+    d = _load("real_model_demo")
+    if d:
+        u, b = d["heldout_unsteered"], d["heldout_best"]
+        lines.append(f"- SmolLM2-135M-Instruct, concept *weddings*: held-out concept rate "
+                     f"{100 * u['concept_rate']:.0f}% -> {100 * b['concept_rate']:.0f}% at "
+                     f"{b['fluency'] - u['fluency']:+.2f} nat/token of fluency (budget +1), a {d['demo_s']:.0f} s "
+                     f"search on {d['machine']['cores']} CPU cores "
+                     "([benchmarks](docs/benchmarks.md#a-real-model-smollm2)).")
+    th = _load("eval_throughput")
+    if th:
+        lines.append(f"- Scoring candidates: {th['ratio']:.1f}x the candidates per minute of a naive loop, with "
+                     f"{'the same' if th['same_scores'] else 'DIFFERENT'} scores "
+                     "([benchmarks](docs/benchmarks.md#performance)).")
+    ov = _load("steer_overhead")
+    if ov and ov.get("micro"):
+        cases = [(m["model"], c) for m in ov["micro"] for c in m["cases"] if c["tokens"] == 1]
+        share = max(100 * c["autosteer_us"] / c["forward_per_layer_us"] for _, c in cases)
+        lo = min(c["ratio_python_over_autosteer"] for _, c in cases)
+        hi = max(c["ratio_python_over_autosteer"] for _, c in cases)
+        lines.append(f"- The C hook: at most {share:.1f}% of a decoder layer's forward per decode step, "
+                     f"{lo:.1f}-{hi:.1f}x faster than a plain-Python hook "
+                     "([benchmarks](docs/benchmarks.md#performance)).")
+    me = _load("memory")
+    if me:
+        lines.append(f"- A {me['trials']}-trial search grows by {me['growth_kib_per_trial']:.2f} KiB per trial "
+                     "([benchmarks](docs/benchmarks.md#performance)).")
+    return "\n".join(lines) if lines else "No benchmark results yet: run the scripts in `benchmarks/`."
+
+
+SECTIONS = {"headline": headline, "performance": performance, "real-model": real_model, "llamacpp": llamacpp,
+            "search-quality": search_quality, "real-demo-output": real_demo_output, "reasoning": reasoning,
+            "organism-targets": organism_targets}
+
+
+def _pattern(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- {name}:begin -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
 
 
 def render(text: str) -> str:
+    """``text`` with every section it has markers for regenerated."""
     for name, fn in SECTIONS.items():
-        pattern = re.compile(rf"(<!-- {name}:begin -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
-        if not pattern.search(text):
-            raise SystemExit(f"README.md has no <!-- {name}:begin --> ... <!-- {name}:end --> section")
-        text = pattern.sub(lambda m: m.group(1) + fn() + "\n" + m.group(2), text)
+        pattern = _pattern(name)
+        if pattern.search(text):
+            text = pattern.sub(lambda m, fn=fn: m.group(1) + fn() + "\n" + m.group(2), text)
     return text
 
 
@@ -289,15 +364,27 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true")
     a = p.parse_args(argv)
-    old = README.read_text(encoding="utf-8")
-    new = render(old)
+    missing = [name for name in SECTIONS
+               if not any(_pattern(name).search(page.read_text(encoding="utf-8")) for page in PAGES)]
+    if missing:
+        print(f"no page has a <!-- NAME:begin --> ... <!-- NAME:end --> section for: {', '.join(missing)}")
+        return 1
+    stale = []
+    for page in PAGES:
+        old = page.read_text(encoding="utf-8")
+        new = render(old)
+        if new == old:
+            continue
+        stale.append(page.relative_to(ROOT).as_posix())
+        if not a.check:
+            page.write_text(new, encoding="utf-8")
     if a.check:
-        if new != old:
-            print("README.md's measured sections differ from benchmarks/results: run python benchmarks/report.py")
+        if stale:
+            print(f"{', '.join(stale)}: the measured sections differ from benchmarks/results: "
+                  "run python benchmarks/report.py")
             return 1
         return 0
-    README.write_text(new, encoding="utf-8")
-    print("README.md updated")
+    print(f"updated: {', '.join(stale) if stale else 'nothing (every page was up to date)'}")
     return 0
 
 

@@ -19,8 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tiny_models  # noqa: E402
 from ray_cluster import RAY_ENV  # noqa: E402
 
-# Ray reads its settings once per process, at the first ray.init, and the README's Ray
-# example starts a private instance in this process before tests/integration/test_ray.py
+# Ray reads its settings once per process, at the first ray.init, and the Ray example of docs/scaling.md
+# starts a private instance in this process before tests/integration/test_ray.py
 # does: every Ray instance of the session must see the same settings (token auth off on
 # loopback, no usage stats), or workers started later reject the driver's calls ("Missing
 # authorization header") and die before their first task.

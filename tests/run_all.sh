@@ -3,6 +3,7 @@
 #   1. the plain-C unit tests of csrc/ under ASan + UBSan
 #   2. the Python test suite (warnings are errors, see pyproject.toml)
 #   3. the C-heavy Python tests again against an ASan + UBSan build of autosteer._C
+#   4. the documentation site (mkdocs.yml, docs/), strict: a warning fails
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== Browser for the playground tests (Debian's chromium and chromium-driver)"
@@ -14,3 +15,7 @@ echo "== Python tests"
 python -m pytest -q tests "$@"
 echo "== Python tests against the sanitizer build of autosteer._C"
 bash tests/c/run_sanitized_python.sh "tests/unit/test_steer.py::test_generate_matches_reference_every_arch" "tests/unit/test_steer.py::test_per_row_steering_equals_each_group_alone"
+echo "== Documentation site (mkdocs build --strict)"
+site="$(mktemp -d)"
+NO_MKDOCS_2_WARNING=1 python -m mkdocs build --strict --quiet --site-dir "$site"
+rm -rf "$site"

@@ -1,6 +1,6 @@
 """``Steer``: add steering vectors to a transformers model's decoder layers.
 
-A drop-in replacement for ``llm_steer.Steer`` (see the README for every
+A drop-in replacement for ``llm_steer.Steer`` (see docs/steering.md for every
 deliberate difference).  The per-forward work happens in C:
 ``autosteer._C.StepTracker`` reads the generation step from the KV cache, and
 each steered layer gets one forward pre-hook, chosen once by the layer's

@@ -1,5 +1,5 @@
-"""Every `autosteer ...` command shown in a bash block of the README, SKILL.md and the skill's
-reference pages parses with the real command-line parser: no documented option is a typo or
+"""Every `autosteer ...` command shown in a bash block of the README, the docs pages, SKILL.md
+and the skill's reference pages parses with the real command-line parser: no documented option is a typo or
 an option that no longer exists (the quick starts and examples that run are tested elsewhere)."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from autosteer import demo
 from autosteer.cli import UsageError, build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = ["README.md", "SKILL.md", "references/steering.md"]
+DOCS = ["README.md", "SKILL.md", "references/steering.md",
+        *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").rglob("*.md"))]
 
 
 def commands():

@@ -60,7 +60,7 @@ def test_demo_json_prints_one_object(tmp_path):
     assert report["log"].endswith("steer_log.tsv") and len(read_log(report["log"])) == 3
 
 
-def test_demo_prints_as_many_examples_as_the_readme_shows(tmp_path):
+def test_demo_prints_as_many_examples_as_the_docs_show(tmp_path):
     from pathlib import Path
 
     from autosteer.demo import EXAMPLES
@@ -68,8 +68,8 @@ def test_demo_prints_as_many_examples_as_the_readme_shows(tmp_path):
     out, text = run_demo(tmp_path, "--iterations", "1", "--num-holdout", "10")
     block = text.split("Before / after on held-out prompts (greedy):\n", 1)[1].split("\n\n", 1)[0]
     assert len(block.splitlines()) == EXAMPLES
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    shown = readme.split("Before / after on held-out prompts (greedy):\n", 1)[1].split("```", 1)[0]
+    page = (Path(__file__).resolve().parents[2] / "docs" / "getting-started.md").read_text(encoding="utf-8")
+    shown = page.split("Before / after on held-out prompts (greedy):\n", 1)[1].split("```", 1)[0]
     assert len(shown.strip().splitlines()) == EXAMPLES
 
 

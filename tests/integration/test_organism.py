@@ -81,7 +81,7 @@ def test_demo_search_reaches_90_percent_held_out(organism, heldout):
 
 
 def test_perplexity_search_lowers_held_out_perplexity_by_10_percent(organism, heldout):
-    """Perplexity of the correct answer given the question (see README for whole texts)."""
+    """Perplexity of the correct answer given the question (docs/organism.md has whole texts)."""
     model, tok = organism
     prompts, expected = world.search_prompts(16)
     runner = AutoSteerRunner(model, tok, prompts, metric="perplexity", expected_outputs=expected,
