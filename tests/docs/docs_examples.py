@@ -44,13 +44,20 @@ class Example:
         return f"{self.doc}:{self.line}"
 
 
+def read(path: Path) -> str:
+    """A page's text, with blocks fenced by four backticks (examples of markdown, as in
+    docs/contributing.md) blanked out: what they show is not run. Line numbers are kept."""
+    text = path.read_text(encoding="utf-8")
+    return re.sub(r"^````.*?^````", lambda m: "\n" * m.group(0).count("\n"), text, flags=re.S | re.M)
+
+
 def markers_of(text: str) -> list[tuple[int, str, str]]:
     """(line, kind, argument) of every docs-test marker of a page (a comment on a line of its own)."""
     return [(text[: m.start()].count("\n") + 1, m.group(1), m.group(2).strip()) for m in MARKER_LINE.finditer(text)]
 
 
 def examples_of(path: Path) -> list[Example]:
-    text = path.read_text(encoding="utf-8")
+    text = read(path)
     lines = text.splitlines()
     found = []
     for m in re.finditer(r"^```python\n(.*?)^```", text, flags=re.S | re.M):
@@ -72,7 +79,7 @@ def shell_examples() -> list[Example]:
     """The ```bash blocks marked `docs-test: shell`."""
     found = []
     for path in documents():
-        text = path.read_text(encoding="utf-8")
+        text = read(path)
         lines = text.splitlines()
         for m in re.finditer(r"^```bash\n(.*?)^```", text, flags=re.S | re.M):
             line = text[: m.start()].count("\n") + 1
