@@ -255,6 +255,12 @@ def runs_of(data):
             if all(m in ms for m in methods)]
 
 
+def _describe(unit):
+    vecs = (unit.get("candidate") or {}).get("vectors", []) if isinstance(unit.get("candidate"), dict) else []
+    steer = " + ".join(f"L{v['layer_idx']} {v['coeff']:+.3g}" for v in vecs) or "no steering"
+    return steer + (" + system prompt" if unit.get("system") else "")
+
+
 def _median(held, key):
     return statistics.median(x[key] for x in held)
 
@@ -262,9 +268,18 @@ def _median(held, key):
 def report(data):
     from autosteer.search.stats import paired_p
 
+    units = sorted(data["units"].values(), key=lambda u: (u["concept"], u["seed"], METHODS.index(u["method"])))
+    print(f"{len(units)} units measured (one method on one concept and seed):")
+    print(table([(u["concept"], u["seed"], u["method"], _describe(u), f"{100 * u['held']['concept_rate']:.0f}%",
+                  f"{u['held']['relevance']:.2f}", f"{100 * u['held']['judge_on_request']:.0f}%",
+                  f"{u['held']['fluency_excess']:+.2f}", f"{100 * u['held']['stuck']:.0f}%",
+                  f"{u['held']['combined']:.3f}", f"{100 * u['held']['judged_success']:.0f}%",
+                  u["evaluations"], f"{u['wall_s']:.0f}") for u in units],
+                ("concept", "seed", "method", "choice", "concept", "relevance", "judge on-request", "fluency",
+                 "stuck", "combined", "success (judged)", "evaluations", "wall s")))
     runs = runs_of(data)
     if not runs:
-        print("no runs yet")
+        print("no complete (concept, seed) run yet: no medians, no paired tests, no targets")
         return
     methods = [m for m in METHODS if all(m in r["methods"] for r in runs)]
     concepts = sorted({r["concept"] for r in runs})
