@@ -171,7 +171,8 @@ class AutoSteerRunner:
         "content"}``) with the tokenizer's chat template and its generation prompt.
     holdout:
         An optional held-out set: a list of prompts, or a tuple ``(prompts,
-        expected_outputs)``; scored (same metric) for the baseline and each
+        expected_outputs)`` (a 2-tuple whose first item is a list is read as
+        that pair, so give chat conversations in a list); scored (same metric) for the baseline and each
         new best; reported, never used to decide, with one exception: with
         ``steered_answer`` the fluency budget is a hard constraint, and a keep
         whose held-out answers are over it (``details["holdout_feasible"] ==
