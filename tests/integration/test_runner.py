@@ -550,14 +550,16 @@ def test_perplexity_holdout_is_scored_like_the_search(model, tmp_path):
     runner(model, tmp_path, metric="perplexity", holdout=["a b c"])
 
 
-def test_non_finite_logits_are_a_crash_not_a_score(model, tmp_path):
+def test_an_absurd_coefficient_is_a_crash_not_a_score(model, tmp_path):
+    # Steer refuses a coefficient no activation survives before any forward (the evaluator's
+    # own non-finite-logits check is tested in tests/unit/test_evaluator.py)
     space = SteerSearchSpace(layer_range=(0, 0), coeff_range=(3e38, 3e38), texts=["logical"], schedules=["none"])
     res = runner(model, tmp_path, metric="task_accuracy", expected_outputs=EXPECTED, search_space=space,
                  max_new_tokens=2).run(1)
     (trial,) = res["history"][1:]
-    assert trial.status == "crash" and "non-finite logits" in trial.error and trial.score is None
+    assert trial.status == "crash" and "cannot give finite activations" in trial.error and trial.score is None
     res = runner(model, tmp_path, metric="perplexity", search_space=space).run(1)
-    assert res["history"][1].status == "crash" and "non-finite logits" in res["history"][1].error
+    assert res["history"][1].status == "crash" and "cannot give finite activations" in res["history"][1].error
 
 
 def test_per_prompt_values_are_recorded(model, tmp_path):

@@ -185,3 +185,14 @@ def test_evaluate_checks_its_inputs_before_any_work(model, metric, prompts, expe
     finally:
         handle.remove()
     assert calls == []
+
+
+@pytest.mark.parametrize("metric", ["task_accuracy", "perplexity"])
+def test_non_finite_logits_raise_instead_of_scoring(metric):
+    from autosteer.search.evaluator import NonFiniteOutputError
+    broken = make_model("llama")
+    with torch.no_grad():
+        broken.lm_head.weight[0, 0] = float("nan")  # every logit row of every prompt becomes NaN
+    ev = SteerEvaluator(broken, make_tokenizer(), metric, max_new_tokens=2)
+    with pytest.raises(NonFiniteOutputError, match="non-finite logits"):
+        ev.evaluate(["a b c", "d e"], ["x", "y"])
