@@ -196,7 +196,8 @@ def real_demo_output() -> str:
     d = _load("real_model_demo")
     if not d or not d.get("demo_output"):
         return "Not measured yet: `python benchmarks/real_model_demo.py`."
-    return "```\n" + d["demo_output"] + "\n```"
+    return (f"What `benchmarks/real_model_demo.py` recorded ({_machine(d['machine'])}); its first line names "
+            "the settings of that run:\n\n```\n" + d["demo_output"] + "\n```")
 
 
 def reasoning() -> str:
