@@ -12,7 +12,8 @@ evaluation throughput, population, search wall time, memory), ``real-model`` (th
 demo's held-out targets and the llm_steer recipe beside it), ``real-demo-output`` (what the
 SmolLM2 demo printed), ``reasoning`` (the seed example on SmolLM2), ``llamacpp`` (the exported
 control vector in llama.cpp), ``search-quality`` (the strategies and keep rules side by side)
-and ``organism-targets`` (the embedded model's targets).
+``organism-targets`` (the embedded model's targets) and ``search-real`` (the concept search on
+a real model, method by method).
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def llamacpp() -> str:
     rows = [(c["comparison"], f"{c['identical']}/{len(d['prompts'])}", f"{c['mean_common_prefix']:.1f}",
              f"{c['concept_left']}/{c['concept_right']}") for c in d["comparisons"]]
     return (f"Checked in the real client by `benchmarks/llamacpp_check.py` (llama-cpp-python "
-            f"{d['llama_cpp_python']} built here from source; SmolLM2's Q4_1 GGUF; the real-model demo's "
+            f"{d['llama_cpp_python']} built from source; SmolLM2's Q4_1 GGUF; the real-model demo's "
             f"configuration `{d['candidate']}` exported as a control vector; {d['tokens']} greedy tokens on "
             f"{len(d['prompts'])} held-out chat prompts; {_machine(d['machine'])}):\n\n"
             + _md(rows, ("greedy continuations", "identical", "mean common prefix (tokens)",
@@ -305,6 +306,46 @@ def organism_targets() -> str:
               f"0..{len(gains) - 1}.")
 
 
+SEARCH_REAL_METHODS = {
+    "prev": "previous default (`SteerSearchSpace(texts=[concept])`, `steered_concept`)",
+    "new": "new default (calibrated space, `steered_answer`)",
+    "random": "random, same space and objective",
+    "grid": "20-point grid, best feasible by `steered_answer`",
+    "prompt": "prompting alone (a system prompt)",
+    "new+prompt": "the system prompt + new default",
+}
+
+
+def search_real() -> str:
+    d = _load("search_real")
+    if not d:
+        return "Not measured yet: `python benchmarks/search_real.py`."
+    order = list(SEARCH_REAL_METHODS)
+    units = sorted(d["units"].values(),
+                   key=lambda u: (u["concept"], u["seed"], order.index(u["method"]) if u["method"] in order else 99))
+    rows = []
+    for u in units:
+        h = u["held"]
+        vecs = (u.get("candidate") or {}).get("vectors", []) if isinstance(u.get("candidate"), dict) else []
+        choice = " + ".join(f"L{v['layer_idx']} {v['coeff']:+.3g}" for v in vecs) or "no steering"
+        rows.append((u["concept"], u["seed"], SEARCH_REAL_METHODS.get(u["method"], u["method"]),
+                     choice + (" + system prompt" if u.get("system") else ""),
+                     f"{100 * h['concept_rate']:.0f}%", f"{h['relevance']:.2f}", f"{100 * h['judge_on_request']:.0f}%",
+                     f"{h['fluency_excess']:+.2f}", f"{100 * h['stuck']:.0f}%", f"{h['combined']:.3f}",
+                     f"{100 * h['judged_success']:.0f}%", u["evaluations"], f"{u['wall_s']:.0f}"))
+    c = d["config"]
+    measured = {u["method"] for u in units}
+    missing = [SEARCH_REAL_METHODS.get(m, m) for m in c["methods"].split(",") if m not in measured]
+    return (f"`benchmarks/results/search_real.json` ({_machine(d['machine'])}): {len(units)} units measured, each one "
+            f"method on one concept and seed; {c['search_prompts']} search requests, {c['holdout']} held-out requests, "
+            f"{c['max_new_tokens']}-token greedy answers, {c['budget']} candidates per search in rounds of "
+            f"{c['population']}. Held-out answers:\n\n"
+            + _md(rows, ("concept", "seed", "method", "choice", "concept rate", "relevance (nat/token)",
+                         "judge: on-request", "fluency excess", "stuck", "combined", "success (judged)",
+                         "evaluations", "search wall s"))
+            + (f"\n\nNot measured: {'; '.join(missing)}." if missing else ""))
+
+
 def headline() -> str:
     """The README's few numbers, each with the page that has the rest."""
     lines = []
@@ -345,7 +386,7 @@ def headline() -> str:
 
 SECTIONS = {"headline": headline, "performance": performance, "real-model": real_model, "llamacpp": llamacpp,
             "search-quality": search_quality, "real-demo-output": real_demo_output, "reasoning": reasoning,
-            "organism-targets": organism_targets}
+            "organism-targets": organism_targets, "search-real": search_real}
 
 
 def _pattern(name: str) -> re.Pattern:
