@@ -16,6 +16,6 @@ python -m pytest -q tests "$@"
 echo "== Python tests against the sanitizer build of autosteer._C"
 bash tests/c/run_sanitized_python.sh "tests/unit/test_steer.py::test_generate_matches_reference_every_arch" "tests/unit/test_steer.py::test_per_row_steering_equals_each_group_alone"
 echo "== Documentation site (mkdocs build --strict)"
-site="$(mktemp -d)"
-NO_MKDOCS_2_WARNING=1 python -m mkdocs build --strict --quiet --site-dir "$site"
+site="$(mktemp -d)"  # not --quiet: it hides the warnings that --strict counts
+NO_MKDOCS_2_WARNING=1 python -m mkdocs build --strict --site-dir "$site"
 rm -rf "$site"
