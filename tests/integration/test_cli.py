@@ -414,3 +414,99 @@ def test_export_writes_both_formats_from_a_log_or_best_json(tiny_dir, prompts, t
     s = Steer.load(m, tok, tmp_path / "b.safetensors")
     assert [v["layer_idx"] for v in s.get_all()] and s.get_all()[0]["text"] in ("calm", "happy")
     s.reset_all()
+
+
+def test_ctrl_c_prints_the_exact_command_that_resumes(tmp_path):
+    """Ctrl-C printed only "interrupted": it also prints the command that continues the run, and
+    that command, run as printed, completes it."""
+    import shlex
+    import signal
+    import time
+
+    rows = [("20 plus 3 =", "23"), ("24 plus 5 =", "29"), ("25 minus 8 =", "17"), ("79 minus 3 =", "76")]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": p, "expected": e}) + "\n" for p, e in rows))
+    argv = ["search", "--model", "organism", "--prompts", "p.jsonl", "--metric", "task_accuracy", "--layers", "0:3",
+            "--max-new-tokens", "4", "--iterations", "400", "--log", "run log.tsv", "--overwrite", "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "autosteer", *argv], cwd=tmp_path, env=env_for(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "run log.tsv"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log.exists() and log.read_text().count("\n") >= 4:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    want = "autosteer " + shlex.join([a for a in argv if a != "--overwrite"] + ["--resume"])
+    assert f"continue the run with (from this folder):\n  {want}\n" in err
+    assert cli.resume_command(["best", "log.tsv"]) is None
+    # the printed command, run as printed (here through python -m), completes the run
+    resumed = shlex.split(want)[1:]
+    resumed[resumed.index("400")] = str(len(read_log_rows(log)) + 1)
+    done = autosteer(*resumed, "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["iterations"] == int(resumed[resumed.index("--iterations") + 1])
+
+
+def read_log_rows(path):
+    from autosteer import read_log
+
+    return read_log(path, allow_incomplete=True)[1:]
+
+
+def test_generate_help_examples_run_as_shown_and_model_help_names_every_kind(tmp_path, capsys):
+    """`autosteer generate --help` gave an example that did not run as shown (no best.json), its
+    --model help omitted smollm2 and *.gguf, and there was no --version."""
+    import shlex
+
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "--help"])
+    text = capsys.readouterr().out
+    flat = " ".join(text.split())
+    assert "'smollm2'" in flat and "*.gguf" in flat
+    lines = [ln.strip() for ln in text.split("examples (the first two run as shown, in this order):\n", 1)[1]
+             .splitlines()[:2]]
+    shown = [shlex.split(re.split(r"\s{2,}\(", ln)[0]) for ln in lines]
+    assert shown[0][:2] == ["autosteer", "demo"] and shown[1][:2] == ["autosteer", "generate"]
+    for argv in shown:
+        proc = autosteer(*argv[1:], cwd=tmp_path)
+        assert proc.returncode == 0, (argv, proc.stderr[-2000:])
+    assert "before:" in proc.stdout and "after:" in proc.stdout and "steering:" in proc.stdout
+    from autosteer import __version__
+
+    version = autosteer("--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.strip() == f"autosteer {__version__}"
+
+
+def test_best_shows_a_concept_by_name_and_counts_its_texts_only_with_full(tmp_path, capsys):
+    """`autosteer best` printed every concept sentence (80 lines for the weddings concept)."""
+    from autosteer import AutoSteerRunner, Concept, SteerSearchSpace
+
+    pos = ["the cat is happy and calm", "a happy dog runs", "she is calm and happy today", "we feel happy"]
+    neg = ["the cat is old and grey", "a grey dog sits", "she is tired and old today", "we feel tired"]
+    mood = Concept("mood", pos, neg)
+    scores = iter([0.1, 0.5, 0.2, 0.3])
+    log = tmp_path / "c.tsv"
+    AutoSteerRunner(tiny_models.make_model("llama"), tiny_models.make_tokenizer(), ["the cat likes", "a dog"],
+                    metric="custom", custom_fn=lambda m, t, p: next(scores),
+                    search_space=SteerSearchSpace(layer_range=(0, 1), texts=[mood], schedules=["none"]),
+                    log_path=log, verbose=False).run(3)
+    assert cli.main(["best", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert "Concept 'mood': 4 positive and 4 negative texts, method mean_diff" in out
+    assert not any(t in out for t in pos + neg) and len(out.splitlines()) <= 8
+    assert f"mood = Concept.from_dict(...)  # its texts: autosteer best {log} --full (or --code)" in out
+    assert cli.main(["best", str(log), "--full"]) == 0
+    full = capsys.readouterr().out
+    assert all(t in full for t in pos + neg)
+    # the shortened code differs from the full one in the concept's line alone
+    code = cli.main(["best", str(log), "--code"]) == 0 and capsys.readouterr().out
+    assert code.strip() in full and [ln for ln in code.splitlines() if "Concept.from_dict" not in ln] == \
+        [ln for ln in out.splitlines()[-len(code.splitlines()):] if "Concept.from_dict" not in ln]
+    assert cli.main(["best", str(log), "--full", "--code"]) == 2

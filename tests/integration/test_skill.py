@@ -62,6 +62,36 @@ def referenced_paths(text: str) -> set[str]:
     return paths
 
 
+def test_install_block_stops_clearly_without_s_and_names_the_python_the_package_needs(tmp_path):
+    """With $S unset the install line ran `pip install -e "[plot]"` (pip: "Invalid requirement");
+    the compatibility line said Python 3.9+ where pyproject.toml requires 3.10. The block runs
+    here with a stand-in `python` on PATH that records its arguments (no pip is run)."""
+    import tomllib
+
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash is not available")
+    text = SKILL.read_text(encoding="utf-8")
+    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    install = re.findall(r"```bash\n(.*?)```", section, re.S)[0]
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    calls = tmp_path / "calls.txt"
+    (shim / "python").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (shim / "python").chmod(0o755)
+    env = {"PATH": f"{shim}{os.pathsep}{os.environ.get('PATH', '')}", "HOME": str(tmp_path)}
+    unset = subprocess.run([bash, "-c", install], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert unset.returncode != 0 and "set S to the folder that holds SKILL.md" in unset.stderr
+    assert not calls.exists()  # stopped before pip
+    done = subprocess.run([bash, "-c", install], env={**env, "S": str(ROOT)}, capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert calls.read_text().splitlines() == ["-m pip install torch==2.13.0", f"-m pip install -e {ROOT}[plot]"]
+    meta, _ = split_skill()
+    needs = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["requires-python"]
+    assert needs == ">=3.10" and "Python 3.10+" in meta["compatibility"] and "3.9" not in text
+
+
 def test_every_path_skill_md_references_exists():
     _, body = split_skill()
     paths = referenced_paths(body)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,8 +55,13 @@ def cache(tmp_path_factory) -> Path:
     proc.wait()
     assert list(models.glob(".converting-*")), "the killed conversion left no temporary folder"
     assert not [p for p in models.iterdir() if not p.name.startswith(".")], "a half-written copy was put in place"
-    done = subprocess.run([sys.executable, "-c", code], env=_env(root), capture_output=True, text=True, timeout=600)
+    # the first real load says what it does even when stderr is no terminal (no bar then)
+    first = "from autosteer import load_model; load_model('smollm2')"
+    done = subprocess.run([sys.executable, "-c", first], env=_env(root), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "autosteer: first use of SmolLM2-135M-Instruct.Q4_1.gguf" in done.stderr, done.stderr[-2000:]
+    assert str(models) in done.stderr and "every later load reads that copy" in done.stderr
+    assert re.search(r"autosteer: converted SmolLM2-135M-Instruct\.Q4_1\.gguf in \d+ s", done.stderr)
     (final,) = [p for p in models.iterdir() if not p.name.startswith(".")]
     assert (final / "autosteer-cache.json").is_file() and (final / "model.safetensors").is_file()
     return root
