@@ -494,9 +494,9 @@ def test_best_shows_a_concept_by_name_and_counts_its_texts_only_with_full(tmp_pa
     scores = iter([0.1, 0.5, 0.2, 0.3])
     log = tmp_path / "c.tsv"
     AutoSteerRunner(tiny_models.make_model("llama"), tiny_models.make_tokenizer(), ["the cat likes", "a dog"],
-                    metric="custom", custom_fn=lambda m, t, p: next(scores),
+                    metric=lambda m, t, p: next(scores),
                     search_space=SteerSearchSpace(layer_range=(0, 1), texts=[mood], schedules=["none"]),
-                    log_path=log, verbose=False).run(3)
+                    log_path=log).run(3, verbose=False)
     assert cli.main(["best", str(log)]) == 0
     out = capsys.readouterr().out
     assert "Concept 'mood': 4 positive and 4 negative texts, method mean_diff" in out
