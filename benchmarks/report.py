@@ -12,8 +12,8 @@ evaluation throughput, population, search wall time, memory), ``real-model`` (th
 demo's held-out targets and the llm_steer recipe beside it), ``real-demo-output`` (what the
 SmolLM2 demo printed), ``reasoning`` (the seed example on SmolLM2), ``llamacpp`` (the exported
 control vector in llama.cpp), ``search-quality`` (the strategies and keep rules side by side)
-``organism-targets`` (the embedded model's targets) and ``search-real`` (the concept search on
-a real model, method by method).
+``organism-targets`` (the embedded model's targets), ``search-real`` (the concept search on
+a real model, method by method) and ``serve-load`` (``autosteer serve`` under concurrent clients).
 """
 
 from __future__ import annotations
@@ -306,6 +306,34 @@ def organism_targets() -> str:
               f"0..{len(gains) - 1}.")
 
 
+def serve_load() -> str:
+    files = sorted(RESULTS.glob("serve_load_*.json"))
+    if not files:
+        return "Not measured yet: `python benchmarks/serve_load.py`."
+    parts = []
+    for path in files:
+        d = json.loads(path.read_text())
+        runs = d["runs"]
+        ref, un, st = (runs.get(k, {}) for k in ("transformers serve (CB)", "autosteer unsteered",
+                                                 "autosteer K distinct"))
+        rows = []
+        for c in d["clients"]:
+            r, u, s_ = (x.get(str(c)) for x in (ref, un, st))
+            tps = [None if x is None else x["tokens_per_s"] for x in (r, u, s_)]
+            rows.append((c, "-" if tps[0] is None else f"{tps[0]:.1f} tok/s",
+                         "-" if tps[1] is None else f"{tps[1]:.1f} tok/s"
+                         + (f" ({tps[1] / tps[0]:.2f}x)" if tps[0] and tps[1] else ""),
+                         "-" if tps[2] is None else f"{tps[2]:.1f} tok/s"
+                         + (f" ({tps[2] / tps[1]:.2f}x unsteered)" if tps[1] and tps[2] else "")))
+        n = max(len(x.get("tokens_per_s_all", [])) for v in runs.values() for x in v.values())
+        parts.append(f"`benchmarks/results/{path.name}`: {d['model']}, greedy chat requests of {d['max_tokens']} new "
+                     f"tokens, one request per client, the upper median of {n} timed runs per level "
+                     f"({_machine(d['machine'])}):\n\n"
+                     + _md(rows, ("clients", "transformers serve --continuous-batching", "autosteer unsteered",
+                                  f"autosteer, {max(d['clients'])} distinct configurations")))
+    return "\n\n".join(parts)
+
+
 SEARCH_REAL_METHODS = {
     "prev": "previous default (`SteerSearchSpace(texts=[concept])`, `steered_concept`)",
     "new": "new default (calibrated space, `steered_answer`)",
@@ -386,7 +414,8 @@ def headline() -> str:
 
 SECTIONS = {"headline": headline, "performance": performance, "real-model": real_model, "llamacpp": llamacpp,
             "search-quality": search_quality, "real-demo-output": real_demo_output, "reasoning": reasoning,
-            "organism-targets": organism_targets, "search-real": search_real}
+            "organism-targets": organism_targets, "search-real": search_real,
+            "serve-load": serve_load}
 
 
 def _pattern(name: str) -> re.Pattern:
