@@ -386,11 +386,20 @@ def headline() -> str:
     d = _load("real_model_demo")
     if d:
         u, b = d["heldout_unsteered"], d["heldout_best"]
-        lines.append(f"- SmolLM2-135M-Instruct, concept *weddings*: held-out concept rate "
-                     f"{100 * u['concept_rate']:.0f}% -> {100 * b['concept_rate']:.0f}% at "
-                     f"{b['fluency'] - u['fluency']:+.2f} nat/token of fluency (budget +1), a {d['demo_s']:.0f} s "
-                     f"search on {d['machine']['cores']} CPU cores "
+        lines.append(f"- SmolLM2-135M-Instruct, concept *weddings*, objective `steered_concept`: held-out concept "
+                     f"rate {100 * u['concept_rate']:.0f}% -> {100 * b['concept_rate']:.0f}% at "
+                     f"{b['fluency'] - u['fluency']:+.2f} nat/token of fluency (budget +1), a search of "
+                     f"{d['iterations']} candidates in {d['demo_s']:.0f} s on {d['machine']['cores']} CPU cores "
                      "([benchmarks](docs/benchmarks.md#a-real-model-smollm2)).")
+    sr = _load("search_real")
+    if sr and sr.get("units"):
+        new = [u for u in sr["units"].values() if u["method"] == "new"]
+        if new:
+            rates = sorted(100 * u["held"]["judged_success"] for u in new)
+            lines.append(f"- The same model under the stricter default objective `steered_answer`: "
+                         f"{rates[0]:.0f}%{'' if len(rates) == 1 else f'-{rates[-1]:.0f}%'} of held-out answers on "
+                         f"the concept AND on their request by an independent judge, in {len(new)} measured "
+                         f"run{'s' if len(new) > 1 else ''} so far ([measured](docs/search-real.md)).")
     th = _load("eval_throughput")
     if th:
         lines.append(f"- Scoring candidates: {th['ratio']:.1f}x the candidates per minute of a naive loop, with "
