@@ -326,11 +326,14 @@ def serve_load() -> str:
                          "-" if tps[2] is None else f"{tps[2]:.1f} tok/s"
                          + (f" ({tps[2] / tps[1]:.2f}x unsteered)" if tps[1] and tps[2] else "")))
         n = max(len(x.get("tokens_per_s_all", [])) for v in runs.values() for x in v.values())
-        parts.append(f"`benchmarks/results/{path.name}`: {d['model']}, greedy chat requests of {d['max_tokens']} new "
-                     f"tokens, one request per client, the upper median of {n} timed runs per level "
+        kind = "chat requests" if d["model"] == "smollm2" else "completions"
+        rounds = d.get("rounds", 1)
+        per_client = "one request per client" if rounds == 1 else f"{rounds} requests per client"
+        parts.append(f"`benchmarks/results/{path.name}`: {d['model']}, greedy {kind} of up to {d['max_tokens']} new "
+                     f"tokens, {per_client}, the upper median of {n} timed runs per level "
                      f"({_machine(d['machine'])}):\n\n"
                      + _md(rows, ("clients", "transformers serve --continuous-batching", "autosteer unsteered",
-                                  f"autosteer, {max(d['clients'])} distinct configurations")))
+                                  "autosteer, each client its own configuration")))
     return "\n\n".join(parts)
 
 
