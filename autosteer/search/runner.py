@@ -387,6 +387,7 @@ class AutoSteerRunner:
             raise InvalidArgumentError("resume=True needs the log_path of the run to continue")
         if self.model is not None:
             _check_unsteered(self.model)  # steering added since __init__ would be in every score
+        self._check_concept_directions()
         self.verbose, self.overwrite, self.batch_size, self.threads = verbose, overwrite, batch_size, threads
         self.evaluator.batch_size, self.evaluator.threads = batch_size, threads
         self._setup.evaluator.update(batch_size=batch_size, threads=threads)
@@ -402,6 +403,31 @@ class AutoSteerRunner:
                 return self._run(max_iterations, prior)
             finally:
                 self.executor.close()  # also on Ctrl-C: the workers stop, the log is closed by _run
+
+    def _check_concept_directions(self) -> None:
+        """Refuse, before the baseline, a concept with no direction at a layer the space can
+        propose (every such trial would crash): :meth:`Steer.add`'s own check, over
+        ``layer_range``.  The directions come from one capture per concept, cached by the
+        Steer the trials use, so nothing is computed twice.  (Ray workers hold the model
+        themselves: there the check runs at each trial's ``add``.)"""
+        if self.steer is None:
+            return
+        from autosteer.steering.concept import MIN_SEPARATION, Concept
+
+        lo, hi = self.search_space.layer_range
+        for name in ("texts", "negative_texts"):
+            for i, text in enumerate(getattr(self.search_space, name)):
+                if not isinstance(text, Concept):
+                    continue
+                gaps = self.steer.concept_separation(text)
+                bad = [layer for layer in range(lo, hi + 1) if not float(gaps[layer]) >= MIN_SEPARATION]
+                if bad:
+                    raise SearchSpaceError(
+                        f"{name}[{i}]: concept {text.name!r} has no direction at layer(s) "
+                        f"{', '.join(map(str, bad))} of layer_range {lo}..{hi}: its positive and negative texts "
+                        f"give (nearly) the same activations there (below {MIN_SEPARATION:g} of their size); "
+                        "give texts that differ in the concept, or a layer_range without those layers"
+                    )
 
     def _check_workers_model(self) -> None:
         info = self.executor.info()

@@ -112,6 +112,23 @@ def _check_delta(delta: Any, h: torch.Tensor, weights, j: int, step: int) -> tor
     )
 
 
+def _check_finite_delta(scale: torch.Tensor, combined: torch.Tensor, dtype: torch.dtype, layer_idx: int) -> None:
+    """Raise as the C kernel does when a row's delta ``scale * combined`` is not finite in ``dtype``.
+
+    Runs on the CPU (no synchronisation there) and whenever grad mode is on on any
+    device: there it reads one bool back to the host, a synchronisation per steered
+    layer that a training/grad forward accepts to never return NaN silently.  An
+    accelerator's no-grad forward does not check (no sync per layer)."""
+    limit = storage_limit(dtype)
+    if not bool((scale * combined).abs().le(limit).all()):  # NaN compares False
+        name = str(dtype).replace("torch.", "") if dtype.is_floating_point else "non-float"
+        raise InvalidArgumentError(
+            f"layer {layer_idx}: the steered hidden states are not finite in {name} (the layer's input is "
+            "already NaN/inf, or coeff * rms(h) overflows it), so the forward would emit "
+            "garbage; reduce the coefficient(s) of this layer's vectors"
+        )
+
+
 def steer(h: torch.Tensor, tracker, weights, directions: torch.Tensor, step: int,
           rows_cache: list | None = None) -> torch.Tensor:
     """Return the steered layer input, out of place; ``weights`` is filled for ``step``.
@@ -159,6 +176,8 @@ def steer(h: torch.Tensor, tracker, weights, directions: torch.Tensor, step: int
         # rms = sqrt(|x|^2 / D + eps), accumulated in float32; Python scalars only
         norm = torch.linalg.vector_norm(ref, dim=-1, keepdim=True, dtype=torch.float32)
         scale = norm.square().mul_(1.0 / width).add_(_C.RMS_EPS).sqrt_()
+        if device.type == "cpu" or torch.is_grad_enabled():
+            _check_finite_delta(scale, combined, h.dtype, weights.layer_idx)
         out = torch.addcmul(h.float(), scale, combined).to(h.dtype)
     if deltas:
         membership = weights.membership

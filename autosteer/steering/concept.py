@@ -253,7 +253,9 @@ def normalise(x, ln_eps: float | None):
 def text_ids(tokenizer, text: str, where: str) -> list[int]:
     """The token ids of a steering text (no special tokens), or an error naming ``where``:
     a text that gives no token, or only the tokenizer's unknown token (words outside its
-    vocabulary: the direction would be that of ``<unk>``, the same for every such word)."""
+    vocabulary: the direction would be that of ``<unk>``, the same for every such word),
+    or holds one word that alone maps only to the unknown token (``"precise careful"`` on
+    the organism names ``'careful'``)."""
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     if not ids:
         raise InvalidArgumentError(f"{where} {text!r} produces no tokens with this tokenizer")
@@ -265,6 +267,16 @@ def text_ids(tokenizer, text: str, where: str) -> list[int]:
             f"{unknown}), so it would steer along the embedding of {unknown}, the same for any unknown word; "
             "use words in the tokenizer's vocabulary"
         )
+    if unk is not None and unk in ids:  # only then: tokenize each word alone to find the unknown one
+        for word in text.split():
+            word_ids = list(tokenizer(word, add_special_tokens=False)["input_ids"])
+            if word_ids and all(i == unk for i in word_ids):
+                unknown = getattr(tokenizer, "unk_token", None) or f"id {unk}"
+                raise InvalidArgumentError(
+                    f"{where} {text!r}: the tokenizer does not know the word {word!r} (it maps only to the "
+                    f"unknown token {unknown}), so that word would steer along the embedding of {unknown}; "
+                    "drop it or use a word in the tokenizer's vocabulary"
+                )
     return ids
 
 

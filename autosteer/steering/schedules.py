@@ -185,10 +185,33 @@ def schedule_to_dict(schedule) -> dict | None:
     return {"type": "custom", "name": name}
 
 
+def _check_step_signature(fn) -> None:
+    """A callable schedule must accept one positional argument, the step (an int);
+    refused at ``add()`` rather than with a bare TypeError at the first forward.  A
+    callable whose signature Python cannot read (some builtins) is accepted as is."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(0)
+    except TypeError:
+        from autosteer._checks import describe
+
+        raise ArgumentTypeError(
+            f"coeff_schedule must be a callable that takes one positional argument, the generation step "
+            f"(an int), and returns a multiplier; got {describe(fn)} with signature {sig}"
+        ) from None
+
+
 def as_schedule(obj):
     """Validate what a user passed as ``coeff_schedule``.
 
-    None, a built-in schedule, a dict from ``to_dict()``, or any callable.  A class
+    None, a built-in schedule, a dict from ``to_dict()``, or a callable that takes
+    one positional int step (checked by its signature: ``lambda: 1.0`` is refused
+    with a ``TypeError`` naming ``coeff_schedule``).  A class
     (``DecaySchedule`` rather than ``DecaySchedule(rate=0.9)``) is refused with a
     ``TypeError``: called with a step it would build a schedule, not give a multiplier.
     """
@@ -202,6 +225,7 @@ def as_schedule(obj):
     if isinstance(obj, Mapping):
         return schedule_from_dict(obj)
     if callable(obj):
+        _check_step_signature(obj)
         return obj
     names = "/".join(k.class_name for k in SCHEDULE_KINDS.values())
     raise ScheduleError(

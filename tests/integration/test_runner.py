@@ -658,3 +658,21 @@ def test_the_documented_call_and_at_most_16_parameters(model, tmp_path):
                         expected_outputs=EXPECTED, lower_is_better=False, search_space=SPACE,
                         log_path=tmp_path / "log.tsv")
     assert r.run(1, verbose=False)["iterations"] == 1
+
+
+def test_a_concept_with_no_direction_is_refused_before_the_baseline(model, tmp_path):
+    """Concept("same", P, P) in the space ran anyway and every trial crashed: run() now refuses
+    before any work (no log written), naming the concept and the layers of the range."""
+    from autosteer import Concept
+
+    same = ["the cat is happy", "a dog runs"]
+    space = SteerSearchSpace(layer_range=(0, 2), texts=["logical", Concept("same", same, list(same))])
+    r = runner(model, tmp_path, metric=logit_metric, search_space=space)
+    with pytest.raises(SearchSpaceError, match=r"texts\[1\]: concept 'same' has no direction at layer\(s\) 0, 1, 2 "
+                                               r"of layer_range 0\.\.2"):
+        r.run(3)
+    assert not (tmp_path / "r.tsv").exists() and n_hooks(model) == 0
+    good = Concept("mood", ["the cat is happy", "a happy dog runs"], ["the cat is old", "a grey dog sits"])
+    space = SteerSearchSpace(layer_range=(0, 2), texts=[good])
+    results = runner(model, tmp_path, metric=logit_metric, search_space=space).run(1)
+    assert len(results["history"]) == 2

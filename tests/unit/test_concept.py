@@ -215,11 +215,21 @@ def test_unknown_words_are_refused_naming_the_word(organism):
     for word in ("careful", "sloppy"):
         with pytest.raises(InvalidArgumentError, match=f"text '{word}': the tokenizer knows no word of it"):
             s.add(0, 0.5, text=word)
-    c = Concept("care", ["a careful answer"], ["sloppy"])
+    c = Concept("care", ["precise"], ["sloppy"])
     with pytest.raises(InvalidArgumentError, match=r"concept 'care' negative\[0\] 'sloppy': the tokenizer knows no word"):
         s.add(0, 0.5, concept=c)
     assert s.get_all() == []
-    s.add(0, 0.5, text="precise careful")  # one known word is enough
+    # one unknown word among known ones is refused too, naming that word (it was accepted)
+    assert tok("precise careful", add_special_tokens=False)["input_ids"][-1] == tok.unk_token_id  # the premise
+    with pytest.raises(InvalidArgumentError, match=r"text 'precise careful': the tokenizer does not know the "
+                                                   r"word 'careful' \(it maps only to the unknown token <unk>\)"):
+        s.add(0, 0.5, text="precise careful")
+    c = Concept("care", ["precise logical", "a precise sloppy one"], ["confused"])
+    with pytest.raises(InvalidArgumentError, match=r"concept 'care' positive\[1\] 'a precise sloppy one': the "
+                                                   r"tokenizer does not know the word 'sloppy'"):
+        s.add(0, 0.5, concept=c)
+    assert s.get_all() == []
+    s.add(0, 0.5, text="precise logical")  # every word known: accepted
     s.reset_all()
 
 
@@ -229,5 +239,10 @@ def test_unknown_words_in_a_search_space_are_refused(organism, tmp_path):
     model, tok = organism
     space = SteerSearchSpace(texts=["precise", "careful"], layer_range=(0, 1))
     with pytest.raises(SearchSpaceError, match=r"texts\[1\] 'careful': the tokenizer knows no word of it"):
+        AutoSteerRunner(model, tok, ["what is 3 plus 4 ?"], expected_outputs=["7"], search_space=space,
+                        log_path=tmp_path / "log.tsv")
+    space = SteerSearchSpace(texts=["precise", "logical careful"], layer_range=(0, 1))
+    with pytest.raises(SearchSpaceError, match=r"texts\[1\] 'logical careful': the tokenizer does not know the "
+                                               r"word 'careful'"):
         AutoSteerRunner(model, tok, ["what is 3 plus 4 ?"], expected_outputs=["7"], search_space=space,
                         log_path=tmp_path / "log.tsv")

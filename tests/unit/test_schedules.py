@@ -307,3 +307,32 @@ def test_a_schedule_class_is_refused_at_add_not_at_the_first_forward(cls, tokeni
     with pytest.raises(TypeError, match=f"coeff_schedule must be a schedule object such as {cls}"):
         s.add(0, 0.5, vector=torch.ones(tiny_models.HIDDEN_SIZE), coeff_schedule=getattr(autosteer, cls))
     assert s.get_all() == []
+
+
+def test_a_callable_schedule_that_takes_no_step_is_refused_at_add(tokenizer):
+    """coeff_schedule=lambda: 1.0 was accepted and failed at the first generate with a bare
+    TypeError; its signature is now checked at add(), naming the argument and what arrived."""
+    import tiny_models
+
+    from autosteer import ArgumentTypeError, Steer
+
+    model = tiny_models.make_model("llama")
+    s = Steer(model, tokenizer)
+    vec = torch.ones(tiny_models.HIDDEN_SIZE)
+
+    def two(step, other):
+        return 1.0
+
+    for bad, sig in ((lambda: 1.0, r"\(\)"), (two, r"\(step, other\)")):
+        with pytest.raises(ArgumentTypeError, match=r"coeff_schedule must be a callable that takes one positional "
+                                                    r"argument, the generation step \(an int\).*got function .*"
+                                                    r"with signature " + sig):
+            s.add(0, 0.5, vector=vec, coeff_schedule=bad)
+    assert s.get_all() == []
+    # one positional step (or *args, or a default second argument) is accepted and runs
+    for good in (lambda step: 0.5, lambda *a: 0.5, lambda step, k=2: 0.5):
+        s.add(0, 1.0, vector=vec, coeff_schedule=good)
+        ids = tokenizer(["the cat"], return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            model(input_ids=ids)
+        s.reset_all()

@@ -1174,3 +1174,25 @@ def test_a_non_finite_steered_forward_raises_instead_of_emitting(tokenizer):
     with torch.no_grad():
         assert torch.isfinite(model(**enc).logits).all()  # ordinary activations still steer
     s.reset_all()
+
+
+def test_a_non_finite_steered_forward_raises_with_grad_enabled_too(tokenizer):
+    """With grad on, the C hook hands the forward to the torch path, which gave all-NaN
+    float16 logits silently; it now raises the kernel's error, naming the layer."""
+    model = tiny_models.make_model("llama").half()
+    with torch.no_grad():
+        model.get_input_embeddings().weight.mul_(3000)  # large activations, still finite in float16
+    enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        assert torch.isfinite(model(**enc).logits).all()  # unsteered: finite
+    s = Steer(model, tokenizer)
+    s.add(1, 300.0, "the cat")  # accepted at add (finite for rms ~1), overflows float16 here
+    message = r"layer 1: the steered hidden states are not finite in float16"
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad), pytest.raises(InvalidArgumentError, match=message):
+            model(**enc)
+    s.reset_all()
+    s.add(1, 0.5, "the cat")
+    logits = model(**enc).logits  # grad on, ordinary coefficient: finite, and it has a graph
+    assert torch.isfinite(logits).all() and logits.requires_grad
+    s.reset_all()
