@@ -83,6 +83,16 @@ def test_install_block_stops_clearly_without_s_and_names_the_python_the_package_
     unset = subprocess.run([bash, "-c", install], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert unset.returncode != 0 and "set S to the folder that holds SKILL.md" in unset.stderr
     assert not calls.exists()  # stopped before pip
+    # pasted line by line into an interactive shell, where a failed ${S:?} does not exit the
+    # shell: the old two-line block printed the message and then ran pip anyway
+    pasted = subprocess.run([bash, "--norc", "--noprofile", "-i"], input=install, env=env, capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path)
+    assert "set S to the folder that holds SKILL.md" in pasted.stderr, pasted.stderr
+    assert not calls.exists()  # stopped before pip
+    pasted = subprocess.run([bash, "--norc", "--noprofile", "-i"], input=f"S={ROOT}\n{install}", env=env,
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert calls.read_text().splitlines() == ["-m pip install torch==2.13.0", f"-m pip install -e {ROOT}[plot]"]
+    calls.unlink()
     done = subprocess.run([bash, "-c", install], env={**env, "S": str(ROOT)}, capture_output=True, text=True,
                           timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
