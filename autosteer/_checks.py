@@ -14,7 +14,7 @@ import numbers
 import os
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
-from typing import Any
+from typing import Any, Literal, overload
 
 from autosteer.errors import ArgumentTypeError, InvalidArgumentError
 
@@ -102,6 +102,10 @@ def read_text(path: Any, what: str = "file") -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
+@overload
+def check_bool(name: str, value: Any, *, allow_none: Literal[False] = False) -> bool: ...
+@overload
+def check_bool(name: str, value: Any, *, allow_none: bool) -> bool | None: ...
 def check_bool(name: str, value: Any, *, allow_none: bool = False) -> bool | None:
     """``True`` or ``False`` (NumPy's bool too); ``None`` as well with ``allow_none``.
 

@@ -185,8 +185,9 @@ class SteerSearchSpace:
     texts: tuple[str, ...] = DEFAULT_TEXTS
     negative_texts: tuple[str, ...] = ()
     max_vectors: int = 2
-    schedules: tuple[str, ...] | None = None
-    schedule_ranges: Mapping[str, Mapping[str, tuple]] | None = None
+    # None in __init__ means every kind / the table's ranges; __post_init__ always replaces it
+    schedules: tuple[str, ...] = None  # type: ignore[assignment]  # see the line above
+    schedule_ranges: Mapping[str, Mapping[str, tuple]] = None  # type: ignore[assignment]  # see above
     coeff_scale: str = "log"
 
     def __post_init__(self) -> None:

@@ -12,8 +12,10 @@ import math
 import random
 from typing import Any
 
+from autosteer.errors import SearchSpaceError
 from autosteer.search.candidate import SteerCandidate, SteerVector
 from autosteer.search.space import SteerSearchSpace
+from autosteer.steering.concept import Concept
 
 __all__ = ["round_sig", "magnitude", "clip_coeff", "schedule", "random_vector", "random_candidate", "perturb"]
 
@@ -66,8 +68,16 @@ def schedule(rng: random.Random, space: SteerSearchSpace, exclude: str | None = 
     return out
 
 
-def random_vector(rng: random.Random, space: SteerSearchSpace, taken: set[tuple[int, str]]) -> SteerVector | None:
-    lo, hi = space.layer_range
+def layer_bounds(space: SteerSearchSpace) -> tuple[int, int]:
+    """The space's ``layer_range``; a :class:`SearchSpaceError` when it is not resolved yet."""
+    if space.layer_range is None:
+        raise SearchSpaceError("the search space has no layer_range yet; call space.resolve(num_layers) first")
+    return space.layer_range
+
+
+def random_vector(rng: random.Random, space: SteerSearchSpace,
+                  taken: set[tuple[int, str | Concept]]) -> SteerVector | None:
+    lo, hi = layer_bounds(space)
     for _ in range(20):
         layer = rng.randint(lo, hi)
         text, sign = rng.choice(space.signed_texts)
@@ -80,7 +90,7 @@ def random_candidate(rng: random.Random, space: SteerSearchSpace) -> SteerCandid
     """1..max_vectors vectors, each with a random layer, signed text, magnitude and schedule."""
     n = rng.randint(1, space.max_vectors)
     vecs: list[SteerVector] = []
-    taken: set[tuple[int, str]] = set()
+    taken: set[tuple[int, str | Concept]] = set()
     for _ in range(n):
         v = random_vector(rng, space, taken)
         if v is None:
@@ -96,7 +106,8 @@ def perturb(rng: random.Random, space: SteerSearchSpace, best: SteerCandidate) -
     text's list), change or drop a schedule, add a random vector, remove a vector."""
     vecs = list(best.vectors)
     moves = []
-    if space.layer_range[0] < space.layer_range[1]:
+    lo, hi = layer_bounds(space)
+    if lo < hi:
         moves.append("shift_layer")
     if space.coeff_range[0] < space.coeff_range[1]:
         moves.append("scale_coeff")
@@ -115,7 +126,6 @@ def perturb(rng: random.Random, space: SteerSearchSpace, best: SteerCandidate) -
     v = vecs[i]
     taken = {(w.layer_idx, w.text) for j, w in enumerate(vecs) if j != i}
     if move == "shift_layer":
-        lo, hi = space.layer_range
         layer = min(max(v.layer_idx + rng.choice((-2, -1, 1, 2)), lo), hi)
         if (layer, v.text) in taken:
             return None

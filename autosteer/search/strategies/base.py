@@ -104,12 +104,14 @@ class Strategy(Configurable):
         """Whether the strategy has its search space (see :meth:`bind`)."""
         return self.space is not None
 
-    def _require_bound(self) -> None:
+    def _require_bound(self) -> SteerSearchSpace:
+        """The bound space; an :class:`InvalidArgumentError` when there is none yet."""
         if self.space is None:
             raise InvalidArgumentError(
                 f"{type(self).__name__} has no search space yet: give it to AutoSteerRunner(strategy=...), or call "
                 f"strategy.bind(space, seed) (or {type(self).__name__}(space, seed=...)) before proposing"
             )
+        return self.space
 
     # -- the interface the runner uses -------------------------------------------
 

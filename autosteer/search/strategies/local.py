@@ -73,15 +73,16 @@ class LocalSearch(Strategy):
 
     def _propose(self, rng: random.Random, history: list[TrialRecord], n: int,
                  tried: set[str]) -> list[SteerCandidate]:
+        space = self._require_bound()
         best = last_keep(history)
-        explore = self.exploring_after(history)
+        explore = self.exploring_after(history)  # always True when there is no best yet
         out: list[SteerCandidate] = []
         for _ in range(n):
             cand = None
-            if not explore:
-                cand = self._draw(lambda: _sampling.perturb(rng, self.space, best.candidate), tried)
+            if not explore and best is not None:
+                cand = self._draw(lambda: _sampling.perturb(rng, space, best.candidate), tried)
             if cand is None:
-                cand = self._draw(lambda: _sampling.random_candidate(rng, self.space), tried)
+                cand = self._draw(lambda: _sampling.random_candidate(rng, space), tried)
             if cand is None:
                 break
             out.append(cand)

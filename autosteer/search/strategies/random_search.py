@@ -23,9 +23,10 @@ class RandomSearch(Strategy):
 
     def _propose(self, rng: random.Random, history: list[TrialRecord], n: int,
                  tried: set[str]) -> list[SteerCandidate]:
+        space = self._require_bound()
         out = []
         for _ in range(n):
-            cand = self._draw(lambda: _sampling.random_candidate(rng, self.space), tried)
+            cand = self._draw(lambda: _sampling.random_candidate(rng, space), tried)
             if cand is None:
                 break
             out.append(cand)

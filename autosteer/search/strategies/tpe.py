@@ -67,14 +67,14 @@ class TPE(Strategy):
 
     def _bound(self) -> None:
         _optuna()  # a clear error now, not at the first proposal
-        self._schedules = tuple(self.space.schedules)
+        self._schedules = tuple(self._require_bound().schedules)
 
     # -- the mapping between candidates and Optuna parameters ------------------------
 
     def _distributions(self, params: dict[str, Any]) -> dict[str, Any]:
         optuna = _optuna()
-        sp = self.space
-        lo, hi = sp.layer_range
+        sp = self._require_bound()
+        lo, hi = _sampling.layer_bounds(sp)
         clo, chi = sp.coeff_range
         log = sp.coeff_scale == "log" and clo > 0
         out: dict[str, Any] = {"n_vectors": optuna.distributions.IntDistribution(1, sp.max_vectors)}
@@ -97,14 +97,14 @@ class TPE(Strategy):
             return {}
         out = {}
         for p in SCHEDULE_KINDS[kind].params:
-            lo, hi = self.space.schedule_ranges[kind][p.name]
+            lo, hi = self._require_bound().schedule_ranges[kind][p.name]
             if lo < hi:  # a fixed parameter is no parameter to search
                 out[p.name] = (lo, hi, p.kind == "int")
         return out
 
     def _params_of(self, cand: SteerCandidate) -> dict[str, Any] | None:
         """The Optuna parameters of a candidate, or None when it cannot be told (outside the space)."""
-        sp = self.space
+        sp = self._require_bound()
         if not 1 <= len(cand) <= sp.max_vectors:
             return None
         params: dict[str, Any] = {"n_vectors": len(cand)}
@@ -118,22 +118,22 @@ class TPE(Strategy):
             if kind not in self._schedules:
                 return None
             mag = abs(v.coeff)
-            lo, hi = sp.layer_range
+            lo, hi = _sampling.layer_bounds(sp)
             if not (lo <= v.layer_idx <= hi and sp.coeff_range[0] <= mag <= sp.coeff_range[1]):
                 return None
             params.update({f"layer_{i}": v.layer_idx, f"text_{i}": text_i, f"coeff_{i}": mag,
                            f"schedule_{i}": self._schedules.index(kind)})
-            for name, (plo, phi, integer) in self._schedule_params(kind).items():
-                x = v.schedule[name]
+            for name, (plo, phi, integer) in self._schedule_params(kind).items():  # none for kind "none"
+                x = v.schedule[name]  # type: ignore[index]  # kind != "none" here, so v.schedule is a dict
                 if not plo <= x <= phi:
                     return None
                 params[f"{kind}_{name}_{i}"] = int(x) if integer else float(x)
         return params
 
     def _ask(self, trial) -> SteerCandidate | None:
-        sp = self.space
+        sp = self._require_bound()
         n = trial.suggest_int("n_vectors", 1, sp.max_vectors)
-        lo, hi = sp.layer_range
+        lo, hi = _sampling.layer_bounds(sp)
         clo, chi = sp.coeff_range
         log = sp.coeff_scale == "log" and clo > 0
         vecs: list[SteerVector] = []
@@ -193,7 +193,7 @@ class TPE(Strategy):
             trial = study.ask()
             cand = self._ask(trial)
             if cand is None or cand.key() in tried:
-                cand = self._draw(lambda: _sampling.random_candidate(rng, self.space), tried)
+                cand = self._draw(lambda: _sampling.random_candidate(rng, self._require_bound()), tried)
             else:
                 tried.add(cand.key())
             if cand is None:
