@@ -252,7 +252,7 @@ class AutoSteerRunner:
                 steer = Steer(model, tokenizer)
                 model_name, num_layers = type(model).__name__, steer.num_layers
                 _check_unsteered(model)
-            evaluator_kwargs = dict(metric=spec, max_new_tokens=max_new_tokens, batch_size=DEFAULT_BATCH_SIZE,
+            evaluator_kwargs: dict[str, Any] = dict(metric=spec, max_new_tokens=max_new_tokens, batch_size=DEFAULT_BATCH_SIZE,
                                     early_stop=True, threads=None, chat=chat)
             evaluator = SteerEvaluator(model, tokenizer, **evaluator_kwargs)
             prompts, expected_outputs = evaluator.check(prompts, expected_outputs)
@@ -327,7 +327,7 @@ class AutoSteerRunner:
                 "holdout": None if holdout_prompts is None else digest([holdout_prompts, holdout_expected]),
             }
             self.run_id = run_id_of(self.config)
-            self._history: list[TrialRecord] | None = None
+            self._history: list[TrialRecord] = []  # empty until run() scores the baseline
             self._stopped_early: str | None = None
             self.verbose = True
             self.threads: int | None = None
@@ -447,7 +447,7 @@ class AutoSteerRunner:
         writer: LogWriter | None = None
         progress: Progress | None = None
         try:
-            if prior:
+            if prior and self.log_path is not None:  # prior was read from log_path
                 self._history = list(prior)
                 offset = prior[-1].elapsed_s
                 if prior.incomplete_tail is not None:
@@ -462,7 +462,8 @@ class AutoSteerRunner:
             if not prior:
                 self._baseline(writer, elapsed)
             base = self._history[0]
-            progress.baseline(base.score, base.holdout_score, done if prior else None)
+            progress.baseline(base.score, base.holdout_score,  # type: ignore[arg-type]  # a baseline's score is finite
+                              done if prior else None)
 
             while len(self._history) - 1 < max_iterations:
                 left = max_iterations - (len(self._history) - 1)
@@ -476,7 +477,9 @@ class AutoSteerRunner:
                     if writer is not None:
                         writer.write(record)
                     best = last_keep(self._history) or base
-                    progress.trial(record.iteration, record.score, best.score, record.status, record.description)
+                    progress.trial(record.iteration, record.score,
+                                   best.score,  # type: ignore[arg-type]  # kept and baseline records have a score
+                                   record.status, record.description)
         finally:
             if writer is not None:
                 writer.close()
@@ -549,7 +552,7 @@ class AutoSteerRunner:
             for i, r in refused.items():  # over the fluency budget on held-out prompts: never the result
                 rejected[i] = r.replace(status="discard", error=(
                     f"over the fluency budget on the held-out prompts (excess "
-                    f"{r.details.get('holdout_fluency_excess', float('nan')):+.3f} nat/token)"))
+                    f"{(r.details or {}).get('holdout_fluency_excess', float('nan')):+.3f} nat/token)"))
         for record in decided:
             record = record.replace(timestamp=_now(), elapsed_s=elapsed())
             self._history.append(record)
@@ -569,8 +572,10 @@ class AutoSteerRunner:
         elif error is None:
             best = last_keep(history) or history[0]
             try:
-                better, extra = self.keep_rule.judge(score, per_prompt, best.score, best.per_prompt,
-                                                     self.lower_is_better)
+                better, extra = self.keep_rule.judge(
+                    score, per_prompt,  # type: ignore[arg-type]  # a result (its score) comes when error is None
+                    best.score, best.per_prompt,  # type: ignore[arg-type]  # kept and baseline records have a score
+                    self.lower_is_better)
             except InvalidArgumentError as e:
                 return TrialRecord(iteration=len(history), status="crash", candidate=cand, score=None,
                                    details=details or None, error=str(e), round=rnd)
@@ -633,9 +638,12 @@ class AutoSteerRunner:
         )
 
     def _load_for_resume(self) -> LogHistory | None:
-        if not os.path.exists(self.log_path) or os.path.getsize(self.log_path) == 0:
+        path = self.log_path
+        if path is None:  # run() refuses resume=True without a log_path
             return None
-        prior = read_log(self.log_path, allow_incomplete=True)
+        if not os.path.exists(path) or os.path.getsize(path) == 0:
+            return None
+        prior = read_log(path, allow_incomplete=True)
         if not prior:
             return None
         if prior.run_id != self.run_id:
