@@ -56,7 +56,7 @@ def check_prompts(prompts: Any, name: str = "prompts", chat: bool = False) -> li
     items = check_list(name, prompts, "strings or chat conversations" if chat else "strings")
     if not items:
         raise InvalidArgumentError(f"{name} is empty; the search needs at least one prompt to score")
-    out = []
+    out: list[Any] = []  # strings, or conversations with chat
     for i, p in enumerate(items):
         if isinstance(p, (list, tuple)):
             if not chat:
@@ -143,11 +143,8 @@ class SteerEvaluator:
         self._keep_mask_ok: bool | None = None  # does the model take logits_to_keep as a per-row mask?
         self._keep_last_ok: bool | None = None  # does it take logits_to_keep=1?
         self.last_outputs: list[str] = []
-        if spec.batched and self._pad_id() is None:
-            raise InvalidArgumentError(
-                f"{type(tokenizer).__name__} has neither a pad token nor an EOS token, so prompts cannot be "
-                "batched; set tokenizer.pad_token first"
-            )
+        if spec.batched:
+            self._batch_pad_id()
 
     @property
     def lower_is_better(self) -> bool:
@@ -294,7 +291,7 @@ class SteerEvaluator:
         encoded = [self._prompt_ids(p) for p in job.prompts]
         outputs: list[list[str | None]] = [[None] * len(encoded) for _ in range(k)]
         new_ids: list[list[list[int] | None]] = [[None] * len(encoded) for _ in range(k)]
-        pad_id = self._pad_id()
+        pad_id = self._batch_pad_id()
         eos = getattr(self.tokenizer, "eos_token_id", None)
         with self._steering(job):
             for idx, rows, groups in self._rows(job, encoded):
@@ -379,8 +376,8 @@ class SteerEvaluator:
 
         k = job.groups
         encoded = [self._prompt_ids(p) for p in job.prompts]
-        out = [[None] * len(encoded) for _ in range(k)]
-        pad_id = self._pad_id()
+        out: list[list[Any]] = [[None] * len(encoded) for _ in range(k)]  # each filled with a tensor
+        pad_id = self._batch_pad_id()
         with self._steering(job):
             for idx, rows, groups in self._rows(job, encoded):
                 input_ids, attention = _pad(rows, pad_id, "left")
@@ -420,7 +417,8 @@ class SteerEvaluator:
 
     def nll_groups(self, job: MetricJob) -> list[list[tuple[float, int]]]:
         """Teacher-forced NLL: per candidate group, per prompt, ``(sum of token NLLs, tokens scored)``."""
-        examples = [self._ppl_example(p, e) for p, e in zip(job.prompts, job.expected or [None] * len(job.prompts))]
+        expected: Sequence[str | None] = job.expected or [None] * len(job.prompts)
+        examples = [self._ppl_example(p, e) for p, e in zip(job.prompts, expected)]
         return self._nll(job, examples)
 
     def _nll(self, job: MetricJob, examples: list[tuple[list[int], range]],
@@ -436,7 +434,7 @@ class SteerEvaluator:
 
         k = job.groups
         out: list[list[tuple[float, int] | None]] = [[None] * len(examples) for _ in range(k)]
-        pad_id = self._pad_id()
+        pad_id = self._batch_pad_id()
         with self._steering(job):
             for idx, rows, groups in self._rows(job, examples, batch_size):
                 input_ids, attention = _pad([ids for ids, _ in rows], pad_id, "right")
@@ -486,7 +484,7 @@ class SteerEvaluator:
             except TypeError:
                 values = None
             if values is not None and len(values) == len(job.prompts) and None not in values:
-                return MetricResult(sum(values) / len(values), tuple(values))
+                return MetricResult(sum(values) / len(values), tuple(values))  # type: ignore[arg-type]  # no None
             if values is None and hasattr(value, "__float__"):  # a NumPy or torch scalar
                 try:
                     return MetricResult(float(value))
@@ -513,6 +511,16 @@ class SteerEvaluator:
         tok = self.tokenizer
         pad = getattr(tok, "pad_token_id", None)
         return pad if pad is not None else getattr(tok, "eos_token_id", None)
+
+    def _batch_pad_id(self) -> int:
+        """The id that pads batched prompts; an :class:`InvalidArgumentError` when there is none."""
+        pad = self._pad_id()
+        if pad is None:
+            raise InvalidArgumentError(
+                f"{type(self.tokenizer).__name__} has neither a pad token nor an EOS token, so prompts cannot be "
+                "batched; set tokenizer.pad_token first"
+            )
+        return pad
 
     def _device(self):
         try:
@@ -592,7 +600,7 @@ class _FiniteCheck:
     not finite; checked once after generate()."""
 
     def __init__(self) -> None:
-        self.bad = None
+        self.bad: Any = None  # a bool tensor once a step ran
         self.step = 0
 
     def __call__(self, input_ids, scores):
@@ -619,7 +627,7 @@ class _StopWhenFound:
         self.tokenizer = tokenizer
         self.start = start
         self.wanted = list(wanted)
-        self.done = None
+        self.done: Any = None  # a bool tensor, one flag per row, from the first step
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
@@ -630,6 +638,6 @@ class _StopWhenFound:
         if todo:
             texts = self.tokenizer.batch_decode(input_ids[todo, self.start:], skip_special_tokens=True)
             for b, text in zip(todo, texts):
-                if self.wanted[b] in normalize_answer(text):
+                if self.wanted[b] in normalize_answer(text):  # type: ignore[operator]  # todo: wanted[b] set
                     self.done[b] = True
         return self.done.clone()

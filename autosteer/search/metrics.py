@@ -284,6 +284,8 @@ class TaskAccuracy(Metric):
     summary = "share of prompts whose greedy continuation contains the expected string (case and spacing ignored)"
 
     def compute(self, ev, job: MetricJob) -> list[MetricResult]:
+        if job.expected is None:
+            raise InvalidArgumentError("task_accuracy needs expected_outputs (one expected string per prompt)")
         wanted = [normalize_answer(e) for e in job.expected]
         groups = ev.generate_groups(job, stop_when=wanted)
         out = []
@@ -337,6 +339,7 @@ class CustomMetric(Metric):
     batched = False
     options = (Option("fn", REQUIRED, "the function (model, tokenizer, prompts) -> a number or one per prompt",
                       check=_check_fn, fingerprint=False),)
+    fn: Callable[..., Any]
 
     def __init__(self, fn: Callable[[Any, Any, list], Any]) -> None:
         super().__init__(fn=fn)
@@ -383,6 +386,7 @@ class ConceptRate(Metric):
     lower_is_better = False
     summary = "share of greedy continuations that match the concept pattern (a regex or keywords, case-insensitive)"
     options = (PATTERN,)
+    pattern: Any  # a compiled pattern or a callable answer -> [0, 1] (see _check_concept)
 
     def compute(self, ev, job: MetricJob) -> list[MetricResult]:
         texts, _ = ev.generate_with_ids(job, early_stop=False)
@@ -426,6 +430,8 @@ class SteeredConcept(Metric):
     summary = ("mean over prompts of [continuation matches the pattern and repeats at most 30% of its 3-token "
                "windows] - max(0, fluency - unsteered fluency - fluency_margin)")
     options = (PATTERN, FLUENCY_MARGIN)
+    pattern: Any
+    fluency_margin: float
 
     def compute(self, ev, job: MetricJob) -> list[MetricResult]:
         texts, ids = ev.generate_with_ids(job, early_stop=False)
@@ -475,6 +481,10 @@ class SteeredAnswer(Metric):
         Option("relevance_judge", None, "a callable (request, answer) -> [0, 1] replacing the relevance measure",
                check=_check_judge, fingerprint=_label),
     )
+    pattern: Any
+    fluency_margin: float
+    fluency_scale: float
+    relevance_judge: Callable[[Any, str], float] | None
 
     def compute(self, ev, job: MetricJob) -> list[MetricResult]:
         from autosteer.search.objective import answer_scores
@@ -506,6 +516,7 @@ class KLNeutral(Metric):
                "(a side-effect measure)")
     options = (Option("prompts", None, "the neutral prompts (None: the search prompts)",
                       check=_check_neutral_prompts, fingerprint=_digest),)
+    prompts: list | None
 
     def check(self, evaluator: Any) -> None:
         if self.prompts is not None and not evaluator.chat:
