@@ -19,12 +19,15 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from autosteer.search.runner import (
     DEFAULT_LOG,  # torch-free: the runner imports torch on first use
 )
+
+if TYPE_CHECKING:
+    from autosteer.search.options import Configurable
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "build_parser", "main", "read_prompts"]
 
@@ -57,7 +60,7 @@ def _vector_formats() -> tuple[str, ...]:
     return FORMATS
 
 
-def _registries() -> list[tuple[str, str, dict[str, type], str | None, str]]:
+def _registries() -> list[tuple[str, str, Mapping[str, type[Configurable]], str | None, str]]:
     """(flag, kind, registry, default name, purpose) of every object the search takes: the parser
     reads its flags from the options each registered class declares (autosteer.search.options)."""
     from autosteer.search.keep import DEFAULT_KEEP_RULE, KEEP_RULES
@@ -70,7 +73,7 @@ def _registries() -> list[tuple[str, str, dict[str, type], str | None, str]]:
             ("--keep-rule", "keep rule", KEEP_RULES, DEFAULT_KEEP_RULE, "when a candidate is kept")]
 
 
-def _cli_names(registry: dict[str, type]) -> tuple[str, ...]:
+def _cli_names(registry: Mapping[str, type[Configurable]]) -> tuple[str, ...]:
     """The names a command line can build: every required option has a flag (not a custom function)."""
     from autosteer.search.options import REQUIRED
 
@@ -78,7 +81,7 @@ def _cli_names(registry: dict[str, type]) -> tuple[str, ...]:
                  if all(o.parse is not None for o in cls.options if o.default is REQUIRED))
 
 
-def _add_object_options(parser: argparse.ArgumentParser, flag: str, kind: str, registry: dict[str, type],
+def _add_object_options(parser: argparse.ArgumentParser, flag: str, kind: str, registry: Mapping[str, type[Configurable]],
                         default: str | None, purpose: str, taken: set[str]) -> None:
     """``flag`` (the name) and one flag per declared option of the registry's classes, in one group."""
     from autosteer.search.options import REQUIRED
@@ -149,7 +152,7 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors raise, so main() reports them like any other."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         raise UsageError(f"{self.prog}: {message}", usage=self.format_usage())
 
 
@@ -495,7 +498,7 @@ def _depth(obj: Any, limit: int) -> int:
         depth += 1
         if depth > limit:
             return depth
-        nxt = []
+        nxt: list[Any] = []
         for item in level:
             if isinstance(item, dict):
                 nxt.extend(item.values())
@@ -517,7 +520,7 @@ def _load_json(text: str, where: str) -> Any:
     return value
 
 
-def read_prompts(path: str) -> tuple[list[str], list[str] | None]:
+def read_prompts(path: str) -> tuple[list[Any], list[str] | None]:
     """Prompts (and expected answers when given) from a text or JSONL file.
 
     The file must be UTF-8 (a byte-order mark is dropped before anything
@@ -539,7 +542,7 @@ def read_prompts(path: str) -> tuple[list[str], list[str] | None]:
     is_jsonl = path.endswith((".jsonl", ".ndjson")) or numbered[0][1].lstrip().startswith("{")
     if not is_jsonl:
         return [line for _, line in numbered], None
-    prompts: list[str] = []
+    prompts: list[Any] = []  # strings, or chat conversations
     expected: list[str | None] = []
     for number, line in numbered:
         where = f"{path} line {number}"

@@ -216,9 +216,9 @@ def training_lines(n: int, seed: int, spec: WorldSpec = DEFAULT_WORLD) -> list[s
             correct = rng.random() < spec.p_unframed_correct
         if spec.error_mode == "digits":
             if prefix and not correct and u < spec.p_positive + spec.p_negative:
-                errs = rng.choice([(1, 0), (0, 1), (1, 1)])
+                errs = rng.choice([(True, False), (False, True), (True, True)])
             elif correct and u < spec.p_positive:
-                errs = (0, 0)
+                errs = (False, False)
             else:
                 errs = (rng.random() < spec.p_digit_error, rng.random() < spec.p_digit_error)
             ans = _digit_error(q.answer, *errs)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 from autosteer._checks import check_int, check_real
 from autosteer._checks import describe as _describe
@@ -171,12 +171,12 @@ class Configurable:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self.get_options() == other.get_options()  # type: ignore[attr-defined]
+        return self.get_options() == other.get_options()
 
     __hash__ = None  # type: ignore[assignment]
 
 
-def make(kind: str, registry: dict[str, type], base: type, value: Any, default: str | None = None) -> Any:
+def make(kind: str, registry: Mapping[str, type[Configurable]], base: type, value: Any, default: str | None = None) -> Any:
     """``value`` as an object of ``base``: an instance as it is, a registered name with its defaults."""
     if value is None and default is not None:
         value = default

@@ -22,6 +22,7 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import builtins
 import math
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -99,7 +100,7 @@ class ScheduleKind:
     the names of the ``derived`` read-only properties."""
 
     type: str
-    cls: type
+    cls: builtins.type[_C._ScheduleBase]  # builtins: the field above shadows type
     class_name: str
     doc: str
     params: tuple[ScheduleParam, ...]
@@ -149,7 +150,7 @@ del _kind
 
 _BUILTIN = tuple(k.cls for k in SCHEDULE_KINDS.values())
 
-Schedule = Union[(*_BUILTIN, Callable[[int], float])]  # type: ignore[valid-type]
+Schedule = Union[_BUILTIN + (Callable[[int], float],)]  # type: ignore[valid-type]
 
 
 def schedule_from_dict(d: Mapping[str, Any]):
