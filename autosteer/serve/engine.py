@@ -23,6 +23,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -72,6 +73,13 @@ class Row:
         """The client went away: the row leaves the batch at the next iteration."""
         self.cancelled = True
 
+    @property
+    def batch_slot(self) -> int:
+        """:attr:`slot`, once the engine has given the row one."""
+        if self.slot is None:
+            raise RuntimeError("this row has no batch slot yet")
+        return self.slot
+
 
 class Engine:
     """Owns the model in one thread; ``submit(row)`` queues a request.
@@ -96,7 +104,7 @@ class Engine:
         self._cond = threading.Condition()
         self._waiting: collections.deque[Row] = collections.deque()
         self._active: list[Row] = []
-        self._cache = None
+        self._cache: Any = None  # the running batch's transformers Cache, None without one
         self._mask: torch.Tensor | None = None  # [B, T] 1 = real token
         self._installed: dict[int, Row] = {}  # slot -> the row whose vectors are on the model
         self._closing = False
@@ -146,7 +154,7 @@ class Engine:
                             self._cond.wait()
                         if self._closing and not self._active and not self._waiting:
                             break
-                        new = []
+                        new: list[Row] = []
                         while self._waiting and len(self._active) + len(new) < self.max_batch:
                             row = self._waiting.popleft()
                             if row.cancelled:
@@ -213,11 +221,11 @@ class Engine:
         for r in rows:
             if r.slot is None:
                 r.slot = free.pop()
-        live = {r.slot: r for r in rows}
-        joining = [r for r in rows if r.steering and self._installed.get(r.slot) is not r]
+        live = {r.batch_slot: r for r in rows}
+        joining = [r for r in rows if r.steering and self._installed.get(r.batch_slot) is not r]
         stale = [slot for slot, owner in self._installed.items() if live.get(slot) is not owner]
-        if stale or (joining and any(self._installed.get(r.slot) is not None for r in joining)):
-            drop = set(stale) | {r.slot for r in joining}
+        if stale or (joining and any(self._installed.get(r.batch_slot) is not None for r in joining)):
+            drop = set(stale) | {r.batch_slot for r in joining}
             steer.remove_groups(sorted(drop))
             for slot in drop:
                 self._installed.pop(slot, None)
@@ -234,9 +242,9 @@ class Engine:
                 if r in self._active:
                     self._drop([r], finish=False)
                 continue
-            self._installed[r.slot] = r
+            self._installed[r.batch_slot] = r
 
-    def _forward(self, rows, **kwargs) -> torch.Tensor:
+    def _forward(self, rows, **kwargs) -> tuple[Any, Any]:
         self.stats["forwards"] += 1
         self.stats["max_rows"] = max(self.stats["max_rows"], len(rows))
         with self.steer.rows(torch.tensor([r.slot for r in rows], dtype=torch.long)):
@@ -278,8 +286,14 @@ class Engine:
             self._active = self._active + kept
         self._trim()
 
+    def _batch_mask(self) -> torch.Tensor:
+        """The running batch's attention mask (there is one while rows are active)."""
+        if self._mask is None:
+            raise RuntimeError("the engine has no running batch")
+        return self._mask
+
     def _merge(self, cache, mask: torch.Tensor) -> None:
-        t_old, t_new = self._mask.shape[1], mask.shape[1]
+        t_old, t_new = self._batch_mask().shape[1], mask.shape[1]
         width = max(t_old, t_new)
 
         def left(x: torch.Tensor, pad: int, dim: int) -> torch.Tensor:
@@ -292,15 +306,15 @@ class Engine:
         for mine, theirs in zip(self._cache.layers, cache.layers):
             mine.keys = torch.cat([left(mine.keys, width - t_old, -2), left(theirs.keys, width - t_new, -2)])
             mine.values = torch.cat([left(mine.values, width - t_old, -2), left(theirs.values, width - t_new, -2)])
-        self._mask = torch.cat([left(self._mask, width - t_old, 1), left(mask, width - t_new, 1)])
+        self._mask = torch.cat([left(self._batch_mask(), width - t_old, 1), left(mask, width - t_new, 1)])
 
     def _decode(self) -> None:
         rows = self._active
         for r in rows:
             r.step = len(r.generated)
         last = torch.tensor([[r.generated[-1]] for r in rows], dtype=torch.long)
-        pos = self._mask.sum(-1, keepdim=True)
-        mask = torch.cat([self._mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
+        pos = self._batch_mask().sum(-1, keepdim=True)
+        mask = torch.cat([self._batch_mask(), torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
         out, self._cache = self._forward(rows, input_ids=last.to(self.device), attention_mask=mask.to(self.device),
                                          position_ids=pos.to(self.device), cache=self._cache)
         self._mask = mask
@@ -322,19 +336,19 @@ class Engine:
         idx = torch.tensor(keep, dtype=torch.long, device=self.device)
         for layer in self._cache.layers:
             layer.batch_select_indices(idx)
-        self._mask = self._mask[keep]
+        self._mask = self._batch_mask()[keep]
         self._active = [self._active[b] for b in keep]
         self._trim()
 
     def _trim(self) -> None:
         """Drop leading cache columns that are padding in every row."""
-        used = self._mask.any(0).nonzero()
+        used = self._batch_mask().any(0).nonzero()
         start = int(used[0]) if used.numel() else 0
         if start > 0:
             for layer in self._cache.layers:
                 layer.keys = layer.keys[..., start:, :]
                 layer.values = layer.values[..., start:, :]
-            self._mask = self._mask[:, start:]
+            self._mask = self._batch_mask()[:, start:]
 
     # ------------------------------------------------------------------ tokens
     def _sample(self, rows: list[Row], logits: torch.Tensor) -> list[int]:
