@@ -81,7 +81,8 @@ def _cli_names(registry: Mapping[str, type[Configurable]]) -> tuple[str, ...]:
                  if all(o.parse is not None for o in cls.options if o.default is REQUIRED))
 
 
-def _add_object_options(parser: argparse.ArgumentParser, flag: str, kind: str, registry: Mapping[str, type[Configurable]],
+def _add_object_options(parser: argparse.ArgumentParser, flag: str, kind: str,
+                        registry: Mapping[str, type[Configurable]],
                         default: str | None, purpose: str, taken: set[str]) -> None:
     """``flag`` (the name) and one flag per declared option of the registry's classes, in one group."""
     from autosteer.search.options import REQUIRED

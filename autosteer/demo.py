@@ -233,7 +233,7 @@ def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs, 
         if layers:
             layer_range = _parse_range(layers, int, "--layers")
         coeff_range = _parse_range(coeffs, float, "--coeffs") if coeffs else CONCEPT_DEMO["coeff_range"]
-        space = SteerSearchSpace(layer_range=layer_range, coeff_range=coeff_range, texts=[concept],
+        space = SteerSearchSpace(layer_range=layer_range, coeff_range=coeff_range, texts=(concept,),
                                  max_vectors=CONCEPT_DEMO["max_vectors"], schedules=CONCEPT_DEMO["schedules"])
     chat = bool(getattr(tokenizer, "chat_template", None))
     prompts = prompts[: n_prompts or CONCEPT_DEMO["num_prompts"]]
@@ -351,7 +351,8 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
         for line in describe_axes(results):
             say(line)
         say(f"Held-out {name} ({len(setup.holdout)} prompts): {before:.4f} -> {after:.4f} "
-            f"(fluency budget +{runner.metric_object.fluency_margin:g} nat/token)")
+            f"(fluency budget +{runner.metric_object.fluency_margin:g} "  # type: ignore[attr-defined]  # steered_answer
+            "nat/token)")
     if results["confidence"] is not None:
         from autosteer.search.results import describe_confidence
 
@@ -376,7 +377,7 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
     pairs = []
     for i, (p, a, b) in enumerate(zip(examples, plain, steered)):
         if organism:
-            e = setup.holdout_expected[i]
+            e = setup.holdout_expected[i]  # type: ignore[index]  # the organism's prompts have answers
             say(f"    {p!r:32s} expected {e!r:5s} | before {a.strip()!r:10s} | after {b.strip()!r}")
             pairs.append({"prompt": p, "expected": e, "before": a.strip(), "after": b.strip()})
         else:
@@ -385,7 +386,7 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
             say(f"      after:  {_short(b)}")
             pairs.append({"prompt": p, "before": a.strip(), "after": b.strip()})
 
-    png = out / "progress.png"
+    png: Path | None = out / "progress.png"
     try:
         from autosteer.search.plot import plot_history
 

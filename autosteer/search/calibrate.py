@@ -182,7 +182,7 @@ def _lift(ev, steer, prompts, layers, coeff, source, pos, neg) -> dict[int, floa
         return sum(-s / n for s, n in rows if n) / max(1, sum(1 for _, n in rows if n))
 
     cands = _candidates(layers, [coeff[layer] for layer in layers], source)
-    out = {}
+    out: dict[int, float] = {}
     for texts, sign in ((pos, 1.0), (neg, -1.0)):
         if not texts:
             continue
@@ -278,7 +278,7 @@ def concept_space(model: Any, tokenizer: Any, concept: Any, *, layer_fraction: t
     a, b = cal.best_window(window)
     cs = [cal.coeff[layer] for layer in layers if a <= layer <= b]
     coeff_range = (_round(coeff_multiples[0] * min(cs)), _round(coeff_multiples[1] * max(cs)))
-    space = SteerSearchSpace(layer_range=(a, b), coeff_range=coeff_range, texts=[concept], max_vectors=max_vectors,
+    space = SteerSearchSpace(layer_range=(a, b), coeff_range=coeff_range, texts=(concept,), max_vectors=max_vectors,
                              schedules=("none",))
     return space, cal
 

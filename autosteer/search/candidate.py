@@ -295,16 +295,17 @@ class SteerCandidate:
         Concept references resolve against ``concepts`` and the dict's own ``"concepts"``.
         """
         known = _concept_map(concepts)
+        vectors: Any = d  # each item is checked by SteerVector.from_dict
         if isinstance(d, Mapping):
             unknown = sorted(set(d) - {"vectors", "concepts"})
             if unknown or "vectors" not in d:
                 raise InvalidArgumentError(f"a candidate is {{'vectors': [...]}}, got keys {sorted(d)}")
             if d.get("concepts") is not None:
                 known.update(_concept_map(d["concepts"]))
-            d = d["vectors"]
-        if isinstance(d, (str, bytes)) or not isinstance(d, Iterable):
-            raise InvalidArgumentError(f"a candidate's vectors must be a list, got {_describe(d)}")
-        return cls(tuple(SteerVector.from_dict(v, known) for v in d))
+            vectors = d["vectors"]
+        if isinstance(vectors, (str, bytes)) or not isinstance(vectors, Iterable):
+            raise InvalidArgumentError(f"a candidate's vectors must be a list, got {_describe(vectors)}")
+        return cls(tuple(SteerVector.from_dict(v, known) for v in vectors))
 
     @classmethod
     def from_json(cls, s: str, concepts=None) -> "SteerCandidate":

@@ -228,11 +228,16 @@ class _Worker:
         self.scorer = Scorer(evaluator, Steer(self.model, self.tokenizer), setup.splits)
         return os.getpid()
 
+    def _configured(self) -> Scorer:
+        if self.scorer is None:
+            raise RuntimeError("the worker has no evaluation set up: call configure(setup) first")
+        return self.scorer
+
     def baseline(self, split: str):
-        return self.scorer.baseline(split)
+        return self._configured().baseline(split)
 
     def evaluate(self, candidates: list, split: str) -> list[Outcome]:
-        return self.scorer.evaluate(candidates, split)
+        return self._configured().evaluate(candidates, split)
 
     def pid(self) -> int:
         return os.getpid()

@@ -40,7 +40,7 @@ import json
 import math
 import os
 import re
-from typing import Any, Mapping
+from typing import IO, Any, Literal, Mapping, overload
 
 from autosteer._canonical import canonical_json, digest
 from autosteer._checks import check_bool
@@ -135,7 +135,7 @@ class LogWriter:
     def __init__(self, path: str | os.PathLike, *, append: bool = False) -> None:
         append = check_bool("append", append)
         self.path = os.fspath(path)
-        self._f = open(self.path, "ab" if append else "wb")
+        self._f: IO[bytes] | None = open(self.path, "ab" if append else "wb")
         if not append:
             self._write(HEADER + "\n")
 
@@ -318,6 +318,10 @@ def _parse_int(text: str, name: str, where: str) -> int:
     return int(text)
 
 
+@overload
+def _parse_float(text: str, name: str, where: str, *, optional: Literal[False], nonfinite: bool = False) -> float: ...
+@overload
+def _parse_float(text: str, name: str, where: str, *, optional: bool, nonfinite: bool = False) -> float | None: ...
 def _parse_float(text: str, name: str, where: str, *, optional: bool, nonfinite: bool = False) -> float | None:
     if text == "":
         if optional:
@@ -393,7 +397,7 @@ def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> Trial
     elif not len(cand):
         raise LogFormatError(f"{where}: a {status} row needs a non-empty candidate")
     score = _parse_float(raw["score"], "score", where, optional=status == "crash", nonfinite=status == "crash")
-    if status != "crash" and not math.isfinite(score):
+    if status != "crash" and not math.isfinite(score):  # type: ignore[arg-type]  # only a crash's is optional
         raise LogFormatError(f"{where}: a {status} row needs a finite score, got {raw['score']!r}")
     if status == "crash" and score is not None and math.isfinite(score):
         raise LogFormatError(f"{where}: a crash row has a finite score {score!r} (a crash has none, or a "
@@ -419,7 +423,8 @@ def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> Trial
     if status == "baseline":
         st.best = score
     elif status == "keep":
-        if not improves(score, st.best, st.lower_is_better, st.min_improvement):
+        if not improves(score, st.best,  # type: ignore[arg-type]  # the baseline row came first and set best
+                        st.lower_is_better, st.min_improvement):
             raise LogFormatError(
                 f"{where}: a keep with score {score!r} does not beat the best so far ({st.best!r}, "
                 f"{'lower' if st.lower_is_better else 'higher'} is better, min_improvement "
@@ -427,7 +432,8 @@ def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> Trial
             )
         st.best = score
     elif (status == "discard" and st.check_discards and (details or {}).get("holdout_feasible") != 0.0
-          and improves(score, st.best, st.lower_is_better, st.min_improvement)):
+          and improves(score, st.best,  # type: ignore[arg-type]  # the baseline row came first and set best
+                       st.lower_is_better, st.min_improvement)):
         # (a discard refused for its held-out fluency may beat the best on the search prompts)
         raise LogFormatError(
             f"{where}: a discard with score {score!r} beats the best so far ({st.best!r}); "

@@ -22,8 +22,9 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar
 
 from autosteer._checks import check_int, check_real
 from autosteer._checks import describe as _describe
@@ -176,7 +177,8 @@ class Configurable:
     __hash__ = None  # type: ignore[assignment]
 
 
-def make(kind: str, registry: Mapping[str, type[Configurable]], base: type, value: Any, default: str | None = None) -> Any:
+def make(kind: str, registry: Mapping[str, type[Configurable]], base: type, value: Any,
+         default: str | None = None) -> Any:
     """``value`` as an object of ``base``: an instance as it is, a registered name with its defaults."""
     if value is None and default is not None:
         value = default

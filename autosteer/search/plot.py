@@ -118,7 +118,8 @@ def plot_history(results_or_log_path: Any, path: str | os.PathLike | None = None
 
     ax.axhline(base["score"], color="0.4", linestyle="--", linewidth=1, label=f"baseline {base['score']:.4g}")
     it = [r["iteration"] for r in rows]
-    ax.step(it, running_best(rows), where="post", color="tab:blue", linewidth=1.5, label="best so far")
+    ax.step(it, running_best(rows),  # type: ignore[arg-type]  # rows start at the baseline: no None
+            where="post", color="tab:blue", linewidth=1.5, label="best so far")
     x, y = pts("discard")
     if x:
         ax.scatter(x, y, s=18, color="0.6", label=f"discard ({len(x)})", zorder=3)

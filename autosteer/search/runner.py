@@ -252,8 +252,9 @@ class AutoSteerRunner:
                 steer = Steer(model, tokenizer)
                 model_name, num_layers = type(model).__name__, steer.num_layers
                 _check_unsteered(model)
-            evaluator_kwargs: dict[str, Any] = dict(metric=spec, max_new_tokens=max_new_tokens, batch_size=DEFAULT_BATCH_SIZE,
-                                    early_stop=True, threads=None, chat=chat)
+            evaluator_kwargs: dict[str, Any] = dict(
+                metric=spec, max_new_tokens=max_new_tokens, batch_size=DEFAULT_BATCH_SIZE,
+                early_stop=True, threads=None, chat=chat)
             evaluator = SteerEvaluator(model, tokenizer, **evaluator_kwargs)
             prompts, expected_outputs = evaluator.check(prompts, expected_outputs)
             if holdout_prompts is not None:

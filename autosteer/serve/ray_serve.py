@@ -66,4 +66,5 @@ def deployment(model: str, *, presets: Mapping[str, str] | None = None, num_repl
     ingress = serve.ingress()(AutoSteerReplica)
     dep = serve.deployment(ingress, name=name, num_replicas=num_replicas,
                            ray_actor_options=dict(ray_actor_options or {"num_cpus": 1}))
-    return dep.bind(model, dict(presets or {}), dict(app_kwargs), threads)
+    # serve.deployment(cls, **options) returns a Deployment; ray's annotations type only the decorator form
+    return dep.bind(model, dict(presets or {}), dict(app_kwargs), threads)  # type: ignore[attr-defined]

@@ -226,16 +226,16 @@ def load_preset(name: str, path: str | os.PathLike, model, tokenizer) -> Preset:
         raise _preset_error(path, str(exc)) from None
     steer = Steer(model, tokenizer)  # validates the layers against the model
     specs, concepts = [], {}
-    for i, v in enumerate(cand.vectors):
+    for i, cv in enumerate(cand.vectors):
         try:
-            steer.check_layer(v.layer_idx)
+            steer.check_layer(cv.layer_idx)
         except InvalidArgumentError as exc:
             raise _preset_error(path, f"vectors[{i}]: {exc}") from None
-        if isinstance(v.text, Concept):
-            concepts[v.text.name] = v.text
-            specs.append(VectorSpec(v.layer_idx, v.coeff, "concept", v.text, v.schedule and dict(v.schedule)))
+        if isinstance(cv.text, Concept):
+            concepts[cv.text.name] = cv.text
+            specs.append(VectorSpec(cv.layer_idx, cv.coeff, "concept", cv.text, cv.schedule and dict(cv.schedule)))
         else:
-            specs.append(VectorSpec(v.layer_idx, v.coeff, "text", v.text, v.schedule and dict(v.schedule)))
+            specs.append(VectorSpec(cv.layer_idx, cv.coeff, "text", cv.text, cv.schedule and dict(cv.schedule)))
     return Preset(name, path, RowSteering(tuple(specs), preset=name), concepts)
 
 

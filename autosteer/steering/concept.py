@@ -56,11 +56,11 @@ POSITIONS = ("mean", "last")
 ROLES = ("system", "user", "assistant", "tool")
 
 
-def check_conversation(conv: Any, where: str) -> tuple[tuple[tuple[str, str], ...], ...] | None:
+def check_conversation(conv: Any, where: str) -> tuple[tuple[str, str], ...]:
     """A chat conversation as a tuple of (role, content) pairs, or an error naming ``where``."""
     if not isinstance(conv, (list, tuple)) or not conv:
         raise InvalidArgumentError(f"{where} must be a text or a non-empty list of messages, got {_describe(conv)}")
-    out = []
+    out: list[tuple[str, str]] = []
     for j, msg in enumerate(conv):
         if not isinstance(msg, Mapping) or set(msg) - {"role", "content"} or "role" not in msg or "content" not in msg:
             raise InvalidArgumentError(
@@ -76,7 +76,7 @@ def check_conversation(conv: Any, where: str) -> tuple[tuple[tuple[str, str], ..
 
 
 def _norm_items(name: str, items: Any, where: str) -> tuple:
-    out = []
+    out: list[Any] = []  # texts and conversations
     for i, item in enumerate(check_list(f"{where}: {name}", items, "texts or conversations")):
         if isinstance(item, str):
             if not item.strip():
@@ -208,6 +208,7 @@ def load_concepts(path: str | os.PathLike) -> list[Concept]:
     stripped = text.strip()
     if not stripped:
         raise InvalidArgumentError(f"the concept file {path!r} is empty")
+    wheres: list[str]
     try:
         data = json.loads(stripped)
         items = data if isinstance(data, list) else [data]

@@ -163,7 +163,7 @@ def _as_layer_list(value: Any, where: str) -> Any:
     """Validate an override: a non-empty ModuleList/Sequential or list/tuple of modules."""
     if isinstance(value, (nn.ModuleList, nn.Sequential)):
         items = list(value)
-        result = value
+        result: nn.ModuleList | nn.Sequential | list[Any] = value
     elif isinstance(value, (list, tuple)):
         items = list(value)
         result = items
@@ -315,8 +315,8 @@ def find_decoder_layers(model: nn.Module, layers: Any = None) -> DecoderLayers:
 
     found = _generic_search(inner)
     if found is not None:
-        path = _path_of(model, found)
-        return DecoderLayers(found, path if path is not None else OVERRIDE_PATH, cls)
+        found_path = _path_of(model, found)
+        return DecoderLayers(found, found_path if found_path is not None else OVERRIDE_PATH, cls)
 
     raise UnsupportedModelError(
         f"could not find the decoder layers of {cls}: none of the known paths "

@@ -150,7 +150,8 @@ del _kind
 
 _BUILTIN = tuple(k.cls for k in SCHEDULE_KINDS.values())
 
-Schedule = Union[_BUILTIN + (Callable[[int], float],)]  # type: ignore[valid-type]
+# Union of a tuple built at import (not Union[(*_BUILTIN, ...)]: mypy reads that as 3.11's star syntax)
+Schedule = Union[_BUILTIN + (Callable[[int], float],)]  # type: ignore[valid-type]  # noqa: UP007
 
 
 def schedule_from_dict(d: Mapping[str, Any]):

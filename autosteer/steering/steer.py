@@ -910,6 +910,7 @@ class Steer:
             entry[1].reconfigure(weights, matrix)
         else:
             self._ensure_tracker()
+            hook: _C.SteerHook | _torch_hook.TorchHook
             if on_cpu:
                 hook = _C.SteerHook(
                     tracker=self._tracker,

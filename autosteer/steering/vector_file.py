@@ -30,9 +30,11 @@ fixed vector added to that layer's output (``Steer.add_output``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -258,7 +260,8 @@ def _plan_safetensors(path: Path, steer, check_model: bool):
     _check_model(path, info, steer, check_model)
     if not isinstance(entries, list):
         raise VectorFileError(f"{path}: metadata 'vectors' is not a list")
-    plan, pos, out_pos, described = [], 0, 0, set()
+    plan: list[Callable[[], Any]] = []  # each adds one vector to steer
+    pos, out_pos, described = 0, 0, set()
     for i, e in enumerate(entries):
         where = f"{path}: metadata 'vectors'[{i}]"
         if not isinstance(e, dict):
@@ -276,7 +279,7 @@ def _plan_safetensors(path: Path, steer, check_model: bool):
                 il = steer.check_layer(e["output_of_layer"])
             except AutoSteerError as exc:
                 raise VectorFileError(f"{where}: {exc}") from None
-            plan.append(lambda il=il, vec=vec: steer.add_output(il, vec))
+            plan.append(functools.partial(steer.add_output, il, vec))
             continue
         _check_entry_keys(path, i, e, _VECTOR_KEYS)
         name = f"vector.{pos}.direction"
@@ -305,7 +308,7 @@ def _plan_safetensors(path: Path, steer, check_model: bool):
                                None if e["group"] is None else check_int("group", e["group"], minimum=0))
         except (KeyError, TypeError, AttributeError, AutoSteerError) as exc:
             raise VectorFileError(f"{where} is malformed ({exc})") from None
-        plan.append(lambda v=v: steer.add_vector(v))
+        plan.append(functools.partial(steer.add_vector, v))
     extra = sorted(set(tensors) - described)
     if extra:
         raise VectorFileError(f"{path}: tensor(s) {', '.join(map(repr, extra))} are described by no entry of "
@@ -449,6 +452,6 @@ def _plan_gguf(path: Path, steer):
             raise VectorFileError(f"{path}: tensor 'direction.{il}' is for layer {il}, but "
                                   f"{type(steer.model).__name__} has {steer.num_layers} layers (0..{steer.num_layers - 1})")
         vec = torch.from_numpy(data.copy())
-        plan.append(lambda il=il, vec=vec: steer.add_output(il, vec))
+        plan.append(functools.partial(steer.add_output, il, vec))
     return plan
 
