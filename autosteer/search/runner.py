@@ -415,7 +415,7 @@ class AutoSteerRunner:
             return
         from autosteer.steering.concept import MIN_SEPARATION, Concept
 
-        lo, hi = self.search_space.layer_range
+        lo, hi = self.search_space.layer_range  # type: ignore[misc]  # resolved in __init__
         for name in ("texts", "negative_texts"):
             for i, text in enumerate(getattr(self.search_space, name)):
                 if not isinstance(text, Concept):
