@@ -696,11 +696,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     try:
         results = runner.run(max_iterations=args.iterations, resume=args.resume, verbose=not args.quiet and not args.json,
                              overwrite=args.overwrite, batch_size=args.batch_size, threads=args.threads)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         done = runner.results
         n = 0 if done is None else done["iterations"]
         print(f"interrupted after {n} trial(s); {args.log} holds every finished trial.", file=sys.stderr)
-        raise  # main() prints the command that continues the run
+        exc.reported = True  # main() prints the command that continues the run, not "interrupted" again
+        raise
     summary = _summary(results, log=args.log, model=args.model)
     if args.json:
         _print_json(summary)
@@ -1047,10 +1048,11 @@ def _fail(message: str, code: int, want_json: bool) -> int:
 
 
 def resume_command(argv: Sequence[str]) -> str | None:
-    """The exact command that continues an interrupted ``autosteer search``: the same arguments
-    with ``--resume`` (and without ``--overwrite``, which would start it over); None for the others."""
+    """The exact command that continues an interrupted ``autosteer search`` or ``autosteer demo``:
+    the same arguments with ``--resume`` (and without ``--overwrite``, which would start it over);
+    None for the others."""
     argv = list(argv)
-    if argv[:1] != ["search"]:
+    if argv[:1] not in (["search"], ["demo"]):
         return None
     args = [a for a in argv if a != "--overwrite"]
     if "--resume" not in args:
@@ -1084,8 +1086,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.usage and not want_json:
             sys.stderr.write(exc.usage)
         return _fail(str(exc), EXIT_BAD_INPUT, want_json)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        if not getattr(exc, "reported", False):  # search and the demo say what was kept themselves
+            print("interrupted", file=sys.stderr)
         resume = resume_command(argv)
         if resume:
             print(f"continue the run with (from this folder):\n  {resume}", file=sys.stderr)

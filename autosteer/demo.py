@@ -20,7 +20,9 @@ Either writes ``steer_log.tsv``, ``progress.png``, ``best.json``,
 for the organism, ``demo_out_smollm2`` for SmolLM2, ``demo_out_<name>`` for
 another model, so that the demos never share a folder).  A folder that already
 holds one of these files is refused before the model loads, unless
-``--overwrite`` (``overwrite=True``) replaces them.
+``--overwrite`` (``overwrite=True``) replaces them, or ``--resume``
+(``resume=True``) continues the interrupted demo whose log is there (Ctrl-C
+prints that exact command).
 """
 
 from __future__ import annotations
@@ -93,16 +95,20 @@ def default_out(model: str) -> str:
     return "demo_out_" + (re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "model")
 
 
-def check_out(out: str | os.PathLike, overwrite: bool) -> str | None:
+def check_out(out: str | os.PathLike, overwrite: bool, resume: bool = False) -> str | None:
     """Why the demo may not write into ``out`` (None when it may): an existing file that is not a
-    folder, or a folder that already holds the demo's files and ``overwrite`` is False."""
+    folder, a folder that already holds the demo's files and neither ``overwrite`` nor ``resume``
+    is set, or both set."""
     path = Path(out)
+    if overwrite and resume:
+        return "--resume continues the demo's log and --overwrite starts it over: give one of them"
     if path.exists() and not path.is_dir():
         return f"--out {str(out)!r} is an existing file, not a folder; give a folder (created if missing)"
     there = [name for name in OUTPUT_FILES if (path / name).exists()] if path.is_dir() else []
-    if there and not overwrite:
+    if there and not (overwrite or resume):
         return (f"--out {str(out)!r} already holds {', '.join(there)} from an earlier demo; give another "
-                "folder, or --overwrite (overwrite=True) to replace them")
+                "folder, --resume (resume=True) to continue that demo's run, or --overwrite (overwrite=True) "
+                "to replace them")
     return None
 
 
@@ -143,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "demo_out_smollm2 for smollm2, demo_out_NAME for another model)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the files of an earlier demo in --out (without it, such a folder is refused)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted demo whose log is in --out (same options; a fresh run if "
+                        "there is no log); Ctrl-C prints this exact command")
     p.add_argument("--model", default="organism",
                    help="'organism' (default: the embedded model), 'smollm2', a model folder or a hub id")
     p.add_argument("--num-prompts", type=int, default=None, metavar="N",
@@ -282,12 +291,16 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
              out: str | Path | None = None, model: str = "organism", n_prompts: int | None = None,
              n_holdout: int | None = None, layers: str | None = None, coeffs: str | None = None,
              verbose: bool = True, stream=None, threads: int | None = None,
-             population: int | None = None, overwrite: bool = False) -> dict[str, Any]:
+             population: int | None = None, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
     """Run the demo; returns a dict of what it printed (scores, held-out, paths).
 
     ``out`` (None: :func:`default_out` of ``model``) must not hold the files of
-    an earlier demo (:data:`OUTPUT_FILES`) unless ``overwrite=True``; that is
-    checked before the model loads (:class:`~autosteer.errors.InvalidArgumentError`).
+    an earlier demo (:data:`OUTPUT_FILES`) unless ``overwrite=True`` (start over)
+    or ``resume=True`` (continue the run its log records, as
+    ``AutoSteerRunner.run(resume=True)``: the same options give the log of an
+    uninterrupted demo); that is checked before the model loads
+    (:class:`~autosteer.errors.InvalidArgumentError`).  On Ctrl-C the log keeps
+    every finished trial and the KeyboardInterrupt propagates.
     """
     from autosteer.errors import InvalidArgumentError
     from autosteer.search._threads import using_threads
@@ -297,9 +310,10 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
     from autosteer._checks import check_bool
 
     overwrite = check_bool("overwrite", overwrite)
+    resume = check_bool("resume", resume)
     verbose = check_bool("verbose", verbose)
     out = Path(default_out(model) if out is None else out)
-    problem = check_out(out, overwrite)
+    problem = check_out(out, overwrite, resume)
     if problem:
         raise InvalidArgumentError(problem)
     stream = stream or sys.stdout
@@ -325,8 +339,15 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
         + (f", population {population}" if population > 1 else ""))
     runner = AutoSteerRunner(lm, tokenizer, setup.prompts, log_path=out / LOG_NAME, seed=seed,
                              population=population, **setup.runner_kwargs)
-    results = runner.run(max_iterations=iterations, verbose=verbose, overwrite=overwrite, threads=threads,
-                         batch_size=setup.batch_size)
+    try:
+        results = runner.run(max_iterations=iterations, resume=resume, verbose=verbose, overwrite=overwrite,
+                             threads=threads, batch_size=setup.batch_size)
+    except KeyboardInterrupt as exc:
+        done = runner.results
+        n = 0 if done is None else done["iterations"]
+        print(f"interrupted after {n} trial(s); {out / LOG_NAME} holds every finished trial.", file=sys.stderr)
+        exc.reported = True  # the command line prints how to resume, not "interrupted" again
+        raise
     name = runner.metric
     say("")
     say(results.summary())
@@ -446,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(str(exc))
     if args.out is None:
         args.out = default_out(args.model)
-    problem = check_out(args.out, args.overwrite)
+    problem = check_out(args.out, args.overwrite, args.resume)
     if problem:
         parser.error(problem)
     threads = None
@@ -463,7 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = run_demo(metric=args.metric, iterations=args.iterations, seed=args.seed, out=args.out,
                       model=args.model, n_prompts=args.num_prompts, n_holdout=args.num_holdout,
                       layers=args.layers, coeffs=args.coeffs, verbose=not (args.quiet or args.json),
-                      stream=stream, threads=threads, population=args.population, overwrite=args.overwrite)
+                      stream=stream, threads=threads, population=args.population, overwrite=args.overwrite,
+                      resume=args.resume)
     if args.json:
         best = report["best_candidate"]
         print(json.dumps({

@@ -443,6 +443,7 @@ def test_ctrl_c_prints_the_exact_command_that_resumes(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
+    assert err.count("interrupted") == 1, err  # "interrupted after N trial(s) ..." once, not a bare line too
     want = "autosteer " + shlex.join([a for a in argv if a != "--overwrite"] + ["--resume"])
     assert f"continue the run with (from this folder):\n  {want}\n" in err
     assert cli.resume_command(["best", "log.tsv"]) is None
@@ -452,6 +453,50 @@ def test_ctrl_c_prints_the_exact_command_that_resumes(tmp_path):
     done = autosteer(*resumed, "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["iterations"] == int(resumed[resumed.index("--iterations") + 1])
+
+
+def test_ctrl_c_in_the_demo_prints_the_command_that_resumes_it(tmp_path):
+    """Ctrl-C in `autosteer demo` exited 130 with only "interrupted", the demo had no --resume and
+    rerunning it was refused: now it says what the log kept, prints the exact command with
+    --resume, and that command, run as printed, continues the same log to the end."""
+    import shlex
+    import signal
+    import time
+
+    argv = ["demo", "--out", "demo dir", "--iterations", "400", "--num-prompts", "4", "--num-holdout", "4",
+            "--overwrite", "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "autosteer", *argv], cwd=tmp_path, env=env_for(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "demo dir" / "steer_log.tsv"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log.exists() and log.read_text().count("\n") >= 4:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert err.count("interrupted") == 1 and f"{log.relative_to(tmp_path)} holds every finished trial" in err, err
+    want = "autosteer " + shlex.join([a for a in argv if a != "--overwrite"] + ["--resume"])
+    assert f"continue the run with (from this folder):\n  {want}\n" in err
+    kept = read_log_rows(log)
+    assert kept
+    # rerunning without --resume is refused; the printed command continues the same log
+    again = autosteer(*[a for a in argv if a != "--overwrite"], cwd=tmp_path)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = shlex.split(want)[1:]
+    resumed[resumed.index("400")] = str(len(kept) + 1)
+    done = autosteer(*resumed, "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = read_log_rows(log)
+    assert len(rows) == len(kept) + 1 and [r.candidate for r in rows[: len(kept)]] == [r.candidate for r in kept]
+    both = autosteer(*resumed, "--overwrite", cwd=tmp_path)
+    assert both.returncode == 2 and "give one of them" in both.stderr
 
 
 def read_log_rows(path):
