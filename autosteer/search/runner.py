@@ -249,9 +249,9 @@ class AutoSteerRunner:
             else:
                 from autosteer.steering.steer import Steer
 
+                _check_unsteered(model)  # before Steer(), which would only warn about unowned steering
                 steer = Steer(model, tokenizer)
                 model_name, num_layers = type(model).__name__, steer.num_layers
-                _check_unsteered(model)
             evaluator_kwargs: dict[str, Any] = dict(
                 metric=spec, max_new_tokens=max_new_tokens, batch_size=DEFAULT_BATCH_SIZE,
                 early_stop=True, threads=None, chat=chat)

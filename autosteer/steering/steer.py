@@ -33,7 +33,7 @@ from autosteer.steering.layers import TRANSFORMERS_CONVENTION, find_decoder_laye
 from autosteer.steering.schedules import as_schedule, schedule_to_dict
 from autosteer.steering.vectors import SteeringVector
 
-__all__ = ["Steer", "SteeringVector", "steering_paused", "active_steering", "is_steered"]
+__all__ = ["Steer", "SteeringVector", "steering_paused", "active_steering", "is_steered", "UnownedSteeringWarning"]
 
 _F32_MAX = float(np.finfo(np.float32).max)
 
@@ -103,8 +103,11 @@ def _use_c_hook(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
+_HOOK_TYPES = (_C.StepTracker, _C.SteerHook, _torch_hook.TorchHook, _torch_hook.OutputHook)
+
+
 def _is_autosteer_hook(hook) -> bool:
-    return isinstance(hook, (_C.StepTracker, _C.SteerHook, _torch_hook.TorchHook, _torch_hook.OutputHook))
+    return isinstance(hook, _HOOK_TYPES)
 
 
 _HOOK_DICTS = ("_forward_pre_hooks", "_forward_hooks")
@@ -156,13 +159,20 @@ def _describe_vector(d: dict) -> str:
     return f"layer {d['layer_idx']}: {what} coeff {d['coeff']:g}{sched}"
 
 
-def active_steering(model: torch.nn.Module) -> list[str]:
+class UnownedSteeringWarning(UserWarning):
+    """A ``Steer`` was made on a model that carries AutoSteer steering no live ``Steer``
+    owns (e.g. a ``copy.deepcopy`` of a steered model): that steering stays active, and
+    the new instance's ``get_all()`` / ``vectors`` do not list it."""
+
+
+def active_steering(model: torch.nn.Module, *, unowned_only: bool = False) -> list[str]:
     """One line per AutoSteer vector active on ``model``, whichever ``Steer`` added it
     (``"layer 2: 'logical' coeff 0.4"``); empty when the model computes unsteered.
 
     Steering that no live ``Steer`` owns (e.g. copied along with a model) is
     described from its hooks.  What :class:`~autosteer.AutoSteerRunner`
     checks before it takes a model's unsteered score as its baseline.
+    ``unowned_only=True`` lists only that steering (what ``Steer(model)`` warns about).
     """
     if not isinstance(model, torch.nn.Module):
         return []
@@ -174,7 +184,8 @@ def active_steering(model: torch.nn.Module) -> list[str]:
             continue
         owned.update(id(hook) for _, hook in steer._hooks.values())
         owned.update(id(steer._layers[il]) for il in steer._outputs)  # their output hooks
-        out.extend(_describe_vector(d) for d in steer.get_all())
+        if not unowned_only:
+            out.extend(_describe_vector(d) for d in steer.get_all())
     for module in model.modules():
         for attr in _HOOK_DICTS:
             for hook in getattr(module, attr).values():
@@ -230,9 +241,11 @@ class Steer:
             model.generate(...)
 
     A steered model deep-copies (``copy.deepcopy``) into a steered copy that
-    no ``Steer`` owns: ``Steer(copy, tokenizer).reset_all()`` removes that
-    steering (or make the copy with ``Steer(model, tokenizer, copy_model=True)``,
-    which has none).  A steered model does not pickle (``pickle``,
+    no ``Steer`` owns: ``Steer(copy, tokenizer)`` warns
+    (:class:`UnownedSteeringWarning`, naming that steering; its ``get_all()``
+    lists only its own vectors) and its ``reset_all()`` removes that steering
+    (or make the copy with ``Steer(model, tokenizer, copy_model=True)``, which
+    has none).  A steered model does not pickle (``pickle``,
     ``torch.save(model)``): call ``reset_all()`` first, or save
     ``model.state_dict()``.  One steered model serves one thread at a time
     (two threads in one steered model raise :class:`SteerStateError`).
@@ -277,6 +290,16 @@ class Steer:
         self._outputs: dict[int, torch.Tensor] = {}
         self._output_handles: dict[int, Any] = {}
         self._disabled = 0  # depth of `with self.disabled()`
+        unowned = active_steering(model, unowned_only=True)
+        if unowned:
+            import warnings
+
+            warnings.warn(
+                f"{self._model_class} already carries AutoSteer steering that no live Steer owns "
+                f"({'; '.join(unowned)}), e.g. from copy.deepcopy of a steered model: it stays active and this "
+                "Steer's get_all() and vectors do not list it; call reset_all() on this Steer to remove it",
+                UnownedSteeringWarning, stacklevel=2,
+            )
         _LIVE.add(self)
 
     # ------------------------------------------------------------------ info
@@ -323,7 +346,12 @@ class Steer:
                 f"{len(self._vectors)} vector(s))")
 
     def get_all(self) -> list[dict]:
-        """Every active vector: ``{"layer_idx", "text", "coeff", "coeff_schedule"}``.
+        """Every active vector of this instance: ``{"layer_idx", "text", "coeff", "coeff_schedule"}``.
+
+        Only this instance's own vectors: steering that other ``Steer`` instances
+        added, or that came with a ``copy.deepcopy`` of a steered model (which
+        ``Steer()`` warns about), is not listed; ``active_steering(model)``
+        (``autosteer.steering.steer``) lists everything active on the model.
 
         A vector added with ``group=g`` also has ``"group": g``; one added with
         ``concept=c`` has ``"concept": {"name", "hash"}`` (and ``"text": None``).

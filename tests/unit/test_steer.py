@@ -3,6 +3,8 @@ every supported architecture, plus restore, composition, autograd and errors."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -1057,8 +1059,17 @@ def test_a_deep_copy_steering_is_removed_by_a_new_steer_as_the_pickle_error_says
     with pytest.raises(SteerStateError, match=r"Steer\(model\)\.reset_all\(\)") as info:
         pickle.dumps(twin)
     assert "copy.deepcopy(model) keeps" not in str(info.value)
-    other = Steer(twin, tokenizer)
-    assert any("no Steer owns" in line for line in active_steering(twin))
+    from autosteer.steering.steer import UnownedSteeringWarning
+
+    # the new Steer's get_all() lists only its own vectors (it was [] silently): it warns, naming them
+    with pytest.warns(UnownedSteeringWarning, match=r"LlamaForCausalLM already carries AutoSteer steering that no "
+                                                    r"live Steer owns \(layer 1: 1 vector\(s\), coeff 0\.8 "
+                                                    r"\(no Steer owns them\)\).*get_all\(\).*reset_all\(\)"):
+        other = Steer(twin, tokenizer)
+    assert other.get_all() == [] and any("no Steer owns" in line for line in active_steering(twin))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Steer(model, tokenizer)  # steering a live Steer owns: no warning
     other.reset_all()
     assert active_steering(twin) == []
     assert not any(m._forward_pre_hooks or m._forward_hooks for m in twin.modules())
