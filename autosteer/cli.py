@@ -700,7 +700,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         done = runner.results
         n = 0 if done is None else done["iterations"]
         print(f"interrupted after {n} trial(s); {args.log} holds every finished trial.", file=sys.stderr)
-        exc.reported = True  # main() prints the command that continues the run, not "interrupted" again
+        exc.reported = True  # type: ignore[attr-defined]  # a mark: main() prints the resume command, not "interrupted"
         raise
     summary = _summary(results, log=args.log, model=args.model)
     if args.json:

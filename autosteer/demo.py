@@ -346,7 +346,7 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
         done = runner.results
         n = 0 if done is None else done["iterations"]
         print(f"interrupted after {n} trial(s); {out / LOG_NAME} holds every finished trial.", file=sys.stderr)
-        exc.reported = True  # the command line prints how to resume, not "interrupted" again
+        exc.reported = True  # type: ignore[attr-defined]  # a mark: the CLI prints how to resume, not "interrupted"
         raise
     name = runner.metric
     say("")
