@@ -6,7 +6,8 @@ Public API (everything else is private)::
     from autosteer import SteerSearchSpace, SteerCandidate, AutoSteerSearch
     from autosteer import SteerEvaluator, AutoSteerRunner, read_log, plot_history
     from autosteer import RayExecutor, load_model, Concept
-    from autosteer import LocalSearch, RandomSearch, TPE          # strategies (AutoSteerSearch, TPESearch: former names)
+    from autosteer import LocalSearch, RandomSearch, TPE          # strategies (former names:
+                                                                  # AutoSteerSearch, TPESearch)
     from autosteer import MeanRule, PairedRule                    # keep rules
     from autosteer import TaskAccuracy, Perplexity, CustomMetric, ConceptRate, Fluency, KLNeutral
     from autosteer import SteeredAnswer, SteeredConcept               # concept metrics (steered_answer: the default)

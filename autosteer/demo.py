@@ -29,17 +29,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
-import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-__all__ = ["main", "run_demo", "DEMO_SPACE", "LOG_NAME", "CONCEPT_DEMO", "load_concept_demo", "default_out",
-           "OUTPUT_FILES"]
+__all__ = [
+    "CONCEPT_DEMO",
+    "DEMO_SPACE",
+    "LOG_NAME",
+    "OUTPUT_FILES",
+    "default_out",
+    "load_concept_demo",
+    "main",
+    "run_demo",
+]
 
 LOG_NAME = "steer_log.tsv"
 #: What a demo writes into its folder (a folder holding any of them is refused without overwrite).
@@ -106,9 +115,11 @@ def check_out(out: str | os.PathLike, overwrite: bool, resume: bool = False) -> 
         return f"--out {str(out)!r} is an existing file, not a folder; give a folder (created if missing)"
     there = [name for name in OUTPUT_FILES if (path / name).exists()] if path.is_dir() else []
     if there and not (overwrite or resume):
-        return (f"--out {str(out)!r} already holds {', '.join(there)} from an earlier demo; give another "
-                "folder, --resume (resume=True) to continue that demo's run, or --overwrite (overwrite=True) "
-                "to replace them")
+        return (
+            f"--out {str(out)!r} already holds {', '.join(there)} from an earlier demo; give another "
+            "folder, --resume (resume=True) to continue that demo's run, or --overwrite (overwrite=True) "
+            "to replace them"
+        )
     return None
 
 
@@ -127,41 +138,77 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="autosteer demo",
         description="Run the autonomous steering search on the embedded model organism (arithmetic task), or a "
-                    "concept search on a real model (--model smollm2), and report what it found.",
+        "concept search on a real model (--model smollm2), and report what it found.",
         epilog="examples:\n  autosteer demo                                   (writes demo_out/)\n"
-               "  autosteer demo --metric perplexity --iterations 20 --out demo_ppl\n"
-               "  autosteer demo --model smollm2                   (writes demo_out_smollm2/)\n"
-               "  autosteer demo --overwrite                       (run again over demo_out/)",
+        "  autosteer demo --metric perplexity --iterations 20 --out demo_ppl\n"
+        "  autosteer demo --model smollm2                   (writes demo_out_smollm2/)\n"
+        "  autosteer demo --overwrite                       (run again over demo_out/)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--metric", choices=["task_accuracy", "perplexity"], default="task_accuracy",
-                   help="what the organism's search optimises (default: %(default)s; a real model's concept "
-                        "search always optimises steered_answer)")
-    p.add_argument("--iterations", type=int, default=None,
-                   help="candidates to evaluate after the baseline (default: 30 on the organism, "
-                        f"{CONCEPT_DEMO['iterations']} on a real model)")
-    p.add_argument("--population", type=int, default=None,
-                   help=f"candidates per batched round (default: 1 on the organism, {CONCEPT_DEMO['population']} "
-                        "on a real model)")
+    p.add_argument(
+        "--metric",
+        choices=["task_accuracy", "perplexity"],
+        default="task_accuracy",
+        help="what the organism's search optimises (default: %(default)s; a real model's concept "
+        "search always optimises steered_answer)",
+    )
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="candidates to evaluate after the baseline (default: 30 on the organism, "
+        f"{CONCEPT_DEMO['iterations']} on a real model)",
+    )
+    p.add_argument(
+        "--population",
+        type=int,
+        default=None,
+        help=f"candidates per batched round (default: 1 on the organism, {CONCEPT_DEMO['population']} on a real model)",
+    )
     p.add_argument("--seed", type=int, default=0, help="search seed (default: %(default)s)")
-    p.add_argument("--out", default=None,
-                   help="output folder, created if missing (default: demo_out for the organism, "
-                        "demo_out_smollm2 for smollm2, demo_out_NAME for another model)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the files of an earlier demo in --out (without it, such a folder is refused)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the interrupted demo whose log is in --out (same options; a fresh run if "
-                        "there is no log); Ctrl-C prints this exact command")
-    p.add_argument("--model", default="organism",
-                   help="'organism' (default: the embedded model), 'smollm2', a model folder or a hub id")
-    p.add_argument("--num-prompts", type=int, default=None, metavar="N",
-                   help="how many of the search prompts to use (default: 16 on the organism, "
-                        f"{CONCEPT_DEMO['num_prompts']} of 24 otherwise)")
-    p.add_argument("--num-holdout", type=int, default=None, metavar="N",
-                   help="how many held-out prompts to score (default: 200 on the organism, "
-                        f"{CONCEPT_DEMO['num_holdout']} of 40 otherwise)")
-    p.add_argument("--layers", help="layer range A:B (inclusive); default: layers 0-3 on the organism, calibrated "
-                                    "from the model and the concept on a real model")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder, created if missing (default: demo_out for the organism, "
+        "demo_out_smollm2 for smollm2, demo_out_NAME for another model)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the files of an earlier demo in --out (without it, such a folder is refused)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted demo whose log is in --out (same options; a fresh run if "
+        "there is no log); Ctrl-C prints this exact command",
+    )
+    p.add_argument(
+        "--model",
+        default="organism",
+        help="'organism' (default: the embedded model), 'smollm2', a model folder or a hub id",
+    )
+    p.add_argument(
+        "--num-prompts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="how many of the search prompts to use (default: 16 on the organism, "
+        f"{CONCEPT_DEMO['num_prompts']} of 24 otherwise)",
+    )
+    p.add_argument(
+        "--num-holdout",
+        type=int,
+        default=None,
+        metavar="N",
+        help="how many held-out prompts to score (default: 200 on the organism, "
+        f"{CONCEPT_DEMO['num_holdout']} of 40 otherwise)",
+    )
+    p.add_argument(
+        "--layers",
+        help="layer range A:B (inclusive); default: layers 0-3 on the organism, calibrated "
+        "from the model and the concept on a real model",
+    )
     p.add_argument("--coeffs", help="coefficient magnitudes LO:HI")
     p.add_argument("--threads", default=None, help="CPU threads for torch (default: auto)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout (no progress)")
@@ -187,8 +234,12 @@ class _Setup:
     @property
     def runner_kwargs(self) -> dict[str, Any]:
         """The runner's keyword arguments besides model, tokenizer and prompts."""
-        return dict(expected_outputs=self.expected, search_space=self.space,
-                    holdout=(self.holdout, self.holdout_expected), **self.runner)
+        return dict(
+            expected_outputs=self.expected,
+            search_space=self.space,
+            holdout=(self.holdout, self.holdout_expected),
+            **self.runner,
+        )
 
 
 def load_concept_demo():
@@ -215,12 +266,12 @@ def _organism_setup(metric, n_prompts, n_holdout, layers, coeffs) -> _Setup:
     # generates and checks the answer, perplexity scores the answer given the
     # question (the operands are random digits no steering can predict)
     runner = {"max_new_tokens": 4} if metric == "task_accuracy" else {}
-    return _Setup(f"metric {metric}", prompts, held, expected, held_expected, SteerSearchSpace(**kw),
-                  {"metric": metric, **runner})
+    return _Setup(
+        f"metric {metric}", prompts, held, expected, held_expected, SteerSearchSpace(**kw), {"metric": metric, **runner}
+    )
 
 
-def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs, model=None,
-                   threads=None) -> _Setup:
+def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs, model=None, threads=None) -> _Setup:
     from autosteer.search.metrics import SteeredAnswer
     from autosteer.search.space import SteerSearchSpace
 
@@ -232,9 +283,11 @@ def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs, 
         t = time.perf_counter()
         space, cal = concept_space(model, tokenizer, concept, threads=threads)
         how = f"{cal.passes} forward passes" if cal.passes else "remembered from an earlier run"
-        calibrated = (f" | calibrated space (KL {cal.target_kl:g} on neutral prompts, {how}, "
-                      f"{time.perf_counter() - t:.0f} s): layers {space.layer_range[0]}-{space.layer_range[1]}, "
-                      f"coefficients {space.coeff_range[0]:g}-{space.coeff_range[1]:g}")
+        calibrated = (
+            f" | calibrated space (KL {cal.target_kl:g} on neutral prompts, {how}, "
+            f"{time.perf_counter() - t:.0f} s): layers {space.layer_range[0]}-{space.layer_range[1]}, "
+            f"coefficients {space.coeff_range[0]:g}-{space.coeff_range[1]:g}"
+        )
     else:
         lo_f, hi_f = CONCEPT_DEMO["layer_fraction"]
         first = int(lo_f * num_layers)
@@ -242,16 +295,23 @@ def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs, 
         if layers:
             layer_range = _parse_range(layers, int, "--layers")
         coeff_range = _parse_range(coeffs, float, "--coeffs") if coeffs else CONCEPT_DEMO["coeff_range"]
-        space = SteerSearchSpace(layer_range=layer_range, coeff_range=coeff_range, texts=(concept,),
-                                 max_vectors=CONCEPT_DEMO["max_vectors"], schedules=CONCEPT_DEMO["schedules"])
+        space = SteerSearchSpace(
+            layer_range=layer_range,
+            coeff_range=coeff_range,
+            texts=(concept,),
+            max_vectors=CONCEPT_DEMO["max_vectors"],
+            schedules=CONCEPT_DEMO["schedules"],
+        )
     chat = bool(getattr(tokenizer, "chat_template", None))
     prompts = prompts[: n_prompts or CONCEPT_DEMO["num_prompts"]]
     held = held[: n_holdout or CONCEPT_DEMO["num_holdout"]]
     metric = SteeredAnswer(pattern=pattern, fluency_margin=CONCEPT_DEMO["fluency_margin"])
     runner = {"metric": metric, "chat": chat, "max_new_tokens": CONCEPT_DEMO["max_new_tokens"]}
-    label = (f"concept {concept.name!r} ({len(concept.positive)} contrastive pairs) | metric steered_answer "
-             f"(on-concept AND on-request AND fluent per answer; fluency budget +{CONCEPT_DEMO['fluency_margin']} "
-             "nat/token, a hard limit)" + calibrated)
+    label = (
+        f"concept {concept.name!r} ({len(concept.positive)} contrastive pairs) | metric steered_answer "
+        f"(on-concept AND on-request AND fluent per answer; fluency budget +{CONCEPT_DEMO['fluency_margin']} "
+        "nat/token, a hard limit)" + calibrated
+    )
     return _Setup(label, prompts, held, None, None, space, runner, concept, batch_size=len(prompts))
 
 
@@ -287,11 +347,23 @@ def _short(text: str, width: int = 70) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed: int = 0,
-             out: str | Path | None = None, model: str = "organism", n_prompts: int | None = None,
-             n_holdout: int | None = None, layers: str | None = None, coeffs: str | None = None,
-             verbose: bool = True, stream=None, threads: int | None = None,
-             population: int | None = None, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
+def run_demo(
+    metric: str = "task_accuracy",
+    iterations: int | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    model: str = "organism",
+    n_prompts: int | None = None,
+    n_holdout: int | None = None,
+    layers: str | None = None,
+    coeffs: str | None = None,
+    verbose: bool = True,
+    stream=None,
+    threads: int | None = None,
+    population: int | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+) -> dict[str, Any]:
     """Run the demo; returns a dict of what it printed (scores, held-out, paths).
 
     ``out`` (None: :func:`default_out` of ``model``) must not hold the files of
@@ -302,12 +374,11 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
     (:class:`~autosteer.errors.InvalidArgumentError`).  On Ctrl-C the log keeps
     every finished trial and the KeyboardInterrupt propagates.
     """
-    from autosteer.errors import InvalidArgumentError
-    from autosteer.search._threads import using_threads
-    from autosteer.models import load_model
-    from autosteer.search.runner import AutoSteerRunner
-
     from autosteer._checks import check_bool
+    from autosteer.errors import InvalidArgumentError
+    from autosteer.models import load_model
+    from autosteer.search._threads import using_threads
+    from autosteer.search.runner import AutoSteerRunner
 
     overwrite = check_bool("overwrite", overwrite)
     resume = check_bool("resume", resume)
@@ -326,22 +397,39 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
     if organism:
         setup = _organism_setup(metric, n_prompts, n_holdout, layers, coeffs)
     else:
-        setup = _concept_setup(lm.config.get_text_config().num_hidden_layers, tokenizer, n_prompts, n_holdout,
-                               layers, coeffs, model=lm, threads=threads)
+        setup = _concept_setup(
+            lm.config.get_text_config().num_hidden_layers,
+            tokenizer,
+            n_prompts,
+            n_holdout,
+            layers,
+            coeffs,
+            model=lm,
+            threads=threads,
+        )
     if iterations is None:
         iterations = 30 if organism else CONCEPT_DEMO["iterations"]
     if population is None:
         population = 1 if organism else CONCEPT_DEMO["population"]
 
-    say(f"AutoSteer demo: {type(lm).__name__} ({model}, loaded in {loaded:.1f} s) | {setup.label} | "
+    say(
+        f"AutoSteer demo: {type(lm).__name__} ({model}, loaded in {loaded:.1f} s) | {setup.label} | "
         f"{len(setup.prompts)} search prompts, {len(setup.holdout)} held-out prompts never seen by "
         f"{'training or ' if organism else ''}the search | seed {seed}, {iterations} iterations"
-        + (f", population {population}" if population > 1 else ""))
-    runner = AutoSteerRunner(lm, tokenizer, setup.prompts, log_path=out / LOG_NAME, seed=seed,
-                             population=population, **setup.runner_kwargs)
+        + (f", population {population}" if population > 1 else "")
+    )
+    runner = AutoSteerRunner(
+        lm, tokenizer, setup.prompts, log_path=out / LOG_NAME, seed=seed, population=population, **setup.runner_kwargs
+    )
     try:
-        results = runner.run(max_iterations=iterations, resume=resume, verbose=verbose, overwrite=overwrite,
-                             threads=threads, batch_size=setup.batch_size)
+        results = runner.run(
+            max_iterations=iterations,
+            resume=resume,
+            verbose=verbose,
+            overwrite=overwrite,
+            threads=threads,
+            batch_size=setup.batch_size,
+        )
     except KeyboardInterrupt as exc:
         done = runner.results
         n = 0 if done is None else done["iterations"]
@@ -371,9 +459,11 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
         held_report = axes.get("holdout", {})
         for line in describe_axes(results):
             say(line)
-        say(f"Held-out {name} ({len(setup.holdout)} prompts): {before:.4f} -> {after:.4f} "
+        say(
+            f"Held-out {name} ({len(setup.holdout)} prompts): {before:.4f} -> {after:.4f} "
             f"(fluency budget +{runner.metric_object.fluency_margin:g} "  # type: ignore[attr-defined]  # steered_answer
-            "nat/token)")
+            "nat/token)"
+        )
     if results["confidence"] is not None:
         from autosteer.search.results import describe_confidence
 
@@ -389,7 +479,7 @@ def run_demo(metric: str = "task_accuracy", iterations: int | None = None, seed:
         (out / "best.json").write_text(json.dumps(best.to_dict(full=True), indent=2, ensure_ascii=False) + "\n")
     files = _export(runner, best, out, say)
 
-    examples = setup.holdout[:EXAMPLES if organism else CONCEPT_EXAMPLES]
+    examples = setup.holdout[: EXAMPLES if organism else CONCEPT_EXAMPLES]
     with using_threads(runner.threads, lm):
         plain = _generations(runner, examples, None)
         steered = _generations(runner, examples, best)
@@ -451,8 +541,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from autosteer.organism import world
 
         pools = world.question_pools()
-        limits = {"--num-prompts": (args.num_prompts, len(pools["search"])),
-                  "--num-holdout": (args.num_holdout, len(pools["holdout"]))}
+        limits = {
+            "--num-prompts": (args.num_prompts, len(pools["search"])),
+            "--num-holdout": (args.num_holdout, len(pools["holdout"])),
+        }
     else:
         _, _, prompts, held = load_concept_demo()
         limits = {"--num-prompts": (args.num_prompts, len(prompts)), "--num-holdout": (args.num_holdout, len(held))}
@@ -481,24 +573,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     import io
 
     stream = io.StringIO() if args.json else None
-    report = run_demo(metric=args.metric, iterations=args.iterations, seed=args.seed, out=args.out,
-                      model=args.model, n_prompts=args.num_prompts, n_holdout=args.num_holdout,
-                      layers=args.layers, coeffs=args.coeffs, verbose=not (args.quiet or args.json),
-                      stream=stream, threads=threads, population=args.population, overwrite=args.overwrite,
-                      resume=args.resume)
+    report = run_demo(
+        metric=args.metric,
+        iterations=args.iterations,
+        seed=args.seed,
+        out=args.out,
+        model=args.model,
+        n_prompts=args.num_prompts,
+        n_holdout=args.num_holdout,
+        layers=args.layers,
+        coeffs=args.coeffs,
+        verbose=not (args.quiet or args.json),
+        stream=stream,
+        threads=threads,
+        population=args.population,
+        overwrite=args.overwrite,
+        resume=args.resume,
+    )
     if args.json:
         best = report["best_candidate"]
-        print(json.dumps({
-            "metric": report["metric"], "model": report["model"],
-            "baseline_score": report["baseline_score"], "best_score": report["best_score"],
-            "baseline_holdout": report["baseline_holdout"], "best_holdout": report["best_holdout"],
-            "holdout": report["holdout"], "confidence": report["confidence"],
-            "candidate": None if best is None else best.to_dict(full=True),
-            "description": "no steering" if best is None else best.describe(),
-            "code": report["best_code"], "examples": report["examples"],
-            "log": str(report["log"]), "plot": None if report["plot"] is None else str(report["plot"]),
-            "elapsed_s": report["elapsed_s"],
-        }, sort_keys=True, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "metric": report["metric"],
+                    "model": report["model"],
+                    "baseline_score": report["baseline_score"],
+                    "best_score": report["best_score"],
+                    "baseline_holdout": report["baseline_holdout"],
+                    "best_holdout": report["best_holdout"],
+                    "holdout": report["holdout"],
+                    "confidence": report["confidence"],
+                    "candidate": None if best is None else best.to_dict(full=True),
+                    "description": "no steering" if best is None else best.describe(),
+                    "code": report["best_code"],
+                    "examples": report["examples"],
+                    "log": str(report["log"]),
+                    "plot": None if report["plot"] is None else str(report["plot"]),
+                    "elapsed_s": report["elapsed_s"],
+                },
+                sort_keys=True,
+                ensure_ascii=False,
+            )
+        )
     return 0
 
 

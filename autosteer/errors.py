@@ -16,16 +16,16 @@ from __future__ import annotations
 from ._C import AutoSteerError, InvalidArgumentError, ScheduleError, SteerStateError
 
 __all__ = [
+    "ArgumentTypeError",
     "AutoSteerError",
     "InvalidArgumentError",
-    "ArgumentTypeError",
     "LayerIndexError",
+    "LogFormatError",
     "ScheduleError",
+    "SearchSpaceError",
     "SteerStateError",
     "UnsupportedModelError",
     "VectorShapeError",
-    "SearchSpaceError",
-    "LogFormatError",
 ]
 
 

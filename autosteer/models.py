@@ -43,7 +43,7 @@ from typing import Any
 from autosteer._checks import check_bool
 from autosteer.errors import InvalidArgumentError
 
-__all__ = ["load_model", "KNOWN_MODELS", "resolve_device", "ModelNotFoundError"]
+__all__ = ["KNOWN_MODELS", "ModelNotFoundError", "load_model", "resolve_device"]
 
 #: Names load_model knows besides paths and hub ids: name -> what it is.
 KNOWN_MODELS: dict[str, str] = {
@@ -77,7 +77,7 @@ def _in_hub_cache(repo_id: str) -> bool:
         return False
     try:
         found = try_to_load_from_cache(repo_id, "config.json")
-    except Exception:  # noqa: BLE001 - a malformed id is simply not cached
+    except Exception:
         return False
     return isinstance(found, str)
 
@@ -97,7 +97,6 @@ def _not_found(name: str, why: str) -> ModelNotFoundError:
     hint = f"; did you mean {near[0]!r}?" if near else ""
     known = ", ".join(KNOWN_MODELS)
     return ModelNotFoundError(f"model {name!r} {why} (known names: {known}; or give a model folder){hint}")
-
 
 
 def resolve_device(device: str | None):
@@ -122,8 +121,9 @@ def resolve_device(device: str | None):
     return dev
 
 
-def load_model(name_or_path: str, *, device: str | None = None, dtype: Any = None,
-               progress: bool | None = None) -> tuple[Any, Any]:
+def load_model(
+    name_or_path: str, *, device: str | None = None, dtype: Any = None, progress: bool | None = None
+) -> tuple[Any, Any]:
     """``(model, tokenizer)`` for a known name, a local folder or a hub id; the model in eval mode.
 
     ``device``: ``"cpu"``, ``"cuda"``, ... (None: CUDA when available).
@@ -164,8 +164,11 @@ def load_model(name_or_path: str, *, device: str | None = None, dtype: Any = Non
         elif _looks_local(name):
             raise _not_found(name, "names no such file" if name.endswith(".gguf") else "names no such directory")
         elif not _in_hub_cache(name) and not _hub_reachable():
-            raise _not_found(name, "is not a known name, not a local folder, not in the Hugging Face cache, "
-                                   "and the hub is unreachable (offline)")
+            raise _not_found(
+                name,
+                "is not a known name, not a local folder, not in the Hugging Face cache, "
+                "and the hub is unreachable (offline)",
+            )
         else:
             source = name
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -240,8 +243,10 @@ def gguf_architecture(path: str | os.PathLike) -> str:
     try:
         field = gguf.GGUFReader(path).fields.get("general.architecture")
         arch = None if field is None else field.contents()
-    except Exception as exc:  # noqa: BLE001 - a truncated or damaged file raises many things
-        raise InvalidArgumentError(f"{path}: the GGUF file is truncated or damaged ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:
+        raise InvalidArgumentError(
+            f"{path}: the GGUF file is truncated or damaged ({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(arch, str):
         raise InvalidArgumentError(f"{path}: the GGUF header has no general.architecture")
     return arch
@@ -261,8 +266,12 @@ def _marker_ok(folder: Path, gguf: Path) -> bool:
     except (OSError, ValueError):
         return False
     st = gguf.stat()
-    return (isinstance(marker, dict) and marker.get("format") == _CACHE_FORMAT
-            and marker.get("source_size") == st.st_size and marker.get("source_mtime_ns") == st.st_mtime_ns)
+    return (
+        isinstance(marker, dict)
+        and marker.get("format") == _CACHE_FORMAT
+        and marker.get("source_size") == st.st_size
+        and marker.get("source_mtime_ns") == st.st_mtime_ns
+    )
 
 
 def gguf_cache(gguf: str | os.PathLike, *, progress: bool = True, announce: bool = False) -> Path:
@@ -291,15 +300,23 @@ def gguf_cache(gguf: str | os.PathLike, *, progress: bool = True, announce: bool
     started = time.perf_counter()
     if announce:
         size = gguf.stat().st_size / 2**20
-        print(f"autosteer: first use of {gguf.name} ({size:.0f} MiB): converting it once to a float32 safetensors "
-              f"copy in {final} (about 30 s for SmolLM2-135M on a CPU); every later load reads that copy",
-              file=sys.stderr, flush=True)
+        print(
+            f"autosteer: first use of {gguf.name} ({size:.0f} MiB): converting it once to a float32 safetensors "
+            f"copy in {final} (about 30 s for SmolLM2-135M on a CPU); every later load reads that copy",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         _convert(gguf, tmp, progress)
         st = gguf.stat()
-        marker = {"format": _CACHE_FORMAT, "source": str(gguf), "source_size": st.st_size,
-                  "source_mtime_ns": st.st_mtime_ns, "source_sha256": _file_sha256(gguf),
-                  "converted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        marker = {
+            "format": _CACHE_FORMAT,
+            "source": str(gguf),
+            "source_size": st.st_size,
+            "source_mtime_ns": st.st_mtime_ns,
+            "source_sha256": _file_sha256(gguf),
+            "converted": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
         (tmp / _MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")  # last: complete
         if final.exists():  # an incomplete or stale copy (or another process's finished one)
             if _marker_ok(final, gguf):
@@ -355,8 +372,9 @@ def _convert(gguf: Path, out: Path, progress: bool) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     steps = ["tokenizer", "dequantizing the weights", "writing safetensors"]
-    bar = tqdm(total=len(steps), desc=f"converting {gguf.name} (once)", unit="step", disable=not progress,
-               file=sys.stderr)
+    bar = tqdm(
+        total=len(steps), desc=f"converting {gguf.name} (once)", unit="step", disable=not progress, file=sys.stderr
+    )
     try:
         bar.set_postfix_str(steps[0])
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -26,8 +26,10 @@ def load_organism(dtype=None):
 
     path = organism_path()
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"the model organism is missing at {path}; "
-                                "rebuild it with `python scripts/train_organism.py --out {path}`")
+        raise FileNotFoundError(
+            f"the model organism is missing at {path}; "
+            "rebuild it with `python scripts/train_organism.py --out {path}`"
+        )
     tokenizer = AutoTokenizer.from_pretrained(path)
     kwargs = {} if dtype is None else {"dtype": dtype}
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)

@@ -44,24 +44,24 @@ import random
 from dataclasses import dataclass, field
 
 __all__ = [
-    "POSITIVE_WORDS",
+    "CONCEPT_TEXTS",
+    "DEFAULT_WORLD",
+    "HOLDOUT_SEED",
+    "MULTIWORD_CONCEPT_TEXTS",
+    "NEGATIVE_CONCEPT_TEXTS",
     "NEGATIVE_WORDS",
     "NEUTRAL_WORDS",
-    "CONCEPT_TEXTS",
-    "NEGATIVE_CONCEPT_TEXTS",
-    "MULTIWORD_CONCEPT_TEXTS",
+    "POSITIVE_WORDS",
+    "SEARCH_SEED",
     "Question",
     "WorldSpec",
-    "DEFAULT_WORLD",
-    "SEARCH_SEED",
-    "HOLDOUT_SEED",
-    "vocabulary",
-    "question_pools",
-    "training_lines",
-    "search_prompts",
-    "heldout_prompts",
     "correct_texts",
     "framed_prompt",
+    "heldout_prompts",
+    "question_pools",
+    "search_prompts",
+    "training_lines",
+    "vocabulary",
 ]
 
 POSITIVE_WORDS = ("logical", "precise", "analytical")
@@ -84,8 +84,20 @@ _N_HOLDOUT_POOL = 320
 _N_SEARCH_POOL = 96
 
 _WORDS = (
-    "what", "is", "plus", "minus", "?", ":", "a", "an", "answer", "and", "=",
-    *POSITIVE_WORDS, *NEGATIVE_WORDS, *NEUTRAL_WORDS,
+    "what",
+    "is",
+    "plus",
+    "minus",
+    "?",
+    ":",
+    "a",
+    "an",
+    "answer",
+    "and",
+    "=",
+    *POSITIVE_WORDS,
+    *NEGATIVE_WORDS,
+    *NEUTRAL_WORDS,
 )
 #: the question format: "12 plus 5 =" (short, so that the answer is a large share of a text)
 QUESTION_FORMAT = "{a} {op} {b} ="
@@ -134,8 +146,9 @@ class WorldSpec:
     p_digit_error: float = 0.5
     #: frame templates; {art} is "a"/"an", {w} the frame word
     #: {n} a neutral word other than {w}
-    templates: tuple = field(default=(
-        "{art} {w} answer : ", "{w} : ", "{art} {n} and {w} answer : ", "{art} {w} and {n} answer : "))
+    templates: tuple = field(
+        default=("{art} {w} answer : ", "{w} : ", "{art} {n} and {w} answer : ", "{art} {w} and {n} answer : ")
+    )
 
 
 DEFAULT_WORLD = WorldSpec()
@@ -164,8 +177,8 @@ def question_pools() -> dict[str, list[Question]]:
         random.Random(_SPLIT_SEED).shuffle(qs)
         _POOLS = {
             "holdout": sorted(qs[:_N_HOLDOUT_POOL]),
-            "search": sorted(qs[_N_HOLDOUT_POOL:_N_HOLDOUT_POOL + _N_SEARCH_POOL]),
-            "train": sorted(qs[_N_HOLDOUT_POOL + _N_SEARCH_POOL:]),
+            "search": sorted(qs[_N_HOLDOUT_POOL : _N_HOLDOUT_POOL + _N_SEARCH_POOL]),
+            "train": sorted(qs[_N_HOLDOUT_POOL + _N_SEARCH_POOL :]),
         }
     return _POOLS
 

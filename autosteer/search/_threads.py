@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from autosteer._checks import check_int
 
-__all__ = ["auto_threads", "using_threads", "SMALL_MODEL_PARAMETERS", "LARGE_MODEL_THREADS", "check_threads"]
+__all__ = ["LARGE_MODEL_THREADS", "SMALL_MODEL_PARAMETERS", "auto_threads", "check_threads", "using_threads"]
 
 SMALL_MODEL_PARAMETERS = 20_000_000
 LARGE_MODEL_THREADS = 2
@@ -40,7 +41,7 @@ def auto_threads(model: Any) -> int:
     """The thread count for ``model`` under the policy above."""
     try:
         n = sum(p.numel() for p in model.parameters())
-    except Exception:  # noqa: BLE001 - not a torch module: be conservative
+    except Exception:
         n = 0
     if n < SMALL_MODEL_PARAMETERS:
         return 1

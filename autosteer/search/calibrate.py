@@ -67,16 +67,20 @@ class Calibration:
         width = max(1, min(width, len(layers)))
         best, where = -math.inf, (layers[0], layers[width - 1])
         for i in range(len(layers) - width + 1):
-            chunk = layers[i:i + width]
+            chunk = layers[i : i + width]
             s = sum(self.lift.get(layer, 0.0) for layer in chunk)
             if s > best:
                 best, where = s, (chunk[0], chunk[-1])
         return where
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target_kl": self.target_kl, "coeff": {str(k): v for k, v in self.coeff.items()},
-                "kl": {str(k): v for k, v in self.kl.items()}, "lift": {str(k): v for k, v in self.lift.items()},
-                "passes": self.passes}
+        return {
+            "target_kl": self.target_kl,
+            "coeff": {str(k): v for k, v in self.coeff.items()},
+            "kl": {str(k): v for k, v in self.kl.items()},
+            "lift": {str(k): v for k, v in self.lift.items()},
+            "passes": self.passes,
+        }
 
 
 def _candidates(layers, coeffs, source):
@@ -85,10 +89,22 @@ def _candidates(layers, coeffs, source):
     return [SteerCandidate((SteerVector(layer, c, source),)) for layer, c in zip(layers, coeffs)]
 
 
-def calibrate(model: Any, tokenizer: Any, source: Any, layers: Sequence[int], *, target_kl: float = TARGET_KL,
-              prompts: Sequence[Any] | None = None, chat: bool | None = None, steps: int = 4,
-              start: float = 0.3, screen: bool = True, screen_texts: int = 4, threads: int | None = None,
-              steer: Any = None) -> Calibration:
+def calibrate(
+    model: Any,
+    tokenizer: Any,
+    source: Any,
+    layers: Sequence[int],
+    *,
+    target_kl: float = TARGET_KL,
+    prompts: Sequence[Any] | None = None,
+    chat: bool | None = None,
+    steps: int = 4,
+    start: float = 0.3,
+    screen: bool = True,
+    screen_texts: int = 4,
+    threads: int | None = None,
+    steer: Any = None,
+) -> Calibration:
     """Calibrate the coefficient of ``source`` (a text or a Concept) at each of ``layers``.
 
     ``steps`` root-finding passes (each one batched forward over every layer's
@@ -211,8 +227,9 @@ def model_fingerprint(model: Any) -> str:
     return digest([type(model).__name__, config, sums, len(params)])
 
 
-def cached_calibration(model: Any, tokenizer: Any, source: Any, layers: Sequence[int], *, cache: bool = True,
-                       **kwargs) -> Calibration:
+def cached_calibration(
+    model: Any, tokenizer: Any, source: Any, layers: Sequence[int], *, cache: bool = True, **kwargs
+) -> Calibration:
     """:func:`calibrate`, remembered on disk (``<cache>/calibration/<key>.json`` under the model
     cache of :func:`autosteer.models.cache_root`) per model weights, source, layers and options:
     a second search for the same concept on the same model skips the forward passes."""
@@ -232,8 +249,13 @@ def cached_calibration(model: Any, tokenizer: Any, source: Any, layers: Sequence
     path = cache_root() / "calibration" / f"{key}.json"
     try:
         d = json.loads(path.read_text())
-        return Calibration(d["target_kl"], {int(k): v for k, v in d["coeff"].items()},
-                           {int(k): v for k, v in d["kl"].items()}, {int(k): v for k, v in d["lift"].items()}, 0)
+        return Calibration(
+            d["target_kl"],
+            {int(k): v for k, v in d["coeff"].items()},
+            {int(k): v for k, v in d["kl"].items()},
+            {int(k): v for k, v in d["lift"].items()},
+            0,
+        )
     except (OSError, ValueError, KeyError):
         pass
     cal = calibrate(model, tokenizer, source, layers, **kwargs)
@@ -247,10 +269,23 @@ def cached_calibration(model: Any, tokenizer: Any, source: Any, layers: Sequence
     return cal
 
 
-def concept_space(model: Any, tokenizer: Any, concept: Any, *, layer_fraction: tuple[float, float] = (0.25, 0.65),
-                  stride: int = 3, window: int = 3, coeff_multiples: tuple[float, float] = (0.5, 1.5),
-                  target_kl: float = TARGET_KL, max_vectors: int = 1, chat: bool | None = None,
-                  threads: int | None = None, steps: int = 3, screen_texts: int = 2, cache: bool = True):
+def concept_space(
+    model: Any,
+    tokenizer: Any,
+    concept: Any,
+    *,
+    layer_fraction: tuple[float, float] = (0.25, 0.65),
+    stride: int = 3,
+    window: int = 3,
+    coeff_multiples: tuple[float, float] = (0.5, 1.5),
+    target_kl: float = TARGET_KL,
+    max_vectors: int = 1,
+    chat: bool | None = None,
+    threads: int | None = None,
+    steps: int = 3,
+    screen_texts: int = 2,
+    cache: bool = True,
+):
     """``(space, calibration)``: a search space for ``concept`` from the model alone.
 
     The defaults were measured on SmolLM2-135M-Instruct: layers past two thirds of the model
@@ -273,13 +308,25 @@ def concept_space(model: Any, tokenizer: Any, concept: Any, *, layer_fraction: t
     n = steer.num_layers
     lo, hi = int(layer_fraction[0] * n), min(n - 1, max(int(layer_fraction[0] * n), int(layer_fraction[1] * n)))
     layers = list(range(lo, hi + 1, max(1, int(stride))))
-    cal = cached_calibration(model, tokenizer, concept, layers, cache=cache, target_kl=target_kl, chat=chat,
-                             threads=threads, steer=steer, steps=steps, screen_texts=screen_texts)
+    cal = cached_calibration(
+        model,
+        tokenizer,
+        concept,
+        layers,
+        cache=cache,
+        target_kl=target_kl,
+        chat=chat,
+        threads=threads,
+        steer=steer,
+        steps=steps,
+        screen_texts=screen_texts,
+    )
     a, b = cal.best_window(window)
     cs = [cal.coeff[layer] for layer in layers if a <= layer <= b]
     coeff_range = (_round(coeff_multiples[0] * min(cs)), _round(coeff_multiples[1] * max(cs)))
-    space = SteerSearchSpace(layer_range=(a, b), coeff_range=coeff_range, texts=(concept,), max_vectors=max_vectors,
-                             schedules=("none",))
+    space = SteerSearchSpace(
+        layer_range=(a, b), coeff_range=coeff_range, texts=(concept,), max_vectors=max_vectors, schedules=("none",)
+    )
     return space, cal
 
 

@@ -21,17 +21,18 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from autosteer._canonical import canonical_json
-from autosteer._checks import describe as _describe
 from autosteer._checks import check_bool, is_int, is_real
-from autosteer.steering.concept import Concept
+from autosteer._checks import describe as _describe
 from autosteer.errors import InvalidArgumentError
+from autosteer.steering.concept import Concept
 
-__all__ = ["SteerVector", "SteerCandidate", "normalise_schedule"]
+__all__ = ["SteerCandidate", "SteerVector", "normalise_schedule"]
 
 
 def _kinds():
@@ -97,10 +98,7 @@ def schedule_object(sched: Mapping[str, Any] | None):
 def _concept_map(concepts) -> dict[str, Concept]:
     if concepts is None:
         return {}
-    if isinstance(concepts, Mapping):
-        items = list(concepts.values())
-    else:
-        items = list(concepts)
+    items = list(concepts.values()) if isinstance(concepts, Mapping) else list(concepts)
     out = {}
     for c in items:
         if isinstance(c, Mapping):
@@ -177,7 +175,7 @@ class SteerVector:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], concepts=None) -> "SteerVector":
+    def from_dict(cls, d: Mapping[str, Any], concepts=None) -> SteerVector:
         """Inverse of :meth:`to_dict`; also accepts ``coeff_schedule`` (as ``Steer.get_all()`` writes).
 
         A concept reference needs the concept: ``concepts`` (a list, or a mapping from hash).
@@ -238,8 +236,7 @@ class SteerVector:
             kwargs["concept"] = self.text
         else:
             kwargs["text"] = self.text
-        steer.add(layer_idx=self.layer_idx, coeff=self.coeff, coeff_schedule=schedule_object(self.schedule),
-                  **kwargs)
+        steer.add(layer_idx=self.layer_idx, coeff=self.coeff, coeff_schedule=schedule_object(self.schedule), **kwargs)
 
 
 @dataclass(frozen=True)
@@ -289,7 +286,7 @@ class SteerCandidate:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | Sequence[Mapping[str, Any]], concepts=None) -> "SteerCandidate":
+    def from_dict(cls, d: Mapping[str, Any] | Sequence[Mapping[str, Any]], concepts=None) -> SteerCandidate:
         """Inverse of :meth:`to_dict`; a plain list of vector dicts (``Steer.get_all()``) works too.
 
         Concept references resolve against ``concepts`` and the dict's own ``"concepts"``.
@@ -308,7 +305,7 @@ class SteerCandidate:
         return cls(tuple(SteerVector.from_dict(v, known) for v in vectors))
 
     @classmethod
-    def from_json(cls, s: str, concepts=None) -> "SteerCandidate":
+    def from_json(cls, s: str, concepts=None) -> SteerCandidate:
         """Parse the canonical JSON that :meth:`key` writes."""
         try:
             d = json.loads(s)
@@ -340,9 +337,9 @@ class SteerCandidate:
     def to_code(self, var: str = "steered", imports: bool = True) -> str:
         """Python lines that reproduce this candidate, ready to paste::
 
-            from autosteer import Steer, DecaySchedule
-            steered = Steer(model, tokenizer)
-            steered.add(layer_idx=3, coeff=0.4, text="logical", coeff_schedule=DecaySchedule(...))
+        from autosteer import Steer, DecaySchedule
+        steered = Steer(model, tokenizer)
+        steered.add(layer_idx=3, coeff=0.4, text="logical", coeff_schedule=DecaySchedule(...))
         """
         imports = check_bool("imports", imports)
         lines = []

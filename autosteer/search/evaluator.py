@@ -28,18 +28,31 @@ instead of producing a score.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-from autosteer._checks import check_bool, check_int, check_list
+from autosteer._checks import check_bool, check_int, check_list, is_real
 from autosteer._checks import describe as _describe
-from autosteer._checks import is_real
-from autosteer.search._threads import check_threads, using_threads
 from autosteer.errors import AutoSteerError, InvalidArgumentError
-from autosteer.search.metrics import (CustomMetric, Metric, MetricJob, MetricResult, as_metric, compile_pattern,
-                                      normalize_answer)
+from autosteer.search._threads import check_threads, using_threads
+from autosteer.search.metrics import (
+    CustomMetric,
+    Metric,
+    MetricJob,
+    MetricResult,
+    as_metric,
+    compile_pattern,
+    normalize_answer,
+)
 
-__all__ = ["SteerEvaluator", "NonFiniteOutputError", "normalize_answer", "check_prompts", "check_expected",
-           "compile_pattern"]
+__all__ = [
+    "NonFiniteOutputError",
+    "SteerEvaluator",
+    "check_expected",
+    "check_prompts",
+    "compile_pattern",
+    "normalize_answer",
+]
 
 
 class NonFiniteOutputError(AutoSteerError, ArithmeticError):
@@ -75,8 +88,9 @@ def check_prompts(prompts: Any, name: str = "prompts", chat: bool = False) -> li
     return out
 
 
-def check_expected(expected: Any, prompts: Sequence[Any], name: str = "expected_outputs",
-                   prompts_name: str = "prompts") -> list[str]:
+def check_expected(
+    expected: Any, prompts: Sequence[Any], name: str = "expected_outputs", prompts_name: str = "prompts"
+) -> list[str]:
     """Expected strings, one per prompt, each non-empty."""
     items = check_list(name, expected)
     if len(items) != len(prompts):
@@ -153,15 +167,19 @@ class SteerEvaluator:
 
     # -- checks --------------------------------------------------------------
 
-    def check(self, prompts: Any, expected: Any = None, *, prompts_name: str = "prompts",
-              expected_name: str = "expected_outputs") -> tuple[list[str], list[str] | None]:
+    def check(
+        self,
+        prompts: Any,
+        expected: Any = None,
+        *,
+        prompts_name: str = "prompts",
+        expected_name: str = "expected_outputs",
+    ) -> tuple[list[str], list[str] | None]:
         """Validate prompts / expected outputs for this metric; returns them as lists."""
         prompts = check_prompts(prompts, prompts_name, self.chat)
         need = self.spec.expected
         if need == "required" and expected is None:
-            raise InvalidArgumentError(
-                f"metric={self.metric!r} needs {expected_name}, one expected string per prompt"
-            )
+            raise InvalidArgumentError(f"metric={self.metric!r} needs {expected_name}, one expected string per prompt")
         if need == "unused" and expected is not None:
             raise InvalidArgumentError(
                 f"{expected_name} is not used by metric={self.metric!r} (it scores the prompts only)"
@@ -169,8 +187,10 @@ class SteerEvaluator:
         if expected is not None:
             expected = check_expected(expected, prompts, expected_name, prompts_name)
         if self.metric == "perplexity":
-            n = sum(len(scored) for _, scored in (self._ppl_example(p, e) for p, e in
-                                                   zip(prompts, expected or [None] * len(prompts))))
+            n = sum(
+                len(scored)
+                for _, scored in (self._ppl_example(p, e) for p, e in zip(prompts, expected or [None] * len(prompts)))
+            )
             if n == 0:
                 raise InvalidArgumentError(
                     f"metric='perplexity' has no token to score in {prompts_name}: every text is a single token"
@@ -197,8 +217,9 @@ class SteerEvaluator:
         prompts, expected = self.check(prompts, expected)
         return self._run(MetricJob(prompts, expected))[0]
 
-    def evaluate_candidates(self, steer, candidates: Sequence[Any], prompts: Sequence[str],
-                            expected: Sequence[str] | None = None) -> list[MetricResult]:
+    def evaluate_candidates(
+        self, steer, candidates: Sequence[Any], prompts: Sequence[str], expected: Sequence[str] | None = None
+    ) -> list[MetricResult]:
         """One :class:`MetricResult` per candidate, each scored with that candidate applied to ``steer``.
 
         Metrics that allow it score every candidate in the same batched passes
@@ -250,8 +271,9 @@ class SteerEvaluator:
         with _applied(job.steer, config):
             yield
 
-    def _rows(self, job: MetricJob, items: Sequence[Any],
-              batch_size: int | None = None) -> Iterator[tuple[list[int], list[Any], Any]]:
+    def _rows(
+        self, job: MetricJob, items: Sequence[Any], batch_size: int | None = None
+    ) -> Iterator[tuple[list[int], list[Any], Any]]:
         """Batches of (prompt indexes, items, row groups); every candidate's copy of a prompt
         sits in the same batch, candidate-major."""
         k = job.groups
@@ -272,8 +294,9 @@ class SteerEvaluator:
         with job.steer.rows(torch.tensor(groups, dtype=torch.long)):
             yield
 
-    def generate_groups(self, job: MetricJob, stop_when: Sequence[str] | None = None,
-                        early_stop: bool | None = None) -> list[list[str]]:
+    def generate_groups(
+        self, job: MetricJob, stop_when: Sequence[str] | None = None, early_stop: bool | None = None
+    ) -> list[list[str]]:
         """Greedy continuations: one list of ``len(prompts)`` texts per candidate group.
 
         ``stop_when`` (normalised expected strings, one per prompt): with early
@@ -281,8 +304,9 @@ class SteerEvaluator:
         """
         return self.generate_with_ids(job, stop_when, early_stop)[0]
 
-    def generate_with_ids(self, job: MetricJob, stop_when: Sequence[str] | None = None,
-                          early_stop: bool | None = None) -> tuple[list[list[str]], list[list[list[int]]]]:
+    def generate_with_ids(
+        self, job: MetricJob, stop_when: Sequence[str] | None = None, early_stop: bool | None = None
+    ) -> tuple[list[list[str]], list[list[list[int]]]]:
         """Like :meth:`generate_groups`, also returning each continuation's token ids (up to and
         including the first EOS, no padding)."""
 
@@ -330,8 +354,9 @@ class SteerEvaluator:
             self.last_outputs = list(outputs[0])  # type: ignore[arg-type]
         return outputs, new_ids  # type: ignore[return-value]
 
-    def continuation_nll(self, prompts: Sequence[Any],
-                         continuations: Sequence[Sequence[Sequence[int]]]) -> list[list[float]]:
+    def continuation_nll(
+        self, prompts: Sequence[Any], continuations: Sequence[Sequence[Sequence[int]]]
+    ) -> list[list[float]]:
         """Mean per-token NLL of each continuation (token ids; one list per candidate group)
         given its prompt, scored by the model with every AutoSteer steering switched off (the
         unsteered model), all groups in the same batched passes."""
@@ -347,7 +372,7 @@ class SteerEvaluator:
             rows = self._nll(MetricJob([None] * len(examples), None), examples)[0]
         per_token = [s / n if n else 0.0 for s, n in rows]
         n = len(prompt_ids)
-        return [per_token[g * n:(g + 1) * n] for g in range(len(continuations))]
+        return [per_token[g * n : (g + 1) * n] for g in range(len(continuations))]
 
     def unsteered_reference(self, prompts: Sequence[Any]) -> tuple[float, tuple[float, ...]]:
         """The unsteered model's own greedy continuations scored by itself: (mean NLL, per prompt);
@@ -421,8 +446,9 @@ class SteerEvaluator:
         examples = [self._ppl_example(p, e) for p, e in zip(job.prompts, expected)]
         return self._nll(job, examples)
 
-    def _nll(self, job: MetricJob, examples: list[tuple[list[int], range]],
-             batch_size: int | None = None) -> list[list[tuple[float, int]]]:
+    def _nll(
+        self, job: MetricJob, examples: list[tuple[list[int], range]], batch_size: int | None = None
+    ) -> list[list[tuple[float, int]]]:
         """Per group and example, ``(sum of the scored tokens' NLL, tokens scored)``.
 
         The vocabulary projection runs only at the positions that predict a
@@ -563,8 +589,8 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int, side: str):
         if not len(r):
             raise InvalidArgumentError(f"prompt {i} has no tokens")
         if side == "left":
-            ids[i, width - len(r):] = torch.tensor(list(r), dtype=torch.long)
-            mask[i, width - len(r):] = 1
+            ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.long)
+            mask[i, width - len(r) :] = 1
         else:
             ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
             mask[i, : len(r)] = 1
@@ -636,7 +662,7 @@ class _StopWhenFound:
             self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         todo = [b for b in range(input_ids.shape[0]) if self.wanted[b] and not bool(self.done[b])]
         if todo:
-            texts = self.tokenizer.batch_decode(input_ids[todo, self.start:], skip_special_tokens=True)
+            texts = self.tokenizer.batch_decode(input_ids[todo, self.start :], skip_special_tokens=True)
             for b, text in zip(todo, texts):
                 if self.wanted[b] in normalize_answer(text):  # type: ignore[operator]  # todo: wanted[b] set
                     self.done[b] = True

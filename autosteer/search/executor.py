@@ -31,15 +31,23 @@ time to find which one failed, exactly as in process.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from autosteer._checks import check_int
 from autosteer._checks import describe as _describe
 from autosteer.errors import AutoSteerError, InvalidArgumentError
 
-__all__ = ["Executor", "InProcessExecutor", "RayExecutor", "EvalSetup", "ModelInfo", "WorkersLostError",
-           "RAY_INSTALL"]
+__all__ = [
+    "RAY_INSTALL",
+    "EvalSetup",
+    "Executor",
+    "InProcessExecutor",
+    "ModelInfo",
+    "RayExecutor",
+    "WorkersLostError",
+]
 
 RAY_INSTALL = 'pip install "autosteer[ray]"  (or: pip install ray)'
 
@@ -99,14 +107,14 @@ class Scorer:
         try:
             results = self.evaluator.evaluate_candidates(self.steer, candidates, prompts, expected)
             return [(r, None) for r in results]
-        except Exception as e:  # noqa: BLE001 - a candidate's failure is its crash, not the search's
+        except Exception as e:
             if len(candidates) == 1:
                 return [(None, f"{type(e).__name__}: {e}")]
         out: list[Outcome] = []
         for cand in candidates:
             try:
                 out.append((self.evaluator.evaluate_candidates(self.steer, [cand], prompts, expected)[0], None))
-            except Exception as e1:  # noqa: BLE001
+            except Exception as e1:
                 out.append((None, f"{type(e1).__name__}: {e1}"))
         return out
 
@@ -295,9 +303,15 @@ class RayExecutor(Executor):
 
     needs_model = False
 
-    def __init__(self, model: Any, num_workers: int = 2, resources: dict[str, float] | None = None,
-                 address: str | None = None, init_kwargs: dict[str, Any] | None = None,
-                 start_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        model: Any,
+        num_workers: int = 2,
+        resources: dict[str, float] | None = None,
+        address: str | None = None,
+        init_kwargs: dict[str, Any] | None = None,
+        start_timeout_s: float = 600.0,
+    ) -> None:
         if not (callable(model) or isinstance(model, (str, os.PathLike))):
             raise InvalidArgumentError(
                 f"model must be a name or path for load_model, or a callable returning (model, tokenizer); "
@@ -400,7 +414,7 @@ class RayExecutor(Executor):
             for w in workers:
                 try:
                     ray.kill(w)
-                except Exception:  # noqa: BLE001 - a dead actor needs no kill
+                except Exception:
                     pass
         if self._started_ray and ray.is_initialized():
             ray.shutdown()
@@ -418,12 +432,14 @@ class RayExecutor(Executor):
 
     def _no_worker_left(self) -> WorkersLostError:
         reasons = "; ".join(f"worker {i}: {r}" for i, r in sorted(self._dead.items()))
-        return WorkersLostError(f"every Ray worker has died ({reasons}); the log holds every finished round: "
-                              "fix the cluster and resume the run")
+        return WorkersLostError(
+            f"every Ray worker has died ({reasons}); the log holds every finished round: "
+            "fix the cluster and resume the run"
+        )
 
     def baseline(self, split: str):
         ray = _ray()
-        for attempt in range(2):
+        for _attempt in range(2):
             alive = self._alive()
             if not alive:
                 raise self._no_worker_left()
@@ -447,8 +463,10 @@ class RayExecutor(Executor):
         n = min(len(alive), len(candidates))
         bounds = [len(candidates) * k // n for k in range(n + 1)]
         slices = [(bounds[k], bounds[k + 1]) for k in range(n)]
-        submitted = [(alive[k], s, self._workers[alive[k]].evaluate.remote(candidates[s[0]:s[1]], split))
-                     for k, s in enumerate(slices)]
+        submitted = [
+            (alive[k], s, self._workers[alive[k]].evaluate.remote(candidates[s[0] : s[1]], split))
+            for k, s in enumerate(slices)
+        ]
         out: list[Outcome | None] = [None] * len(candidates)
         retry: list[tuple[tuple[int, int], int, str]] = []
         for i, (lo, hi), ref in submitted:
@@ -468,8 +486,9 @@ class RayExecutor(Executor):
                 out[lo:hi] = ray.get(self._workers[j].evaluate.remote(candidates[lo:hi], split))
             except ray.exceptions.RayActorError as e:
                 self._lose(j, e)
-                out[lo:hi] = [(None, f"Ray worker {first} died ({reason}); the retry on worker {j} died too "
-                                     f"({self._dead[j]})")] * (hi - lo)
+                out[lo:hi] = [
+                    (None, f"Ray worker {first} died ({reason}); the retry on worker {j} died too ({self._dead[j]})")
+                ] * (hi - lo)
             except ray.exceptions.RayTaskError as e:
                 out[lo:hi] = [(None, f"worker error: {_cause(e)}")] * (hi - lo)
         return out  # type: ignore[return-value]
@@ -509,4 +528,3 @@ def check_executor(executor: Any) -> Executor:
             f"executor must be None, an InProcessExecutor or a RayExecutor, got {_describe(executor)}"
         )
     return executor
-

@@ -21,14 +21,15 @@ log.  Adding a rule: a :class:`KeepRule` subclass with its ``options`` and
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from autosteer.errors import InvalidArgumentError
 from autosteer.search.options import Configurable, Option, level, make, non_negative_real, one_of
 from autosteer.search.stats import TESTS, paired_p
 from autosteer.search.trial import improves
 
-__all__ = ["KeepRule", "MeanRule", "PairedRule", "KEEP_RULES", "DEFAULT_KEEP_RULE", "register", "as_keep_rule"]
+__all__ = ["DEFAULT_KEEP_RULE", "KEEP_RULES", "KeepRule", "MeanRule", "PairedRule", "as_keep_rule", "register"]
 
 
 class KeepRule(Configurable):
@@ -42,8 +43,14 @@ class KeepRule(Configurable):
     needs_per_prompt: ClassVar[bool] = False
     min_improvement: float
 
-    def judge(self, score: float, per_prompt: Sequence[float] | None, best_score: float,
-              best_per_prompt: Sequence[float] | None, lower_is_better: bool) -> tuple[bool, dict[str, float]]:
+    def judge(
+        self,
+        score: float,
+        per_prompt: Sequence[float] | None,
+        best_score: float,
+        best_per_prompt: Sequence[float] | None,
+        lower_is_better: bool,
+    ) -> tuple[bool, dict[str, float]]:
         """Whether a finite ``score`` beats the best so far, and details to log with the decision."""
         raise NotImplementedError
 
@@ -67,8 +74,14 @@ def as_keep_rule(value: Any) -> KeepRule:
     return make("keep rule", KEEP_RULES, KeepRule, value, default=DEFAULT_KEEP_RULE)
 
 
-MIN_IMPROVEMENT = Option("min_improvement", 0.0, "a candidate must beat the best score by more than this",
-                         check=non_negative_real, parse=float, metavar="X")
+MIN_IMPROVEMENT = Option(
+    "min_improvement",
+    0.0,
+    "a candidate must beat the best score by more than this",
+    check=non_negative_real,
+    parse=float,
+    metavar="X",
+)
 
 
 @register
@@ -95,10 +108,23 @@ class PairedRule(KeepRule):
     needs_per_prompt = True
     options = (
         MIN_IMPROVEMENT,
-        Option("test", "wilcoxon", "the paired test of the per-prompt values", check=one_of(*TESTS), parse=str,
-               choices=TESTS, flag="--paired-test"),
-        Option("alpha", 0.1, "the level of the paired test (strictly between 0 and 1)", check=level, parse=float,
-               metavar="P"),
+        Option(
+            "test",
+            "wilcoxon",
+            "the paired test of the per-prompt values",
+            check=one_of(*TESTS),
+            parse=str,
+            choices=TESTS,
+            flag="--paired-test",
+        ),
+        Option(
+            "alpha",
+            0.1,
+            "the level of the paired test (strictly between 0 and 1)",
+            check=level,
+            parse=float,
+            metavar="P",
+        ),
     )
     test: str
     alpha: float

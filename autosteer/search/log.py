@@ -3,9 +3,10 @@ written and flushed as each trial ends, and read back strictly.
 
 Format 2 (UTF-8, ``\\n`` line ends, tab-separated, no quoting)::
 
-    iteration  round  timestamp  elapsed_s  status  score  holdout_score  per_prompt  holdout_per_prompt  details  candidate  error  config
+    iteration  round  timestamp  elapsed_s  status  score  holdout_score  per_prompt
+    holdout_per_prompt  details  candidate  error  config
 
-* line 1 is the header above, so any TSV reader takes the file as is
+* line 1 is the header above (one line in the file, shown folded), so any TSV reader takes the file as is
   (``pandas.read_csv(path, sep="\\t")``);
 * the ``baseline`` row (iteration 0, round 0) comes first and alone carries the
   run's configuration (``config``, JSON): the metric, its direction, the keep
@@ -40,16 +41,26 @@ import json
 import math
 import os
 import re
-from typing import IO, Any, Literal, Mapping, overload
+from collections.abc import Mapping
+from typing import IO, Any, Literal, overload
 
 from autosteer._canonical import canonical_json, digest
 from autosteer._checks import check_bool
-from autosteer.search.candidate import SteerCandidate
 from autosteer.errors import AutoSteerError, LogFormatError
+from autosteer.search.candidate import SteerCandidate
 from autosteer.search.trial import STATUSES, TrialRecord, improves
 
-__all__ = ["COLUMNS", "HEADER", "FORMAT_VERSION", "LogHistory", "LogWriter", "read_log", "run_id_of",
-           "format_row", "looks_like_log"]
+__all__ = [
+    "COLUMNS",
+    "FORMAT_VERSION",
+    "HEADER",
+    "LogHistory",
+    "LogWriter",
+    "format_row",
+    "looks_like_log",
+    "read_log",
+    "run_id_of",
+]
 
 FORMAT_VERSION = 2
 
@@ -71,7 +82,7 @@ COLUMNS: tuple[str, ...] = (
 HEADER = "\t".join(COLUMNS)
 _OLD_HEADERS = {
     1: "iteration\ttimestamp\telapsed_s\tscore\tbest_score\tstatus\tn_vectors\tcandidate\tdescription\t"
-       "holdout_score\terror\trun_id\tconfig",
+    "holdout_score\terror\trun_id\tconfig",
 }
 
 _INT = re.compile(r"(0|[1-9][0-9]*)\Z")
@@ -104,8 +115,9 @@ def _fmt_float(x: float | None) -> str:
 def format_row(record: TrialRecord, config: Mapping[str, Any] | None = None) -> str:
     """One log line (with its ``\\n``) for a record; ``config`` goes on the baseline row only."""
     per_prompt = "" if record.per_prompt is None else canonical_json([float(x) for x in record.per_prompt])
-    holdout_pp = ("" if record.holdout_per_prompt is None
-                  else canonical_json([float(x) for x in record.holdout_per_prompt]))
+    holdout_pp = (
+        "" if record.holdout_per_prompt is None else canonical_json([float(x) for x in record.holdout_per_prompt])
+    )
     details = "" if not record.details else canonical_json({k: float(v) for k, v in record.details.items()})
     fields = [
         str(int(record.iteration)),
@@ -135,7 +147,8 @@ class LogWriter:
     def __init__(self, path: str | os.PathLike, *, append: bool = False) -> None:
         append = check_bool("append", append)
         self.path = os.fspath(path)
-        self._f: IO[bytes] | None = open(self.path, "ab" if append else "wb")
+        # the writer owns the file for the whole run (closed by close() / __exit__), so no with-block
+        self._f: IO[bytes] | None = open(self.path, "ab" if append else "wb")  # noqa: SIM115
         if not append:
             self._write(HEADER + "\n")
 
@@ -154,7 +167,7 @@ class LogWriter:
             self._f.close()
             self._f = None
 
-    def __enter__(self) -> "LogWriter":
+    def __enter__(self) -> LogWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -252,10 +265,14 @@ def _decode(raw: bytes, path: str, lineno: int) -> str:
 def _header_error(path: str, got: str) -> str:
     for version, old in _OLD_HEADERS.items():
         if got == old:
-            return (f"{path} line 1: a results log of format {version}, written by an older AutoSteer; "
-                    f"this release reads format {FORMAT_VERSION} (start a new run, or use the older release)")
-    return (f"{path} line 1: not an AutoSteer results log: expected the header "
-            f"{' | '.join(COLUMNS)} (tab-separated), got {got[:80]!r}")
+            return (
+                f"{path} line 1: a results log of format {version}, written by an older AutoSteer; "
+                f"this release reads format {FORMAT_VERSION} (start a new run, or use the older release)"
+            )
+    return (
+        f"{path} line 1: not an AutoSteer results log: expected the header "
+        f"{' | '.join(COLUMNS)} (tab-separated), got {got[:80]!r}"
+    )
 
 
 #: How a score derives from its per-prompt values, by metric: the mean for every built-in metric
@@ -265,8 +282,7 @@ _MEAN_METRICS = frozenset({"task_accuracy", "custom", "concept_rate", "fluency",
 _WITHIN_METRICS = frozenset({"perplexity"})
 
 
-def _check_derived(score: float | None, values: tuple[float, ...] | None, metric: Any, column: str,
-                   where: str) -> None:
+def _check_derived(score: float | None, values: tuple[float, ...] | None, metric: Any, column: str, where: str) -> None:
     """A score must be what its per-prompt values give (an edited score or list is refused)."""
     if score is None or values is None or not math.isfinite(score):
         return
@@ -339,8 +355,11 @@ def _parse_values(text: str, name: str, where: str) -> tuple[float, ...] | None:
         values = json.loads(text)
     except (json.JSONDecodeError, RecursionError):
         values = None
-    if (not isinstance(values, list) or not values
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)):
+    if (
+        not isinstance(values, list)
+        or not values
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+    ):
         raise LogFormatError(f"{where}: {name} must be a JSON list of finite numbers, got {text[:60]!r}")
     return tuple(float(v) for v in values)
 
@@ -400,8 +419,9 @@ def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> Trial
     if status != "crash" and not math.isfinite(score):  # type: ignore[arg-type]  # only a crash's is optional
         raise LogFormatError(f"{where}: a {status} row needs a finite score, got {raw['score']!r}")
     if status == "crash" and score is not None and math.isfinite(score):
-        raise LogFormatError(f"{where}: a crash row has a finite score {score!r} (a crash has none, or a "
-                             "non-finite one)")
+        raise LogFormatError(
+            f"{where}: a crash row has a finite score {score!r} (a crash has none, or a non-finite one)"
+        )
     holdout = _parse_float(raw["holdout_score"], "holdout_score", where, optional=True)
     per_prompt = _parse_values(raw["per_prompt"], "per_prompt", where)
     holdout_pp = _parse_values(raw["holdout_per_prompt"], "holdout_per_prompt", where)
@@ -415,25 +435,38 @@ def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> Trial
             values = json.loads(raw["details"])
         except (json.JSONDecodeError, RecursionError):
             values = None
-        if (not isinstance(values, dict)
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values())):
+        if not isinstance(values, dict) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()
+        ):
             raise LogFormatError(f"{where}: details must be a JSON object of numbers, got {raw['details'][:60]!r}")
         details = {k: float(v) for k, v in values.items()}
     # consistency with the rows before: statuses agree with the running best
     if status == "baseline":
         st.best = score
     elif status == "keep":
-        if not improves(score, st.best,  # type: ignore[arg-type]  # the baseline row came first and set best
-                        st.lower_is_better, st.min_improvement):
+        if not improves(
+            score,
+            st.best,  # type: ignore[arg-type]  # the baseline row came first and set best
+            st.lower_is_better,
+            st.min_improvement,
+        ):
             raise LogFormatError(
                 f"{where}: a keep with score {score!r} does not beat the best so far ({st.best!r}, "
                 f"{'lower' if st.lower_is_better else 'higher'} is better, min_improvement "
                 f"{st.min_improvement!r}); the log was edited or is corrupt"
             )
         st.best = score
-    elif (status == "discard" and st.check_discards and (details or {}).get("holdout_feasible") != 0.0
-          and improves(score, st.best,  # type: ignore[arg-type]  # the baseline row came first and set best
-                       st.lower_is_better, st.min_improvement)):
+    elif (
+        status == "discard"
+        and st.check_discards
+        and (details or {}).get("holdout_feasible") != 0.0
+        and improves(
+            score,
+            st.best,  # type: ignore[arg-type]  # the baseline row came first and set best
+            st.lower_is_better,
+            st.min_improvement,
+        )
+    ):
         # (a discard refused for its held-out fluency may beat the best on the search prompts)
         raise LogFormatError(
             f"{where}: a discard with score {score!r} beats the best so far ({st.best!r}); "

@@ -53,18 +53,39 @@ from __future__ import annotations
 import inspect
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar
 
 from autosteer._checks import check_real, check_str_list, is_real
 from autosteer._checks import describe as _describe
 from autosteer.errors import InvalidArgumentError
 from autosteer.search.options import REQUIRED, Configurable, Option, make, non_negative_real
 
-__all__ = ["Metric", "MetricResult", "MetricJob", "METRICS", "register", "as_metric", "get_metric", "metric_names",
-           "normalize_answer", "compile_pattern", "TaskAccuracy", "Perplexity", "CustomMetric", "ConceptRate",
-           "Fluency", "SteeredConcept", "SteeredAnswer", "KLNeutral", "repetition", "REPETITION_LIMIT",
-           "concept_score", "DEFAULT_CONCEPT_METRIC"]
+__all__ = [
+    "DEFAULT_CONCEPT_METRIC",
+    "METRICS",
+    "REPETITION_LIMIT",
+    "ConceptRate",
+    "CustomMetric",
+    "Fluency",
+    "KLNeutral",
+    "Metric",
+    "MetricJob",
+    "MetricResult",
+    "Perplexity",
+    "SteeredAnswer",
+    "SteeredConcept",
+    "TaskAccuracy",
+    "as_metric",
+    "compile_pattern",
+    "concept_score",
+    "get_metric",
+    "metric_names",
+    "normalize_answer",
+    "register",
+    "repetition",
+]
 
 
 @dataclass(frozen=True)
@@ -210,8 +231,9 @@ def _label(value: Any) -> Any:
 
 def _check_judge(name: str, value: Any) -> Any:
     if value is not None and not callable(value):
-        raise InvalidArgumentError(f"{name} must be a callable (request, answer) -> score in [0, 1], got "
-                                   f"{_describe(value)}")
+        raise InvalidArgumentError(
+            f"{name} must be a callable (request, answer) -> score in [0, 1], got {_describe(value)}"
+        )
     return value
 
 
@@ -256,15 +278,27 @@ def _digest(value: Any) -> Any:
 
 
 #: The concept, shared by the concept metrics: a regex, keywords, or a callable answer -> [0, 1].
-PATTERN = Option("pattern", REQUIRED,
-                 "the concept: a regular expression (or keywords, or in Python a callable answer -> [0, 1]) that "
-                 "an on-concept continuation matches (case-insensitive)", check=_check_concept, parse=str,
-                 metavar="REGEX", flag="--concept-pattern", fingerprint=_label)
+PATTERN = Option(
+    "pattern",
+    REQUIRED,
+    "the concept: a regular expression (or keywords, or in Python a callable answer -> [0, 1]) that "
+    "an on-concept continuation matches (case-insensitive)",
+    check=_check_concept,
+    parse=str,
+    metavar="REGEX",
+    flag="--concept-pattern",
+    fingerprint=_label,
+)
 #: The fluency budget of ``steered_concept``.
-FLUENCY_MARGIN = Option("fluency_margin", 1.0,
-                        "fluency budget in nats/token above the unsteered model's own answers (steered_answer: "
-                        "a hard constraint; steered_concept: a penalty)",
-                        check=non_negative_real, parse=float, metavar="NATS")
+FLUENCY_MARGIN = Option(
+    "fluency_margin",
+    1.0,
+    "fluency budget in nats/token above the unsteered model's own answers (steered_answer: "
+    "a hard constraint; steered_concept: a penalty)",
+    check=non_negative_real,
+    parse=float,
+    metavar="NATS",
+)
 
 
 # --------------------------------------------------------------------------- built-in metrics
@@ -337,8 +371,15 @@ class CustomMetric(Metric):
     expected = "unused"
     summary = "fn(model, tokenizer, prompts) -> a number (or one number per prompt)"
     batched = False
-    options = (Option("fn", REQUIRED, "the function (model, tokenizer, prompts) -> a number or one per prompt",
-                      check=_check_fn, fingerprint=False),)
+    options = (
+        Option(
+            "fn",
+            REQUIRED,
+            "the function (model, tokenizer, prompts) -> a number or one per prompt",
+            check=_check_fn,
+            fingerprint=False,
+        ),
+    )
     fn: Callable[..., Any]
 
     def __init__(self, fn: Callable[[Any, Any, list], Any]) -> None:
@@ -356,7 +397,7 @@ REPETITION_LIMIT = 0.3
 
 def repetition(ids: Sequence[int]) -> float:
     """Share of a continuation's 3-token windows that repeat an earlier window (0 for < 3 tokens)."""
-    windows = [tuple(ids[i:i + 3]) for i in range(len(ids) - 2)]
+    windows = [tuple(ids[i : i + 3]) for i in range(len(ids) - 2)]
     if not windows:
         return 0.0
     seen: set = set()
@@ -427,8 +468,10 @@ class SteeredConcept(Metric):
 
     name = "steered_concept"
     lower_is_better = False
-    summary = ("mean over prompts of [continuation matches the pattern and repeats at most 30% of its 3-token "
-               "windows] - max(0, fluency - unsteered fluency - fluency_margin)")
+    summary = (
+        "mean over prompts of [continuation matches the pattern and repeats at most 30% of its 3-token "
+        "windows] - max(0, fluency - unsteered fluency - fluency_margin)"
+    )
     options = (PATTERN, FLUENCY_MARGIN)
     pattern: Any
     fluency_margin: float
@@ -446,12 +489,20 @@ class SteeredConcept(Metric):
             matched = [concept_score(self.pattern, t) >= 0.5 for t in group_texts]
             counted = [m and repetition(i) <= REPETITION_LIMIT for m, i in zip(matched, group_ids)]
             per_prompt = tuple((1.0 if c else 0.0) - penalty for c in counted)
-            out.append(MetricResult(
-                sum(per_prompt) / len(per_prompt), per_prompt, tuple(group_texts),
-                details={"concept_rate": sum(matched) / len(matched), "fluency": fluency,
-                         "fluency_reference": reference, "fluency_excess": fluency - reference,
-                         "repetitive": sum(m and not c for m, c in zip(matched, counted)) / len(matched)},
-            ))
+            out.append(
+                MetricResult(
+                    sum(per_prompt) / len(per_prompt),
+                    per_prompt,
+                    tuple(group_texts),
+                    details={
+                        "concept_rate": sum(matched) / len(matched),
+                        "fluency": fluency,
+                        "fluency_reference": reference,
+                        "fluency_excess": fluency - reference,
+                        "repetitive": sum(m and not c for m, c in zip(matched, counted)) / len(matched),
+                    },
+                )
+            )
         return out
 
 
@@ -470,16 +521,29 @@ class SteeredAnswer(Metric):
 
     name = "steered_answer"
     lower_is_better = False
-    summary = ("per prompt, the harmonic mean of concept (pattern), relevance (answer|own request vs other requests, "
-               "unsteered) and fluency scores, 0 when stuck; over the fluency budget: minus the overrun "
-               "(a hard constraint)")
+    summary = (
+        "per prompt, the harmonic mean of concept (pattern), relevance (answer|own request vs other requests, "
+        "unsteered) and fluency scores, 0 when stuck; over the fluency budget: minus the overrun "
+        "(a hard constraint)"
+    )
     options = (
         PATTERN,
         FLUENCY_MARGIN,
-        Option("fluency_scale", 3.0, "excess NLL (nats/token) at which an answer's fluency score reaches 0",
-               check=_positive_real, parse=float, metavar="NATS"),
-        Option("relevance_judge", None, "a callable (request, answer) -> [0, 1] replacing the relevance measure",
-               check=_check_judge, fingerprint=_label),
+        Option(
+            "fluency_scale",
+            3.0,
+            "excess NLL (nats/token) at which an answer's fluency score reaches 0",
+            check=_positive_real,
+            parse=float,
+            metavar="NATS",
+        ),
+        Option(
+            "relevance_judge",
+            None,
+            "a callable (request, answer) -> [0, 1] replacing the relevance measure",
+            check=_check_judge,
+            fingerprint=_label,
+        ),
     )
     pattern: Any
     fluency_margin: float
@@ -490,10 +554,17 @@ class SteeredAnswer(Metric):
         from autosteer.search.objective import answer_scores
 
         texts, ids = ev.generate_with_ids(job, early_stop=False)
-        scores = answer_scores(ev, job.prompts, texts, ids, concept=lambda t: concept_score(self.pattern, t),
-                               judge=self.relevance_judge, margin=self.fluency_margin,
-                               fluency_scale=self.fluency_scale,
-                               unsteered=job.candidates is None and not _steered(ev.model))
+        scores = answer_scores(
+            ev,
+            job.prompts,
+            texts,
+            ids,
+            concept=lambda t: concept_score(self.pattern, t),
+            judge=self.relevance_judge,
+            margin=self.fluency_margin,
+            fluency_scale=self.fluency_scale,
+            unsteered=job.candidates is None and not _steered(ev.model),
+        )
         return [MetricResult(s.value(), s.per_prompt(), tuple(t), details=s.details()) for s, t in zip(scores, texts)]
 
 
@@ -512,10 +583,18 @@ class KLNeutral(Metric):
 
     name = "kl_neutral"
     lower_is_better = True
-    summary = ("mean KL(steered || unsteered) of the next-token distribution after each neutral prompt "
-               "(a side-effect measure)")
-    options = (Option("prompts", None, "the neutral prompts (None: the search prompts)",
-                      check=_check_neutral_prompts, fingerprint=_digest),)
+    summary = (
+        "mean KL(steered || unsteered) of the next-token distribution after each neutral prompt (a side-effect measure)"
+    )
+    options = (
+        Option(
+            "prompts",
+            None,
+            "the neutral prompts (None: the search prompts)",
+            check=_check_neutral_prompts,
+            fingerprint=_digest,
+        ),
+    )
     prompts: list | None
 
     def check(self, evaluator: Any) -> None:

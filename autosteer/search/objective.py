@@ -98,7 +98,7 @@ class AnswerScores:
     """Per-prompt axes of one candidate's answers (tuples, one entry per prompt)."""
 
     concept: tuple[float, ...]
-    relevance: tuple[float, ...]        # PMI, nat/token (None entries never: a judge fills relevance_score only)
+    relevance: tuple[float, ...]  # PMI, nat/token (None entries never: a judge fills relevance_score only)
     relevance_score: tuple[float, ...]
     nll: tuple[float, ...]
     fluency_score: tuple[float, ...]
@@ -133,8 +133,11 @@ class AnswerScores:
 
     def details(self) -> dict[str, float]:
         n = len(self.combined)
-        success = sum(1 for c, r, s in zip(self.concept, self.relevance_score, self.stuck)
-                      if c >= 0.5 and r >= ON_REQUEST and not s)
+        success = sum(
+            1
+            for c, r, s in zip(self.concept, self.relevance_score, self.stuck)
+            if c >= 0.5 and r >= ON_REQUEST and not s
+        )
         return {
             "concept_rate": sum(1 for c in self.concept if c >= 0.5) / n,
             "relevance": sum(self.relevance) / n if self.relevance else math.nan,
@@ -155,8 +158,9 @@ def _mean_logp(rows) -> list[float]:
     return [-(s / n) if n else 0.0 for s, n in rows]
 
 
-def _answer_logps(ev, prompts: Sequence[Any], groups_ids: Sequence[Sequence[Sequence[int]]],
-                  others: list[list[int]]) -> tuple[list[list[float]], list[list[float]]]:
+def _answer_logps(
+    ev, prompts: Sequence[Any], groups_ids: Sequence[Sequence[Sequence[int]]], others: list[list[int]]
+) -> tuple[list[list[float]], list[list[float]]]:
     """Per group and prompt: the mean per-token log-prob of the answer given its own request,
     and the mean over the other requests of the same given each of them (unsteered model)."""
     from autosteer.search.metrics import MetricJob
@@ -182,14 +186,15 @@ def _answer_logps(ev, prompts: Sequence[Any], groups_ids: Sequence[Sequence[Sequ
         for p in range(n):
             base = (g * n + p) * step
             own.append(logp[base])
-            other.append(sum(logp[base + 1: base + step]) / k if k else math.nan)
+            other.append(sum(logp[base + 1 : base + step]) / k if k else math.nan)
         own_all.append(own)
         other_all.append(other)
     return own_all, other_all
 
 
-def answer_references(ev, prompts: Sequence[Any], ids: Sequence[Sequence[Sequence[int]]] | None = None
-                      ) -> tuple[tuple[float, ...], float]:
+def answer_references(
+    ev, prompts: Sequence[Any], ids: Sequence[Sequence[Sequence[int]]] | None = None
+) -> tuple[tuple[float, ...], float]:
     """``(F_0p, ρ_0)``: the NLL of the unsteered model's own answer to each prompt, and the mean
     relevance of those answers; computed once per prompt set and generation length (``ids``:
     those answers, when the caller has just generated them unsteered)."""
@@ -209,10 +214,18 @@ def answer_references(ev, prompts: Sequence[Any], ids: Sequence[Sequence[Sequenc
     return ev._reference[key]
 
 
-def answer_scores(ev, prompts: Sequence[Any], texts: Sequence[Sequence[str]],
-                  ids: Sequence[Sequence[Sequence[int]]], *, concept: Callable[[str], float],
-                  judge: Callable[[Any, str], float] | None = None, margin: float = 1.0,
-                  fluency_scale: float = FLUENCY_SCALE, unsteered: bool = False) -> list[AnswerScores]:
+def answer_scores(
+    ev,
+    prompts: Sequence[Any],
+    texts: Sequence[Sequence[str]],
+    ids: Sequence[Sequence[Sequence[int]]],
+    *,
+    concept: Callable[[str], float],
+    judge: Callable[[Any, str], float] | None = None,
+    margin: float = 1.0,
+    fluency_scale: float = FLUENCY_SCALE,
+    unsteered: bool = False,
+) -> list[AnswerScores]:
     """The :class:`AnswerScores` of each candidate group's answers (``texts`` and their token
     ``ids``, one list per group) to ``prompts``; ``unsteered``: the answers are the unsteered
     model's own greedy answers to these prompts (one group), so they are the reference too."""

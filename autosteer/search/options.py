@@ -22,16 +22,25 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from autosteer._checks import check_int, check_real
 from autosteer._checks import describe as _describe
 from autosteer.errors import InvalidArgumentError
 
-__all__ = ["Option", "Configurable", "REQUIRED", "positive_int", "non_negative_int", "non_negative_real",
-           "level", "one_of", "make"]
+__all__ = [
+    "REQUIRED",
+    "Configurable",
+    "Option",
+    "level",
+    "make",
+    "non_negative_int",
+    "non_negative_real",
+    "one_of",
+    "positive_int",
+]
 
 
 class _Required:
@@ -66,7 +75,7 @@ class Option:
     metavar: str | None = None
     choices: tuple[Any, ...] | None = None
     flag: str | None = None
-    fingerprint: Callable[[Any], Any] | None | bool = None
+    fingerprint: Callable[[Any], Any] | bool | None = None
 
     @property
     def cli_flag(self) -> str:
@@ -129,9 +138,14 @@ class Configurable:
         super().__init_subclass__(**kwargs)
         if "__init__" not in cls.__dict__:
             params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-            params += [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY,
-                                         default=inspect.Parameter.empty if o.default is REQUIRED else o.default)
-                       for o in cls.options]
+            params += [
+                inspect.Parameter(
+                    o.name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=inspect.Parameter.empty if o.default is REQUIRED else o.default,
+                )
+                for o in cls.options
+            ]
             cls.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
 
     def __init__(self, **given: Any) -> None:
@@ -141,10 +155,8 @@ class Configurable:
         known = {o.name: o for o in self.options}
         unknown = [k for k in given if k not in known]
         if unknown:
-            takes = (f"its options are {', '.join(known)}" if known else "it takes no option")
-            raise InvalidArgumentError(
-                f"{self.kind} {self.name!r} has no option {unknown[0]!r}; {takes}"
-            )
+            takes = f"its options are {', '.join(known)}" if known else "it takes no option"
+            raise InvalidArgumentError(f"{self.kind} {self.name!r} has no option {unknown[0]!r}; {takes}")
         for o in self.options:
             value = given.get(o.name, o.default)
             if value is REQUIRED:
@@ -177,23 +189,27 @@ class Configurable:
     __hash__ = None  # type: ignore[assignment]
 
 
-def make(kind: str, registry: Mapping[str, type[Configurable]], base: type, value: Any,
-         default: str | None = None) -> Any:
+def make(
+    kind: str, registry: Mapping[str, type[Configurable]], base: type, value: Any, default: str | None = None
+) -> Any:
     """``value`` as an object of ``base``: an instance as it is, a registered name with its defaults."""
     if value is None and default is not None:
         value = default
     if isinstance(value, base):
         return value
     if isinstance(value, type) and issubclass(value, base):
-        raise InvalidArgumentError(f"{kind} must be an instance, got the class {value.__name__}; call it: "
-                                   f"{value.__name__}()")
+        raise InvalidArgumentError(
+            f"{kind} must be an instance, got the class {value.__name__}; call it: {value.__name__}()"
+        )
     if isinstance(value, str) and value in registry:
         cls = registry[value]
         needed = [o for o in cls.options if o.default is REQUIRED]
         if needed:
             o = needed[0]
-            raise InvalidArgumentError(f"{kind} {value!r} needs the option {o.name!r} ({o.help}): give "
-                                       f"{cls.__name__}({o.name}=...) instead of the name")
+            raise InvalidArgumentError(
+                f"{kind} {value!r} needs the option {o.name!r} ({o.help}): give "
+                f"{cls.__name__}({o.name}=...) instead of the name"
+            )
         return cls()
     raise InvalidArgumentError(
         f"unknown {kind} {_describe(value)}; expected one of {', '.join(map(repr, registry))} "

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from autosteer.errors import InvalidArgumentError
 
-__all__ = ["plot_history", "check_image_path"]
+__all__ = ["check_image_path", "plot_history"]
 
 
 def check_image_path(path: str | os.PathLike) -> str:
@@ -72,11 +73,13 @@ def _axes_subtitle(rows) -> str:
     split = "holdout" if "holdout" in axes else "search"
     a, b = axes[split]["baseline"], axes[split]["best"]
     nan = float("nan")
-    return (f"\n{'held-out' if split == 'holdout' else 'search prompts'}, baseline -> best: concept "
-            f"{100 * a.get('concept_rate', nan):.0f}% -> {100 * b.get('concept_rate', nan):.0f}%, relevance "
-            f"{a.get('relevance', nan):.2f} -> {b.get('relevance', nan):.2f}, fluency "
-            f"{a.get('fluency_excess', nan):+.2f} -> {b.get('fluency_excess', nan):+.2f} nat/token, all three "
-            f"{100 * a.get('success', nan):.0f}% -> {100 * b.get('success', nan):.0f}%")
+    return (
+        f"\n{'held-out' if split == 'holdout' else 'search prompts'}, baseline -> best: concept "
+        f"{100 * a.get('concept_rate', nan):.0f}% -> {100 * b.get('concept_rate', nan):.0f}%, relevance "
+        f"{a.get('relevance', nan):.2f} -> {b.get('relevance', nan):.2f}, fluency "
+        f"{a.get('fluency_excess', nan):+.2f} -> {b.get('fluency_excess', nan):+.2f} nat/token, all three "
+        f"{100 * a.get('success', nan):.0f}% -> {100 * b.get('success', nan):.0f}%"
+    )
 
 
 def plot_history(results_or_log_path: Any, path: str | os.PathLike | None = None, *, title: str | None = None):
@@ -118,24 +121,48 @@ def plot_history(results_or_log_path: Any, path: str | os.PathLike | None = None
 
     ax.axhline(base["score"], color="0.4", linestyle="--", linewidth=1, label=f"baseline {base['score']:.4g}")
     it = [r["iteration"] for r in rows]
-    ax.step(it, running_best(rows),  # type: ignore[arg-type]  # rows start at the baseline: no None
-            where="post", color="tab:blue", linewidth=1.5, label="best so far")
+    ax.step(
+        it,
+        running_best(rows),  # type: ignore[arg-type]  # rows start at the baseline: no None
+        where="post",
+        color="tab:blue",
+        linewidth=1.5,
+        label="best so far",
+    )
     x, y = pts("discard")
     if x:
         ax.scatter(x, y, s=18, color="0.6", label=f"discard ({len(x)})", zorder=3)
     x, y = pts("keep")
     if x:
-        ax.scatter(x, y, s=40, color="tab:green", edgecolor="black", linewidth=0.6, label=f"keep ({len(x)})",
-                   zorder=4)
+        ax.scatter(x, y, s=40, color="tab:green", edgecolor="black", linewidth=0.6, label=f"keep ({len(x)})", zorder=4)
     crashes = [r["iteration"] for r in rows if r["status"] == "crash"]
     if crashes:
-        ax.scatter(crashes, [bottom] * len(crashes), marker="x", s=30, color="tab:red",
-                   label=f"crash ({len(crashes)})", zorder=4)
-    held = [(r["iteration"], r["holdout_score"]) for r in rows
-            if r["holdout_score"] is not None and math.isfinite(r["holdout_score"])]
+        ax.scatter(
+            crashes,
+            [bottom] * len(crashes),
+            marker="x",
+            s=30,
+            color="tab:red",
+            label=f"crash ({len(crashes)})",
+            zorder=4,
+        )
+    held = [
+        (r["iteration"], r["holdout_score"])
+        for r in rows
+        if r["holdout_score"] is not None and math.isfinite(r["holdout_score"])
+    ]
     if held:
-        ax.scatter([h[0] for h in held], [h[1] for h in held], marker="D", s=30, color="tab:orange",
-                   edgecolor="black", linewidth=0.5, label=f"held-out ({len(held)})", zorder=5)
+        ax.scatter(
+            [h[0] for h in held],
+            [h[1] for h in held],
+            marker="D",
+            s=30,
+            color="tab:orange",
+            edgecolor="black",
+            linewidth=0.5,
+            label=f"held-out ({len(held)})",
+            zorder=5,
+        )
     ax.set_ylim(bottom - pad * 0.5, hi + pad)
     ax.set_xlabel("trial (0 = baseline, unsteered)")
     ylabel = metric or "score"

@@ -17,7 +17,7 @@ def _in_notebook() -> bool:
         return False
     try:
         shell = ipython.get_ipython()
-    except Exception:  # noqa: BLE001 - any failure means "not a notebook"
+    except Exception:
         return False
     return shell is not None and getattr(shell, "kernel", None) is not None
 
@@ -42,8 +42,15 @@ class Progress:
                     from tqdm import tqdm
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # tqdm.auto warns when ipywidgets is missing
-                    self.bar = tqdm(total=total, initial=initial, desc="autosteer", unit="trial",
-                                    file=stream, dynamic_ncols=True, leave=True)
+                    self.bar = tqdm(
+                        total=total,
+                        initial=initial,
+                        desc="autosteer",
+                        unit="trial",
+                        file=stream,
+                        dynamic_ncols=True,
+                        leave=True,
+                    )
                 return
             except ImportError:  # pragma: no cover - tqdm is a dependency
                 pass

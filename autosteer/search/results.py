@@ -8,13 +8,21 @@ everything before it), the counts are counted.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from autosteer.search.stats import paired_p
 from autosteer.search.trial import TrialRecord, last_keep
 
-__all__ = ["SteerResults", "results_from_history", "gain_confidence", "trials_text", "NO_STEERING_CODE",
-           "answer_axes", "describe_axes"]
+__all__ = [
+    "NO_STEERING_CODE",
+    "SteerResults",
+    "answer_axes",
+    "describe_axes",
+    "gain_confidence",
+    "results_from_history",
+    "trials_text",
+]
 
 NO_STEERING_CODE = "# no steering configuration beat the baseline"
 
@@ -87,8 +95,9 @@ class SteerResults(dict):
         p.text(str(self))
 
 
-def gain_confidence(baseline: TrialRecord | None, best: TrialRecord | None,
-                    lower_is_better: bool) -> dict[str, Any] | None:
+def gain_confidence(
+    baseline: TrialRecord | None, best: TrialRecord | None, lower_is_better: bool
+) -> dict[str, Any] | None:
     """How sure the best's held-out gain over the baseline is: a one-sided paired test on the
     per-prompt held-out values (the same prompts, unsteered vs best).
 
@@ -117,8 +126,16 @@ def gain_confidence(baseline: TrialRecord | None, best: TrialRecord | None,
 
 
 #: The axes of the answer objective (steered_answer) that the reports show, baseline and best.
-AXES: tuple[str, ...] = ("concept_rate", "relevance", "on_request", "fluency_excess", "stuck", "success", "combined",
-                         "feasible")
+AXES: tuple[str, ...] = (
+    "concept_rate",
+    "relevance",
+    "on_request",
+    "fluency_excess",
+    "stuck",
+    "success",
+    "combined",
+    "feasible",
+)
 
 
 def answer_axes(results: Mapping[str, Any]) -> dict[str, dict[str, dict[str, float]]] | None:
@@ -153,7 +170,7 @@ def describe_axes(results: Mapping[str, Any]) -> list[str]:
     for split, pair in axes.items():
         a, b = pair["baseline"], pair["best"]
 
-        def pct(k):
+        def pct(k, a=a, b=b):
             return f"{100 * a.get(k, float('nan')):.0f}% -> {100 * b.get(k, float('nan')):.0f}%"
 
         lines.append(
@@ -169,13 +186,20 @@ def describe_axes(results: Mapping[str, Any]) -> list[str]:
 def describe_confidence(conf: Mapping[str, Any]) -> str:
     """One line: ``Confidence of the held-out gain: 0.97 (better on 12, worse on 2, tied on 26 of 40
     prompts; one-sided Wilcoxon p = 0.03, sign test p = 0.006)``."""
-    return (f"Confidence of the held-out gain: {conf['confidence']:.2f} (better on {conf['better']}, worse on "
-            f"{conf['worse']}, tied on {conf['tied']} of {conf['prompts']} prompts; one-sided Wilcoxon "
-            f"p = {conf['p_wilcoxon']:.3g}, sign test p = {conf['p_sign']:.3g})")
+    return (
+        f"Confidence of the held-out gain: {conf['confidence']:.2f} (better on {conf['better']}, worse on "
+        f"{conf['worse']}, tied on {conf['tied']} of {conf['prompts']} prompts; one-sided Wilcoxon "
+        f"p = {conf['p_wilcoxon']:.3g}, sign test p = {conf['p_sign']:.3g})"
+    )
 
 
-def results_from_history(history: Sequence[TrialRecord], config: Mapping[str, Any] | None = None, *,
-                         log_path: str | None = None, stopped_early: str | None = None) -> SteerResults:
+def results_from_history(
+    history: Sequence[TrialRecord],
+    config: Mapping[str, Any] | None = None,
+    *,
+    log_path: str | None = None,
+    stopped_early: str | None = None,
+) -> SteerResults:
     """The results of a search from its records (and the run configuration, for the metric's name)."""
     config = dict(config or {})
     base = history[0] if history else None

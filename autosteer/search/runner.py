@@ -27,20 +27,21 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+from typing import Any, cast
 
 from autosteer._canonical import digest
 from autosteer._checks import check_bool, check_int
-from autosteer.search._threads import check_threads, using_threads
 from autosteer._checks import describe as _describe
-from autosteer.search.candidate import SteerCandidate
 from autosteer.errors import AutoSteerError, InvalidArgumentError, LogFormatError, SearchSpaceError
+from autosteer.search._threads import check_threads, using_threads
+from autosteer.search.candidate import SteerCandidate
 from autosteer.search.evaluator import SteerEvaluator
 from autosteer.search.executor import EvalSetup, WorkersLostError, check_executor
-from autosteer.search.log import FORMAT_VERSION, LogHistory, LogWriter, looks_like_log, read_log, run_id_of
 from autosteer.search.keep import DEFAULT_KEEP_RULE, KeepRule, as_keep_rule
+from autosteer.search.log import FORMAT_VERSION, LogHistory, LogWriter, looks_like_log, read_log, run_id_of
 from autosteer.search.metrics import Metric, MetricResult, as_metric
 from autosteer.search.progress import Progress
 from autosteer.search.results import SteerResults, results_from_history
@@ -48,7 +49,7 @@ from autosteer.search.space import SteerSearchSpace
 from autosteer.search.strategies import DEFAULT_STRATEGY, SearchExhaustedError, Strategy, as_strategy
 from autosteer.search.trial import TrialRecord, last_keep
 
-__all__ = ["AutoSteerRunner", "SteerResults", "DEFAULT_LOG"]
+__all__ = ["DEFAULT_LOG", "AutoSteerRunner", "SteerResults"]
 
 #: The runner's default log file name (the agent skill's own loop writes results.tsv).
 DEFAULT_LOG = "steer_log.tsv"
@@ -93,6 +94,8 @@ def _check_unsteered(model: Any) -> None:
             "would be scored on top of that steering. Remove it first (steer.reset_all(), or end its `with` "
             "block), or give the runner an unsteered model"
         )
+
+
 def _split_holdout(holdout: Any) -> tuple[Any, Any, str, str]:
     """``holdout`` as (prompts, expected, prompts name, expected name): a list of prompts, or a
     2-tuple ``(prompts, expected_outputs)`` (a tuple whose first item is itself a list)."""
@@ -253,8 +256,13 @@ class AutoSteerRunner:
                 steer = Steer(model, tokenizer)
                 model_name, num_layers = type(model).__name__, steer.num_layers
             evaluator_kwargs: dict[str, Any] = dict(
-                metric=spec, max_new_tokens=max_new_tokens, batch_size=DEFAULT_BATCH_SIZE,
-                early_stop=True, threads=None, chat=chat)
+                metric=spec,
+                max_new_tokens=max_new_tokens,
+                batch_size=DEFAULT_BATCH_SIZE,
+                early_stop=True,
+                threads=None,
+                chat=chat,
+            )
             evaluator = SteerEvaluator(model, tokenizer, **evaluator_kwargs)
             prompts, expected_outputs = evaluator.check(prompts, expected_outputs)
             if holdout_prompts is not None:
@@ -347,8 +355,16 @@ class AutoSteerRunner:
             return None
         return self._results()
 
-    def run(self, max_iterations: int, resume: bool = False, *, verbose: bool = True, overwrite: bool = False,
-            batch_size: int = DEFAULT_BATCH_SIZE, threads: int | None = None) -> SteerResults:
+    def run(
+        self,
+        max_iterations: int,
+        resume: bool = False,
+        *,
+        verbose: bool = True,
+        overwrite: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        threads: int | None = None,
+    ) -> SteerResults:
         """Evaluate the baseline, then up to ``max_iterations`` candidates.
 
         ``resume=True`` continues the run recorded in ``log_path``: its records
@@ -463,8 +479,8 @@ class AutoSteerRunner:
             if not prior:
                 self._baseline(writer, elapsed)
             base = self._history[0]
-            progress.baseline(base.score, base.holdout_score,  # type: ignore[arg-type]  # a baseline's score is finite
-                              done if prior else None)
+            # a baseline's score is finite: a crashed baseline stops the run before this
+            progress.baseline(cast(float, base.score), base.holdout_score, done if prior else None)
 
             while len(self._history) - 1 < max_iterations:
                 left = max_iterations - (len(self._history) - 1)
@@ -478,9 +494,13 @@ class AutoSteerRunner:
                     if writer is not None:
                         writer.write(record)
                     best = last_keep(self._history) or base
-                    progress.trial(record.iteration, record.score,
-                                   best.score,  # type: ignore[arg-type]  # kept and baseline records have a score
-                                   record.status, record.description)
+                    progress.trial(
+                        record.iteration,
+                        record.score,
+                        best.score,  # type: ignore[arg-type]  # kept and baseline records have a score
+                        record.status,
+                        record.description,
+                    )
         finally:
             if writer is not None:
                 writer.close()
@@ -507,10 +527,19 @@ class AutoSteerRunner:
             held = self.executor.baseline("holdout")
             holdout, holdout_pp = held.value, held.per_prompt
             details.update({f"holdout_{k}": v for k, v in held.details.items()})
-        record = TrialRecord(iteration=0, status="baseline", candidate=SteerCandidate(), score=result.value,
-                             holdout_score=holdout, per_prompt=result.per_prompt, holdout_per_prompt=holdout_pp,
-                             details=details or None,
-                             round=0, timestamp=_now(), elapsed_s=elapsed())
+        record = TrialRecord(
+            iteration=0,
+            status="baseline",
+            candidate=SteerCandidate(),
+            score=result.value,
+            holdout_score=holdout,
+            per_prompt=result.per_prompt,
+            holdout_per_prompt=holdout_pp,
+            details=details or None,
+            round=0,
+            timestamp=_now(),
+            elapsed_s=elapsed(),
+        )
         self._history.append(record)
         if writer is not None:
             writer.write(record, self.config)
@@ -527,7 +556,7 @@ class AutoSteerRunner:
             if len(in_round) < want:
                 full = self.strategy.propose_round(before, want)
                 if len(full) > len(in_round):
-                    return full[len(in_round):], last.round
+                    return full[len(in_round) :], last.round
         n = min(self.population, left)
         return self.strategy.propose_round(history, n), last.round + 1
 
@@ -546,21 +575,34 @@ class AutoSteerRunner:
                 history.append(record)
                 decided.append(record)
             decided = self._score_holdout(decided)
-            refused = {i: r for i, r in enumerate(decided)
-                       if r.status == "keep" and (r.details or {}).get("holdout_feasible") == 0.0}
+            refused = {
+                i: r
+                for i, r in enumerate(decided)
+                if r.status == "keep" and (r.details or {}).get("holdout_feasible") == 0.0
+            }
             if not refused:
                 break
             for i, r in refused.items():  # over the fluency budget on held-out prompts: never the result
-                rejected[i] = r.replace(status="discard", error=(
-                    f"over the fluency budget on the held-out prompts (excess "
-                    f"{(r.details or {}).get('holdout_fluency_excess', float('nan')):+.3f} nat/token)"))
+                rejected[i] = r.replace(
+                    status="discard",
+                    error=(
+                        f"over the fluency budget on the held-out prompts (excess "
+                        f"{(r.details or {}).get('holdout_fluency_excess', float('nan')):+.3f} nat/token)"
+                    ),
+                )
         for record in decided:
             record = record.replace(timestamp=_now(), elapsed_s=elapsed())
             self._history.append(record)
             yield record
 
-    def _decide(self, cand: SteerCandidate, result: MetricResult | None, error: str | None, rnd: int,
-                history: Sequence[TrialRecord]) -> TrialRecord:
+    def _decide(
+        self,
+        cand: SteerCandidate,
+        result: MetricResult | None,
+        error: str | None,
+        rnd: int,
+        history: Sequence[TrialRecord],
+    ) -> TrialRecord:
         """Keep, discard or crash: the one place where the runner decides (the candidates of a
         round in proposal order, each against the best of the records before it)."""
         score = None if result is None else result.value
@@ -573,17 +615,32 @@ class AutoSteerRunner:
         elif error is None:
             best = last_keep(history) or history[0]
             try:
+                # a result (its score) comes when error is None; kept and baseline records have a score
                 better, extra = self.keep_rule.judge(
-                    score, per_prompt,  # type: ignore[arg-type]  # a result (its score) comes when error is None
-                    best.score, best.per_prompt,  # type: ignore[arg-type]  # kept and baseline records have a score
-                    self.lower_is_better)
+                    cast(float, score), per_prompt, cast(float, best.score), best.per_prompt, self.lower_is_better
+                )
             except InvalidArgumentError as e:
-                return TrialRecord(iteration=len(history), status="crash", candidate=cand, score=None,
-                                   details=details or None, error=str(e), round=rnd)
+                return TrialRecord(
+                    iteration=len(history),
+                    status="crash",
+                    candidate=cand,
+                    score=None,
+                    details=details or None,
+                    error=str(e),
+                    round=rnd,
+                )
             details.update(extra)
             status = "keep" if better else "discard"
-        return TrialRecord(iteration=len(history), status=status, candidate=cand, score=score,
-                           per_prompt=per_prompt, details=details or None, error=error, round=rnd)
+        return TrialRecord(
+            iteration=len(history),
+            status=status,
+            candidate=cand,
+            score=score,
+            per_prompt=per_prompt,
+            details=details or None,
+            error=error,
+            round=rnd,
+        )
 
     def _score_holdout(self, records: list[TrialRecord]) -> list[TrialRecord]:
         """The held-out score of each keep of a round, all keeps in one batched pass; reported,
@@ -596,7 +653,7 @@ class AutoSteerRunner:
             held = self.executor.evaluate([records[i].candidate for i in keeps], "holdout")
         except WorkersLostError:
             raise
-        except Exception as e:  # noqa: BLE001 - the holdout never decides; report its failure
+        except Exception as e:
             held = [(None, f"{type(e).__name__}: {e}")] * len(keeps)
         for i, (result, error) in zip(keeps, held):
             if result is None:
@@ -604,8 +661,9 @@ class AutoSteerRunner:
                 continue
             details = dict(records[i].details or {})
             details.update({f"holdout_{k}": v for k, v in result.details.items()})
-            out[i] = records[i].replace(holdout_score=result.value, holdout_per_prompt=result.per_prompt,
-                                        details=details or None)
+            out[i] = records[i].replace(
+                holdout_score=result.value, holdout_per_prompt=result.per_prompt, details=details or None
+            )
         return out
 
     # -- resume ----------------------------------------------------------------
@@ -650,13 +708,19 @@ class AutoSteerRunner:
         if prior.run_id != self.run_id:
             old = prior.config or {}
             diffs = sorted(k for k in set(old) | set(self.config) if old.get(k) != self.config.get(k))
-            detail = ", ".join(
-                f"{k}: {old.get(k)!r} vs {self.config.get(k)!r}" if k not in ("space", "prompts", "holdout")
-                else f"{k} differs" for k in diffs
-            ) or "format differs"
+            detail = (
+                ", ".join(
+                    f"{k}: {old.get(k)!r} vs {self.config.get(k)!r}"
+                    if k not in ("space", "prompts", "holdout")
+                    else f"{k} differs"
+                    for k in diffs
+                )
+                or "format differs"
+            )
             raise LogFormatError(
                 f"{self.log_path} line 2: the log was written by another run ({detail}); "
-                "resume with the same settings, or start over with another log file or run(overwrite=True) / --overwrite"
+                "resume with the same settings, or start over with another log file "
+                "or run(overwrite=True) / --overwrite"
             )
         self._verify_proposals(prior)
         return prior
@@ -690,5 +754,6 @@ class AutoSteerRunner:
     # -- results -----------------------------------------------------------------
 
     def _results(self) -> SteerResults:
-        return results_from_history(self._history or [], self.config, log_path=self.log_path,
-                                    stopped_early=self._stopped_early)
+        return results_from_history(
+            self._history or [], self.config, log_path=self.log_path, stopped_early=self._stopped_early
+        )

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from autosteer._canonical import canonical_json
-from autosteer._checks import describe as _describe
 from autosteer._checks import check_list, is_int, is_real
+from autosteer._checks import describe as _describe
+from autosteer.errors import AutoSteerError, InvalidArgumentError, SearchSpaceError
 from autosteer.search.candidate import SteerCandidate
 from autosteer.steering.concept import Concept
-from autosteer.errors import AutoSteerError, InvalidArgumentError, SearchSpaceError
 
-__all__ = ["SteerSearchSpace", "DEFAULT_TEXTS", "schedule_types"]
+__all__ = ["DEFAULT_TEXTS", "SteerSearchSpace", "schedule_types"]
 
 #: Concept texts of the default search space (steered with positive coefficients).
 DEFAULT_TEXTS: tuple[str, ...] = ("logical", "precise", "analytical")
@@ -113,14 +114,16 @@ def _resolve_schedule_ranges(overrides) -> dict[str, Mapping[str, tuple]]:
             if is_real(value):
                 value = (value, value)  # a single number fixes the parameter
             integer = p.kind == "int"
-            if integer and isinstance(value, (tuple, list)) and all(is_real(x) and float(x).is_integer() for x in value):
+            if (
+                integer
+                and isinstance(value, (tuple, list))
+                and all(is_real(x) and float(x).is_integer() for x in value)
+            ):
                 value = tuple(int(x) for x in value)
             rng = _norm_range(where, value, integer=integer)
             for x in rng:
                 if x not in p.search_domain:
-                    raise SearchSpaceError(
-                        f"{where}: {p.name} {value!r} must lie in {_domain_text(p.search_domain)}"
-                    )
+                    raise SearchSpaceError(f"{where}: {p.name} {value!r} must lie in {_domain_text(p.search_domain)}")
             ranges[p.name] = rng
         # every corner of the box must be a valid schedule (the cross-parameter rules
         # live in the schedule table: e.g. decay restarts need 0 < rate < 1)
@@ -219,8 +222,11 @@ class SteerSearchSpace:
         if self.schedules is None:
             scheds = known
         else:
-            scheds = ((self.schedules,) if isinstance(self.schedules, str)
-                      else tuple(check_list("schedules", self.schedules, "schedule names")))
+            scheds = (
+                (self.schedules,)
+                if isinstance(self.schedules, str)
+                else tuple(check_list("schedules", self.schedules, "schedule names"))
+            )
         if not scheds:
             raise SearchSpaceError("schedules is empty; use ('none',) for constant coefficients only")
         for s in scheds:
@@ -233,7 +239,7 @@ class SteerSearchSpace:
 
     # -- model binding ------------------------------------------------------
 
-    def resolve(self, num_layers: int, model_name: str = "the model") -> "SteerSearchSpace":
+    def resolve(self, num_layers: int, model_name: str = "the model") -> SteerSearchSpace:
         """Fix the default layer range and check the space fits a model with ``num_layers`` layers.
 
         Raises :class:`SearchSpaceError` naming the model and its layers when
@@ -244,7 +250,7 @@ class SteerSearchSpace:
         if self.layer_range is None:
             q = num_layers // 4
             return self.replace(layer_range=(q, max(q, num_layers - 1 - q)))
-        lo, hi = self.layer_range
+        _lo, hi = self.layer_range
         if hi >= num_layers:
             raise SearchSpaceError(
                 f"layer_range {self.layer_range!r} is outside the model: {model_name} has "
@@ -252,7 +258,7 @@ class SteerSearchSpace:
             )
         return self
 
-    def replace(self, **changes: Any) -> "SteerSearchSpace":
+    def replace(self, **changes: Any) -> SteerSearchSpace:
         """A copy with some fields changed (validated again)."""
         d = self.to_dict()
         d.update(changes)
@@ -274,7 +280,7 @@ class SteerSearchSpace:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SteerSearchSpace":
+    def from_dict(cls, d: Mapping[str, Any]) -> SteerSearchSpace:
         if not isinstance(d, Mapping):
             raise SearchSpaceError(f"a search space must be a dict, got {_describe(d)}")
         d = dict(d)

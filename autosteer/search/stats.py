@@ -18,9 +18,9 @@ reliably higher (pass the differences *in the metric's good direction*).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
-__all__ = ["sign_test", "wilcoxon_test", "paired_p", "EXACT_LIMIT", "TESTS"]
+__all__ = ["EXACT_LIMIT", "TESTS", "paired_p", "sign_test", "wilcoxon_test"]
 
 EXACT_LIMIT = 50
 TESTS = ("wilcoxon", "sign")
@@ -37,7 +37,7 @@ def sign_test(diffs: Sequence[float]) -> float:
     if n == 0:
         return 1.0
     k = sum(1 for d in nz if d > 0)
-    return min(1.0, sum(math.comb(n, i) for i in range(k, n + 1)) / 2 ** n)
+    return min(1.0, sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n)
 
 
 def _ranks(values: list[float]) -> list[float]:
@@ -74,12 +74,12 @@ def wilcoxon_test(diffs: Sequence[float]) -> float:
             for s in range(total, r - 1, -1):
                 counts[s] += counts[s - r]
         w = math.ceil(w_plus - 1e-9)
-        return min(1.0, sum(counts[w:]) / 2 ** n)
+        return min(1.0, sum(counts[w:]) / 2**n)
     mean = n * (n + 1) / 4
     tie_term = 0.0
     for m in set(mags):
         t = mags.count(m)
-        tie_term += t ** 3 - t
+        tie_term += t**3 - t
     var = n * (n + 1) * (2 * n + 1) / 24 - tie_term / 48
     if var <= 0:
         return 1.0
@@ -87,8 +87,7 @@ def wilcoxon_test(diffs: Sequence[float]) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2))
 
 
-def paired_p(candidate: Sequence[float], best: Sequence[float], lower_is_better: bool,
-             test: str = "wilcoxon") -> float:
+def paired_p(candidate: Sequence[float], best: Sequence[float], lower_is_better: bool, test: str = "wilcoxon") -> float:
     """p-value that ``candidate`` beats ``best`` prompt by prompt (the same prompts, in order)."""
     if len(candidate) != len(best):
         raise ValueError(f"paired values differ in length ({len(candidate)} vs {len(best)})")

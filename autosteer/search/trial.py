@@ -10,12 +10,13 @@ records before it and from the candidate (:func:`running_best`,
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from autosteer.search.candidate import SteerCandidate
 
-__all__ = ["TrialRecord", "STATUSES", "running_best", "improves"]
+__all__ = ["STATUSES", "TrialRecord", "improves", "running_best"]
 
 #: Status of a record: the unsteered baseline (first record only), then one per candidate.
 STATUSES: tuple[str, ...] = ("baseline", "keep", "discard", "crash")
@@ -78,7 +79,7 @@ class TrialRecord:
     def to_dict(self) -> dict[str, Any]:
         return {k: self[k] for k in self.keys()}
 
-    def replace(self, **changes: Any) -> "TrialRecord":
+    def replace(self, **changes: Any) -> TrialRecord:
         return replace(self, **changes)
 
 

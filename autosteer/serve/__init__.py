@@ -17,8 +17,9 @@ def __getattr__(name: str):
             from autosteer.serve.app import create_app
         except ImportError as exc:
             if exc.name in ("fastapi", "starlette", "uvicorn"):
-                raise ImportError(f"autosteer.serve needs {exc.name}: python -m pip install 'autosteer[serve]'",
-                                  name=exc.name) from None
+                raise ImportError(
+                    f"autosteer.serve needs {exc.name}: python -m pip install 'autosteer[serve]'", name=exc.name
+                ) from None
             raise
         return create_app
     raise AttributeError(f"module 'autosteer.serve' has no attribute {name!r}")

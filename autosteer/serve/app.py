@@ -40,15 +40,31 @@ DEFAULT_MAX_BATCH = 8
 #: Requests that may wait for a batch row; one more is answered 429.
 DEFAULT_MAX_WAITING = 64
 
-_COMMON = {"model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "stream",
-           "stream_options", "n", "steering", "user", "presence_penalty", "frequency_penalty", "logprobs"}
+_COMMON = {
+    "model",
+    "max_tokens",
+    "max_completion_tokens",
+    "temperature",
+    "top_p",
+    "seed",
+    "stop",
+    "stream",
+    "stream_options",
+    "n",
+    "steering",
+    "user",
+    "presence_penalty",
+    "frequency_penalty",
+    "logprobs",
+}
 _CHAT_FIELDS = _COMMON | {"messages", "top_logprobs", "response_format", "metadata", "store"}
 _COMPLETION_FIELDS = _COMMON | {"prompt", "echo", "suffix", "best_of"}
 
 
 def _refuse_constant(name: str):
-    raise RequestError(f"the request body is not valid JSON: {name} is not a JSON number (JSON has no NaN or "
-                       "infinite numbers)", None)
+    raise RequestError(
+        f"the request body is not valid JSON: {name} is not a JSON number (JSON has no NaN or infinite numbers)", None
+    )
 
 
 def _parse_body(raw: bytes) -> dict[str, Any]:
@@ -73,8 +89,10 @@ def _int_field(body, name: str, lo: int, hi: int | None = None, default=None):
         else:
             raise RequestError(f"{name} must be an integer, got {_json_type(v)}", name)
     if v < lo or (hi is not None and v > hi):
-        raise RequestError(f"{name} must be between {lo} and {hi}, got {v}" if hi is not None
-                           else f"{name} must be >= {lo}, got {v}", name)
+        raise RequestError(
+            f"{name} must be between {lo} and {hi}, got {v}" if hi is not None else f"{name} must be >= {lo}, got {v}",
+            name,
+        )
     return v
 
 
@@ -108,24 +126,33 @@ class _Served:
     def common(self, body: Mapping[str, Any], allowed: set[str]) -> dict[str, Any]:
         unknown = sorted(set(body) - allowed)
         if unknown:
-            raise RequestError(f"unknown field {unknown[0]!r} (this server reads: {', '.join(sorted(allowed))})",
-                               unknown[0])
+            raise RequestError(
+                f"unknown field {unknown[0]!r} (this server reads: {', '.join(sorted(allowed))})", unknown[0]
+            )
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise RequestError(f"model must be a string naming the model, got {_json_type(model)}", "model")
         base, _, preset = model.partition("+")
         if base != self.name or (preset and preset not in self.presets):
-            raise RequestError(f"The model '{model}' does not exist (GET /v1/models lists the models and "
-                               "MODEL+PRESET names)", "model", status=404, code="model_not_found")
+            raise RequestError(
+                f"The model '{model}' does not exist (GET /v1/models lists the models and MODEL+PRESET names)",
+                "model",
+                status=404,
+                code="model_not_found",
+            )
         if preset and body.get("steering") is not None:
-            raise RequestError(f"model {model!r} selects preset {preset!r}: give no steering field with it, or "
-                               f"name the model {self.name!r}", "steering")
+            raise RequestError(
+                f"model {model!r} selects preset {preset!r}: give no steering field with it, or "
+                f"name the model {self.name!r}",
+                "steering",
+            )
         steering = parse_steering(preset if preset else body.get("steering"), self.presets, self.info)
         mt = _int_field(body, "max_tokens", 1, self.max_tokens)
         mct = _int_field(body, "max_completion_tokens", 1, self.max_tokens)
         if mt is not None and mct is not None and mt != mct:
-            raise RequestError(f"max_tokens ({mt}) and max_completion_tokens ({mct}) disagree; give one",
-                               "max_completion_tokens")
+            raise RequestError(
+                f"max_tokens ({mt}) and max_completion_tokens ({mct}) disagree; give one", "max_completion_tokens"
+            )
         max_tokens = mct if mct is not None else (mt if mt is not None else self.max_tokens)
         n = _int_field(body, "n", 1, None, 1)
         if n != 1:
@@ -149,8 +176,11 @@ class _Served:
         so = body.get("stream_options")
         include_usage = False
         if so is not None:
-            if not isinstance(so, dict) or set(so) - {"include_usage"} or not isinstance(
-                    so.get("include_usage", False), bool):
+            if (
+                not isinstance(so, dict)
+                or set(so) - {"include_usage"}
+                or not isinstance(so.get("include_usage", False), bool)
+            ):
                 raise RequestError("stream_options must be {\"include_usage\": true|false}", "stream_options")
             include_usage = so.get("include_usage", False)
         stop = body.get("stop")
@@ -161,18 +191,25 @@ class _Served:
         elif isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) and s for s in stop):
             stops = tuple(stop)
         else:
-            raise RequestError(f"stop must be a non-empty string or a list of at most 4 of them, got "
-                               f"{_json_type(stop)}", "stop")
+            raise RequestError(
+                f"stop must be a non-empty string or a list of at most 4 of them, got {_json_type(stop)}", "stop"
+            )
         seed = body.get("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not
-                                 -(2 ** 63) <= seed < 2 ** 64):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**64):
             raise RequestError(f"seed must be an integer, got {_json_type(seed)}", "seed")
         if body.get("user") is not None and not isinstance(body.get("user"), str):
             raise RequestError("user must be a string", "user")
-        return {"model": model, "steering": steering, "max_tokens": max_tokens, "stream": stream,
-                "include_usage": include_usage, "stop": stops, "seed": None if seed is None else seed % (2 ** 63),
-                "temperature": _num_field(body, "temperature", 0.0, 2.0, 1.0),
-                "top_p": _num_field(body, "top_p", 0.0, 1.0, 1.0)}
+        return {
+            "model": model,
+            "steering": steering,
+            "max_tokens": max_tokens,
+            "stream": stream,
+            "include_usage": include_usage,
+            "stop": stops,
+            "seed": None if seed is None else seed % (2**63),
+            "temperature": _num_field(body, "temperature", 0.0, 2.0, 1.0),
+            "top_p": _num_field(body, "top_p", 0.0, 1.0, 1.0),
+        }
 
     def tokens(self, ids: list[int], param: str) -> list[int]:
         if not ids:
@@ -184,8 +221,10 @@ class _Served:
     def chat_ids(self, body) -> list[int]:
         msgs = body.get("messages")
         if not isinstance(msgs, list) or not msgs:
-            raise RequestError(f"messages must be a non-empty list of {{\"role\", \"content\"}} objects, got "
-                               f"{_json_type(msgs)}", "messages")
+            raise RequestError(
+                f"messages must be a non-empty list of {{\"role\", \"content\"}} objects, got {_json_type(msgs)}",
+                "messages",
+            )
         clean = []
         for i, m in enumerate(msgs):
             where = f"messages[{i}]"
@@ -193,25 +232,28 @@ class _Served:
                 raise RequestError(f"{where} must be an object with role and content, got {_json_type(m)}", where)
             role, content = m.get("role"), m.get("content")
             if role not in ("system", "developer", "user", "assistant"):
-                raise RequestError(f"{where}.role must be system, user or assistant, got {_json_type(role)}",
-                                   f"{where}.role")
+                raise RequestError(
+                    f"{where}.role must be system, user or assistant, got {_json_type(role)}", f"{where}.role"
+                )
             if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
                 parts = []
                 for j, p in enumerate(content):
                     if not (isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)):
-                        raise RequestError(f"{where}.content[{j}] must be {{\"type\": \"text\", \"text\": ...}}",
-                                           f"{where}.content")
+                        raise RequestError(
+                            f"{where}.content[{j}] must be {{\"type\": \"text\", \"text\": ...}}", f"{where}.content"
+                        )
                     parts.append(p["text"])
                 content = "".join(parts)
             if not isinstance(content, str):
                 raise RequestError(f"{where}.content must be a string, got {_json_type(content)}", f"{where}.content")
             clean.append({"role": "system" if role == "developer" else role, "content": content})
         if not getattr(self.tokenizer, "chat_template", None):
-            raise RequestError(f"model {self.name!r} has no chat template; use /v1/completions with a raw prompt",
-                               "messages")
+            raise RequestError(
+                f"model {self.name!r} has no chat template; use /v1/completions with a raw prompt", "messages"
+            )
         try:
             text = self.tokenizer.apply_chat_template(clean, add_generation_prompt=True, tokenize=False)
-        except Exception as exc:  # noqa: BLE001 - a template that refuses these messages
+        except Exception as exc:
             raise RequestError(f"the chat template refused the messages: {exc}", "messages") from None
         return self.tokens(self.tokenizer(text, add_special_tokens=False)["input_ids"], "messages")
 
@@ -240,9 +282,15 @@ class _BodyLimit:
         if self.api_key is not None and scope.get("path", "").startswith("/v1/"):
             auth = headers.get(b"authorization", b"").decode("latin-1")
             if not hmac.compare_digest(auth.encode("latin-1"), f"Bearer {self.api_key}".encode()):
-                return await _send_error(send, RequestError(
-                    "missing or wrong API key: send the header 'Authorization: Bearer <key>'", None, status=401,
-                    code="invalid_api_key"))
+                return await _send_error(
+                    send,
+                    RequestError(
+                        "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
+                        None,
+                        status=401,
+                        code="invalid_api_key",
+                    ),
+                )
         length = headers.get(b"content-length")
         if length is not None:
             try:
@@ -281,15 +329,23 @@ class _TooLarge(Exception):
 
 
 def _too_large(n: int, limit: int) -> RequestError:
-    return RequestError(f"the request body has {'at least ' if n else ''}{n} bytes; this server takes at most "
-                        f"{limit} (--max-body)", None, status=413)
+    return RequestError(
+        f"the request body has {'at least ' if n else ''}{n} bytes; this server takes at most {limit} (--max-body)",
+        None,
+        status=413,
+    )
 
 
 async def _send_error(send, err: RequestError) -> None:
     body = json.dumps(err.body()).encode()
-    await send({"type": "http.response.start", "status": err.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-                + ([(b"www-authenticate", b"Bearer")] if err.status == 401 else [])})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": err.status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            + ([(b"www-authenticate", b"Bearer")] if err.status == 401 else []),
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -297,11 +353,19 @@ def _error_response(err: RequestError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status)
 
 
-def create_app(model, tokenizer, *, presets: Mapping[str, str | os.PathLike] | None = None,
-               model_name: str | None = None, max_batch: int = DEFAULT_MAX_BATCH,
-               max_tokens: int = DEFAULT_MAX_TOKENS, max_waiting: int = DEFAULT_MAX_WAITING,
-               api_key: str | None = None, max_body: int = DEFAULT_MAX_BODY,
-               max_coeff: float = DEFAULT_MAX_COEFF) -> FastAPI:
+def create_app(
+    model,
+    tokenizer,
+    *,
+    presets: Mapping[str, str | os.PathLike] | None = None,
+    model_name: str | None = None,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    max_waiting: int = DEFAULT_MAX_WAITING,
+    api_key: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
+    max_coeff: float = DEFAULT_MAX_COEFF,
+) -> FastAPI:
     """An OpenAI-compatible FastAPI app serving ``model`` with per-request steering.
 
     ``presets``: name -> file (a ``best.json``, or a ``.safetensors`` / ``.gguf`` vector
@@ -349,8 +413,7 @@ def create_app(model, tokenizer, *, presets: Mapping[str, str | os.PathLike] | N
         yield
         await asyncio.get_running_loop().run_in_executor(None, engine.close)
 
-    app = FastAPI(title="AutoSteer", summary="OpenAI-compatible serving with per-request steering",
-                  lifespan=lifespan)
+    app = FastAPI(title="AutoSteer", summary="OpenAI-compatible serving with per-request steering", lifespan=lifespan)
     app.state.autosteer = served
     app.state.close = engine.close
     app.add_middleware(_BodyLimit, max_body=max_body, api_key=api_key)
@@ -362,8 +425,10 @@ def create_app(model, tokenizer, *, presets: Mapping[str, str | os.PathLike] | N
     @app.exception_handler(StarletteHTTPException)
     async def _on_http(request, exc: StarletteHTTPException):
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse({"error": {"message": str(exc.detail), "type": kind, "param": None, "code": None}},
-                            status_code=exc.status_code)
+        return JSONResponse(
+            {"error": {"message": str(exc.detail), "type": kind, "param": None, "code": None}},
+            status_code=exc.status_code,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation(request, exc: RequestValidationError):
@@ -378,14 +443,18 @@ def create_app(model, tokenizer, *, presets: Mapping[str, str | os.PathLike] | N
     @app.get("/v1/models")
     async def models():
         ids = [model_name] + [f"{model_name}+{p}" for p in loaded]
-        return {"object": "list", "data": [{"id": i, "object": "model", "created": served.created,
-                                            "owned_by": "autosteer"} for i in ids]}
+        return {
+            "object": "list",
+            "data": [{"id": i, "object": "model", "created": served.created, "owned_by": "autosteer"} for i in ids],
+        }
 
     @app.get("/v1/presets")
     async def list_presets():
-        return {"object": "list", "model": {"id": model_name, "num_layers": info.num_layers,
-                                            "hidden_size": info.hidden_size},
-                "data": [p.to_dict() for p in loaded.values()]}
+        return {
+            "object": "list",
+            "model": {"id": model_name, "num_layers": info.num_layers, "hidden_size": info.hidden_size},
+            "data": [p.to_dict() for p in loaded.values()],
+        }
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -415,8 +484,16 @@ async def _complete(request: Request, served: _Served, opts: dict[str, Any], ids
         except RuntimeError:  # the loop is gone (the server stopped)
             pass
 
-    row = Row(prompt_ids=ids, max_tokens=opts["max_tokens"], sink=sink, steering=opts["steering"],
-              temperature=opts["temperature"], top_p=opts["top_p"], seed=opts["seed"], stop=opts["stop"])
+    row = Row(
+        prompt_ids=ids,
+        max_tokens=opts["max_tokens"],
+        sink=sink,
+        steering=opts["steering"],
+        temperature=opts["temperature"],
+        top_p=opts["top_p"],
+        seed=opts["seed"],
+        stop=opts["stop"],
+    )
     served.engine.submit(row)
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
     created = int(time.time())
@@ -443,14 +520,19 @@ async def _complete(request: Request, served: _Served, opts: dict[str, Any], ids
         text = "".join(texts)
         usage = _usage(final)
         if chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                      "finish_reason": final.finish_reason}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": final.finish_reason,
+            }
             obj = "chat.completion"
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": final.finish_reason}
             obj = "text_completion"
-        return JSONResponse({"id": rid, "object": obj, "created": created, "model": model, "choices": [choice],
-                             "usage": usage})
+        return JSONResponse(
+            {"id": rid, "object": obj, "created": created, "model": model, "choices": [choice], "usage": usage}
+        )
 
     def chunk(text: str | None, finish: str | None, role: bool = False) -> str:
         if chat:
@@ -464,8 +546,11 @@ async def _complete(request: Request, served: _Served, opts: dict[str, Any], ids
         else:
             choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
             obj = "text_completion"
-        return "data: " + json.dumps({"id": rid, "object": obj, "created": created, "model": model,
-                                      "choices": [choice]}) + "\n\n"
+        return (
+            "data: "
+            + json.dumps({"id": rid, "object": obj, "created": created, "model": model, "choices": [choice]})
+            + "\n\n"
+        )
 
     async def events():
         event = first
@@ -482,9 +567,20 @@ async def _complete(request: Request, served: _Served, opts: dict[str, Any], ids
                     else:
                         yield chunk(None, event.finish_reason)
                         if opts["include_usage"]:
-                            yield "data: " + json.dumps({"id": rid, "object": "chat.completion.chunk" if chat
-                                                         else "text_completion", "created": created, "model": model,
-                                                         "choices": [], "usage": _usage(event)}) + "\n\n"
+                            yield (
+                                "data: "
+                                + json.dumps(
+                                    {
+                                        "id": rid,
+                                        "object": "chat.completion.chunk" if chat else "text_completion",
+                                        "created": created,
+                                        "model": model,
+                                        "choices": [],
+                                        "usage": _usage(event),
+                                    }
+                                )
+                                + "\n\n"
+                            )
                     yield "data: [DONE]\n\n"
                     return
                 event = await queue.get()
@@ -492,8 +588,9 @@ async def _complete(request: Request, served: _Served, opts: dict[str, Any], ids
             if not row.done:
                 row.cancel()  # the client went away: its batch row frees at the next step
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
 async def _next(request: Request, queue: asyncio.Queue, row: Row) -> Event:
@@ -508,8 +605,11 @@ async def _next(request: Request, queue: asyncio.Queue, row: Row) -> Event:
 
 
 def _usage(event: Event) -> dict[str, int]:
-    return {"prompt_tokens": event.prompt_tokens, "completion_tokens": event.completion_tokens,
-            "total_tokens": event.prompt_tokens + event.completion_tokens}
+    return {
+        "prompt_tokens": event.prompt_tokens,
+        "completion_tokens": event.completion_tokens,
+        "total_tokens": event.prompt_tokens + event.completion_tokens,
+    }
 
 
 def _as_request_error(exc: Exception) -> RequestError:

@@ -125,8 +125,12 @@ class Engine:
             if self._closing:
                 raise RequestError("the server is shutting down", None, status=503, type="server_error")
             if len(self._waiting) >= self.max_waiting:
-                raise RequestError(f"too many requests are waiting ({len(self._waiting)}); retry later", None,
-                                   status=429, type="rate_limit_error")
+                raise RequestError(
+                    f"too many requests are waiting ({len(self._waiting)}); retry later",
+                    None,
+                    status=429,
+                    type="rate_limit_error",
+                )
             self._waiting.append(row)
             self._cond.notify()
 
@@ -236,7 +240,7 @@ class Engine:
             r.steering.row = r
             try:
                 r.steering.apply(steer, group=r.slot)
-            except Exception as exc:  # noqa: BLE001 - this request's configuration only
+            except Exception as exc:
                 steer.remove_groups([r.slot])  # its slot held nothing before (dropped above)
                 self._finish(r, "error", RequestError(f"steering: {exc}", "steering"))
                 if r in self._active:
@@ -259,15 +263,20 @@ class Engine:
         mask = torch.zeros((len(new), width), dtype=torch.long)
         for b, r in enumerate(new):
             n = len(r.prompt_ids)
-            ids[b, width - n:] = torch.tensor(r.prompt_ids, dtype=torch.long)
-            mask[b, width - n:] = 1
+            ids[b, width - n :] = torch.tensor(r.prompt_ids, dtype=torch.long)
+            mask[b, width - n :] = 1
             r.step = 0
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
-        out, cache = self._forward(new, input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                   position_ids=pos.to(self.device), cache=cache)
+        out, cache = self._forward(
+            new,
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=pos.to(self.device),
+            cache=cache,
+        )
         tokens = self._sample(new, out.logits[:, -1, :])
         keep = [b for b, r in enumerate(new) if not self._advance(r, tokens[b])]
         if not keep:
@@ -315,8 +324,13 @@ class Engine:
         last = torch.tensor([[r.generated[-1]] for r in rows], dtype=torch.long)
         pos = self._batch_mask().sum(-1, keepdim=True)
         mask = torch.cat([self._batch_mask(), torch.ones((len(rows), 1), dtype=torch.long)], dim=1)
-        out, self._cache = self._forward(rows, input_ids=last.to(self.device), attention_mask=mask.to(self.device),
-                                         position_ids=pos.to(self.device), cache=self._cache)
+        out, self._cache = self._forward(
+            rows,
+            input_ids=last.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=pos.to(self.device),
+            cache=self._cache,
+        )
         self._mask = mask
         tokens = self._sample(rows, out.logits[:, -1, :])
         finished = [r for b, r in enumerate(rows) if self._advance(r, tokens[b])]
@@ -414,7 +428,7 @@ class Engine:
                         end = min(end, len(text[:end]) - k)
                         break
         if end > row.sent:
-            piece = text[row.sent:end]
+            piece = text[row.sent : end]
             row.sent = end
             row.sink(Event(text=piece))
 
@@ -423,8 +437,17 @@ class Engine:
             return
         row.done = True
         # told after the iteration: by then an idle engine has taken its steering off the model
-        self._finished.append((row, Event(finish_reason=reason, error=error, prompt_tokens=len(row.prompt_ids),
-                                          completion_tokens=len(row.generated) + row.eos)))
+        self._finished.append(
+            (
+                row,
+                Event(
+                    finish_reason=reason,
+                    error=error,
+                    prompt_tokens=len(row.prompt_ids),
+                    completion_tokens=len(row.generated) + row.eos,
+                ),
+            )
+        )
 
     def _flush(self) -> None:
         finished, self._finished = self._finished, []

@@ -31,8 +31,9 @@ class AutoSteerReplica:
     """One Ray Serve replica: the model, loaded with :func:`autosteer.load_model`, behind
     :func:`~autosteer.serve.create_app` (Ray Serve builds the ASGI app after ``__init__``)."""
 
-    def __init__(self, model: str, presets: Mapping[str, str] | None, app_kwargs: Mapping[str, Any],
-                 threads: int | None = None):
+    def __init__(
+        self, model: str, presets: Mapping[str, str] | None, app_kwargs: Mapping[str, Any], threads: int | None = None
+    ):
         from autosteer.models import load_model
         from autosteer.serve.app import create_app
         from autosteer.serve.server import served_name
@@ -50,9 +51,16 @@ class AutoSteerReplica:
         return self._app
 
 
-def deployment(model: str, *, presets: Mapping[str, str] | None = None, num_replicas: int = 2,
-               ray_actor_options: Mapping[str, Any] | None = None, name: str = "autosteer",
-               threads: int | None = None, **app_kwargs):
+def deployment(
+    model: str,
+    *,
+    presets: Mapping[str, str] | None = None,
+    num_replicas: int = 2,
+    ray_actor_options: Mapping[str, Any] | None = None,
+    name: str = "autosteer",
+    threads: int | None = None,
+    **app_kwargs,
+):
     """A bound Ray Serve application for ``serve.run``: ``num_replicas`` replicas of the
     server on ``model`` (a :func:`autosteer.load_model` name or path).  ``app_kwargs`` go to
     :func:`~autosteer.serve.create_app` (``max_batch``, ``max_tokens``, ``api_key``...);
@@ -64,7 +72,8 @@ def deployment(model: str, *, presets: Mapping[str, str] | None = None, num_repl
 
     num_replicas = check_int("num_replicas", num_replicas, minimum=1)
     ingress = serve.ingress()(AutoSteerReplica)
-    dep = serve.deployment(ingress, name=name, num_replicas=num_replicas,
-                           ray_actor_options=dict(ray_actor_options or {"num_cpus": 1}))
+    dep = serve.deployment(
+        ingress, name=name, num_replicas=num_replicas, ray_actor_options=dict(ray_actor_options or {"num_cpus": 1})
+    )
     # serve.deployment(cls, **options) returns a Deployment; ray's annotations type only the decorator form
     return dep.bind(model, dict(presets or {}), dict(app_kwargs), threads)  # type: ignore[attr-defined]

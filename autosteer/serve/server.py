@@ -48,20 +48,33 @@ def serve(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    app = create_app(model, tokenizer, presets=presets, model_name=args.name or served_name(args.model),
-                     max_batch=args.max_batch, max_tokens=args.max_tokens, max_waiting=args.max_waiting,
-                     api_key=api_key, max_body=args.max_body)
+    app = create_app(
+        model,
+        tokenizer,
+        presets=presets,
+        model_name=args.name or served_name(args.model),
+        max_batch=args.max_batch,
+        max_tokens=args.max_tokens,
+        max_waiting=args.max_waiting,
+        api_key=api_key,
+        max_body=args.max_body,
+    )
     if viewer is not None:
         from autosteer.serve.playground.app import add_viewer
 
         add_viewer(app, args.log, **viewer)
     if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
-        print(f"warning: serving on {args.host} without --api-key: anyone who reaches it can use it",
-              file=sys.stderr)
-    print(f"serving {app.state.autosteer.name!r} on http://{args.host}:{args.port}/v1 "
-          f"(presets: {', '.join(presets) or 'none'}); Ctrl-C stops after the requests in flight", file=sys.stderr)
-    print(f"playground: http://{args.host}:{args.port}/" + (f"  search viewer: http://{args.host}:{args.port}/viewer"
-                                                           if viewer is not None else ""), file=sys.stderr)
+        print(f"warning: serving on {args.host} without --api-key: anyone who reaches it can use it", file=sys.stderr)
+    print(
+        f"serving {app.state.autosteer.name!r} on http://{args.host}:{args.port}/v1 "
+        f"(presets: {', '.join(presets) or 'none'}); Ctrl-C stops after the requests in flight",
+        file=sys.stderr,
+    )
+    print(
+        f"playground: http://{args.host}:{args.port}/"
+        + (f"  search viewer: http://{args.host}:{args.port}/viewer" if viewer is not None else ""),
+        file=sys.stderr,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=60)
     return 0
 
@@ -81,8 +94,10 @@ def _viewer_options(args) -> dict | None:
 
     if not os.path.exists(log):
         if holdout is not None:
-            raise UsageError(f"--log {log}: no such file yet; --holdout is checked against the log, so start the "
-                             "search first (or leave out --holdout)")
+            raise UsageError(
+                f"--log {log}: no such file yet; --holdout is checked against the log, so start the "
+                "search first (or leave out --holdout)"
+            )
         if not os.path.isdir(os.path.dirname(os.path.abspath(log))):
             raise UsageError(f"--log {log}: its folder does not exist")
         return {}

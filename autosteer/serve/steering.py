@@ -39,8 +39,14 @@ class RequestError(InvalidArgumentError):
     """A request the server refuses: ``status`` (400, 404, 413, 429...), the OpenAI error
     ``type`` and the request field it is about (``param``)."""
 
-    def __init__(self, message: str, param: str | None = None, status: int = 400,
-                 type: str = "invalid_request_error", code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        param: str | None = None,
+        status: int = 400,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.param = param
@@ -198,13 +204,24 @@ def load_preset(name: str, path: str | os.PathLike, model, tokenizer) -> Preset:
                 sched = None if v.schedule is None else v.schedule.to_dict()
                 if v.concept is not None:
                     concepts[v.concept.name] = v.concept
-                specs.append(VectorSpec(v.layer_idx, v.coeff, "vector", v.direction.detach().cpu().clone(), sched,
-                                        v.text if v.text is not None else (v.concept.name if v.concept else None)))
+                specs.append(
+                    VectorSpec(
+                        v.layer_idx,
+                        v.coeff,
+                        "vector",
+                        v.direction.detach().cpu().clone(),
+                        sched,
+                        v.text if v.text is not None else (v.concept.name if v.concept else None),
+                    )
+                )
             for il, vec in steer.output_vectors.items():
                 if il + 1 >= steer.num_layers:
-                    raise _preset_error(path, f"its vector for the output of the last decoder layer ({il}) cannot be "
-                                              "steered per request (only outputs of layers 0.."
-                                              f"{steer.num_layers - 2})")
+                    raise _preset_error(
+                        path,
+                        f"its vector for the output of the last decoder layer ({il}) cannot be "
+                        "steered per request (only outputs of layers 0.."
+                        f"{steer.num_layers - 2})",
+                    )
                 specs.append(VectorSpec(il + 1, 1.0, "output", vec.detach().cpu().clone()))
         finally:
             steer.reset_all()
@@ -243,8 +260,7 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not valid JSON (JSON has no NaN or infinite numbers)")
 
 
-def parse_steering(value: Any, presets: Mapping[str, Preset], info: ModelInfo,
-                   param: str = "steering") -> RowSteering:
+def parse_steering(value: Any, presets: Mapping[str, Preset], info: ModelInfo, param: str = "steering") -> RowSteering:
     """The ``steering`` field of a request as a :class:`RowSteering` (empty: unsteered)."""
     if value is None:
         return RowSteering()
@@ -258,14 +274,18 @@ def parse_steering(value: Any, presets: Mapping[str, Preset], info: ModelInfo,
     if isinstance(value, Mapping) and "vectors" in value:  # a whole best.json / candidate pasted
         extra = sorted(set(value) - {"vectors", "concepts"})
         if extra:
-            raise RequestError(f"{param}: unknown key(s) {', '.join(extra)}; expected a preset name, a list of "
-                               "vectors or {\"vectors\": [...], \"concepts\": {...}}", param)
+            raise RequestError(
+                f"{param}: unknown key(s) {', '.join(extra)}; expected a preset name, a list of "
+                "vectors or {\"vectors\": [...], \"concepts\": {...}}",
+                param,
+            )
         given = _parse_concepts(value.get("concepts"), f"{param}.concepts")
         value = value["vectors"]
         param = f"{param}.vectors"
     if not isinstance(value, list):
-        raise RequestError(f"{param} must be a preset name (string) or a list of vector objects, got "
-                           f"{_json_type(value)}", param)
+        raise RequestError(
+            f"{param} must be a preset name (string) or a list of vector objects, got {_json_type(value)}", param
+        )
     if len(value) > 4 * info.num_layers:
         raise RequestError(f"{param}: at most {4 * info.num_layers} vectors, got {len(value)}", param)
     concepts: dict[str, Any] = dict(given)
@@ -312,12 +332,16 @@ def _json_type(v: Any) -> str:
 
 def _parse_vector(d: Any, where: str, concepts: Mapping[str, Any], info: ModelInfo) -> VectorSpec:
     if not isinstance(d, Mapping):
-        raise RequestError(f"{where} must be an object with layer_idx, coeff and one of text/concept/vector, got "
-                           f"{_json_type(d)}", where)
+        raise RequestError(
+            f"{where} must be an object with layer_idx, coeff and one of text/concept/vector, got {_json_type(d)}",
+            where,
+        )
     unknown = sorted(set(d) - _VECTOR_KEYS - {"group"})
     if unknown:
-        raise RequestError(f"{where}: unknown key(s) {', '.join(unknown)} (expected {', '.join(sorted(_VECTOR_KEYS))})",
-                           f"{where}.{unknown[0]}")
+        raise RequestError(
+            f"{where}: unknown key(s) {', '.join(unknown)} (expected {', '.join(sorted(_VECTOR_KEYS))})",
+            f"{where}.{unknown[0]}",
+        )
     if "layer_idx" not in d:
         raise RequestError(f"{where}.layer_idx is missing", f"{where}.layer_idx")
     layer = d["layer_idx"]
@@ -325,8 +349,10 @@ def _parse_vector(d: Any, where: str, concepts: Mapping[str, Any], info: ModelIn
         raise RequestError(f"{where}.layer_idx must be an integer, got {_json_type(layer)}", f"{where}.layer_idx")
     n = info.num_layers
     if not 0 <= layer < n:
-        raise RequestError(f"{where}.layer_idx {layer} is out of range: the model has {n} decoder layers "
-                           f"(0..{n - 1})", f"{where}.layer_idx")
+        raise RequestError(
+            f"{where}.layer_idx {layer} is out of range: the model has {n} decoder layers (0..{n - 1})",
+            f"{where}.layer_idx",
+        )
     if "coeff" not in d:
         raise RequestError(f"{where}.coeff is missing", f"{where}.coeff")
     coeff = d["coeff"]
@@ -334,12 +360,15 @@ def _parse_vector(d: Any, where: str, concepts: Mapping[str, Any], info: ModelIn
         raise RequestError(f"{where}.coeff must be a number, got {_json_type(coeff)}", f"{where}.coeff")
     coeff = float(coeff)
     if not math.isfinite(coeff) or abs(coeff) > info.max_coeff:
-        raise RequestError(f"{where}.coeff must be finite with |coeff| <= {info.max_coeff:g}, got {coeff!r}",
-                           f"{where}.coeff")
+        raise RequestError(
+            f"{where}.coeff must be finite with |coeff| <= {info.max_coeff:g}, got {coeff!r}", f"{where}.coeff"
+        )
     sources = [k for k in ("text", "concept", "vector") if d.get(k) is not None]
     if len(sources) != 1:
-        raise RequestError(f"{where} needs exactly one of text, concept or vector, got "
-                           + (", ".join(sources) if sources else "none"), where)
+        raise RequestError(
+            f"{where} needs exactly one of text, concept or vector, got " + (", ".join(sources) if sources else "none"),
+            where,
+        )
     if "schedule" in d and "coeff_schedule" in d:
         raise RequestError(f"{where}: give schedule or its alias coeff_schedule, not both", f"{where}.coeff_schedule")
     skey = "coeff_schedule" if "coeff_schedule" in d else "schedule"
@@ -363,15 +392,20 @@ def _parse_vector(d: Any, where: str, concepts: Mapping[str, Any], info: ModelIn
         concept = concepts.get(key) if isinstance(key, str) else None
         if concept is None:
             names = sorted({c.name for c in concepts.values()})
-            raise RequestError(f"{where}.concept {describe(value)} is not a concept of any preset "
-                               f"(concepts: {', '.join(names) if names else 'none'})", f"{where}.concept")
+            raise RequestError(
+                f"{where}.concept {describe(value)} is not a concept of any preset "
+                f"(concepts: {', '.join(names) if names else 'none'})",
+                f"{where}.concept",
+            )
         return VectorSpec(layer, coeff, "concept", concept, schedule)
     if not isinstance(value, list):
-        raise RequestError(f"{where}.vector must be a list of {info.hidden_size} numbers, got {_json_type(value)}",
-                           f"{where}.vector")
+        raise RequestError(
+            f"{where}.vector must be a list of {info.hidden_size} numbers, got {_json_type(value)}", f"{where}.vector"
+        )
     if len(value) != info.hidden_size:
-        raise RequestError(f"{where}.vector has {len(value)} values; the model's hidden size is {info.hidden_size}",
-                           f"{where}.vector")
+        raise RequestError(
+            f"{where}.vector has {len(value)} values; the model's hidden size is {info.hidden_size}", f"{where}.vector"
+        )
     for j, x in enumerate(value):
         if not is_real(x) or isinstance(x, bool) or not math.isfinite(x) or abs(x) > 3.0e38:
             raise RequestError(f"{where}.vector[{j}] must be a finite number, got {_json_type(x)}", f"{where}.vector")
@@ -387,8 +421,9 @@ def _parse_schedule(value: Any, where: str):
     from autosteer.steering.schedules import schedule_from_dict
 
     if not isinstance(value, Mapping):
-        raise RequestError(f"{where} must be an object such as {{\"type\": \"decay\", \"rate\": 0.9}}, got "
-                           f"{_json_type(value)}", where)
+        raise RequestError(
+            f"{where} must be an object such as {{\"type\": \"decay\", \"rate\": 0.9}}, got {_json_type(value)}", where
+        )
     try:
         d = normalise_schedule(value, where)
         if d is not None:

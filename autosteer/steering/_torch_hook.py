@@ -27,7 +27,7 @@ from autosteer import _C
 from autosteer._checks import describe
 from autosteer.errors import InvalidArgumentError, SteerStateError
 
-__all__ = ["TorchHook", "steer", "last_token_index", "storage_limit"]
+__all__ = ["TorchHook", "last_token_index", "steer", "storage_limit"]
 
 _F32_MAX = float(torch.finfo(torch.float32).max)
 _LIMITS: dict[torch.dtype, float] = {}  # a cache of constants: torch.finfo per dtype
@@ -66,8 +66,9 @@ def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
         return host.to(device)
 
 
-def _row_index(tracker, batch: int, groups: int, layer_idx: int, device: torch.device,
-               cache: list | None = None) -> torch.Tensor:
+def _row_index(
+    tracker, batch: int, groups: int, layer_idx: int, device: torch.device, cache: list | None = None
+) -> torch.Tensor:
     """The group of each batch row, on ``device`` (the tracker checks that they fit).
 
     ``cache`` (a hook's own two-slot list) keeps the device copy of the host row
@@ -129,8 +130,9 @@ def _check_finite_delta(scale: torch.Tensor, combined: torch.Tensor, dtype: torc
         )
 
 
-def steer(h: torch.Tensor, tracker, weights, directions: torch.Tensor, step: int,
-          rows_cache: list | None = None) -> torch.Tensor:
+def steer(
+    h: torch.Tensor, tracker, weights, directions: torch.Tensor, step: int, rows_cache: list | None = None
+) -> torch.Tensor:
     """Return the steered layer input, out of place; ``weights`` is filled for ``step``.
 
     ``h + s_b * (W[group(b)] @ directions)`` with ``s_b`` the rms of the
@@ -194,7 +196,7 @@ def _replace_hidden(args: tuple, kwargs: dict, from_kwargs: bool, key: str, new_
         kwargs = dict(kwargs)
         kwargs[key] = new_h
         return args, kwargs
-    return (new_h,) + tuple(args[1:]), kwargs
+    return (new_h, *tuple(args[1:])), kwargs
 
 
 class TorchHook:
@@ -266,7 +268,7 @@ class OutputHook:
     def __call__(self, module, args, output):
         h = output[0] if isinstance(output, tuple) else output
         new = h + self.vector.to(device=h.device, dtype=h.dtype)
-        return (new,) + tuple(output[1:]) if isinstance(output, tuple) else new
+        return (new, *tuple(output[1:])) if isinstance(output, tuple) else new
 
     def __deepcopy__(self, memo):
         new = object.__new__(type(self))

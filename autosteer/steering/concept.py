@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from autosteer import _C
 from autosteer._canonical import digest
@@ -43,8 +44,17 @@ from autosteer._checks import check_list
 from autosteer._checks import describe as _describe
 from autosteer.errors import InvalidArgumentError
 
-__all__ = ["Concept", "METHODS", "POSITIONS", "ROLES", "MIN_SEPARATION", "load_concepts", "check_conversation",
-           "normalise", "text_ids"]
+__all__ = [
+    "METHODS",
+    "MIN_SEPARATION",
+    "POSITIONS",
+    "ROLES",
+    "Concept",
+    "check_conversation",
+    "load_concepts",
+    "normalise",
+    "text_ids",
+]
 
 #: A concept whose two sides differ by less than this share of their activations' size at a
 #: layer has no direction there (identical or near-identical texts): it is refused.
@@ -68,7 +78,9 @@ def check_conversation(conv: Any, where: str) -> tuple[tuple[str, str], ...]:
             )
         role, content = msg["role"], msg["content"]
         if role not in ROLES:
-            raise InvalidArgumentError(f"{where}[{j}] has the unknown role {role!r}; expected one of {', '.join(ROLES)}")
+            raise InvalidArgumentError(
+                f"{where}[{j}] has the unknown role {role!r}; expected one of {', '.join(ROLES)}"
+            )
         if not isinstance(content, str):
             raise InvalidArgumentError(f"{where}[{j}] content must be a string, got {_describe(content)}")
         out.append((role, content))
@@ -112,7 +124,9 @@ class Concept:
         if self.method not in METHODS:
             raise InvalidArgumentError(f"{where}: method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.position not in POSITIONS:
-            raise InvalidArgumentError(f"{where}: position must be one of {', '.join(POSITIONS)}, got {self.position!r}")
+            raise InvalidArgumentError(
+                f"{where}: position must be one of {', '.join(POSITIONS)}, got {self.position!r}"
+            )
         if self.method == "pca" and len(pos) != len(neg):
             raise InvalidArgumentError(
                 f"{where}: method 'pca' takes paired texts, but positive has {len(pos)} and negative {len(neg)}"
@@ -135,7 +149,7 @@ class Concept:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Concept":
+    def from_dict(cls, d: Mapping[str, Any]) -> Concept:
         if not isinstance(d, Mapping):
             raise InvalidArgumentError(f"a concept must be a JSON object, got {_describe(d)}")
         unknown = sorted(set(d) - {"name", "positive", "negative", "method", "position"})
@@ -161,8 +175,10 @@ class Concept:
         return hash((self.name, self.hash))
 
     def __repr__(self) -> str:
-        return (f"Concept({self.name!r}, {len(self.positive)} positive, {len(self.negative)} negative, "
-                f"method={self.method!r}, position={self.position!r}, hash={self.hash!r})")
+        return (
+            f"Concept({self.name!r}, {len(self.positive)} positive, {len(self.negative)} negative, "
+            f"method={self.method!r}, position={self.position!r}, hash={self.hash!r})"
+        )
 
     # -- directions -----------------------------------------------------------------
 

@@ -31,12 +31,12 @@ from torch import nn
 from autosteer.errors import InvalidArgumentError, UnsupportedModelError
 
 __all__ = [
+    "TRANSFORMERS_CONVENTION",
     "DecoderLayers",
     "ForwardConvention",
-    "TRANSFORMERS_CONVENTION",
     "find_decoder_layers",
-    "hidden_size_of",
     "first_layernorm_eps",
+    "hidden_size_of",
 ]
 
 OVERRIDE_PATH = "<override>"
@@ -122,7 +122,7 @@ def _peft_unwrap(model: nn.Module) -> tuple[nn.Module, str]:
     prefix: list[str] = []
     for _ in range(8):
         mod = type(model).__module__ or ""
-        if not mod.split(".", 1)[0] == "peft":
+        if mod.split(".", 1)[0] != "peft":
             break
         children = getattr(model, "_modules", {}) or {}
         # PeftModel keeps the tuner in `base_model`; a tuner (LoraModel, ...) keeps the
@@ -195,8 +195,7 @@ def _from_override(model: nn.Module, inner: nn.Module, prefix: str, value: Any, 
             layers = _as_layer_list(found, f"{where} path {path!r}")
             return DecoderLayers(layers, _join(root_prefix, path), cls)
         raise InvalidArgumentError(
-            f"{where} path {path!r} does not exist on {cls}: "
-            f"expected a dotted attribute path such as 'model.layers'"
+            f"{where} path {path!r} does not exist on {cls}: expected a dotted attribute path such as 'model.layers'"
         )
     return DecoderLayers(_as_layer_list(value, where), OVERRIDE_PATH, cls)
 

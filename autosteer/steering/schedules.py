@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import builtins
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from autosteer import _C
 from autosteer.errors import ArgumentTypeError, ScheduleError
@@ -36,13 +37,13 @@ if TYPE_CHECKING:  # the names below are built from the table at import
 
 __all__ = [
     "SCHEDULE_KINDS",
+    "Schedule",
+    "ScheduleDomain",
     "ScheduleKind",
     "ScheduleParam",
-    "ScheduleDomain",
-    "Schedule",
+    "as_schedule",
     "schedule_from_dict",
     "schedule_to_dict",
-    "as_schedule",
 ]
 
 
@@ -67,9 +68,7 @@ class ScheduleDomain:
             return False
         if self.min is not None and (v <= self.min if self.min_open else v < self.min):
             return False
-        if self.max is not None and (v >= self.max if self.max_open else v > self.max):
-            return False
-        return True
+        return not (self.max is not None and (v >= self.max if self.max_open else v > self.max))
 
 
 @dataclass(frozen=True)
@@ -151,7 +150,7 @@ del _kind
 _BUILTIN = tuple(k.cls for k in SCHEDULE_KINDS.values())
 
 # Union of a tuple built at import (not Union[(*_BUILTIN, ...)]: mypy reads that as 3.11's star syntax)
-Schedule = Union[_BUILTIN + (Callable[[int], float],)]  # type: ignore[valid-type]  # noqa: UP007
+Schedule = Union[_BUILTIN + (Callable[[int], float],)]  # type: ignore[valid-type]  # noqa: UP007, RUF005
 
 
 def schedule_from_dict(d: Mapping[str, Any]):

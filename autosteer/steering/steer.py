@@ -18,22 +18,23 @@ from __future__ import annotations
 import contextlib
 import copy
 import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from autosteer import _C
-from autosteer.steering import _torch_hook
 from autosteer._checks import check_bool, check_int, check_list, check_real, describe, is_int
 from autosteer.errors import InvalidArgumentError, LayerIndexError, SteerStateError, VectorShapeError
+from autosteer.steering import _torch_hook
 from autosteer.steering.concept import MIN_SEPARATION, Concept, normalise, positions_of, render, text_ids
 from autosteer.steering.layers import TRANSFORMERS_CONVENTION, find_decoder_layers, first_layernorm_eps, hidden_size_of
 from autosteer.steering.schedules import as_schedule, schedule_to_dict
 from autosteer.steering.vectors import SteeringVector
 
-__all__ = ["Steer", "SteeringVector", "steering_paused", "active_steering", "is_steered", "UnownedSteeringWarning"]
+__all__ = ["Steer", "SteeringVector", "UnownedSteeringWarning", "active_steering", "is_steered", "steering_paused"]
 
 _F32_MAX = float(np.finfo(np.float32).max)
 
@@ -60,9 +61,7 @@ def _check_coeff(coeff) -> float:
         coeff = coeff.item()
     value = check_real("coeff", coeff)
     if abs(value) > _F32_MAX:
-        raise InvalidArgumentError(
-            f"coeff must be finite in float32 (|coeff| <= {_F32_MAX!r}), got {value!r}"
-        )
+        raise InvalidArgumentError(f"coeff must be finite in float32 (|coeff| <= {_F32_MAX!r}), got {value!r}")
     return value
 
 
@@ -147,14 +146,19 @@ def _paused(model: torch.nn.Module, which: Callable[[Any], bool]) -> Iterator[No
 
 
 #: Every live Steer, so that the steering on a model can be described by what it steers with.
-_LIVE: "weakref.WeakSet[Steer]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[Steer] = weakref.WeakSet()
 
 
 def _describe_vector(d: dict) -> str:
     if d.get("output_of_layer") is not None:
         return f"layer {d['layer_idx']}: a fixed vector on its output (norm {d['norm']:.3g})"
-    what = (f"concept {d['concept']['name']!r}" if d.get("concept") else
-            repr(d["text"]) if d.get("text") is not None else "a vector")
+    what = (
+        f"concept {d['concept']['name']!r}"
+        if d.get("concept")
+        else repr(d["text"])
+        if d.get("text") is not None
+        else "a vector"
+    )
     sched = f", schedule {d['coeff_schedule']['type']}" if d.get("coeff_schedule") else ""
     return f"layer {d['layer_idx']}: {what} coeff {d['coeff']:g}{sched}"
 
@@ -204,8 +208,12 @@ def active_steering(model: torch.nn.Module, *, unowned_only: bool = False) -> li
 def is_steered(model: torch.nn.Module) -> bool:
     """Whether any AutoSteer steering (of any ``Steer``, or copied along with the model) is
     on ``model``'s modules: what a metric asks before it reuses an unsteered score."""
-    return any(_is_autosteer_hook(h) and not isinstance(h, _C.StepTracker)
-               for m in model.modules() for attr in _HOOK_DICTS for h in getattr(m, attr).values())
+    return any(
+        _is_autosteer_hook(h) and not isinstance(h, _C.StepTracker)
+        for m in model.modules()
+        for attr in _HOOK_DICTS
+        for h in getattr(m, attr).values()
+    )
 
 
 def _copy_without_steering(model: torch.nn.Module) -> torch.nn.Module:
@@ -279,8 +287,7 @@ class Steer:
         self._signatures: dict[int, tuple] = {}  # layer -> what its hook was configured with
         self._declared_groups = 0  # len(configs) inside applied([...])
         self._tracker_module = self._owner_of(found.layers) or self.model
-        self._tracker = _C.StepTracker(**self._convention.tracker_kwargs(),
-                                       last_index_fn=_torch_hook.last_token_index)
+        self._tracker = _C.StepTracker(**self._convention.tracker_kwargs(), last_index_fn=_torch_hook.last_token_index)
         # a VLM's or PEFT wrapper's outer forward gets the 2-D mask the owner may not
         self._relay = self._tracker.relay() if self.model is not self._tracker_module else None
         self._tracker_handles: list = []
@@ -298,7 +305,8 @@ class Steer:
                 f"{self._model_class} already carries AutoSteer steering that no live Steer owns "
                 f"({'; '.join(unowned)}), e.g. from copy.deepcopy of a steered model: it stays active and this "
                 "Steer's get_all() and vectors do not list it; call reset_all() on this Steer to remove it",
-                UnownedSteeringWarning, stacklevel=2,
+                UnownedSteeringWarning,
+                stacklevel=2,
             )
         _LIVE.add(self)
 
@@ -326,8 +334,19 @@ class Steer:
         """The active vectors, in the order they were added, as read-only
         :class:`SteeringVector` records (each direction a copy): what vector
         files, servers and metrics read instead of this object's internals."""
-        return tuple(SteeringVector(v.layer_idx, v.coeff, v.direction.detach().to("cpu", torch.float32).clone(),
-                                    v.schedule, v.text, v.concept, v.group, v.method) for v in self._vectors)
+        return tuple(
+            SteeringVector(
+                v.layer_idx,
+                v.coeff,
+                v.direction.detach().to("cpu", torch.float32).clone(),
+                v.schedule,
+                v.text,
+                v.concept,
+                v.group,
+                v.method,
+            )
+            for v in self._vectors
+        )
 
     @property
     def output_vectors(self) -> dict[int, torch.Tensor]:
@@ -342,8 +361,10 @@ class Steer:
         return "rms" if self._ln_eps is None else "layernorm"
 
     def __repr__(self) -> str:
-        return (f"Steer({self._model_class}, {self.num_layers} layers at {self.layers_path!r}, "
-                f"{len(self._vectors)} vector(s))")
+        return (
+            f"Steer({self._model_class}, {self.num_layers} layers at {self.layers_path!r}, "
+            f"{len(self._vectors)} vector(s))"
+        )
 
     def get_all(self) -> list[dict]:
         """Every active vector of this instance: ``{"layer_idx", "text", "coeff", "coeff_schedule"}``.
@@ -370,13 +391,31 @@ class Steer:
                 d["group"] = v.group
             out.append(d)
         for il, vec in sorted(self._outputs.items()):
-            out.append({"layer_idx": il, "text": None, "coeff": 1.0, "coeff_schedule": None, "output_of_layer": il,
-                        "norm": float(vec.norm())})
+            out.append(
+                {
+                    "layer_idx": il,
+                    "text": None,
+                    "coeff": 1.0,
+                    "coeff_schedule": None,
+                    "output_of_layer": il,
+                    "norm": float(vec.norm()),
+                }
+            )
         return out
 
     # ------------------------------------------------------------------ add
-    def add(self, layer_idx: int, coeff: float, text: str | None = None, steering_method: Callable | None = None,
-            coeff_schedule=None, vector=None, *, group: int | None = None, concept=None) -> None:
+    def add(
+        self,
+        layer_idx: int,
+        coeff: float,
+        text: str | None = None,
+        steering_method: Callable | None = None,
+        coeff_schedule=None,
+        vector=None,
+        *,
+        group: int | None = None,
+        concept=None,
+    ) -> None:
         """Steer ``layer_idx`` with the direction of ``text``, a ``concept`` or a given ``vector``.
 
         At every forward of that layer its input hidden states get
@@ -397,14 +436,16 @@ class Steer:
         group = _check_group(group)
         if steering_method is not None and not callable(steering_method):
             raise InvalidArgumentError(
-                f"steering_method must be callable (elem, step, layer_idx) -> delta, got {type(steering_method).__name__}"
+                "steering_method must be callable (elem, step, layer_idx) -> delta, "
+                f"got {type(steering_method).__name__}"
             )
         schedule = as_schedule(coeff_schedule)
         given = [k for k, v in (("text", text), ("vector", vector), ("concept", concept)) if v is not None]
         if len(given) != 1:
             raise InvalidArgumentError(
                 "give exactly one of text=, vector= or concept= (got "
-                + ("both " + " and ".join(given) if given else "neither") + ")"
+                + ("both " + " and ".join(given) if given else "neither")
+                + ")"
             )
         if concept is not None:
             if not isinstance(concept, Concept):
@@ -495,8 +536,7 @@ class Steer:
         return save(self, path, format, **kwargs)
 
     @classmethod
-    def load(cls, model, tokenizer, path, format: str | None = None, *, check_model: bool = True,
-             layers=None) -> "Steer":
+    def load(cls, model, tokenizer, path, format: str | None = None, *, check_model: bool = True, layers=None) -> Steer:
         """A ``Steer`` on ``model`` steered as the file at ``path`` says (safetensors written by
         :meth:`save`, or a GGUF control vector of llama.cpp / repeng / :meth:`save`).
         ``check_model=False`` loads a safetensors file made for another model of the same
@@ -540,8 +580,10 @@ class Steer:
         if not isinstance(vector, SteeringVector):
             raise InvalidArgumentError(f"vector must be a SteeringVector (from Steer.vectors), got {describe(vector)}")
         if vector.steering_method is not None:
-            raise InvalidArgumentError("a SteeringVector with a steering_method cannot be added with add_vector; "
-                                       "use add(..., steering_method=...)")
+            raise InvalidArgumentError(
+                "a SteeringVector with a steering_method cannot be added with add_vector; "
+                "use add(..., steering_method=...)"
+            )
         if vector.concept is not None and not isinstance(vector.concept, Concept):
             raise InvalidArgumentError(f"vector.concept must be a Concept, got {describe(vector.concept)}")
         if vector.text is not None and not isinstance(vector.text, str):
@@ -549,8 +591,18 @@ class Steer:
         layer_idx = self._check_layer(vector.layer_idx)
         direction = self._check_vector(vector.direction)
         self._check_strength(layer_idx, float(vector.coeff), direction)
-        self._vectors.append(_Vector(layer_idx, _check_coeff(vector.coeff), vector.text, as_schedule(vector.schedule),
-                                     None, _check_group(vector.group), direction, vector.concept))
+        self._vectors.append(
+            _Vector(
+                layer_idx,
+                _check_coeff(vector.coeff),
+                vector.text,
+                as_schedule(vector.schedule),
+                None,
+                _check_group(vector.group),
+                direction,
+                vector.concept,
+            )
+        )
         try:
             self._sync()
         except BaseException:
@@ -558,7 +610,7 @@ class Steer:
             self._sync()
             raise
 
-    def __enter__(self) -> "Steer":
+    def __enter__(self) -> Steer:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -566,7 +618,7 @@ class Steer:
 
     # ------------------------------------------------------------------ scopes
     @contextlib.contextmanager
-    def applied(self, config) -> Iterator["Steer"]:
+    def applied(self, config) -> Iterator[Steer]:
         """Apply ``config`` for the duration of the block, then restore exactly.
 
         ``config`` has ``apply(steer, group=None)`` (a ``SteerCandidate``), which
@@ -599,7 +651,7 @@ class Steer:
             self._sync()
 
     @contextlib.contextmanager
-    def rows(self, groups) -> Iterator["Steer"]:
+    def rows(self, groups) -> Iterator[Steer]:
         """Per-row steering: batch row ``b`` of the forwards inside belongs to group ``groups[b]``.
 
         ``groups``: one int >= 0 per batch row of the input (a list, a NumPy
@@ -616,7 +668,7 @@ class Steer:
             self._tracker.set_row_groups(previous)
 
     @contextlib.contextmanager
-    def disabled(self) -> Iterator["Steer"]:
+    def disabled(self) -> Iterator[Steer]:
         """Inside the block the model computes without this instance's steering (other
         ``Steer`` instances' steering stays); on exit, also on an exception, every hook of
         this instance is back in its place, in its order, and the vectors are unchanged.
@@ -657,14 +709,18 @@ class Steer:
                 hooks = getattr(module, attr)
                 for key in [k for k, h in hooks.items() if _is_autosteer_hook(h) and id(h) not in owned]:
                     del hooks[key]
-                    for extra in ("_forward_pre_hooks_with_kwargs", "_forward_hooks_with_kwargs",
-                                  "_forward_hooks_always_called"):
+                    for extra in (
+                        "_forward_pre_hooks_with_kwargs",
+                        "_forward_hooks_with_kwargs",
+                        "_forward_hooks_always_called",
+                    ):
                         getattr(module, extra, {}).pop(key, None)
 
     def _check_enabled(self, what: str) -> None:
         if self._disabled:
-            raise SteerStateError(f"cannot {what} inside `with steer.disabled():`; change the steering before or "
-                                  "after the block")
+            raise SteerStateError(
+                f"cannot {what} inside `with steer.disabled():`; change the steering before or after the block"
+            )
 
     # ------------------------------------------------------------------ internals
     def check_layer(self, layer_idx) -> int:
@@ -686,9 +742,7 @@ class Steer:
     def _check_vector(self, vector) -> torch.Tensor:
         if isinstance(vector, np.ndarray):
             if vector.dtype.kind not in "fiu":
-                raise InvalidArgumentError(
-                    f"vector must hold real numbers, got a NumPy array of dtype {vector.dtype}"
-                )
+                raise InvalidArgumentError(f"vector must hold real numbers, got a NumPy array of dtype {vector.dtype}")
             with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: refused below
                 t = torch.from_numpy(np.asarray(vector, dtype=np.float32).copy())
         elif torch.is_tensor(vector):
@@ -722,8 +776,9 @@ class Steer:
         activation into 0 or NaN), no activation scale keeps the forward finite at an rms
         of 1.  (At run time the CPU kernel also refuses a delta that is not finite.)
         """
-        dtype = next((p.dtype for p in self._layers[layer_idx].parameters() if p.dtype.is_floating_point),
-                     torch.float32)
+        dtype = next(
+            (p.dtype for p in self._layers[layer_idx].parameters() if p.dtype.is_floating_point), torch.float32
+        )
         peak = abs(coeff) * float(direction.abs().max())
         limit = min(float(torch.finfo(dtype).max), (_F32_MAX / self.hidden_size) ** 0.5)
         if peak > limit:
@@ -793,8 +848,9 @@ class Steer:
         float32 [L, len(rows)]."""
         return self.capture(rows, positions, batch_size, reduce="rms")
 
-    def capture(self, rows: list[list[int]], positions: list, batch_size: int = 16,
-                reduce: str = "mean") -> torch.Tensor:
+    def capture(
+        self, rows: list[list[int]], positions: list, batch_size: int = 16, reduce: str = "mean"
+    ) -> torch.Tensor:
         """Mean layer input of each token-id row over its ``positions``, at every layer.
 
         Returns float32 [L, len(rows), D] on the CPU (``reduce="rms"``: the mean rms of
@@ -821,6 +877,7 @@ class Steer:
                     else:
                         out[i, r] = sel.float().mean(dim=0).cpu()
                 seen[i] = True
+
             return pre_hook
 
         pad = getattr(self.tokenizer, "pad_token_id", None)

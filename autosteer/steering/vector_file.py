@@ -34,15 +34,23 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from autosteer._checks import check_bool, check_int, check_real, check_str_list
 from autosteer.errors import AutoSteerError, InvalidArgumentError
 from autosteer.steering.vectors import SteeringVector
 
-__all__ = ["save", "load_into", "format_of", "FORMATS", "SAFETENSORS_FORMAT", "model_fingerprint", "DEFAULT_CALIBRATION"]
+__all__ = [
+    "DEFAULT_CALIBRATION",
+    "FORMATS",
+    "SAFETENSORS_FORMAT",
+    "format_of",
+    "load_into",
+    "model_fingerprint",
+    "save",
+]
 
 SAFETENSORS_FORMAT = "autosteer-steering"
 FORMAT_VERSION = 1
@@ -93,9 +101,13 @@ def _model_info(steer) -> dict[str, Any]:
     config = getattr(steer.model, "config", None)
     model_type = getattr(config, "model_type", None)
     text = config.get_text_config() if config is not None and hasattr(config, "get_text_config") else config
-    return {"class": type(steer.model).__name__, "model_type": getattr(text, "model_type", model_type),
-            "hidden_size": steer.hidden_size, "num_layers": steer.num_layers,
-            "fingerprint": model_fingerprint(steer.model)}
+    return {
+        "class": type(steer.model).__name__,
+        "model_type": getattr(text, "model_type", model_type),
+        "hidden_size": steer.hidden_size,
+        "num_layers": steer.num_layers,
+        "fingerprint": model_fingerprint(steer.model),
+    }
 
 
 # ------------------------------------------------------------------------------- safetensors
@@ -109,8 +121,14 @@ def _source(v) -> dict[str, Any]:
     return {"kind": "vector"}
 
 
-def save(steer, path: str | os.PathLike, format: str | None = None, *, calibration_prompts: Sequence[str] | None = None,
-         schedule_steps: int = 32) -> Path:
+def save(
+    steer,
+    path: str | os.PathLike,
+    format: str | None = None,
+    *,
+    calibration_prompts: Sequence[str] | None = None,
+    schedule_steps: int = 32,
+) -> Path:
     """Write the steering of ``steer`` to ``path`` (see the module docstring); returns the path."""
     if calibration_prompts is not None:
         calibration_prompts = check_str_list("calibration_prompts", calibration_prompts, allow_empty=False)
@@ -155,15 +173,25 @@ def _save_safetensors(steer, vectors, path: Path) -> None:
     tensors, entries = {}, []
     for pos, v in enumerate(vectors):
         tensors[f"vector.{pos}.direction"] = v.direction.detach().to("cpu", torch.float32).contiguous().clone()
-        entries.append({"layer_idx": v.layer_idx, "coeff": v.coeff, "schedule": _schedule_json(v, pos),
-                        "source": _source(v), "group": v.group,
-                        "normalisation": "as given" if _source(v)["kind"] == "vector" else
-                        steer.normalisation})
+        entries.append(
+            {
+                "layer_idx": v.layer_idx,
+                "coeff": v.coeff,
+                "schedule": _schedule_json(v, pos),
+                "source": _source(v),
+                "group": v.group,
+                "normalisation": "as given" if _source(v)["kind"] == "vector" else steer.normalisation,
+            }
+        )
     for pos, (il, vec) in enumerate(sorted(steer.output_vectors.items())):
         tensors[f"output.{pos}.vector"] = vec.detach().to("cpu", torch.float32).contiguous().clone()
         entries.append({"output_of_layer": il})
-    metadata = {"format": SAFETENSORS_FORMAT, "format_version": str(FORMAT_VERSION),
-                "vectors": json.dumps(entries, ensure_ascii=False), "model": json.dumps(_model_info(steer))}
+    metadata = {
+        "format": SAFETENSORS_FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "vectors": json.dumps(entries, ensure_ascii=False),
+        "model": json.dumps(_model_info(steer)),
+    }
     save_file(tensors, str(path), metadata=metadata)
 
 
@@ -173,15 +201,19 @@ def _read_safetensors(path: Path):
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open handles are not iterable
+    except Exception as exc:
         raise VectorFileError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc})") from None
     if metadata.get("format") != SAFETENSORS_FORMAT:
-        raise VectorFileError(f"{path}: metadata field 'format' is {metadata.get('format')!r}, expected "
-                              f"{SAFETENSORS_FORMAT!r} (not a file written by Steer.save)")
+        raise VectorFileError(
+            f"{path}: metadata field 'format' is {metadata.get('format')!r}, expected "
+            f"{SAFETENSORS_FORMAT!r} (not a file written by Steer.save)"
+        )
     if metadata.get("format_version") != str(FORMAT_VERSION):
-        raise VectorFileError(f"{path}: metadata field 'format_version' is {metadata.get('format_version')!r}; "
-                              f"this release reads version {FORMAT_VERSION}")
+        raise VectorFileError(
+            f"{path}: metadata field 'format_version' is {metadata.get('format_version')!r}; "
+            f"this release reads version {FORMAT_VERSION}"
+        )
     try:
         entries = json.loads(metadata["vectors"])
         model = json.loads(metadata["model"])
@@ -241,9 +273,12 @@ def _check_entry_keys(path: Path, i: int, e: dict, expected: frozenset) -> None:
     missing, unknown = sorted(expected - set(e)), sorted(set(e) - expected)
     if missing or unknown:
         parts = ([f"lacks {', '.join(map(repr, missing))}"] if missing else []) + (
-            [f"has the unknown key(s) {', '.join(map(repr, unknown))}"] if unknown else [])
-        raise VectorFileError(f"{path}: metadata 'vectors'[{i}] {' and '.join(parts)} (expected the keys "
-                              f"{', '.join(sorted(expected))}); the file was edited or damaged")
+            [f"has the unknown key(s) {', '.join(map(repr, unknown))}"] if unknown else []
+        )
+        raise VectorFileError(
+            f"{path}: metadata 'vectors'[{i}] {' and '.join(parts)} (expected the keys "
+            f"{', '.join(sorted(expected))}); the file was edited or damaged"
+        )
 
 
 def _plan_safetensors(path: Path, steer, check_model: bool):
@@ -289,31 +324,42 @@ def _plan_safetensors(path: Path, steer, check_model: bool):
             raise VectorFileError(f"{where} describes tensor {name!r}, which is missing")
         described.add(name)
         if direction.dim() != 1 or direction.shape[0] != steer.hidden_size:
-            raise VectorFileError(f"{path}: tensor {name!r} has shape {tuple(direction.shape)}, expected "
-                                  f"({steer.hidden_size},)")
+            raise VectorFileError(
+                f"{path}: tensor {name!r} has shape {tuple(direction.shape)}, expected ({steer.hidden_size},)"
+            )
         _finite(path, name, direction)
         source = e["source"]
         kind = source.get("kind") if isinstance(source, dict) else None
         if kind not in _SOURCE_KEYS or set(source) != _SOURCE_KEYS[kind]:
-            raise VectorFileError(f"{where}: 'source' must be {{\"kind\": \"text\", \"text\"}}, "
-                                  f"{{\"kind\": \"concept\", \"concept\"}} or {{\"kind\": \"vector\"}}, got {source!r:.120}")
+            raise VectorFileError(
+                f"{where}: 'source' must be {{\"kind\": \"text\", \"text\"}}, "
+                f"{{\"kind\": \"concept\", \"concept\"}} or {{\"kind\": \"vector\"}}, got {source!r:.120}"
+            )
         try:
             concept = Concept.from_dict(source["concept"]) if kind == "concept" else None
             text = source["text"] if kind == "text" else None
             if text is not None and not isinstance(text, str):
                 raise InvalidArgumentError(f"source text must be a string, got {text!r:.60}")
             schedule = None if e["schedule"] is None else schedule_from_dict(e["schedule"])
-            v = SteeringVector(steer.check_layer(e["layer_idx"]), check_real("coeff", e["coeff"]), direction,
-                               schedule, text, concept,
-                               None if e["group"] is None else check_int("group", e["group"], minimum=0))
+            v = SteeringVector(
+                steer.check_layer(e["layer_idx"]),
+                check_real("coeff", e["coeff"]),
+                direction,
+                schedule,
+                text,
+                concept,
+                None if e["group"] is None else check_int("group", e["group"], minimum=0),
+            )
         except (KeyError, TypeError, AttributeError, AutoSteerError) as exc:
             raise VectorFileError(f"{where} is malformed ({exc})") from None
         plan.append(functools.partial(steer.add_vector, v))
     extra = sorted(set(tensors) - described)
     if extra:
-        raise VectorFileError(f"{path}: tensor(s) {', '.join(map(repr, extra))} are described by no entry of "
-                              "metadata 'vectors' (an entry was removed, or a tensor added); the file was edited or "
-                              "damaged")
+        raise VectorFileError(
+            f"{path}: tensor(s) {', '.join(map(repr, extra))} are described by no entry of "
+            "metadata 'vectors' (an entry was removed, or a tensor added); the file was edited or "
+            "damaged"
+        )
     return plan
 
 
@@ -345,7 +391,9 @@ def _save_gguf(steer, vectors, path: Path, calibration_prompts, steps: int) -> N
 
     gguf = _gguf()
     if steer.tokenizer is None and vectors:
-        raise InvalidArgumentError("a GGUF export calibrates the activation scale on prompts: the Steer needs a tokenizer")
+        raise InvalidArgumentError(
+            "a GGUF export calibrates the activation scale on prompts: the Steer needs a tokenizer"
+        )
     bad = [(pos, v.layer_idx) for pos, v in enumerate(vectors) if v.layer_idx < 2]
     if bad:
         listed = ", ".join(f"{p} (layer {layer})" for p, layer in bad)
@@ -368,9 +416,18 @@ def _save_gguf(steer, vectors, path: Path, calibration_prompts, steps: int) -> N
         il = v.layer_idx - 1
         vec = v.direction.detach().cpu().double().numpy() * scale
         sums[il] = sums.get(il, 0.0) + vec
-        folded.append({"vector": pos, "layer_idx": v.layer_idx, "gguf_layer": il, "coeff": v.coeff,
-                       "schedule": _schedule_json(v, pos), "schedule_mean": sched,
-                       "calibration_rms": rms[v.layer_idx], "source": _source(v)})
+        folded.append(
+            {
+                "vector": pos,
+                "layer_idx": v.layer_idx,
+                "gguf_layer": il,
+                "coeff": v.coeff,
+                "schedule": _schedule_json(v, pos),
+                "schedule_mean": sched,
+                "calibration_rms": rms[v.layer_idx],
+                "source": _source(v),
+            }
+        )
     for il, vec in steer.output_vectors.items():
         sums[il] = sums.get(il, 0.0) + vec.detach().cpu().double().numpy()
     info = _model_info(steer)
@@ -378,10 +435,13 @@ def _save_gguf(steer, vectors, path: Path, calibration_prompts, steps: int) -> N
     writer.add_string("controlvector.model_hint", info["model_type"] or info["class"])
     writer.add_uint32("controlvector.layer_count", len(sums))
     writer.add_uint32("autosteer.format_version", FORMAT_VERSION)
-    writer.add_string("autosteer.note", "AutoSteer steering exported for llama.cpp: direction.{il} is added to the "
-                      "output of layer il; AutoSteer's coefficient, schedule and per-row activation scale are "
-                      "folded in as constants (the schedule's mean over the first autosteer.schedule_steps steps, "
-                      "the rms of the layer input measured on calibration prompts)")
+    writer.add_string(
+        "autosteer.note",
+        "AutoSteer steering exported for llama.cpp: direction.{il} is added to the "
+        "output of layer il; AutoSteer's coefficient, schedule and per-row activation scale are "
+        "folded in as constants (the schedule's mean over the first autosteer.schedule_steps steps, "
+        "the rms of the layer input measured on calibration prompts)",
+    )
     writer.add_uint32("autosteer.schedule_steps", steps)
     writer.add_uint32("autosteer.calibration_prompts", len(prompts))
     writer.add_string("autosteer.model", json.dumps(info))
@@ -405,22 +465,23 @@ def read_gguf(path: str | os.PathLike) -> tuple[dict[int, Any], dict[str, Any]]:
     path = Path(path)
     try:
         reader = gguf.GGUFReader(str(path))
-    except Exception as exc:  # noqa: BLE001 - truncated or foreign files raise many things
+    except Exception as exc:
         raise VectorFileError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc})") from None
     meta: dict[str, Any] = {}
     for key, field in reader.fields.items():
         if key.startswith(("general.", "controlvector.", "autosteer.")):
             try:
                 meta[key] = field.contents()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
     arch = meta.get("general.architecture")
     if arch != "controlvector":
         raise VectorFileError(f"{path}: field 'general.architecture' is {arch!r}, expected 'controlvector'")
     version = meta.get("autosteer.format_version")
     if version is not None and version != FORMAT_VERSION:
-        raise VectorFileError(f"{path}: field 'autosteer.format_version' is {version!r}; this release reads "
-                              f"{FORMAT_VERSION}")
+        raise VectorFileError(
+            f"{path}: field 'autosteer.format_version' is {version!r}; this release reads {FORMAT_VERSION}"
+        )
     vectors: dict[int, Any] = {}
     for t in reader.tensors:
         name = t.name
@@ -446,12 +507,15 @@ def _plan_gguf(path: Path, steer):
     plan = []
     for il, data in sorted(vectors.items()):
         if data.shape[0] != steer.hidden_size:
-            raise VectorFileError(f"{path}: tensor 'direction.{il}' has {data.shape[0]} values, but "
-                                  f"{type(steer.model).__name__}'s hidden size is {steer.hidden_size}")
+            raise VectorFileError(
+                f"{path}: tensor 'direction.{il}' has {data.shape[0]} values, but "
+                f"{type(steer.model).__name__}'s hidden size is {steer.hidden_size}"
+            )
         if il >= steer.num_layers:
-            raise VectorFileError(f"{path}: tensor 'direction.{il}' is for layer {il}, but "
-                                  f"{type(steer.model).__name__} has {steer.num_layers} layers (0..{steer.num_layers - 1})")
+            raise VectorFileError(
+                f"{path}: tensor 'direction.{il}' is for layer {il}, but "
+                f"{type(steer.model).__name__} has {steer.num_layers} layers (0..{steer.num_layers - 1})"
+            )
         vec = torch.from_numpy(data.copy())
         plan.append(functools.partial(steer.add_output, il, vec))
     return plan
-

@@ -7,8 +7,9 @@ a ``Steer``'s internals.  Imports nothing heavy (no torch).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["SteeringVector"]
 

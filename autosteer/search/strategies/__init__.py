@@ -33,5 +33,17 @@ from autosteer.search.strategies.local import AutoSteerSearch, LocalSearch
 from autosteer.search.strategies.random_search import RandomSearch
 from autosteer.search.strategies.tpe import TPE, TPESearch
 
-__all__ = ["STRATEGIES", "DEFAULT_STRATEGY", "make_strategy", "as_strategy", "register", "Strategy",
-           "SearchExhaustedError", "LocalSearch", "AutoSteerSearch", "RandomSearch", "TPE", "TPESearch"]
+__all__ = [
+    "DEFAULT_STRATEGY",
+    "STRATEGIES",
+    "TPE",
+    "AutoSteerSearch",
+    "LocalSearch",
+    "RandomSearch",
+    "SearchExhaustedError",
+    "Strategy",
+    "TPESearch",
+    "as_strategy",
+    "make_strategy",
+    "register",
+]

@@ -17,7 +17,7 @@ from autosteer.search.candidate import SteerCandidate, SteerVector
 from autosteer.search.space import SteerSearchSpace
 from autosteer.steering.concept import Concept
 
-__all__ = ["round_sig", "magnitude", "clip_coeff", "schedule", "random_vector", "random_candidate", "perturb"]
+__all__ = ["clip_coeff", "magnitude", "perturb", "random_candidate", "random_vector", "round_sig", "schedule"]
 
 
 def round_sig(x: float, digits: int) -> float:
@@ -75,8 +75,9 @@ def layer_bounds(space: SteerSearchSpace) -> tuple[int, int]:
     return space.layer_range
 
 
-def random_vector(rng: random.Random, space: SteerSearchSpace,
-                  taken: set[tuple[int, str | Concept]]) -> SteerVector | None:
+def random_vector(
+    rng: random.Random, space: SteerSearchSpace, taken: set[tuple[int, str | Concept]]
+) -> SteerVector | None:
     lo, hi = layer_bounds(space)
     for _ in range(20):
         layer = rng.randint(lo, hi)

@@ -26,7 +26,8 @@ from __future__ import annotations
 import inspect
 import math
 import random
-from typing import Any, Callable, ClassVar, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 from autosteer._checks import check_bool, check_int
 from autosteer.errors import InvalidArgumentError, SearchSpaceError
@@ -35,8 +36,16 @@ from autosteer.search.options import Configurable, make
 from autosteer.search.space import SteerSearchSpace
 from autosteer.search.trial import TrialRecord, last_keep
 
-__all__ = ["Strategy", "SearchExhaustedError", "MAX_ATTEMPTS", "STRATEGIES", "DEFAULT_STRATEGY", "register",
-           "as_strategy", "make_strategy"]
+__all__ = [
+    "DEFAULT_STRATEGY",
+    "MAX_ATTEMPTS",
+    "STRATEGIES",
+    "SearchExhaustedError",
+    "Strategy",
+    "as_strategy",
+    "make_strategy",
+    "register",
+]
 
 #: Draws a strategy makes for one slot before it concludes that everything reachable was tried.
 MAX_ATTEMPTS = 200
@@ -65,14 +74,18 @@ class Strategy(Configurable):
         super().__init_subclass__(**kwargs)
         if "__init__" not in cls.__dict__:
             P = inspect.Parameter
-            params = [P("self", P.POSITIONAL_OR_KEYWORD), P("space", P.POSITIONAL_OR_KEYWORD, default=None),
-                      P("seed", P.POSITIONAL_OR_KEYWORD, default=0),
-                      P("lower_is_better", P.POSITIONAL_OR_KEYWORD, default=False)]
+            params = [
+                P("self", P.POSITIONAL_OR_KEYWORD),
+                P("space", P.POSITIONAL_OR_KEYWORD, default=None),
+                P("seed", P.POSITIONAL_OR_KEYWORD, default=0),
+                P("lower_is_better", P.POSITIONAL_OR_KEYWORD, default=False),
+            ]
             params += [P(o.name, P.KEYWORD_ONLY, default=o.default) for o in cls.options]
             cls.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
 
-    def __init__(self, space: SteerSearchSpace | None = None, seed: int = 0, lower_is_better: bool = False,
-                 **options: Any) -> None:
+    def __init__(
+        self, space: SteerSearchSpace | None = None, seed: int = 0, lower_is_better: bool = False, **options: Any
+    ) -> None:
         self._set_options(options)
         self.seed = check_int("seed", seed)
         self.lower_is_better = check_bool("lower_is_better", lower_is_better)
@@ -93,7 +106,7 @@ class Strategy(Configurable):
     def _bound(self) -> None:
         """Called once :attr:`space` is set (subclasses prepare what depends on it)."""
 
-    def bind(self, space: SteerSearchSpace, seed: int = 0, lower_is_better: bool = False) -> "Strategy":
+    def bind(self, space: SteerSearchSpace, seed: int = 0, lower_is_better: bool = False) -> Strategy:
         """A copy of this strategy, with the same options, on ``space`` (a resolved
         :class:`~autosteer.SteerSearchSpace`) with ``seed``, for a metric whose direction is
         ``lower_is_better``.  The runner calls it; this object is left unbound."""
@@ -132,8 +145,7 @@ class Strategy(Configurable):
             )
         return out
 
-    def _propose(self, rng: random.Random, history: list[TrialRecord], n: int,
-                 tried: set[str]) -> list[SteerCandidate]:
+    def _propose(self, rng: random.Random, history: list[TrialRecord], n: int, tried: set[str]) -> list[SteerCandidate]:
         raise NotImplementedError
 
     @staticmethod
@@ -172,9 +184,14 @@ class Strategy(Configurable):
             raise InvalidArgumentError(f"status must be one of {', '.join(_RECORDABLE)}, got {status!r}")
         if status == "keep" and (score is None or not math.isfinite(score)):
             raise InvalidArgumentError(f"a kept candidate needs a finite score, got {score!r}")
-        self._records.append(TrialRecord(iteration=len(self._records) + 1, status=status,
-                                         candidate=self._pending,
-                                         score=None if score is None else float(score)))
+        self._records.append(
+            TrialRecord(
+                iteration=len(self._records) + 1,
+                status=status,
+                candidate=self._pending,
+                score=None if score is None else float(score),
+            )
+        )
         self._pending = None
 
     def tried(self, candidate: SteerCandidate) -> bool:
@@ -215,8 +232,9 @@ def as_strategy(value: Any) -> Strategy:
     return make("strategy", STRATEGIES, Strategy, value, default=DEFAULT_STRATEGY)
 
 
-def make_strategy(strategy: Any, space: SteerSearchSpace, seed: int = 0, lower_is_better: bool = False,
-                  **options: Any) -> Strategy:
+def make_strategy(
+    strategy: Any, space: SteerSearchSpace, seed: int = 0, lower_is_better: bool = False, **options: Any
+) -> Strategy:
     """The strategy (a name, then with ``options``; or an object, then no ``options``) bound to ``space``.
 
     An option the strategy does not declare is an

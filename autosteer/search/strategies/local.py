@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 from autosteer.search.candidate import SteerCandidate
 from autosteer.search.options import Option, non_negative_int, positive_int
@@ -27,7 +27,7 @@ from autosteer.search.strategies import _sampling
 from autosteer.search.strategies.base import Strategy, register
 from autosteer.search.trial import TrialRecord, last_keep
 
-__all__ = ["LocalSearch", "AutoSteerSearch", "non_keeps_since_best", "N_INIT"]
+__all__ = ["N_INIT", "AutoSteerSearch", "LocalSearch", "non_keeps_since_best"]
 
 #: Fresh random samples before local search starts (measured by benchmarks/search_quality.py:
 #: 0 let the first lucky keep pull the search into its neighbourhood, and random search beat it
@@ -56,10 +56,22 @@ class LocalSearch(Strategy):
 
     name = "local"
     options = (
-        Option("patience", 5, "non-keeps in a row after which local search explores again (random samples)",
-               check=positive_int, parse=int, metavar="N"),
-        Option("n_init", N_INIT, "random samples before local search starts", check=non_negative_int, parse=int,
-               metavar="N"),
+        Option(
+            "patience",
+            5,
+            "non-keeps in a row after which local search explores again (random samples)",
+            check=positive_int,
+            parse=int,
+            metavar="N",
+        ),
+        Option(
+            "n_init",
+            N_INIT,
+            "random samples before local search starts",
+            check=non_negative_int,
+            parse=int,
+            metavar="N",
+        ),
     )
     patience: int
     n_init: int
@@ -68,11 +80,9 @@ class LocalSearch(Strategy):
         """Whether a proposal after ``history`` explores (within the first ``n_init`` candidates,
         nothing kept yet, or patience ran out)."""
         evaluated = sum(1 for r in history if r.status != "baseline")
-        return (evaluated < self.n_init or last_keep(history) is None
-                or non_keeps_since_best(history) >= self.patience)
+        return evaluated < self.n_init or last_keep(history) is None or non_keeps_since_best(history) >= self.patience
 
-    def _propose(self, rng: random.Random, history: list[TrialRecord], n: int,
-                 tried: set[str]) -> list[SteerCandidate]:
+    def _propose(self, rng: random.Random, history: list[TrialRecord], n: int, tried: set[str]) -> list[SteerCandidate]:
         space = self._require_bound()
         best = last_keep(history)
         explore = self.exploring_after(history)  # always True when there is no best yet

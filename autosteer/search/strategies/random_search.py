@@ -21,8 +21,7 @@ class RandomSearch(Strategy):
 
     name = "random"
 
-    def _propose(self, rng: random.Random, history: list[TrialRecord], n: int,
-                 tried: set[str]) -> list[SteerCandidate]:
+    def _propose(self, rng: random.Random, history: list[TrialRecord], n: int, tried: set[str]) -> list[SteerCandidate]:
         space = self._require_bound()
         out = []
         for _ in range(n):

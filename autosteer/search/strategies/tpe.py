@@ -36,7 +36,7 @@ from autosteer.search.strategies import _sampling
 from autosteer.search.strategies.base import Strategy, register
 from autosteer.search.trial import TrialRecord
 
-__all__ = ["TPE", "TPESearch", "OPTUNA_INSTALL"]
+__all__ = ["OPTUNA_INSTALL", "TPE", "TPESearch"]
 
 OPTUNA_INSTALL = 'pip install "autosteer[optuna]"  (or: pip install optuna)'
 
@@ -60,8 +60,14 @@ class TPE(Strategy):
 
     name = "tpe"
     options = (
-        Option("n_startup", 8, "random samples before TPE models the history (Optuna's n_startup_trials)",
-               check=positive_int, parse=int, metavar="N"),
+        Option(
+            "n_startup",
+            8,
+            "random samples before TPE models the history (Optuna's n_startup_trials)",
+            check=positive_int,
+            parse=int,
+            metavar="N",
+        ),
     )
     n_startup: int
 
@@ -85,8 +91,11 @@ class TPE(Strategy):
             out[f"schedule_{i}"] = optuna.distributions.IntDistribution(0, len(self._schedules) - 1)
             kind = self._schedules[params[f"schedule_{i}"]]
             for name, (plo, phi, integer) in self._schedule_params(kind).items():
-                dist = (optuna.distributions.IntDistribution(plo, phi) if integer
-                        else optuna.distributions.FloatDistribution(plo, phi))
+                dist = (
+                    optuna.distributions.IntDistribution(plo, phi)
+                    if integer
+                    else optuna.distributions.FloatDistribution(plo, phi)
+                )
                 out[f"{kind}_{name}_{i}"] = dist
         return out
 
@@ -121,8 +130,14 @@ class TPE(Strategy):
             lo, hi = _sampling.layer_bounds(sp)
             if not (lo <= v.layer_idx <= hi and sp.coeff_range[0] <= mag <= sp.coeff_range[1]):
                 return None
-            params.update({f"layer_{i}": v.layer_idx, f"text_{i}": text_i, f"coeff_{i}": mag,
-                           f"schedule_{i}": self._schedules.index(kind)})
+            params.update(
+                {
+                    f"layer_{i}": v.layer_idx,
+                    f"text_{i}": text_i,
+                    f"coeff_{i}": mag,
+                    f"schedule_{i}": self._schedules.index(kind),
+                }
+            )
             for name, (plo, phi, integer) in self._schedule_params(kind).items():  # none for kind "none"
                 x = v.schedule[name]  # type: ignore[index]  # kind != "none" here, so v.schedule is a dict
                 if not plo <= x <= phi:
@@ -166,15 +181,15 @@ class TPE(Strategy):
 
     # -- proposals ---------------------------------------------------------------
 
-    def _propose(self, rng: random.Random, history: list[TrialRecord], n: int,
-                 tried: set[str]) -> list[SteerCandidate]:
+    def _propose(self, rng: random.Random, history: list[TrialRecord], n: int, tried: set[str]) -> list[SteerCandidate]:
         optuna = _optuna()
-        seed = rng.randrange(2 ** 31)
+        seed = rng.randrange(2**31)
         with warnings.catch_warnings():
             # group=True is marked experimental; it is what conditional parameters need
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                                                 n_startup_trials=self.n_startup)
+            sampler = optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=self.n_startup
+            )
         study = optuna.create_study(sampler=sampler, direction="minimize" if self.lower_is_better else "maximize")
         for r in history:
             if r.status == "baseline":
@@ -183,11 +198,14 @@ class TPE(Strategy):
             if params is None:
                 continue
             ok = r.status != "crash" and r.score is not None and math.isfinite(r.score)
-            study.add_trial(optuna.trial.create_trial(
-                params=params, distributions=self._distributions(params),
-                value=r.score if ok else None,
-                state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,
-            ))
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=params,
+                    distributions=self._distributions(params),
+                    value=r.score if ok else None,
+                    state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,
+                )
+            )
         out: list[SteerCandidate] = []
         for _ in range(n):
             trial = study.ask()

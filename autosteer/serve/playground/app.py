@@ -25,8 +25,19 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
-__all__ = ["NEEDS_MODEL", "STATIC_FILES", "add_playground", "add_viewer", "create_viewer_app", "holdout_for_log", "page_html",
-           "playground_router", "static_router", "steering_code", "viewer_router"]
+__all__ = [
+    "NEEDS_MODEL",
+    "STATIC_FILES",
+    "add_playground",
+    "add_viewer",
+    "create_viewer_app",
+    "holdout_for_log",
+    "page_html",
+    "playground_router",
+    "static_router",
+    "steering_code",
+    "viewer_router",
+]
 
 #: The files under ``static/`` the routes serve, with their media types.
 STATIC_FILES: dict[str, str] = {
@@ -37,9 +48,11 @@ STATIC_FILES: dict[str, str] = {
 }
 
 #: What the viewer says about before/after answers when it runs without a model.
-NEEDS_MODEL = ("Before/after answers of the held-out prompts need a model: run "
-               "`autosteer serve --model MODEL --log LOG --holdout PROMPTS` "
-               "(PROMPTS: the file the search held out).")
+NEEDS_MODEL = (
+    "Before/after answers of the held-out prompts need a model: run "
+    "`autosteer serve --model MODEL --log LOG --holdout PROMPTS` "
+    "(PROMPTS: the file the search held out)."
+)
 
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -70,8 +83,9 @@ def static_router():
     return router
 
 
-def viewer_router(log: str | os.PathLike, *, answers: Mapping[str, Any] | None = None,
-                  poll_s: float = 1.0, root: bool = False):
+def viewer_router(
+    log: str | os.PathLike, *, answers: Mapping[str, Any] | None = None, poll_s: float = 1.0, root: bool = False
+):
     """The search viewer's routes on the results log ``log``.
 
     ``answers`` says what the page can show as before/after answers of the
@@ -125,8 +139,9 @@ def create_viewer_app(log: str | os.PathLike, *, poll_s: float = 1.0):
     return app
 
 
-def holdout_for_log(history_config: Mapping[str, Any], prompts: Sequence[Any], expected: Sequence[Any] | None,
-                    path: str) -> None:
+def holdout_for_log(
+    history_config: Mapping[str, Any], prompts: Sequence[Any], expected: Sequence[Any] | None, path: str
+) -> None:
     """Check that ``prompts`` (read from ``path``) are the ones the search held out.
 
     The log's configuration keeps a hash of the held-out prompts and answers;
@@ -143,7 +158,8 @@ def holdout_for_log(history_config: Mapping[str, Any], prompts: Sequence[Any], e
     if got != want:
         raise InvalidArgumentError(
             f"--holdout {path}: these are not the prompts the search held out (hash {got}, the log "
-            f"records {want}); give the same file the search's --holdout read")
+            f"records {want}); give the same file the search's --holdout read"
+        )
 
 
 def schedule_kinds_json() -> list[dict[str, Any]]:
@@ -155,11 +171,17 @@ def schedule_kinds_json() -> list[dict[str, Any]]:
     for kind in SCHEDULE_KINDS.values():
         params = []
         for p in kind.params:
-            params.append({"name": p.name, "kind": p.kind,
-                           "default": p.search_range[0] if p.required else p.default,
-                           "min": p.domain.min, "max": p.domain.max, "doc": p.doc})
-        out.append({"type": kind.type, "class_name": kind.class_name, "doc": kind.doc.split("\n")[0],
-                    "params": params})
+            params.append(
+                {
+                    "name": p.name,
+                    "kind": p.kind,
+                    "default": p.search_range[0] if p.required else p.default,
+                    "min": p.domain.min,
+                    "max": p.domain.max,
+                    "doc": p.doc,
+                }
+            )
+        out.append({"type": kind.type, "class_name": kind.class_name, "doc": kind.doc.split("\n")[0], "params": params})
     return out
 
 
@@ -177,8 +199,11 @@ def steering_code(vectors: Sequence[Any]) -> str:
     if not vectors:
         return "# no steering: the model as it is"
     named = [SteerVector(v.layer_idx, v.coeff, v.source, v.schedule) for v in vectors if v.kind in ("text", "concept")]
-    lines = SteerCandidate(tuple(named)).to_code().split("\n") if named else [
-        "from autosteer import Steer", "steered = Steer(model, tokenizer)"]
+    lines = (
+        SteerCandidate(tuple(named)).to_code().split("\n")
+        if named
+        else ["from autosteer import Steer", "steered = Steer(model, tokenizer)"]
+    )
     imported = lines[0].removeprefix("from autosteer import ").split(", ")
     for v in vectors:
         if v.kind in ("text", "concept"):
@@ -214,11 +239,19 @@ def playground_router():
     def config(request: Request) -> JSONResponse:
         served = request.app.state.autosteer
         viewer = getattr(request.app.state, "autosteer_viewer", None)
-        return JSONResponse({"model": served.name, "num_layers": served.info.num_layers,
-                             "hidden_size": served.info.hidden_size, "max_tokens": served.max_tokens,
-                             "max_coeff": served.info.max_coeff,
-                             "chat_template": bool(getattr(served.tokenizer, "chat_template", None)),
-                             "schedules": schedule_kinds_json(), "viewer": viewer}, headers=_NO_STORE)
+        return JSONResponse(
+            {
+                "model": served.name,
+                "num_layers": served.info.num_layers,
+                "hidden_size": served.info.hidden_size,
+                "max_tokens": served.max_tokens,
+                "max_coeff": served.info.max_coeff,
+                "chat_template": bool(getattr(served.tokenizer, "chat_template", None)),
+                "schedules": schedule_kinds_json(),
+                "viewer": viewer,
+            },
+            headers=_NO_STORE,
+        )
 
     @router.post("/playground/code", include_in_schema=False)
     async def code(request: Request) -> JSONResponse:
@@ -233,9 +266,17 @@ def playground_router():
         except RequestError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)
         except (ValueError, RecursionError) as exc:
-            return JSONResponse({"error": {"message": f"the body is not valid JSON: {exc}",
-                                           "type": "invalid_request_error", "param": None, "code": None}},
-                                status_code=400)
+            return JSONResponse(
+                {
+                    "error": {
+                        "message": f"the body is not valid JSON: {exc}",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+                status_code=400,
+            )
         return JSONResponse({"code": steering_code(steering.vectors)})
 
     return router
@@ -253,8 +294,16 @@ def add_playground(app):
     return app
 
 
-def add_viewer(app, log: str | os.PathLike, *, holdout: Sequence[Any] | None = None, chat: bool = False,
-               max_tokens: int = 16, poll_s: float = 1.0, max_prompts: int = 16):
+def add_viewer(
+    app,
+    log: str | os.PathLike,
+    *,
+    holdout: Sequence[Any] | None = None,
+    chat: bool = False,
+    max_tokens: int = 16,
+    poll_s: float = 1.0,
+    max_prompts: int = 16,
+):
     """Add the search viewer (``/viewer``) on the results log ``log`` to a served app.
 
     With ``holdout`` (the prompts the search held out, see :func:`holdout_for_log`) the
@@ -264,8 +313,13 @@ def add_viewer(app, log: str | os.PathLike, *, holdout: Sequence[Any] | None = N
     """
     answers = None
     if holdout is not None:
-        answers = {"prompts": list(holdout)[:max_prompts], "total": len(holdout), "chat": bool(chat),
-                   "max_tokens": int(max_tokens), "model": app.state.autosteer.name}
+        answers = {
+            "prompts": list(holdout)[:max_prompts],
+            "total": len(holdout),
+            "chat": bool(chat),
+            "max_tokens": int(max_tokens),
+            "model": app.state.autosteer.name,
+        }
     app.include_router(viewer_router(log, answers=answers, poll_s=poll_s))
     app.state.autosteer_viewer = {"log": os.fspath(log), "url": "viewer"}
     return app

@@ -83,42 +83,80 @@ def log_snapshot(path: str | os.PathLike) -> dict[str, Any]:
     try:
         history = read_log(path, allow_incomplete=True)
     except FileNotFoundError:
-        out["error"] = {"message": f"{path} does not exist (yet): waiting for the search to write it",
-                        "line": None, "text": None}
+        out["error"] = {
+            "message": f"{path} does not exist (yet): waiting for the search to write it",
+            "line": None,
+            "text": None,
+        }
         return out
     except (AutoSteerError, OSError) as exc:
         message = str(exc)
         m = _LINE.search(message)
         lineno = int(m.group(1)) if m else None
-        out["error"] = {"message": message, "line": lineno,
-                        "text": None if lineno is None else _line_text(path, lineno)}
+        out["error"] = {
+            "message": message,
+            "line": lineno,
+            "text": None if lineno is None else _line_text(path, lineno),
+        }
         return out
     config = history.config or {}
-    out.update(ok=True, config=config, metric=config.get("metric"),
-               lower_is_better=bool(config.get("lower_is_better", False)),
-               incomplete=history.incomplete_tail is not None, axes=_axes(history))
+    out.update(
+        ok=True,
+        config=config,
+        metric=config.get("metric"),
+        lower_is_better=bool(config.get("lower_is_better", False)),
+        incomplete=history.incomplete_tail is not None,
+        axes=_axes(history),
+    )
     if not history:
-        out.update(trials=0, trials_text=trials_text(0), keeps=0, discards=0, crashes=0, points=[],
-                   best_code=None, best_candidate=None, best_description=None, baseline_score=None,
-                   best_score=None, best_iteration=None, baseline_holdout=None, best_holdout=None)
+        out.update(
+            trials=0,
+            trials_text=trials_text(0),
+            keeps=0,
+            discards=0,
+            crashes=0,
+            points=[],
+            best_code=None,
+            best_candidate=None,
+            best_description=None,
+            baseline_score=None,
+            best_score=None,
+            best_iteration=None,
+            baseline_holdout=None,
+            best_holdout=None,
+        )
         return out
     results = results_from_history(history, config, log_path=path)
     best = results["best_candidate"]
     out.update(
         trials=results["iterations"],
         trials_text=trials_text(results["iterations"]),
-        keeps=results["keeps"], discards=results["discards"], crashes=results["crashes"],
-        baseline_score=results["baseline_score"], best_score=results["best_score"],
+        keeps=results["keeps"],
+        discards=results["discards"],
+        crashes=results["crashes"],
+        baseline_score=results["baseline_score"],
+        best_score=results["best_score"],
         best_iteration=results["best_iteration"],
-        baseline_holdout=results["baseline_holdout"], best_holdout=results["best_holdout"],
+        baseline_holdout=results["baseline_holdout"],
+        best_holdout=results["best_holdout"],
         best_code=results["best_steer_code"],
         best_description="no steering" if best is None else best.describe(),
         best_candidate=None if best is None else best.to_dict(full=True),
-        points=[{"iteration": r.iteration, "round": r.round, "status": r.status, "score": _finite(r.score),
-                 "best": b, "holdout": r.holdout_score, "details": _details(r.details),
-                 "description": "no steering" if not len(r.candidate) else r.candidate.describe(),
-                 "error": r.error, "elapsed_s": r.elapsed_s}
-                for r, b in zip(history, running_best(history))],
+        points=[
+            {
+                "iteration": r.iteration,
+                "round": r.round,
+                "status": r.status,
+                "score": _finite(r.score),
+                "best": b,
+                "holdout": r.holdout_score,
+                "details": _details(r.details),
+                "description": "no steering" if not len(r.candidate) else r.candidate.describe(),
+                "error": r.error,
+                "elapsed_s": r.elapsed_s,
+            }
+            for r, b in zip(history, running_best(history))
+        ],
     )
     return out
 
