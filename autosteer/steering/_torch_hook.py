@@ -199,7 +199,26 @@ def _replace_hidden(args: tuple, kwargs: dict, from_kwargs: bool, key: str, new_
     return (new_h, *tuple(args[1:])), kwargs
 
 
-class TorchHook:
+class _ModelHook:
+    """What every Python hook of a steered model shares: ``copy.deepcopy`` copies it with the
+    model, pickling refuses with SteerStateError (``_copy_note`` adds what a copy keeps)."""
+
+    _copy_note = ""
+
+    def __deepcopy__(self, memo):
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
+    def __reduce_ex__(self, protocol):
+        raise SteerStateError(
+            f"cannot pickle or copy {type(self).__qualname__}: it is an AutoSteer hook on a steered model. "
+            "Call Steer.reset_all() first, or save model.state_dict() instead" + self._copy_note
+        )
+
+
+class TorchHook(_ModelHook):
     """Forward pre-hook (``with_kwargs=True``) of one decoder layer that is not on the CPU.
 
     At each forward: the tracker's step, ``weights.fill(step, ...)`` (C), the
@@ -209,6 +228,7 @@ class TorchHook:
     """
 
     kernel_calls = 0  # the C kernel never runs here
+    _copy_note = " (copy.deepcopy(model) keeps the steering)"
 
     def __init__(self, *, tracker, weights, directions: torch.Tensor, hidden_states_kwarg: str):
         self.tracker = tracker
@@ -242,21 +262,8 @@ class TorchHook:
         new_h = steer(h, self.tracker, w, self.directions, step, self._rows)
         return _replace_hidden(args, kwargs, from_kwargs, self.hidden_states_kwarg, new_h)
 
-    def __deepcopy__(self, memo):
-        new = object.__new__(type(self))
-        memo[id(self)] = new
-        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
-        return new
 
-    def __reduce_ex__(self, protocol):
-        raise SteerStateError(
-            f"cannot pickle or copy {type(self).__qualname__}: it is an AutoSteer hook on a steered model. "
-            "Call Steer.reset_all() first, or save model.state_dict() instead "
-            "(copy.deepcopy(model) keeps the steering)"
-        )
-
-
-class OutputHook:
+class OutputHook(_ModelHook):
     """Forward hook (llama.cpp's control-vector semantics): adds a fixed vector to a decoder
     layer's output hidden states at every position (a tensor output, or the first element of
     a tuple); copied by ``copy.deepcopy``, refuses pickling like the other hooks."""
@@ -269,15 +276,3 @@ class OutputHook:
         h = output[0] if isinstance(output, tuple) else output
         new = h + self.vector.to(device=h.device, dtype=h.dtype)
         return (new, *tuple(output[1:])) if isinstance(output, tuple) else new
-
-    def __deepcopy__(self, memo):
-        new = object.__new__(type(self))
-        memo[id(self)] = new
-        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
-        return new
-
-    def __reduce_ex__(self, protocol):
-        raise SteerStateError(
-            f"cannot pickle or copy {type(self).__qualname__}: it is an AutoSteer hook on a steered model. "
-            "Call Steer.reset_all() first, or save model.state_dict() instead"
-        )
