@@ -411,6 +411,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="render prompts with the tokenizer's chat template (prompts may be conversations)",
     )
+    s.add_argument(
+        "--system-prompt",
+        action="append",
+        metavar="TEXT",
+        default=[],
+        help="a system message the search may put before each request, alone or with steering "
+        "(repeatable; needs --chat; each one alone is evaluated first and reported beside the best)",
+    )
     s.add_argument("--max-vectors", type=_positive_int, metavar="N", help="most vectors per candidate (default: 2)")
     s.add_argument(
         "--schedules",
@@ -832,6 +840,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         space_kwargs["max_vectors"] = args.max_vectors
     if args.schedules is not None:
         space_kwargs["schedules"] = tuple(args.schedules)
+    if args.system_prompt:
+        if not args.chat:
+            raise UsageError("--system-prompt puts a system message before each request: give --chat as well")
+        space_kwargs["system_prompts"] = tuple(args.system_prompt)
     space = SteerSearchSpace(**space_kwargs)
     executor = None
     if args.ray is not None:
@@ -1101,6 +1113,11 @@ def _announce_url(server, args: argparse.Namespace) -> None:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     candidate = _read_config(args.config) if args.config else None
+    system = None if candidate is None else candidate.system
+    if system is not None and not args.chat:
+        raise UsageError(
+            f"{args.config}: the configuration has a system prompt ({system!r}), which is a chat message: give --chat"
+        )
     from autosteer.models import resolve_device
     from autosteer.search._threads import using_threads
 
@@ -1113,7 +1130,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         steer = Steer(model, tokenizer)
         if candidate is not None:
             with steer.applied(candidate):
-                after = _generate(model, tokenizer, args.prompts, args.max_new_tokens, args.chat)
+                after = _generate(model, tokenizer, args.prompts, args.max_new_tokens, args.chat, system)
         else:
             after = _generate(model, tokenizer, args.prompts, args.max_new_tokens, args.chat)
     rows = []
@@ -1139,8 +1156,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, chat: bool = False) -> list[str]:
-    """Greedy continuations, one prompt at a time (no padding questions), new tokens only."""
+def _generate(
+    model, tokenizer, prompts: Sequence[str], max_new_tokens: int, chat: bool = False, system: str | None = None
+) -> list[str]:
+    """Greedy continuations, one prompt at a time (no padding questions), new tokens only;
+    ``system``: a system message before each (chat) request."""
     import torch
 
     device = next(model.parameters()).device
@@ -1150,9 +1170,10 @@ def _generate(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, cha
         raise UsageError("--chat: this model's tokenizer has no chat template")
     for prompt in prompts:
         if chat:
-            text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-            )
+            messages = [{"role": "user", "content": prompt}]
+            if system is not None:
+                messages.insert(0, {"role": "system", "content": system})
+            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
         else:
             enc = tokenizer(prompt, return_tensors="pt").to(device)
@@ -1180,6 +1201,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     candidate = _candidate_of(args.config)
     if not len(candidate):
         raise UsageError(f"{args.config}: the configuration has no vectors")
+    if candidate.system is not None:
+        print(
+            f"note: the vector file holds the steering only; the configuration's system prompt "
+            f"({candidate.system!r}) goes into your requests",
+            file=sys.stderr,
+        )
     out = _output_path(args.output, "-o/--output")
     if os.path.exists(out) and not args.overwrite:
         raise UsageError(f"-o {out!r} already exists; give --overwrite to replace it")

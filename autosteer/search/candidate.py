@@ -241,17 +241,24 @@ class SteerVector:
 
 @dataclass(frozen=True)
 class SteerCandidate:
-    """An immutable set of :class:`SteerVector` s, the unit the search evaluates.
+    """An immutable set of :class:`SteerVector` s, and optionally a system prompt: the unit the
+    search evaluates.
 
     The vectors are kept in a canonical order (by layer, then text, then
     coefficient, then schedule), so two candidates holding the same vectors are
     equal and have the same :meth:`key`.  They are applied in that order.
-    An empty candidate means "no steering" (the baseline).
+    ``system``: a system message put before each request when the candidate
+    generates (a search space with ``system_prompts``; chat models only), or
+    None.  A candidate with a system prompt and no vectors is prompting alone;
+    an empty candidate means "no steering, no prompt" (the baseline).
     """
 
     vectors: tuple[SteerVector, ...] = field(default_factory=tuple)
+    system: str | None = None
 
     def __post_init__(self) -> None:
+        if self.system is not None and (not isinstance(self.system, str) or not self.system.strip()):
+            raise InvalidArgumentError(f"system must be None or a non-empty string, got {_describe(self.system)}")
         vecs = []
         for i, v in enumerate(self.vectors):
             if isinstance(v, Mapping):
@@ -277,10 +284,13 @@ class SteerCandidate:
         return {v.text.hash: v.text for v in self.vectors if isinstance(v.text, Concept)}
 
     def to_dict(self, full: bool = False) -> dict[str, Any]:
-        """``{"vectors": [vector dicts]}``; ``full=True`` adds ``"concepts"`` (hash -> the
-        concept's dict, its texts included), so the candidate reproduces anywhere."""
+        """``{"vectors": [vector dicts]}`` (and ``"system"`` when the candidate has a system
+        prompt); ``full=True`` adds ``"concepts"`` (hash -> the concept's dict, its texts
+        included), so the candidate reproduces anywhere."""
         full = check_bool("full", full)
         d: dict[str, Any] = {"vectors": [v.to_dict() for v in self.vectors]}
+        if self.system is not None:  # absent otherwise: keys (and logs) of steering-only candidates unchanged
+            d["system"] = self.system
         if full and self.concepts:
             d["concepts"] = {h: c.to_dict() for h, c in sorted(self.concepts.items())}
         return d
@@ -294,15 +304,20 @@ class SteerCandidate:
         known = _concept_map(concepts)
         vectors: Any = d  # each item is checked by SteerVector.from_dict
         if isinstance(d, Mapping):
-            unknown = sorted(set(d) - {"vectors", "concepts"})
+            unknown = sorted(set(d) - {"vectors", "concepts", "system"})
             if unknown or "vectors" not in d:
-                raise InvalidArgumentError(f"a candidate is {{'vectors': [...]}}, got keys {sorted(d)}")
+                raise InvalidArgumentError(
+                    f"a candidate is {{'vectors': [...], 'system': None or a string}}, got keys {sorted(d)}"
+                )
             if d.get("concepts") is not None:
                 known.update(_concept_map(d["concepts"]))
             vectors = d["vectors"]
+            system = d.get("system")
+        else:
+            system = None
         if isinstance(vectors, (str, bytes)) or not isinstance(vectors, Iterable):
             raise InvalidArgumentError(f"a candidate's vectors must be a list, got {_describe(vectors)}")
-        return cls(tuple(SteerVector.from_dict(v, known) for v in vectors))
+        return cls(tuple(SteerVector.from_dict(v, known) for v in vectors), system)
 
     @classmethod
     def from_json(cls, s: str, concepts=None) -> SteerCandidate:
@@ -320,10 +335,25 @@ class SteerCandidate:
     to_json = key
 
     def describe(self) -> str:
-        """One line such as ``L3 +0.4 "logical" + L5 -0.2 "confused" decay(...)``."""
-        if not self.vectors:
-            return "no steering"
-        return " + ".join(v.describe() for v in self.vectors)
+        """One line such as ``L3 +0.4 "logical" + L5 -0.2 "confused" decay(...)``, with
+        ``system "..."`` in front when the candidate has a system prompt."""
+        parts = [f"system {json.dumps(self.system, ensure_ascii=False)}"] if self.system is not None else []
+        parts += [v.describe() for v in self.vectors]
+        return " + ".join(parts) if parts else "no steering"
+
+    def messages(self, prompt: Any) -> Any:
+        """The chat conversation the candidate generates from for ``prompt`` (a string: one user
+        message; or a conversation), with its system message first; ``prompt`` as it is when the
+        candidate has no system prompt."""
+        if self.system is None:
+            return prompt
+        conv = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        if conv and conv[0].get("role") == "system":
+            raise InvalidArgumentError(
+                "a prompt already starts with a system message, and the candidate adds its own system prompt: "
+                "give the requests without a system message when the search space has system_prompts"
+            )
+        return [{"role": "system", "content": self.system}, *conv]
 
     def apply(self, steer, group: int | None = None) -> None:
         """Add every vector to ``steer`` (an :class:`autosteer.Steer`) with ``steer.add``.
@@ -358,6 +388,9 @@ class SteerCandidate:
             lines.append(f"{name} = Concept.from_dict({json.dumps(c.to_dict(), ensure_ascii=False)})")
         lines.append(f"{var} = Steer(model, tokenizer)")
         lines.extend(v.to_code(var, variables) for v in self.vectors)
+        if self.system is not None:
+            lines.append("# and put this system message before each request (tokenizer.apply_chat_template):")
+            lines.append(f"system = {{'role': 'system', 'content': {json.dumps(self.system, ensure_ascii=False)}}}")
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -272,17 +272,41 @@ class SteerEvaluator:
             yield
 
     def _rows(
-        self, job: MetricJob, items: Sequence[Any], batch_size: int | None = None
+        self,
+        job: MetricJob,
+        items: Sequence[Any],
+        batch_size: int | None = None,
+        per_group: Sequence[Sequence[Any]] | None = None,
     ) -> Iterator[tuple[list[int], list[Any], Any]]:
         """Batches of (prompt indexes, items, row groups); every candidate's copy of a prompt
-        sits in the same batch, candidate-major."""
+        sits in the same batch, candidate-major.  ``per_group``: each candidate's own items
+        (its system prompt in them) in place of the shared ``items``."""
         k = job.groups
         size = batch_size or self.batch_size
         for start in range(0, len(items), size):
             idx = list(range(start, min(start + size, len(items))))
-            rows = [items[i] for _ in range(k) for i in idx]
+            if per_group is None:
+                rows = [items[i] for _ in range(k) for i in idx]
+            else:
+                rows = [per_group[g][i] for g in range(k) for i in idx]
             groups = None if k == 1 else [g for g in range(k) for _ in idx]
             yield idx, rows, groups
+
+    def _per_group(self, job: MetricJob, make: Callable[[Any, int], Any]) -> list[list[Any]] | None:
+        """``make(prompt, i)`` for each candidate and prompt, the prompt as that candidate
+        generates from it (its system message first); None when no candidate has a system
+        prompt (every candidate then shares the same rows)."""
+        cands = job.candidates
+        if not cands or all(getattr(c, "system", None) is None for c in cands):
+            return None
+        if not self.chat:
+            raise InvalidArgumentError(
+                "a candidate has a system prompt, which needs chat=True (the tokenizer's chat template)"
+            )
+        return [
+            [make(c.messages(p) if getattr(c, "system", None) is not None else p, i) for i, p in enumerate(job.prompts)]
+            for c in cands
+        ]
 
     @contextlib.contextmanager
     def _row_groups(self, job: MetricJob, groups: list[int] | None) -> Iterator[None]:
@@ -313,12 +337,13 @@ class SteerEvaluator:
         early = self.early_stop if early_stop is None else early_stop
         k = job.groups
         encoded = [self._prompt_ids(p) for p in job.prompts]
+        per_group = self._per_group(job, lambda p, i: self._prompt_ids(p))
         outputs: list[list[str | None]] = [[None] * len(encoded) for _ in range(k)]
         new_ids: list[list[list[int] | None]] = [[None] * len(encoded) for _ in range(k)]
         pad_id = self._batch_pad_id()
         eos = getattr(self.tokenizer, "eos_token_id", None)
         with self._steering(job):
-            for idx, rows, groups in self._rows(job, encoded):
+            for idx, rows, groups in self._rows(job, encoded, per_group=per_group):
                 input_ids, attention = _pad(rows, pad_id, "left")
                 device = self._device()
                 input_ids, attention = input_ids.to(device), attention.to(device)
@@ -401,10 +426,11 @@ class SteerEvaluator:
 
         k = job.groups
         encoded = [self._prompt_ids(p) for p in job.prompts]
+        per_group = self._per_group(job, lambda p, i: self._prompt_ids(p))
         out: list[list[Any]] = [[None] * len(encoded) for _ in range(k)]  # each filled with a tensor
         pad_id = self._batch_pad_id()
         with self._steering(job):
-            for idx, rows, groups in self._rows(job, encoded):
+            for idx, rows, groups in self._rows(job, encoded, per_group=per_group):
                 input_ids, attention = _pad(rows, pad_id, "left")
                 device = self._device()
                 with self._row_groups(job, groups):
@@ -444,10 +470,15 @@ class SteerEvaluator:
         """Teacher-forced NLL: per candidate group, per prompt, ``(sum of token NLLs, tokens scored)``."""
         expected: Sequence[str | None] = job.expected or [None] * len(job.prompts)
         examples = [self._ppl_example(p, e) for p, e in zip(job.prompts, expected)]
-        return self._nll(job, examples)
+        per_group = self._per_group(job, lambda p, i: self._ppl_example(p, expected[i]))
+        return self._nll(job, examples, per_group=per_group)
 
     def _nll(
-        self, job: MetricJob, examples: list[tuple[list[int], range]], batch_size: int | None = None
+        self,
+        job: MetricJob,
+        examples: list[tuple[list[int], range]],
+        batch_size: int | None = None,
+        per_group: Sequence[Sequence[tuple[list[int], range]]] | None = None,
     ) -> list[list[tuple[float, int]]]:
         """Per group and example, ``(sum of the scored tokens' NLL, tokens scored)``.
 
@@ -462,7 +493,7 @@ class SteerEvaluator:
         out: list[list[tuple[float, int] | None]] = [[None] * len(examples) for _ in range(k)]
         pad_id = self._batch_pad_id()
         with self._steering(job):
-            for idx, rows, groups in self._rows(job, examples, batch_size):
+            for idx, rows, groups in self._rows(job, examples, batch_size, per_group):
                 input_ids, attention = _pad([ids for ids, _ in rows], pad_id, "right")
                 # keep[r, t]: the logit at t predicts the scored token at t + 1
                 keep = torch.zeros_like(attention, dtype=torch.bool)

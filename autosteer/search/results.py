@@ -50,7 +50,9 @@ class SteerResults(dict):
     ``confidence`` (how sure the held-out gain is, see :func:`gain_confidence`;
     None without per-prompt held-out values), ``metric``, ``lower_is_better``,
     ``seed``, ``log_path``, ``stopped_early`` (None, or why the run ended
-    before ``max_iterations``).  Keys also read as
+    before ``max_iterations``), ``prompt_alone`` (with system prompts in the
+    space: the record of the best system prompt alone, no steering, which
+    the best is reported beside; else None).  Keys also read as
     attributes: ``results.best_score``.
     """
 
@@ -76,6 +78,8 @@ class SteerResults(dict):
         if self.get("baseline_holdout") is not None:
             lines.append(f"Held-out: {_fmt(self['baseline_holdout'])} -> {_fmt(self['best_holdout'])}")
         lines.extend(describe_axes(self))
+        if self.get("prompt_alone") is not None:
+            lines.append(describe_prompt_alone(self["prompt_alone"]))
         if self.get("confidence") is not None:
             lines.append(describe_confidence(self["confidence"]))
         if self.get("stopped_early"):
@@ -183,6 +187,36 @@ def describe_axes(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def prompt_alone_record(history: Sequence[TrialRecord], lower_is_better: bool) -> TrialRecord | None:
+    """The best scored record of a system prompt alone (no vectors), or None."""
+    rows = [
+        r
+        for r in history
+        if r.status in ("keep", "discard")
+        and r.candidate.system is not None
+        and not len(r.candidate)
+        and r.score is not None
+    ]
+    if not rows:
+        return None
+    return (min if lower_is_better else max)(rows, key=lambda r: r.score)  # type: ignore[arg-type, return-value]
+
+
+def describe_prompt_alone(rec: TrialRecord) -> str:
+    """One line: prompting alone's score (search, held-out) and, for the answer objective, its
+    held-out concept rate and share of answers good on all three axes."""
+    d = rec.details or {}
+    line = f"Prompting alone (system {rec.candidate.system!r}, iteration {rec.iteration}): {_fmt(rec.score)}"
+    if rec.holdout_score is not None:
+        line += f", held-out {_fmt(rec.holdout_score)}"
+    if "holdout_success" in d:
+        line += (
+            f" | held-out concept {100 * d.get('holdout_concept_rate', float('nan')):.0f}%, "
+            f"all three {100 * d['holdout_success']:.0f}%"
+        )
+    return line
+
+
 def describe_confidence(conf: Mapping[str, Any]) -> str:
     """One line: ``Confidence of the held-out gain: 0.97 (better on 12, worse on 2, tied on 26 of 40
     prompts; one-sided Wilcoxon p = 0.03, sign test p = 0.006)``."""
@@ -226,4 +260,5 @@ def results_from_history(
         seed=config.get("seed"),
         log_path=log_path,
         stopped_early=stopped_early,
+        prompt_alone=prompt_alone_record(history, bool(config.get("lower_is_better", False))),
     )

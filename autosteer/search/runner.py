@@ -96,6 +96,43 @@ def _check_unsteered(model: Any) -> None:
         )
 
 
+def _check_system_prompts(space, spec, evaluator, prompts, holdout_prompts, expected) -> None:
+    """A space with system prompts needs a chat template that renders them, a metric scored in
+    the evaluator's own passes, and requests that carry no system message of their own."""
+    from autosteer.search.metrics import CustomMetric
+
+    if not evaluator.chat:
+        raise SearchSpaceError(
+            "search_space.system_prompts puts a system message before each request, which needs chat=True "
+            "(--chat): the requests are rendered with the tokenizer's chat template"
+        )
+    if isinstance(spec, CustomMetric):
+        raise SearchSpaceError(
+            "search_space.system_prompts cannot be combined with a custom metric: the function receives the "
+            "prompts itself and would never see the candidate's system prompt"
+        )
+    if spec.name == "perplexity" and expected is None:
+        raise SearchSpaceError(
+            "search_space.system_prompts with metric='perplexity' needs expected_outputs: without them the "
+            "perplexity of the prompt itself is scored, and a system prompt would change what is scored"
+        )
+    for name, items in (("prompts", prompts), ("holdout", holdout_prompts or [])):
+        for i, p in enumerate(items):
+            if not isinstance(p, str) and p and p[0].get("role") == "system":
+                raise SearchSpaceError(
+                    f"{name}[{i}] starts with a system message, and search_space.system_prompts adds its own: "
+                    "give the requests without a system message"
+                )
+    probe = [{"role": "system", "content": space.system_prompts[0]}, {"role": "user", "content": "Hi"}]
+    try:
+        evaluator._prompt_ids(probe)
+    except Exception as e:  # a template that refuses the system role (it raises its own error type)
+        raise SearchSpaceError(
+            f"the tokenizer's chat template cannot render a system message ({type(e).__name__}: {e}), so "
+            "search_space.system_prompts cannot be searched with this model"
+        ) from None
+
+
 def _split_holdout(holdout: Any) -> tuple[Any, Any, str, str]:
     """``holdout`` as (prompts, expected, prompts name, expected name): a list of prompts, or a
     2-tuple ``(prompts, expected_outputs)`` (a tuple whose first item is itself a list)."""
@@ -293,6 +330,8 @@ class AutoSteerRunner:
                             text_ids(tokenizer, text, f"{name}[{i}]")
                     except InvalidArgumentError as exc:
                         raise SearchSpaceError(str(exc)) from None
+            if space.system_prompts:
+                _check_system_prompts(space, spec, evaluator, prompts, holdout_prompts, expected_outputs)
 
             self.model = model
             self.tokenizer = tokenizer
@@ -643,9 +682,14 @@ class AutoSteerRunner:
         )
 
     def _score_holdout(self, records: list[TrialRecord]) -> list[TrialRecord]:
-        """The held-out score of each keep of a round, all keeps in one batched pass; reported,
+        """The held-out score of each keep of a round, and of each system prompt alone (the
+        reference prompt + steering is reported beside), all in one batched pass; reported,
         never used to decide (a failure is reported in the record's error)."""
-        keeps = [i for i, r in enumerate(records) if r.status == "keep"]
+        keeps = [
+            i
+            for i, r in enumerate(records)
+            if r.status == "keep" or (r.status == "discard" and r.candidate.system is not None and not len(r.candidate))
+        ]
         if self.holdout_prompts is None or not keeps:
             return records
         out = list(records)

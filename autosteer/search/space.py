@@ -178,6 +178,15 @@ class SteerSearchSpace:
         many trials on 0.05..0.2 as on 0.25..1.0: good optima usually sit at
         small coefficients.  ``"linear"`` draws uniformly.  A range starting
         at 0 is always drawn linearly.
+    system_prompts:
+        System messages the search may put before each request (default
+        none: steering only).  With some, every candidate also draws one of
+        ``(None, *system_prompts)``, so the best may be steering, a prompt,
+        or prompt + steering; each prompt alone (no vectors) is evaluated in
+        the first round, so prompting alone is always in the log beside the
+        steered candidates.  Needs ``chat=True`` (the tokenizer's chat template).
+        Answers are judged against the plain request either way (see
+        :mod:`autosteer.search.objective`).
 
     Strategies round coefficients to 4 significant digits and float schedule
     parameters to 3, so the candidates' JSON is short and exact.
@@ -192,6 +201,7 @@ class SteerSearchSpace:
     schedules: tuple[str, ...] = None  # type: ignore[assignment]  # see the line above
     schedule_ranges: Mapping[str, Mapping[str, tuple]] = None  # type: ignore[assignment]  # see above
     coeff_scale: str = "log"
+    system_prompts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -236,6 +246,16 @@ class SteerSearchSpace:
         set_("schedule_ranges", MappingProxyType(_resolve_schedule_ranges(self.schedule_ranges)))
         if self.coeff_scale not in ("log", "linear"):
             raise SearchSpaceError(f"coeff_scale must be 'log' or 'linear', got {self.coeff_scale!r}")
+        systems = self.system_prompts
+        if systems is None:
+            systems = ()
+        elif isinstance(systems, str):
+            systems = (systems,)  # a lone string is one prompt, not a list of characters
+        items = tuple(check_list("system_prompts", systems, "strings"))
+        for i, t in enumerate(items):
+            if not isinstance(t, str) or not t.strip():
+                raise SearchSpaceError(f"system_prompts[{i}] must be a non-empty string, got {_describe(t)}")
+        set_("system_prompts", tuple(dict.fromkeys(items)))
 
     # -- model binding ------------------------------------------------------
 
@@ -268,7 +288,7 @@ class SteerSearchSpace:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form; :meth:`from_dict` rebuilds an equal space."""
-        return {
+        d: dict[str, Any] = {
             "layer_range": None if self.layer_range is None else list(self.layer_range),
             "coeff_range": list(self.coeff_range),
             "texts": [_text_json(t) for t in self.texts],
@@ -278,6 +298,9 @@ class SteerSearchSpace:
             "schedule_ranges": {k: {p: list(r) for p, r in v.items()} for k, v in self.schedule_ranges.items()},
             "coeff_scale": self.coeff_scale,
         }
+        if self.system_prompts:  # absent otherwise: steering-only spaces keep their key (and run ids)
+            d["system_prompts"] = list(self.system_prompts)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SteerSearchSpace:
@@ -287,7 +310,7 @@ class SteerSearchSpace:
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:
             raise SearchSpaceError(f"unknown search space field(s) {', '.join(unknown)}")
-        for k in ("layer_range", "coeff_range"):
+        for k in ("layer_range", "coeff_range", "system_prompts"):
             if isinstance(d.get(k), list):
                 d[k] = tuple(d[k])
         if isinstance(d.get("schedule_ranges"), Mapping):
@@ -304,8 +327,8 @@ class SteerSearchSpace:
     def __repr__(self) -> str:
         d = self.to_dict()
         d["schedule_ranges"] = {k: {p: tuple(r) for p, r in v.items()} for k, v in d["schedule_ranges"].items()}
-        for k in ("layer_range", "coeff_range", "schedules"):
-            if d[k] is not None:
+        for k in ("layer_range", "coeff_range", "schedules", "system_prompts"):
+            if d.get(k) is not None:
                 d[k] = tuple(d[k])
         d["texts"], d["negative_texts"] = self.texts, self.negative_texts
         return "SteerSearchSpace(" + ", ".join(f"{k}={v!r}" for k, v in d.items()) + ")"
@@ -329,8 +352,13 @@ class SteerSearchSpace:
         return tuple((t, 1) for t in self.texts) + tuple((t, -1) for t in self.negative_texts)
 
     def contains(self, candidate: SteerCandidate) -> bool:
-        """Whether a strategy could propose ``candidate`` (layers, texts, signs, magnitudes, schedules)."""
-        if not 1 <= len(candidate) <= self.max_vectors or self.layer_range is None:
+        """Whether a strategy could propose ``candidate`` (layers, texts, signs, magnitudes,
+        schedules, system prompt)."""
+        system = candidate.system
+        if system is not None and system not in self.system_prompts:
+            return False
+        least = 0 if system is not None else 1  # a system prompt alone is prompting alone
+        if not least <= len(candidate) <= self.max_vectors or self.layer_range is None:
             return False
         lo, hi = self.layer_range
         seen = set()

@@ -17,7 +17,16 @@ from autosteer.search.candidate import SteerCandidate, SteerVector
 from autosteer.search.space import SteerSearchSpace
 from autosteer.steering.concept import Concept
 
-__all__ = ["clip_coeff", "magnitude", "perturb", "random_candidate", "random_vector", "round_sig", "schedule"]
+__all__ = [
+    "clip_coeff",
+    "magnitude",
+    "perturb",
+    "prompt_only",
+    "random_candidate",
+    "random_vector",
+    "round_sig",
+    "schedule",
+]
 
 
 def round_sig(x: float, digits: int) -> float:
@@ -88,7 +97,8 @@ def random_vector(
 
 
 def random_candidate(rng: random.Random, space: SteerSearchSpace) -> SteerCandidate | None:
-    """1..max_vectors vectors, each with a random layer, signed text, magnitude and schedule."""
+    """1..max_vectors vectors, each with a random layer, signed text, magnitude and schedule;
+    and, when the space has system prompts, one of ``(None, *system_prompts)``."""
     n = rng.randint(1, space.max_vectors)
     vecs: list[SteerVector] = []
     taken: set[tuple[int, str | Concept]] = set()
@@ -98,31 +108,52 @@ def random_candidate(rng: random.Random, space: SteerSearchSpace) -> SteerCandid
             break
         vecs.append(v)
         taken.add((v.layer_idx, v.text))
-    return SteerCandidate(tuple(vecs)) if vecs else None
+    if not vecs:
+        return None
+    # no draw without system prompts: steering-only searches propose what they always did
+    system = rng.choice((None, *space.system_prompts)) if space.system_prompts else None
+    return SteerCandidate(tuple(vecs), system)
+
+
+def prompt_only(space: SteerSearchSpace) -> list[SteerCandidate]:
+    """Each system prompt of the space alone (no vectors): prompting alone, the reference a
+    prompt + steering search is reported beside."""
+    return [SteerCandidate((), s) for s in space.system_prompts]
 
 
 def perturb(rng: random.Random, space: SteerSearchSpace, best: SteerCandidate) -> SteerCandidate | None:
     """``best`` changed by one move drawn uniformly from those that apply: shift a layer by
     1 or 2, scale a coefficient by 1.1..2 up or down, swap a text (the sign follows the
-    text's list), change or drop a schedule, add a random vector, remove a vector."""
+    text's list), change or drop a schedule, add a random vector, remove a vector, and with
+    system prompts in the space, swap the system prompt (or drop it)."""
     vecs = list(best.vectors)
+    system = best.system
     moves = []
     lo, hi = layer_bounds(space)
-    if lo < hi:
-        moves.append("shift_layer")
-    if space.coeff_range[0] < space.coeff_range[1]:
-        moves.append("scale_coeff")
-    if len(space.signed_texts) > 1:
-        moves.append("swap_text")
-    if space.schedules != ("none",):
-        moves.append("change_schedule")
+    if vecs:
+        if lo < hi:
+            moves.append("shift_layer")
+        if space.coeff_range[0] < space.coeff_range[1]:
+            moves.append("scale_coeff")
+        if len(space.signed_texts) > 1:
+            moves.append("swap_text")
+        if space.schedules != ("none",):
+            moves.append("change_schedule")
     if len(vecs) < space.max_vectors:
         moves.append("add_vector")
     if len(vecs) > 1:
         moves.append("remove_vector")
+    systems = [s for s in (None, *space.system_prompts) if s != system and (vecs or s is not None)]
+    if space.system_prompts and systems:
+        moves.append("swap_system")
     if not moves:
         return None
     move = rng.choice(moves)
+    if move == "swap_system":
+        return SteerCandidate(tuple(vecs), rng.choice(systems))
+    if move == "add_vector" and not vecs:  # prompting alone gets its first vector
+        w = random_vector(rng, space, set())
+        return None if w is None else SteerCandidate((w,), system)
     i = rng.randrange(len(vecs))
     v = vecs[i]
     taken = {(w.layer_idx, w.text) for j, w in enumerate(vecs) if j != i}
@@ -158,4 +189,4 @@ def perturb(rng: random.Random, space: SteerSearchSpace, best: SteerCandidate) -
         vecs.append(w)
     elif move == "remove_vector":
         del vecs[i]
-    return SteerCandidate(tuple(vecs))
+    return SteerCandidate(tuple(vecs), system)

@@ -34,6 +34,7 @@ from autosteer.errors import InvalidArgumentError, SearchSpaceError
 from autosteer.search.candidate import SteerCandidate
 from autosteer.search.options import Configurable, make
 from autosteer.search.space import SteerSearchSpace
+from autosteer.search.strategies._sampling import prompt_only
 from autosteer.search.trial import TrialRecord, last_keep
 
 __all__ = [
@@ -137,7 +138,11 @@ class Strategy(Configurable):
         n = check_int("n", n, minimum=1)
         tried = {SteerCandidate().key()} | {r.candidate.key() for r in history}
         rng = random.Random(f"autosteer:{self.name}:{self.seed}:{len(history)}")
-        out = self._propose(rng, list(history), n, tried)
+        # each system prompt alone comes first, so prompting alone is always in the history
+        out = [c for c in prompt_only(self._require_bound()) if c.key() not in tried][:n]
+        tried.update(c.key() for c in out)
+        if len(out) < n:
+            out += self._propose(rng, list(history), n - len(out), tried)
         if not out:
             raise SearchExhaustedError(
                 f"every candidate the search could reach has been tried ({len(tried) - 1} so far); "

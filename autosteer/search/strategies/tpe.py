@@ -84,6 +84,8 @@ class TPE(Strategy):
         clo, chi = sp.coeff_range
         log = sp.coeff_scale == "log" and clo > 0
         out: dict[str, Any] = {"n_vectors": optuna.distributions.IntDistribution(1, sp.max_vectors)}
+        if sp.system_prompts:  # 0: no system prompt, i: system_prompts[i - 1]
+            out["system"] = optuna.distributions.IntDistribution(0, len(sp.system_prompts))
         for i in range(params.get("n_vectors", 0)):
             out[f"layer_{i}"] = optuna.distributions.IntDistribution(lo, hi)
             out[f"text_{i}"] = optuna.distributions.IntDistribution(0, len(sp.signed_texts) - 1)
@@ -112,11 +114,18 @@ class TPE(Strategy):
         return out
 
     def _params_of(self, cand: SteerCandidate) -> dict[str, Any] | None:
-        """The Optuna parameters of a candidate, or None when it cannot be told (outside the space)."""
+        """The Optuna parameters of a candidate, or None when it cannot be told (outside the space;
+        prompting alone, which has no vectors to parameterise)."""
         sp = self._require_bound()
         if not 1 <= len(cand) <= sp.max_vectors:
             return None
         params: dict[str, Any] = {"n_vectors": len(cand)}
+        if sp.system_prompts:
+            if cand.system is not None and cand.system not in sp.system_prompts:
+                return None
+            params["system"] = 0 if cand.system is None else 1 + sp.system_prompts.index(cand.system)
+        elif cand.system is not None:
+            return None
         for i, v in enumerate(cand.vectors):
             key = (v.text, 1 if v.coeff > 0 else -1)
             try:
@@ -148,6 +157,10 @@ class TPE(Strategy):
     def _ask(self, trial) -> SteerCandidate | None:
         sp = self._require_bound()
         n = trial.suggest_int("n_vectors", 1, sp.max_vectors)
+        system = None
+        if sp.system_prompts:
+            i_sys = trial.suggest_int("system", 0, len(sp.system_prompts))
+            system = None if i_sys == 0 else sp.system_prompts[i_sys - 1]
         lo, hi = _sampling.layer_bounds(sp)
         clo, chi = sp.coeff_range
         log = sp.coeff_scale == "log" and clo > 0
@@ -177,7 +190,7 @@ class TPE(Strategy):
                 continue  # the same (layer, text) twice: one vector of it is enough
             taken.add((layer, text))
             vecs.append(SteerVector(layer, sign * mag, text, schedule))
-        return SteerCandidate(tuple(vecs)) if vecs else None
+        return SteerCandidate(tuple(vecs), system) if vecs else None
 
     # -- proposals ---------------------------------------------------------------
 
