@@ -86,6 +86,9 @@ CONCEPT_DEMO: dict[str, Any] = {
     "population": 8,
     "num_prompts": 8,
     "num_holdout": 16,
+    # prompting is the baseline to beat, and prompt + steering did best of all: the demo searches
+    # this system message as one more dimension (alone, with steering, or not at all)
+    "system_prompt": "Whatever the question, work a mention of weddings into your answer.",
 }
 
 #: Before/after generations printed on held-out prompts (organism, real model).
@@ -303,6 +306,8 @@ def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs, 
             schedules=CONCEPT_DEMO["schedules"],
         )
     chat = bool(getattr(tokenizer, "chat_template", None))
+    if chat and CONCEPT_DEMO.get("system_prompt"):
+        space = space.replace(system_prompts=[CONCEPT_DEMO["system_prompt"]])
     prompts = prompts[: n_prompts or CONCEPT_DEMO["num_prompts"]]
     held = held[: n_holdout or CONCEPT_DEMO["num_holdout"]]
     metric = SteeredAnswer(pattern=pattern, fluency_margin=CONCEPT_DEMO["fluency_margin"])
@@ -310,7 +315,9 @@ def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs, 
     label = (
         f"concept {concept.name!r} ({len(concept.positive)} contrastive pairs) | metric steered_answer "
         f"(on-concept AND on-request AND fluent per answer; fluency budget +{CONCEPT_DEMO['fluency_margin']} "
-        "nat/token, a hard limit)" + calibrated
+        "nat/token, a hard limit)"
+        + calibrated
+        + (f" | system prompt searched too: {space.system_prompts[0]!r}" if space.system_prompts else "")
     )
     return _Setup(label, prompts, held, None, None, space, runner, concept, batch_size=len(prompts))
 
@@ -321,6 +328,9 @@ def _export(runner, best, out: Path, say) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     if best is None:
+        return []
+    if not len(best):
+        say("(the best is a system prompt alone: no vectors to write to best.safetensors / best.gguf)")
         return []
     written = []
     from autosteer.errors import InvalidArgumentError
@@ -335,11 +345,27 @@ def _export(runner, best, out: Path, say) -> list[Path]:
 
 
 def _generations(runner, prompts: list, candidate) -> list[str]:
-    """Greedy continuations of ``prompts``, steered by ``candidate`` (None: unsteered)."""
+    """Greedy continuations of ``prompts``, steered by ``candidate`` (None: unsteered), with
+    the candidate's system message before each request when it has one."""
     if candidate is None:
         return runner.evaluator.generate(prompts)
+    prompts = [candidate.messages(p) for p in prompts]
     with runner.steer.applied(candidate):
         return runner.evaluator.generate(prompts)
+
+
+def _alone_json(rec) -> dict[str, Any] | None:
+    """Prompting alone's record as JSON: its system prompt, scores and held-out axes."""
+    if rec is None:
+        return None
+    d = rec.details or {}
+    return {
+        "system": rec.candidate.system,
+        "iteration": rec.iteration,
+        "score": rec.score,
+        "holdout_score": rec.holdout_score,
+        "holdout": {k[len("holdout_") :]: v for k, v in d.items() if k.startswith("holdout_")},
+    }
 
 
 def _short(text: str, width: int = 70) -> str:
@@ -464,6 +490,11 @@ def run_demo(
             f"(fluency budget +{runner.metric_object.fluency_margin:g} "  # type: ignore[attr-defined]  # steered_answer
             "nat/token)"
         )
+    alone = results.get("prompt_alone")
+    if alone is not None:
+        from autosteer.search.results import describe_prompt_alone
+
+        say(describe_prompt_alone(alone))
     if results["confidence"] is not None:
         from autosteer.search.results import describe_confidence
 
@@ -483,6 +514,9 @@ def run_demo(
     with using_threads(runner.threads, lm):
         plain = _generations(runner, examples, None)
         steered = _generations(runner, examples, best)
+        prompted = None
+        if alone is not None and (best is None or best.key() != alone.candidate.key()):
+            prompted = _generations(runner, examples, alone.candidate)
     say("")
     say("Before / after on held-out prompts (greedy):")
     pairs = []
@@ -494,8 +528,13 @@ def run_demo(
         else:
             say(f"    {p}")
             say(f"      before: {_short(a)}")
+            if prompted is not None:
+                say(f"      prompt: {_short(prompted[i])}")
             say(f"      after:  {_short(b)}")
-            pairs.append({"prompt": p, "before": a.strip(), "after": b.strip()})
+            pair = {"prompt": p, "before": a.strip(), "after": b.strip()}
+            if prompted is not None:
+                pair["prompt_alone"] = prompted[i].strip()
+            pairs.append(pair)
 
     png: Path | None = out / "progress.png"
     try:
@@ -518,6 +557,7 @@ def run_demo(
         "best_holdout": after,
         "holdout": held_report,
         "confidence": results["confidence"],
+        "prompt_alone": alone,
         "best_candidate": best,
         "best_code": results["best_steer_code"],
         "examples": pairs,
@@ -604,6 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "holdout": report["holdout"],
                     "confidence": report["confidence"],
                     "candidate": None if best is None else best.to_dict(full=True),
+                    "prompt_alone": _alone_json(report["prompt_alone"]),
                     "description": "no steering" if best is None else best.describe(),
                     "code": report["best_code"],
                     "examples": report["examples"],

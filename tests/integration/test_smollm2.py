@@ -160,3 +160,38 @@ def test_the_demo_configuration_meets_its_held_out_targets(smollm2):
     assert base.details["concept_rate"] <= 0.10
     assert steered.details["concept_rate"] >= 0.60
     assert steered.details["fluency"] - base.details["fluency"] <= 1.0
+
+
+def test_the_demo_searches_its_system_prompt_and_reports_prompting_alone(smollm2, tmp_path):
+    """A tiny run of `autosteer demo --model smollm2`: the system prompt alone is the first trial,
+    is scored on the held-out requests, and its answers are printed beside the before/after ones;
+    each printed answer is what plain transformers generates for that conversation."""
+    import io
+
+    from autosteer.demo import CONCEPT_DEMO, run_demo
+
+    model, tok = smollm2
+    stream = io.StringIO()
+    report = run_demo(model="smollm2", out=tmp_path / "demo", iterations=2, population=2, n_prompts=3,
+                      n_holdout=2, layers="14:16", coeffs="0.2:0.3", verbose=False, stream=stream)
+    text = stream.getvalue()
+    system = CONCEPT_DEMO["system_prompt"]
+    hist = report["results"]["history"]
+    assert hist[1].candidate.system == system and len(hist[1].candidate) == 0
+    alone = report["prompt_alone"]
+    assert alone is not None and alone.holdout_score is not None
+    assert f"Prompting alone (system {system!r}" in text
+    example = report["examples"][0]
+    conv = [{"role": "system", "content": system}, {"role": "user", "content": example["prompt"]}]
+    ids = tok(tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=False), return_tensors="pt",
+              add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        quiet = {k: None for k in ("temperature", "top_p", "top_k") if getattr(model.generation_config, k, None)}
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=
+                             CONCEPT_DEMO["max_new_tokens"], do_sample=False, pad_token_id=tok.pad_token_id, **quiet)
+    want = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+    best = report["best_candidate"]
+    if best is not None and best.key() == alone.candidate.key():
+        assert example["after"] == want
+    else:
+        assert example["prompt_alone"] == want and "      prompt: " in text
