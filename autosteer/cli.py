@@ -898,8 +898,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         done = runner.results
         n = 0 if done is None else done["iterations"]
         print(f"interrupted after {n} trial(s); {args.log} holds every finished trial.", file=sys.stderr)
-        exc.reported = True  # type: ignore[attr-defined]  # a mark: main() prints the resume command, not "interrupted"
-        raise
+        from autosteer.errors import InterruptReported
+
+        raise InterruptReported(*exc.args) from exc
     summary = _summary(results, log=args.log, model=args.model)
     if args.json:
         _print_json(summary)
@@ -1332,7 +1333,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(exc.usage)
         return _fail(str(exc), EXIT_BAD_INPUT, want_json)
     except KeyboardInterrupt as exc:
-        if not getattr(exc, "reported", False):  # search and the demo say what was kept themselves
+        from autosteer.errors import InterruptReported
+
+        if not isinstance(exc, InterruptReported):  # search and the demo say what was kept themselves
             print("interrupted", file=sys.stderr)
         resume = resume_command(argv)
         if resume:

@@ -460,8 +460,9 @@ def run_demo(
         done = runner.results
         n = 0 if done is None else done["iterations"]
         print(f"interrupted after {n} trial(s); {out / LOG_NAME} holds every finished trial.", file=sys.stderr)
-        exc.reported = True  # type: ignore[attr-defined]  # a mark: the CLI prints how to resume, not "interrupted"
-        raise
+        from autosteer.errors import InterruptReported
+
+        raise InterruptReported(*exc.args) from exc
     name = runner.metric
     say("")
     say(results.summary())

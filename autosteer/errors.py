@@ -18,6 +18,7 @@ from ._C import AutoSteerError, InvalidArgumentError, ScheduleError, SteerStateE
 __all__ = [
     "ArgumentTypeError",
     "AutoSteerError",
+    "InterruptReported",
     "InvalidArgumentError",
     "LayerIndexError",
     "LogFormatError",
@@ -53,3 +54,10 @@ class SearchSpaceError(AutoSteerError, ValueError):
 
 class LogFormatError(AutoSteerError, ValueError):
     """A results log is corrupt or belongs to another run."""
+
+
+class InterruptReported(KeyboardInterrupt):
+    """A Ctrl-C that stopped a search whose caller already said what was kept (``autosteer
+    search`` and ``autosteer demo`` print "interrupted after N trial(s); LOG holds every finished
+    trial"), so the command line prints the command that resumes it instead of "interrupted".
+    Still a ``KeyboardInterrupt``: ``except KeyboardInterrupt`` catches it."""
