@@ -28,10 +28,11 @@ instead of producing a score.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from autosteer._checks import check_bool, check_int, check_list, is_real
+from autosteer._checks import check_bool, check_int, check_list, is_int, is_real
 from autosteer._checks import describe as _describe
 from autosteer.errors import AutoSteerError, InvalidArgumentError
 from autosteer.search._threads import check_threads, using_threads
@@ -218,7 +219,12 @@ class SteerEvaluator:
         return self._run(MetricJob(prompts, expected))[0]
 
     def evaluate_candidates(
-        self, steer, candidates: Sequence[Any], prompts: Sequence[str], expected: Sequence[str] | None = None
+        self,
+        steer,
+        candidates: Sequence[Any],
+        prompts: Sequence[str],
+        expected: Sequence[str] | None = None,
+        indexes: Sequence[int] | None = None,
     ) -> list[MetricResult]:
         """One :class:`MetricResult` per candidate, each scored with that candidate applied to ``steer``.
 
@@ -227,16 +233,32 @@ class SteerEvaluator:
         candidate after another.  The results equal those of evaluating the
         candidates one by one.  The prompts and expected outputs are checked
         first, as in :meth:`evaluate`.
+
+        ``indexes`` (increasing positions in ``prompts``): score only those
+        prompts, as part of the whole set (a screening stage; the metric must be
+        ``mergeable``): per-prompt values are those of scoring the whole set,
+        and :meth:`Metric.merge` joins the results of consecutive parts into it.
         """
         candidates = list(candidates)
         prompts, expected = self.check(prompts, expected)
         if not candidates:
             return []
+        context: list[Any] | None = None
+        positions: tuple[int, ...] | None = None
+        if indexes is not None:
+            positions = _check_indexes(indexes, len(prompts))
+            if not self.spec.mergeable:
+                raise InvalidArgumentError(
+                    f"metric {self.metric!r} cannot score part of a prompt set (it is not mergeable); give indexes=None"
+                )
+            context = prompts
+            prompts = [context[i] for i in positions]
+            expected = None if expected is None else [expected[i] for i in positions]
         if self.spec.batched:
-            return self._run(MetricJob(prompts, expected, candidates, steer))
+            return self._run(MetricJob(prompts, expected, candidates, steer, context, positions))
         out = []
         for cand in candidates:
-            out.extend(self._run(MetricJob(prompts, expected, [cand], steer)))
+            out.extend(self._run(MetricJob(prompts, expected, [cand], steer, context, positions)))
         return out
 
     def _run(self, job: MetricJob) -> list[MetricResult]:
@@ -603,6 +625,16 @@ class SteerEvaluator:
 
 
 # ----------------------------------------------------------------------------- internals
+
+
+def _check_indexes(indexes: Any, n: int) -> tuple[int, ...]:
+    """Increasing prompt positions in ``range(n)``, at least one."""
+    items = check_list("indexes", indexes, "prompt positions")
+    if not items or not all(is_int(i) and 0 <= i < n for i in items):
+        raise InvalidArgumentError(f"indexes must be a non-empty list of positions in 0..{n - 1}, got {items!r}")
+    if any(b <= a for a, b in itertools.pairwise(items)):
+        raise InvalidArgumentError(f"indexes must be increasing positions, got {items!r}")
+    return tuple(int(i) for i in items)
 
 
 def _applied(steer, config):

@@ -100,12 +100,14 @@ class Scorer:
         prompts, expected = self._split(split)
         return self.evaluator.evaluate_result(prompts, expected)
 
-    def evaluate(self, candidates: Sequence[Any], split: str) -> list[Outcome]:
-        """One outcome per candidate, in order; a failing batch is scored again one by one."""
+    def evaluate(self, candidates: Sequence[Any], split: str, indexes: Sequence[int] | None = None) -> list[Outcome]:
+        """One outcome per candidate, in order; a failing batch is scored again one by one.
+        ``indexes``: only those prompts of the split, as part of it (a screening stage)."""
         prompts, expected = self._split(split)
         candidates = list(candidates)
+        ev = self.evaluator
         try:
-            results = self.evaluator.evaluate_candidates(self.steer, candidates, prompts, expected)
+            results = ev.evaluate_candidates(self.steer, candidates, prompts, expected, indexes)
             return [(r, None) for r in results]
         except Exception as e:
             if len(candidates) == 1:
@@ -113,7 +115,7 @@ class Scorer:
         out: list[Outcome] = []
         for cand in candidates:
             try:
-                out.append((self.evaluator.evaluate_candidates(self.steer, [cand], prompts, expected)[0], None))
+                out.append((ev.evaluate_candidates(self.steer, [cand], prompts, expected, indexes)[0], None))
             except Exception as e1:
                 out.append((None, f"{type(e1).__name__}: {e1}"))
         return out
@@ -140,7 +142,9 @@ class Executor:
     def baseline(self, split: str):
         raise NotImplementedError
 
-    def evaluate(self, candidates: Sequence[Any], split: str) -> list[Outcome]:
+    def evaluate(self, candidates: Sequence[Any], split: str, indexes: Sequence[int] | None = None) -> list[Outcome]:
+        """One outcome per candidate on the split's prompts (``indexes``: only those, as part of
+        the split: the first or second stage of a screened round)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -169,8 +173,8 @@ class InProcessExecutor(Executor):
     def baseline(self, split: str):
         return self._need().baseline(split)
 
-    def evaluate(self, candidates: Sequence[Any], split: str) -> list[Outcome]:
-        return self._need().evaluate(candidates, split)
+    def evaluate(self, candidates: Sequence[Any], split: str, indexes: Sequence[int] | None = None) -> list[Outcome]:
+        return self._need().evaluate(candidates, split, indexes)
 
     def close(self) -> None:
         self._scorer = None
@@ -244,8 +248,8 @@ class _Worker:
     def baseline(self, split: str):
         return self._configured().baseline(split)
 
-    def evaluate(self, candidates: list, split: str) -> list[Outcome]:
-        return self._configured().evaluate(candidates, split)
+    def evaluate(self, candidates: list, split: str, indexes: list[int] | None = None) -> list[Outcome]:
+        return self._configured().evaluate(candidates, split, indexes)
 
     def pid(self) -> int:
         return os.getpid()
@@ -452,9 +456,10 @@ class RayExecutor(Executor):
                 raise _reraise(e) from None
         raise self._no_worker_left()
 
-    def evaluate(self, candidates: Sequence[Any], split: str) -> list[Outcome]:
+    def evaluate(self, candidates: Sequence[Any], split: str, indexes: Sequence[int] | None = None) -> list[Outcome]:
         ray = _ray()
         candidates = list(candidates)
+        indexes = None if indexes is None else list(indexes)
         if not candidates:
             return []
         alive = self._alive()
@@ -464,7 +469,7 @@ class RayExecutor(Executor):
         bounds = [len(candidates) * k // n for k in range(n + 1)]
         slices = [(bounds[k], bounds[k + 1]) for k in range(n)]
         submitted = [
-            (alive[k], s, self._workers[alive[k]].evaluate.remote(candidates[s[0] : s[1]], split))
+            (alive[k], s, self._workers[alive[k]].evaluate.remote(candidates[s[0] : s[1]], split, indexes))
             for k, s in enumerate(slices)
         ]
         out: list[Outcome | None] = [None] * len(candidates)
@@ -483,7 +488,7 @@ class RayExecutor(Executor):
                 continue
             j = others[0]
             try:
-                out[lo:hi] = ray.get(self._workers[j].evaluate.remote(candidates[lo:hi], split))
+                out[lo:hi] = ray.get(self._workers[j].evaluate.remote(candidates[lo:hi], split, indexes))
             except ray.exceptions.RayActorError as e:
                 self._lose(j, e)
                 out[lo:hi] = [

@@ -20,7 +20,11 @@ Format 2 (UTF-8, ``\\n`` line ends, tab-separated, no quoting)::
   the baseline and each keep); ``per_prompt`` is the JSON list of what the
   metric measured on each search prompt, ``holdout_per_prompt`` the same on
   the held-out prompts, ``details`` a JSON object of its
-  other measurements (empty when none);
+  other measurements (empty when none); a candidate pruned by a keep rule's
+  screening stage (:mod:`autosteer.search.keep`) is a ``discard`` whose score
+  and per-prompt values cover only the screened prompts, with
+  ``details["fidelity"]`` (screened prompts / all prompts, < 1) and
+  ``details["screen_p"]``, and the reason in ``error``;
 * ``candidate`` is the candidate's canonical JSON; ``error`` why a crash
   crashed; tabs, newlines and backslashes in text fields are escaped as
   ``\\t``, ``\\n``, ``\\r``, ``\\\\``.
@@ -460,6 +464,7 @@ def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> Trial
         status == "discard"
         and st.check_discards
         and (details or {}).get("holdout_feasible") != 0.0
+        and (details or {}).get("fidelity", 1.0) >= 1.0
         and improves(
             score,
             st.best,  # type: ignore[arg-type]  # the baseline row came first and set best
@@ -467,7 +472,8 @@ def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> Trial
             st.min_improvement,
         )
     ):
-        # (a discard refused for its held-out fluency may beat the best on the search prompts)
+        # (a discard refused for its held-out fluency may beat the best on the search prompts; a
+        # candidate pruned by screening has a score on fewer prompts, details["fidelity"] < 1)
         raise LogFormatError(
             f"{where}: a discard with score {score!r} beats the best so far ({st.best!r}); "
             "it should have been kept: the log was edited or is corrupt"

@@ -103,20 +103,46 @@ class MetricResult:
     per_prompt: tuple[float, ...] | None = None
     outputs: tuple[str, ...] | None = None
     details: dict[str, float] = field(default_factory=dict)
+    #: what :meth:`Metric.merge` joins (the metric's own per-prompt measurements); never logged
+    parts: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass
 class MetricJob:
-    """One evaluation: ``candidates`` (None: the model as it is) on ``prompts``."""
+    """One evaluation: ``candidates`` (None: the model as it is) on ``prompts``.
+
+    ``context`` and ``positions``: when ``prompts`` are part of a prompt set
+    (a screening stage), the whole set and the position of each of
+    ``prompts`` in it.  A metric that compares a prompt with the others of
+    its set, or measures a reference on the set, takes them from the whole
+    set, so that each prompt's values do not depend on which part was scored.
+    """
 
     prompts: list[Any]
     expected: list[str] | None
     candidates: Sequence[Any] | None = None
     steer: Any = None
+    context: list[Any] | None = None
+    positions: tuple[int, ...] | None = None
 
     @property
     def groups(self) -> int:
         return 1 if self.candidates is None else len(self.candidates)
+
+    @property
+    def all_prompts(self) -> list[Any]:
+        """The whole prompt set ``prompts`` belong to."""
+        return self.prompts if self.context is None else self.context
+
+    @property
+    def where(self) -> Sequence[int]:
+        """The position of each of ``prompts`` in :attr:`all_prompts`."""
+        return range(len(self.prompts)) if self.positions is None else self.positions
+
+    @property
+    def whole(self) -> bool:
+        """Whether the job scores its whole prompt set."""
+        return self.context is None
 
 
 class Metric(Configurable):
@@ -127,7 +153,9 @@ class Metric(Configurable):
     ("required", "optional" or "unused": the expected outputs), ``summary``
     (one line that says what it measures), ``batched`` (whether several
     candidates share one batched pass; otherwise they are evaluated one after
-    another).  Subclasses implement :meth:`compute`.
+    another), ``mergeable`` (whether results on consecutive parts of a prompt
+    set join, by :meth:`merge`, into exactly the result on the whole set: what
+    a keep rule's ``screen`` needs).  Subclasses implement :meth:`compute`.
     """
 
     kind: ClassVar[str] = "metric"
@@ -135,10 +163,24 @@ class Metric(Configurable):
     expected: ClassVar[str] = "unused"
     summary: ClassVar[str] = ""
     batched: ClassVar[bool] = True
+    mergeable: ClassVar[bool] = False
 
     def compute(self, evaluator: Any, job: MetricJob) -> list[MetricResult]:
         """One :class:`MetricResult` per candidate group of ``job``, from ``evaluator``'s passes."""
         raise NotImplementedError
+
+    def merge(self, results: Sequence[MetricResult]) -> MetricResult:
+        """The result on a prompt set from the results on consecutive parts of it, in prompt order
+        (each from a :class:`MetricJob` with the set as ``context``), equal to scoring the whole set.
+
+        The default suits a metric whose value is the mean of its per-prompt values and which
+        reports no details; a mergeable metric that differs overrides it.
+        """
+        if not self.mergeable:
+            raise InvalidArgumentError(f"metric {self.name!r} cannot join results on parts of a prompt set")
+        values = tuple(v for r in results for v in r.per_prompt or ())
+        outputs = None if results[0].outputs is None else tuple(t for r in results for t in r.outputs or ())
+        return MetricResult(sum(values) / len(values), values, outputs)
 
     def check(self, evaluator: Any) -> None:
         """Checks that need the evaluator (e.g. its ``chat`` setting); called once by it."""
@@ -316,6 +358,7 @@ class TaskAccuracy(Metric):
     lower_is_better = False
     expected = "required"
     summary = "share of prompts whose greedy continuation contains the expected string (case and spacing ignored)"
+    mergeable = True
 
     def compute(self, ev, job: MetricJob) -> list[MetricResult]:
         if job.expected is None:
@@ -343,16 +386,23 @@ class Perplexity(Metric):
     expected = "optional"
     summary = "exp of the mean per-token NLL (of the expected text given its prompt, when given)"
 
+    mergeable = True
+
     def compute(self, ev, job: MetricJob) -> list[MetricResult]:
-        out = []
-        for rows in ev.nll_groups(job):
-            total = sum(s for s, _ in rows)
-            count = sum(n for _, n in rows)
-            if count == 0:
-                raise InvalidArgumentError("no token to score: every text is a single token")
-            per_prompt = tuple(math.exp(s / n) for s, n in rows)
-            out.append(MetricResult(math.exp(total / count), per_prompt))
-        return out
+        return [self._result(tuple(rows)) for rows in ev.nll_groups(job)]
+
+    def merge(self, results: Sequence[MetricResult]) -> MetricResult:
+        """Token-weighted: the summed NLLs and token counts of the parts, not their perplexities."""
+        return self._result(tuple(row for r in results for row in r.parts))
+
+    @staticmethod
+    def _result(rows: tuple[tuple[float, int], ...]) -> MetricResult:
+        total = sum(s for s, _ in rows)
+        count = sum(n for _, n in rows)
+        if count == 0:
+            raise InvalidArgumentError("no token to score: every text is a single token")
+        per_prompt = tuple(math.exp(s / n) for s, n in rows)
+        return MetricResult(math.exp(total / count), per_prompt, parts=rows)
 
 
 @register
@@ -426,6 +476,7 @@ class ConceptRate(Metric):
     name = "concept_rate"
     lower_is_better = False
     summary = "share of greedy continuations that match the concept pattern (a regex or keywords, case-insensitive)"
+    mergeable = True
     options = (PATTERN,)
     pattern: Any  # a compiled pattern or a callable answer -> [0, 1] (see _check_concept)
 
@@ -449,6 +500,7 @@ class Fluency(Metric):
     name = "fluency"
     lower_is_better = True
     summary = "mean over prompts of each greedy continuation's per-token NLL under the unsteered model (nats/token)"
+    mergeable = True
 
     def compute(self, ev, job: MetricJob) -> list[MetricResult]:
         texts, ids = ev.generate_with_ids(job, early_stop=False)
@@ -476,34 +528,54 @@ class SteeredConcept(Metric):
     pattern: Any
     fluency_margin: float
 
+    mergeable = True
+
     def compute(self, ev, job: MetricJob) -> list[MetricResult]:
         texts, ids = ev.generate_with_ids(job, early_stop=False)
         nll = ev.continuation_nll(job.prompts, ids)
-        if job.candidates is None and not _steered(ev.model):
+        if job.candidates is None and job.whole and not _steered(ev.model):
             ev.remember_reference(job.prompts, nll[0])  # this is the unsteered model's own output
-        reference, _ = ev.unsteered_reference(job.prompts)
+        _, reference = ev.unsteered_reference(job.all_prompts)  # per prompt, measured on the whole set
         out = []
         for group_texts, group_ids, group_nll in zip(texts, ids, nll):
-            fluency = sum(group_nll) / len(group_nll)
-            penalty = max(0.0, fluency - reference - self.fluency_margin)
-            matched = [concept_score(self.pattern, t) >= 0.5 for t in group_texts]
-            counted = [m and repetition(i) <= REPETITION_LIMIT for m, i in zip(matched, group_ids)]
-            per_prompt = tuple((1.0 if c else 0.0) - penalty for c in counted)
-            out.append(
-                MetricResult(
-                    sum(per_prompt) / len(per_prompt),
-                    per_prompt,
-                    tuple(group_texts),
-                    details={
-                        "concept_rate": sum(matched) / len(matched),
-                        "fluency": fluency,
-                        "fluency_reference": reference,
-                        "fluency_excess": fluency - reference,
-                        "repetitive": sum(m and not c for m, c in zip(matched, counted)) / len(matched),
-                    },
+            # per prompt: (matched, counted, NLL, the unsteered answer's NLL)
+            parts = tuple(
+                (m, m and repetition(i) <= REPETITION_LIMIT, x, reference[p])
+                for m, i, x, p in zip(
+                    (concept_score(self.pattern, t) >= 0.5 for t in group_texts), group_ids, group_nll, job.where
                 )
             )
+            out.append(self._result(parts, tuple(group_texts)))
         return out
+
+    def merge(self, results: Sequence[MetricResult]) -> MetricResult:
+        """The fluency penalty is a set-level term: recomputed on the joined prompts."""
+        return self._result(
+            tuple(x for r in results for x in r.parts), tuple(t for r in results for t in r.outputs or ())
+        )
+
+    def _result(self, parts: tuple, texts: tuple[str, ...]) -> MetricResult:
+        matched = [m for m, _, _, _ in parts]
+        counted = [c for _, c, _, _ in parts]
+        nll = [x for _, _, x, _ in parts]
+        ref = [r for _, _, _, r in parts]
+        fluency = sum(nll) / len(nll)
+        reference = sum(ref) / len(ref)
+        penalty = max(0.0, fluency - reference - self.fluency_margin)
+        per_prompt = tuple((1.0 if c else 0.0) - penalty for c in counted)
+        return MetricResult(
+            sum(per_prompt) / len(per_prompt),
+            per_prompt,
+            texts,
+            details={
+                "concept_rate": sum(matched) / len(matched),
+                "fluency": fluency,
+                "fluency_reference": reference,
+                "fluency_excess": fluency - reference,
+                "repetitive": sum(m and not c for m, c in zip(matched, counted)) / len(matched),
+            },
+            parts=parts,
+        )
 
 
 @register
@@ -550,6 +622,8 @@ class SteeredAnswer(Metric):
     fluency_scale: float
     relevance_judge: Callable[[Any, str], float] | None
 
+    mergeable = True
+
     def compute(self, ev, job: MetricJob) -> list[MetricResult]:
         from autosteer.search.objective import answer_scores
 
@@ -563,9 +637,23 @@ class SteeredAnswer(Metric):
             judge=self.relevance_judge,
             margin=self.fluency_margin,
             fluency_scale=self.fluency_scale,
-            unsteered=job.candidates is None and not _steered(ev.model),
+            unsteered=job.candidates is None and job.whole and not _steered(ev.model),
+            context=job.context,
+            positions=job.positions,
         )
-        return [MetricResult(s.value(), s.per_prompt(), tuple(t), details=s.details()) for s, t in zip(scores, texts)]
+        return [_answer_result(s, tuple(t)) for s, t in zip(scores, texts)]
+
+    def merge(self, results: Sequence[MetricResult]) -> MetricResult:
+        """Per-prompt scores joined; feasibility and the details recomputed on the joined prompts."""
+        from autosteer.search.objective import join_scores
+
+        return _answer_result(
+            join_scores([r.parts for r in results]), tuple(t for r in results for t in r.outputs or ())
+        )
+
+
+def _answer_result(scores: Any, texts: tuple[str, ...]) -> MetricResult:
+    return MetricResult(scores.value(), scores.per_prompt(), texts, details=scores.details(), parts=scores)
 
 
 #: The metric of a concept search when none is named (``autosteer search --concept-pattern``).

@@ -62,6 +62,7 @@ __all__ = [
     "AnswerScores",
     "answer_scores",
     "combine",
+    "join_scores",
     "relevance_others",
 ]
 
@@ -107,6 +108,7 @@ class AnswerScores:
     relevance_reference: float
     fluency_reference: float
     margin: float
+    reference_nll: tuple[float, ...] = ()  # F_0p of each prompt (fluency_reference is their mean)
 
     @property
     def fluency(self) -> float:
@@ -159,20 +161,32 @@ def _mean_logp(rows) -> list[float]:
 
 
 def _answer_logps(
-    ev, prompts: Sequence[Any], groups_ids: Sequence[Sequence[Sequence[int]]], others: list[list[int]]
+    ev,
+    prompts: Sequence[Any],
+    groups_ids: Sequence[Sequence[Sequence[int]]],
+    others: list[list[int]],
+    own: Sequence[int] | None = None,
 ) -> tuple[list[list[float]], list[list[float]]]:
-    """Per group and prompt: the mean per-token log-prob of the answer given its own request,
-    and the mean over the other requests of the same given each of them (unsteered model)."""
+    """Per group and answer: the mean per-token log-prob of the answer given its own request,
+    and the mean over the other requests of the same given each of them (unsteered model).
+
+    ``prompts``: the whole prompt set; answer ``j`` of a group answers ``prompts[own[j]]``
+    (``own`` None: answer ``j`` answers ``prompts[j]``) and is scored against the requests
+    ``prompts[others[j]]``."""
     from autosteer.search.metrics import MetricJob
     from autosteer.steering.steer import steering_paused
 
-    prompt_ids = [ev._prompt_ids(p) for p in prompts]
+    n = len(groups_ids[0]) if groups_ids else 0
+    answers: Sequence[int] = range(n) if own is None else own
+    prompt_ids: dict[int, list[int]] = {}
+    for src in {i for j in range(n) for i in [answers[j], *others[j]]}:
+        prompt_ids[src] = ev._prompt_ids(prompts[src])
     k = len(others[0]) if others else 0
     examples = []
     for group in groups_ids:
         for p, cont in enumerate(group):
             cont = list(cont)
-            for src in [p] + others[p]:
+            for src in [answers[p]] + others[p]:
                 ids = prompt_ids[src]
                 examples.append((ids + cont, range(len(ids), len(ids) + len(cont))))
     with steering_paused(ev.model):
@@ -180,15 +194,14 @@ def _answer_logps(
     logp = _mean_logp(rows)
     own_all, other_all = [], []
     step = 1 + k
-    n = len(prompts)
     for g in range(len(groups_ids)):
-        own, other = [], []
+        mine, theirs = [], []
         for p in range(n):
             base = (g * n + p) * step
-            own.append(logp[base])
-            other.append(sum(logp[base + 1 : base + step]) / k if k else math.nan)
-        own_all.append(own)
-        other_all.append(other)
+            mine.append(logp[base])
+            theirs.append(sum(logp[base + 1 : base + step]) / k if k else math.nan)
+        own_all.append(mine)
+        other_all.append(theirs)
     return own_all, other_all
 
 
@@ -225,23 +238,34 @@ def answer_scores(
     margin: float = 1.0,
     fluency_scale: float = FLUENCY_SCALE,
     unsteered: bool = False,
+    context: Sequence[Any] | None = None,
+    positions: Sequence[int] | None = None,
 ) -> list[AnswerScores]:
     """The :class:`AnswerScores` of each candidate group's answers (``texts`` and their token
     ``ids``, one list per group) to ``prompts``; ``unsteered``: the answers are the unsteered
-    model's own greedy answers to these prompts (one group), so they are the reference too."""
+    model's own greedy answers to these prompts (one group), so they are the reference too.
+
+    ``context`` and ``positions``: when ``prompts`` are part of a prompt set, the whole set and
+    the position of each prompt in it.  The references (``F_0p``, ``ρ_0``) and the other requests
+    of each answer's relevance then come from the whole set, so every per-prompt score is what
+    scoring the whole set gives; only the set-level terms (``F``, ``F_0``, feasibility) are those
+    of the part (:func:`join_scores` joins parts into the whole set's scores)."""
     from autosteer.search.metrics import REPETITION_LIMIT, repetition
 
-    if len(prompts) < 2 and judge is None:
+    full = list(prompts) if context is None else list(context)
+    where = range(len(prompts)) if positions is None else list(positions)
+    if len(full) < 2 and judge is None:
         from autosteer.errors import InvalidArgumentError
 
         raise InvalidArgumentError(
             "the answer objective scores relevance against the other prompts of the set, so it needs at least 2 "
-            f"prompts (got {len(prompts)}), or a relevance judge"
+            f"prompts (got {len(full)}), or a relevance judge"
         )
-    f0p, rho0 = answer_references(ev, prompts, ids if unsteered else None)
+    f0p_all, rho0 = answer_references(ev, full, ids if unsteered and context is None else None)
+    f0p = tuple(f0p_all[i] for i in where)
     f0 = sum(f0p) / len(f0p)
-    others = relevance_others(len(prompts))
-    own, other = _answer_logps(ev, prompts, ids, others)
+    others_all = relevance_others(len(full))
+    own, other = _answer_logps(ev, full, ids, [others_all[i] for i in where], where)
     ref = max(rho0, RELEVANCE_FLOOR)
     out = []
     for g, (group_texts, group_ids) in enumerate(zip(texts, ids)):
@@ -255,5 +279,31 @@ def answer_scores(
         f = tuple(_clip01(1.0 - max(0.0, x - x0) / fluency_scale) for x, x0 in zip(nll, f0p))
         s = tuple(repetition(list(i)) > REPETITION_LIMIT for i in group_ids)
         q = tuple(combine(*args) for args in zip(c, r, f, s))
-        out.append(AnswerScores(c, pmi, r, nll, f, s, q, rho0, f0, margin))
+        out.append(AnswerScores(c, pmi, r, nll, f, s, q, rho0, f0, margin, f0p))
     return out
+
+
+def join_scores(parts: Sequence[AnswerScores]) -> AnswerScores:
+    """The scores of a prompt set from those of consecutive parts of it (in prompt order, each
+    scored with the whole set as its ``context``): the per-prompt scores joined, ``F_0``
+    recomputed over the whole set, so that feasibility, the value and the details are exactly
+    those of scoring the whole set at once."""
+
+    def cat(name: str) -> tuple:
+        return tuple(x for p in parts for x in getattr(p, name))
+
+    reference = cat("reference_nll")
+    first = parts[0]
+    return AnswerScores(
+        cat("concept"),
+        cat("relevance"),
+        cat("relevance_score"),
+        cat("nll"),
+        cat("fluency_score"),
+        cat("stuck"),
+        cat("combined"),
+        first.relevance_reference,
+        sum(reference) / len(reference),
+        first.margin,
+        reference,
+    )

@@ -141,6 +141,30 @@ def _split_holdout(holdout: Any) -> tuple[Any, Any, str, str]:
     return holdout, None, "holdout", "holdout expected outputs"
 
 
+def _check_screen(rule: KeepRule, spec: Metric, n_prompts: int | None) -> None:
+    """A keep rule's ``screen`` needs a mergeable metric and fewer prompts than the search has."""
+    screen = rule.screen
+    if not screen:
+        return
+    if not spec.mergeable:
+        why = (
+            "a custom function scores the prompt set as a whole"
+            if spec.name == "custom"
+            else "its results on parts of the prompts cannot be joined into the result on all of them"
+        )
+        raise InvalidArgumentError(
+            f"keep_rule {rule!r} screens candidates on part of the prompts, but metric {spec.name!r} cannot be "
+            f"scored that way ({why}); use screen=0, or a built-in metric that generates (task_accuracy, "
+            "concept_rate, fluency, steered_concept, steered_answer) or perplexity"
+        )
+    if n_prompts is not None and screen >= n_prompts:
+        raise InvalidArgumentError(
+            f"keep_rule screen={screen} must be smaller than the number of search prompts ({n_prompts}): the "
+            f"screening stage scores the first {screen} prompts and the survivors the others; give "
+            f"screen <= {n_prompts - 1} or more prompts"
+        )
+
+
 class AutoSteerRunner:
     """Search for the steering configuration that maximises (or minimises) a metric.
 
@@ -261,6 +285,7 @@ class AutoSteerRunner:
         seed = check_int("seed", seed)
         population = check_int("population", population, minimum=1)
         rule = as_keep_rule(keep_rule)
+        _check_screen(rule, spec, None)
         strategy_obj = as_strategy(strategy)
         holdout_prompts, holdout_expected, holdout_name, holdout_expected_name = _split_holdout(holdout)
         if search_space is None:
@@ -302,6 +327,7 @@ class AutoSteerRunner:
             )
             evaluator = SteerEvaluator(model, tokenizer, **evaluator_kwargs)
             prompts, expected_outputs = evaluator.check(prompts, expected_outputs)
+            _check_screen(rule, spec, len(prompts))
             if holdout_prompts is not None:
                 if spec.expected == "optional" and (holdout_expected is None) != (expected_outputs is None):
                     raise InvalidArgumentError(
@@ -600,9 +626,9 @@ class AutoSteerRunner:
         return self.strategy.propose_round(history, n), last.round + 1
 
     def _evaluate_round(self, candidates: list[SteerCandidate], rnd: int, elapsed):
-        """Score the round's candidates (one batched pass where the metric allows), then decide
-        each in proposal order; yields each record as it is decided."""
-        outcomes = self.executor.evaluate(candidates, "search")
+        """Score the round's candidates (one batched pass where the metric allows, or two with
+        screening), then decide each in proposal order; yields each record as it is decided."""
+        outcomes, pruned = self._score_round(candidates, rnd)
         results = [r for r, _ in outcomes]
         errors = [e for _, e in outcomes]
         rejected: dict[int, TrialRecord] = {}  # position in the round -> keep refused on held-out
@@ -610,7 +636,10 @@ class AutoSteerRunner:
             decided = []
             history = list(self._history)
             for i, (cand, result, error) in enumerate(zip(candidates, results, errors)):
-                record = rejected.get(i) or self._decide(cand, result, error, rnd, history)
+                if i in pruned:
+                    record = pruned[i].replace(iteration=len(history))
+                else:
+                    record = rejected.get(i) or self._decide(cand, result, error, rnd, history)
                 history.append(record)
                 decided.append(record)
             decided = self._score_holdout(decided)
@@ -633,6 +662,58 @@ class AutoSteerRunner:
             record = record.replace(timestamp=_now(), elapsed_s=elapsed())
             self._history.append(record)
             yield record
+
+    def _score_round(
+        self, candidates: list[SteerCandidate], rnd: int
+    ) -> tuple[list[tuple[MetricResult | None, str | None]], dict[int, TrialRecord]]:
+        """Each candidate's outcome on the search prompts, and the records of those pruned by the
+        keep rule's screening stage (by position in the round; see :mod:`autosteer.search.keep`).
+
+        Screening compares with the best *before the round* (the last keep of an earlier round,
+        or the baseline), so a round resumed half-logged screens as the uninterrupted run did.
+        A survivor's two parts are joined into its result on every prompt.
+        """
+        rule = self.keep_rule
+        screen = rule.screen
+        if not screen:
+            return self.executor.evaluate(candidates, "search"), {}
+        n = len(self.prompts)
+        first, rest = list(range(screen)), list(range(screen, n))
+        stage = self.executor.evaluate(candidates, "search", first)
+        before = [r for r in self._history if r.round < rnd]
+        best = last_keep(before) or before[0]
+        reference = cast(tuple, best.per_prompt)[:screen]  # a kept or baseline record has all its values
+        outcomes = list(stage)
+        pruned: dict[int, TrialRecord] = {}
+        survivors: list[int] = []
+        for i, (result, error) in enumerate(stage):
+            if error is not None or result is None or not math.isfinite(result.value) or result.per_prompt is None:
+                continue  # a crash, or a non-finite score: decided as such
+            prune, p = rule.prunes(result.per_prompt, reference, self.lower_is_better)
+            if not prune:
+                survivors.append(i)
+                continue
+            details = dict(result.details)
+            details.update(fidelity=screen / n, screen_p=p)
+            pruned[i] = TrialRecord(
+                iteration=0,  # set when it is decided, in proposal order
+                status="discard",
+                candidate=candidates[i],
+                score=result.value,
+                per_prompt=result.per_prompt,
+                details=details,
+                error=(
+                    f"pruned after {screen} of {n} prompts: worse there than the best (iteration {best.iteration}), "
+                    f"one-sided {rule.screen_test} p = {p:.3g} < screen_alpha {rule.screen_alpha:g}"
+                ),
+                round=rnd,
+            )
+        if survivors:
+            more = self.executor.evaluate([candidates[i] for i in survivors], "search", rest)
+            for i, (result, error) in zip(survivors, more):
+                part = cast(MetricResult, stage[i][0])
+                outcomes[i] = (None, error) if result is None else (self.metric_object.merge([part, result]), None)
+        return outcomes, pruned
 
     def _decide(
         self,

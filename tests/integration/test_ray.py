@@ -19,7 +19,7 @@ ray = pytest.importorskip("ray", reason="the Ray tests need the ray extra: pip i
 
 from ray_cluster import EXIT_S, RAY_ENV, Killer, calls_of, pid_alive, short_temp_dir, watched_metric  # noqa: E402
 
-from autosteer import AutoSteerRunner, RayExecutor, SteerSearchSpace  # noqa: E402
+from autosteer import AutoSteerRunner, MeanRule, RayExecutor, SteerSearchSpace  # noqa: E402
 from autosteer.errors import InvalidArgumentError  # noqa: E402
 from autosteer.search.executor import WorkersLostError  # noqa: E402
 from autosteer.search.log import COLUMNS, read_log  # noqa: E402
@@ -76,10 +76,17 @@ def _rows(path):
         return [[x for i, x in enumerate(line.rstrip("\n").split("\t")) if i not in drop] for line in f]
 
 
-def test_two_workers_write_the_in_process_log(local_ray, organism, tmp_path):
+@pytest.mark.parametrize("screen", [0, 6])
+def test_two_workers_write_the_in_process_log(local_ray, organism, tmp_path, screen):
+    """Also with screening (keep_rule screen=6, some candidates pruned): both stages of a round run
+    on the workers."""
     model, tok = organism
     kw = _task()
+    if screen:
+        kw["keep_rule"] = MeanRule(screen=screen, screen_alpha=0.2)
     AutoSteerRunner(model, tok, log_path=tmp_path / "in.tsv", population=4, **kw).run(12, **RUN)
+    if screen:
+        assert any("fidelity" in (r.details or {}) for r in read_log(tmp_path / "in.tsv"))
     ex = RayExecutor("organism", num_workers=2)
     runner = AutoSteerRunner(None, None, log_path=tmp_path / "ray.tsv", population=4, executor=ex, **kw)
     pids = ex.worker_pids()
