@@ -671,7 +671,8 @@ class AutoSteerRunner:
 
         Screening compares with the best *before the round* (the last keep of an earlier round,
         or the baseline), so a round resumed half-logged screens as the uninterrupted run did.
-        A survivor's two parts are joined into its result on every prompt.
+        A survivor's two parts are joined into its result on every prompt.  A system prompt alone
+        (no vectors) is never pruned: results report it beside the best, scored on every prompt.
         """
         rule = self.keep_rule
         screen = rule.screen
@@ -689,6 +690,9 @@ class AutoSteerRunner:
         for i, (result, error) in enumerate(stage):
             if error is not None or result is None or not math.isfinite(result.value) or result.per_prompt is None:
                 continue  # a crash, or a non-finite score: decided as such
+            if candidates[i].system is not None and not len(candidates[i]):
+                survivors.append(i)  # prompting alone is reported beside the best: always on every prompt
+                continue
             prune, p = rule.prunes(result.per_prompt, reference, self.lower_is_better)
             if not prune:
                 survivors.append(i)

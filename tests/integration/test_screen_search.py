@@ -265,3 +265,34 @@ def test_the_log_accepts_a_pruned_discard_that_beats_the_best_on_its_prompts(tmp
         else:
             with pytest.raises(LogFormatError, match="a discard with score 0.75 beats the best so far"):
                 read_log(path)
+
+
+def test_a_system_prompt_alone_is_never_pruned(tmp_path):
+    """Prompting alone is reported beside the best, so it is scored on every prompt even when its
+    screened values alone would prune it."""
+    import torch
+    from tiny_models import make_model, make_tokenizer
+
+    from autosteer import SteeredAnswer, SteerSearchSpace
+
+    torch.set_num_threads(1)
+    model, tok = make_model("llama"), make_tokenizer(padding_side="left")
+    tok.chat_template = "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }}\n{% endfor %}<assistant>"
+    prompts = ["what is 3 plus 4 ?", "the cat likes", "I feel happy because", "a dog", "the old man is calm and",
+               "the teacher reads", "my friend went to", "a small bird"]
+    systems = ("you love cats", "talk about the old man", "answer in one word")
+    space = SteerSearchSpace(layer_range=(0, 2), coeff_range=(0.05, 1.0), texts=["logical"], max_vectors=1,
+                             schedules=("none",), system_prompts=systems)
+    rule = MeanRule(screen=4, screen_alpha=0.6)  # prunes whatever is worse on the first 4 prompts
+    metric = SteeredAnswer(pattern=lambda t: 1.0, fluency_margin=0.3)
+    runner = AutoSteerRunner(model, tok, prompts, metric=metric,
+                             search_space=space, log_path=tmp_path / "s.tsv", chat=True, keep_rule=rule,
+                             population=4, seed=1, max_new_tokens=5)
+    res = runner.run(8, verbose=False)
+    hist = read_log(tmp_path / "s.tsv")
+    alone = [r for r in hist[1:] if r.candidate.system is not None and not len(r.candidate)]
+    assert len(alone) == len(systems)
+    for r in alone:
+        assert len(r.per_prompt) == len(prompts) and "fidelity" not in (r.details or {})
+    assert any("fidelity" in (r.details or {}) for r in hist)  # while other candidates were pruned
+    assert res["prompt_alone"] is not None
