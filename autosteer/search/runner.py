@@ -236,8 +236,9 @@ class AutoSteerRunner:
     holdout:
         An optional held-out set: a list of prompts, or a tuple ``(prompts,
         expected_outputs)`` (a 2-tuple whose first item is a list is read as
-        that pair, so give chat conversations in a list); scored (same metric) for the baseline and each
-        new best; reported, never used to decide, with one exception: with
+        that pair, so give chat conversations in a list); scored (same metric) for the baseline, each
+        round's new best (its last keep; earlier keeps of a round are superseded at once) and each
+        system prompt alone; reported, never used to decide, with one exception: with
         ``steered_answer`` the fluency budget is a hard constraint, and a keep
         whose held-out answers are over it (``details["holdout_feasible"] ==
         0``) is recorded as a discard with the reason in its error column.
@@ -632,6 +633,7 @@ class AutoSteerRunner:
         results = [r for r, _ in outcomes]
         errors = [e for _, e in outcomes]
         rejected: dict[int, TrialRecord] = {}  # position in the round -> keep refused on held-out
+        held: dict[int, tuple[MetricResult | None, str | None]] = {}  # position -> held-out outcome
         while True:
             decided = []
             history = list(self._history)
@@ -642,7 +644,7 @@ class AutoSteerRunner:
                     record = rejected.get(i) or self._decide(cand, result, error, rnd, history)
                 history.append(record)
                 decided.append(record)
-            decided = self._score_holdout(decided)
+            decided = self._score_holdout(decided, held)
             refused = {
                 i: r
                 for i, r in enumerate(decided)
@@ -766,25 +768,35 @@ class AutoSteerRunner:
             round=rnd,
         )
 
-    def _score_holdout(self, records: list[TrialRecord]) -> list[TrialRecord]:
-        """The held-out score of each keep of a round, and of each system prompt alone (the
-        reference prompt + steering is reported beside), all in one batched pass; reported,
-        never used to decide (a failure is reported in the record's error)."""
-        keeps = [
+    def _score_holdout(
+        self, records: list[TrialRecord], done: dict[int, tuple[MetricResult | None, str | None]]
+    ) -> list[TrialRecord]:
+        """The held-out score of the round's new best (its last keep: the keeps before it in the
+        same round are superseded at once) and of each system prompt alone (the reference that
+        prompt + steering is reported beside), in one batched pass; reported, never used to
+        decide (a failure is reported in the record's error).  ``done`` holds the outcomes
+        already measured in this round, by position, so a re-decided round scores nothing twice."""
+        keeps = [i for i, r in enumerate(records) if r.status == "keep"]
+        alone = [
             i
             for i, r in enumerate(records)
-            if r.status == "keep" or (r.status == "discard" and r.candidate.system is not None and not len(r.candidate))
+            if r.status in ("keep", "discard") and r.candidate.system is not None and not len(r.candidate)
         ]
-        if self.holdout_prompts is None or not keeps:
+        want = sorted(set(keeps[-1:] + alone))
+        if self.holdout_prompts is None or not want:
             return records
+        todo = [i for i in want if i not in done]
+        if todo:
+            try:
+                got = self.executor.evaluate([records[i].candidate for i in todo], "holdout")
+            except WorkersLostError:
+                raise
+            except Exception as e:
+                got = [(None, f"{type(e).__name__}: {e}")] * len(todo)
+            done.update(zip(todo, got))
         out = list(records)
-        try:
-            held = self.executor.evaluate([records[i].candidate for i in keeps], "holdout")
-        except WorkersLostError:
-            raise
-        except Exception as e:
-            held = [(None, f"{type(e).__name__}: {e}")] * len(keeps)
-        for i, (result, error) in zip(keeps, held):
+        for i in want:
+            result, error = done[i]
             if result is None:
                 out[i] = records[i].replace(error=f"holdout failed: {error}")
                 continue

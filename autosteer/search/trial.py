@@ -31,7 +31,7 @@ class TrialRecord:
     evaluated together; 0 for the baseline).  ``status``: see
     :data:`STATUSES`.  ``score``: the metric (None when a crash left none;
     a non-finite score is a crash).  ``holdout_score``: the held-out score
-    (measured for the baseline, each keep and each system prompt alone).  ``per_prompt``: what the
+    (measured for the baseline, each round's new best and each system prompt alone).  ``per_prompt``: what the
     metric measured on each search prompt (None when the metric reports no
     per-prompt values).  ``details``: other named measurements of the metric
     (e.g. ``concept_rate`` and ``fluency`` beside ``steered_concept``; held-out

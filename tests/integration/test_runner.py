@@ -251,6 +251,27 @@ def test_holdout_is_reported_never_decides(model, tmp_path):
     assert [h["holdout_score"] for h in read_log(tmp_path / "r.tsv")] == [-1.0, -2.0, None, -4.0]
 
 
+def test_only_a_rounds_new_best_is_scored_on_held_out_prompts(model, tmp_path):
+    """With a population, a keep that a later keep of the same round supersedes is never the
+    result: the held-out prompts are scored for the round's last keep only."""
+    main = [0.3, 0.5, 0.4, 0.7, 0.1, 0.2, 0.3]  # the baseline first
+    calls, trial = [], []
+
+    def score(m, t, prompts):
+        if prompts == ["held out"]:
+            calls.append(None)
+            return -float(len(calls))
+        trial.append(None)
+        return main[len(trial) - 1]
+
+    res = runner(model, tmp_path, metric=score, holdout=["held out"], population=3).run(6)
+    assert [h["status"] for h in res["history"]] == ["baseline", "keep", "discard", "keep", "discard", "discard",
+                                                     "discard"]
+    assert len(calls) == 2  # the baseline and iteration 3, not iteration 1 (superseded in its round)
+    assert [h["holdout_score"] for h in res["history"]] == [-1.0, None, None, -2.0, None, None, None]
+    assert res["best_iteration"] == 3 and res["best_holdout"] == -2.0
+
+
 def test_search_exhausted_stops_early(model, tmp_path):
     space = SteerSearchSpace(layer_range=(1, 1), coeff_range=(0.3, 0.3), texts=["logical"], schedules=["none"])
     res = runner(model, tmp_path, search_space=space, metric=scripted([0.0, 1.0])).run(5)
