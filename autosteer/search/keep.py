@@ -54,6 +54,7 @@ from autosteer.search.options import (
     non_negative_int,
     non_negative_real,
     one_of,
+    registrar,
 )
 from autosteer.search.stats import TESTS, paired_p
 from autosteer.search.trial import improves
@@ -126,12 +127,8 @@ KEEP_RULES: dict[str, type[KeepRule]] = {}
 DEFAULT_KEEP_RULE = "mean"
 
 
-def register(cls: type[KeepRule]) -> type[KeepRule]:
-    """Class decorator: add a :class:`KeepRule` subclass to :data:`KEEP_RULES` under its name."""
-    if not cls.name or cls.name in KEEP_RULES:
-        raise InvalidArgumentError(f"a keep rule named {cls.name!r} is already registered or the name is empty")
-    KEEP_RULES[cls.name] = cls
-    return cls
+#: Class decorator: add a :class:`KeepRule` subclass to :data:`KEEP_RULES` under its name.
+register = registrar("keep rule", KEEP_RULES)
 
 
 def as_keep_rule(value: Any) -> KeepRule:

@@ -60,7 +60,7 @@ from typing import Any, ClassVar
 from autosteer._checks import check_real, check_str_list, is_real
 from autosteer._checks import describe as _describe
 from autosteer.errors import InvalidArgumentError
-from autosteer.search.options import REQUIRED, Configurable, Option, make, non_negative_real
+from autosteer.search.options import REQUIRED, Configurable, Option, make, non_negative_real, registrar
 
 __all__ = [
     "DEFAULT_CONCEPT_METRIC",
@@ -190,14 +190,13 @@ class Metric(Configurable):
 METRICS: dict[str, type[Metric]] = {}
 
 
-def register(cls: type[Metric]) -> type[Metric]:
-    """Class decorator: add a :class:`Metric` subclass to the registry (its name must be new)."""
-    if not cls.name or cls.name in METRICS:
-        raise InvalidArgumentError(f"a metric named {cls.name!r} is already registered or the name is empty")
+def _check_metric_class(cls: type[Metric]) -> None:
     if cls.expected not in ("required", "optional", "unused"):
         raise InvalidArgumentError(f"{cls.__name__}.expected must be required/optional/unused, got {cls.expected!r}")
-    METRICS[cls.name] = cls
-    return cls
+
+
+#: Class decorator: add a :class:`Metric` subclass to :data:`METRICS` under its name (which must be new).
+register = registrar("metric", METRICS, _check_metric_class)
 
 
 def metric_names() -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from autosteer._checks import check_int, check_real
 from autosteer._checks import describe as _describe
@@ -187,6 +187,27 @@ class Configurable:
         return self.get_options() == other.get_options()
 
     __hash__ = None  # type: ignore[assignment]
+
+
+_C = TypeVar("_C", bound=type)
+
+
+def registrar(kind: str, registry: dict[str, Any], check: Callable[[Any], None] | None = None) -> Callable[[_C], _C]:
+    """A class decorator that adds a subclass to ``registry`` under its ``name`` (new and
+    non-empty; ``check(cls)`` may refuse it too): the ``register`` of the metrics, the
+    strategies and the keep rules."""
+
+    def register(cls: _C) -> _C:
+        name = getattr(cls, "name", None)
+        if not name or name in registry:
+            raise InvalidArgumentError(f"a {kind} named {name!r} is already registered or the name is empty")
+        if check is not None:
+            check(cls)
+        registry[name] = cls
+        return cls
+
+    register.__doc__ = f"Class decorator: add a {kind} class to the registry under its name (which must be new)."
+    return register
 
 
 def make(

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 from autosteer._checks import check_bool, check_int
 from autosteer.errors import InvalidArgumentError, SearchSpaceError
 from autosteer.search.candidate import SteerCandidate
-from autosteer.search.options import Configurable, make
+from autosteer.search.options import Configurable, make, registrar
 from autosteer.search.space import SteerSearchSpace
 from autosteer.search.strategies._sampling import prompt_only
 from autosteer.search.trial import TrialRecord, last_keep
@@ -224,12 +224,8 @@ STRATEGIES: dict[str, type[Strategy]] = {}
 DEFAULT_STRATEGY = "local"
 
 
-def register(cls: type[Strategy]) -> type[Strategy]:
-    """Class decorator: add a :class:`Strategy` subclass to :data:`STRATEGIES` under its name."""
-    if not cls.name or cls.name in STRATEGIES:
-        raise InvalidArgumentError(f"a strategy named {cls.name!r} is already registered or the name is empty")
-    STRATEGIES[cls.name] = cls
-    return cls
+#: Class decorator: add a :class:`Strategy` subclass to :data:`STRATEGIES` under its name.
+register = registrar("strategy", STRATEGIES)
 
 
 def as_strategy(value: Any) -> Strategy:
