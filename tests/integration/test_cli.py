@@ -369,7 +369,7 @@ def test_strategy_and_keep_rule_options_reach_the_log(tmp_path):
     out = autosteer("search", "--model", "organism", "--prompts", "p.jsonl", "--metric", "task_accuracy",
                     "--holdout", "p.jsonl", "--layers", "0:3", "--max-new-tokens", "4", "--strategy", "tpe",
                     "--keep-rule", "paired", "--alpha", "0.3", "--paired-test", "sign", "--min-improvement", "0.01",
-                    "--n-startup", "2",
+                    "--n-startup", "2", "--screen", "3", "--screen-alpha", "0.3",
                     "--iterations", "6", "--population", "3", "--json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     from autosteer import read_log
@@ -378,8 +378,9 @@ def test_strategy_and_keep_rule_options_reach_the_log(tmp_path):
     c = hist.config
     assert (c["strategy"], c["keep_rule"], c["alpha"], c["test"], c["min_improvement"], c["population"]) == (
         "tpe", "paired", 0.3, "sign", 0.01, 3)
+    assert (c["screen"], c["screen_alpha"]) == (3, 0.3)
     assert c["strategy_options"] == {"n_startup": 2}
-    assert all("keep_p" in r.details for r in hist[1:] if r.status != "crash")
+    assert all("keep_p" in r.details or r.details["fidelity"] == 0.75 for r in hist[1:] if r.status != "crash")
     summary = json.loads(out.stdout)
     assert summary["iterations"] == 6 and "confidence" in summary
 
