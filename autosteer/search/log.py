@@ -279,25 +279,23 @@ def _header_error(path: str, got: str) -> str:
     )
 
 
-#: How a score derives from its per-prompt values, by metric: the mean for every built-in metric
-#: but perplexity, which is the exp of the token-weighted mean NLL, so it lies between the smallest
-#: and the largest per-prompt perplexity.  A metric not named here is not checked.
-_MEAN_METRICS = frozenset({"task_accuracy", "custom", "concept_rate", "fluency", "steered_concept", "kl_neutral"})
-_WITHIN_METRICS = frozenset({"perplexity"})
-
-
 def _check_derived(score: float | None, values: tuple[float, ...] | None, metric: Any, column: str, where: str) -> None:
-    """A score must be what its per-prompt values give (an edited score or list is refused)."""
+    """A score must be what its per-prompt values give (an edited score or list is refused), as
+    the metric's ``score_from_values`` says; a metric this release does not know is not checked."""
     if score is None or values is None or not math.isfinite(score):
         return
-    if metric in _MEAN_METRICS:
+    from autosteer.search.metrics import METRICS
+
+    cls = METRICS.get(metric) if isinstance(metric, str) else None
+    how = None if cls is None else cls.score_from_values
+    if how == "mean":
         mean = sum(values) / len(values)
         if not math.isclose(score, mean, rel_tol=1e-9, abs_tol=1e-12):
             raise LogFormatError(
                 f"{where}: {column} {score!r} is not the mean of its {len(values)} per-prompt values ({mean!r}); "
                 "the log was edited or is corrupt"
             )
-    elif metric in _WITHIN_METRICS:
+    elif how == "within":
         lo, hi = min(values), max(values)
         slack = 1e-9 * max(abs(lo), abs(hi), 1.0)
         if not lo - slack <= score <= hi + slack:

@@ -155,7 +155,11 @@ class Metric(Configurable):
     candidates share one batched pass; otherwise they are evaluated one after
     another), ``mergeable`` (whether results on consecutive parts of a prompt
     set join, by :meth:`merge`, into exactly the result on the whole set: what
-    a keep rule's ``screen`` needs).  Subclasses implement :meth:`compute`.
+    a keep rule's ``screen`` needs), ``score_from_values`` (how the value
+    derives from the per-prompt values, which the log reader checks: ``"mean"``,
+    ``"within"`` (between the smallest and the largest; perplexity, a
+    token-weighted figure) or None (not checked)).  Subclasses implement
+    :meth:`compute`.
     """
 
     kind: ClassVar[str] = "metric"
@@ -163,6 +167,7 @@ class Metric(Configurable):
     expected: ClassVar[str] = "unused"
     summary: ClassVar[str] = ""
     batched: ClassVar[bool] = True
+    score_from_values: ClassVar[str | None] = "mean"
     mergeable: ClassVar[bool] = False
 
     def compute(self, evaluator: Any, job: MetricJob) -> list[MetricResult]:
@@ -380,6 +385,7 @@ class Perplexity(Metric):
     per-prompt values are each prompt's own perplexity.  Takes no option.
     """
 
+    score_from_values = "within"  # exp of the token-weighted mean NLL: between the per-prompt values
     name = "perplexity"
     lower_is_better = True
     expected = "optional"

@@ -274,6 +274,12 @@ def test_a_score_must_be_what_its_per_prompt_values_give(tmp_path):
     assert read_log(perplexity_log(math.exp((3 * math.log(9.0) + 7 * math.log(4.0)) / 10)))[1].score < 6.5
     with pytest.raises(LogFormatError, match=r"line 3: score 3\.5 lies outside its per-prompt values \(4\.0 \.\. 9\.0\)"):
         read_log(perplexity_log(3.5))
-    with LogWriter(p) as w:  # a metric registered by the user: its aggregate is its own
+    with LogWriter(p) as w:  # a metric this release does not know: not checked
         w.write(row(0, "baseline", 7.0, SteerCandidate(), per_prompt=(1.0, 2.0)), dict(CONFIG, metric="mine"))
     assert read_log(p)[0].score == 7.0
+    with LogWriter(p) as w:  # the answer objective is a mean too (its metric class says so)
+        w.write(row(0, "baseline", 0.25, SteerCandidate(), per_prompt=(0.5, 0.0)), dict(CONFIG, metric="steered_answer"))
+    assert read_log(p)[0].score == 0.25
+    p.write_text(p.read_text(encoding="utf-8").replace("\t0.25\t", "\t0.3\t"), encoding="utf-8")
+    with pytest.raises(LogFormatError, match=r"line 2: score 0\.3 is not the mean of its 2 per-prompt values"):
+        read_log(p)
