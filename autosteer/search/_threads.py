@@ -13,6 +13,10 @@ prompts x 32 greedy tokens, 3 alternating repeats): one thread 4.2 / 6.0 / 8.1 s
 two threads 8.6 / 9.8 / 40.1 s -- two threads on a busy machine were slower
 every time and collapsed once (OpenMP threads spin-wait for a core).  ``threads=N``
 (``--threads N``) overrides it; the previous setting is restored afterwards.
+
+A search decides once, when ``AutoSteerRunner.run()`` starts: asked at every
+evaluation, the policy counted the run's own threads in the load average and
+talked a SmolLM2 demo on an idle 2-core machine down to one thread.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from autosteer._canonical import digest
 from autosteer._checks import check_bool, check_int
 from autosteer._checks import describe as _describe
 from autosteer.errors import AutoSteerError, InvalidArgumentError, LogFormatError, SearchSpaceError
-from autosteer.search._threads import check_threads, using_threads
+from autosteer.search._threads import auto_threads, check_threads, using_threads
 from autosteer.search.candidate import SteerCandidate
 from autosteer.search.evaluator import SteerEvaluator
 from autosteer.search.executor import EvalSetup, WorkersLostError, check_executor
@@ -451,8 +451,10 @@ class AutoSteerRunner:
         nothing.  ``overwrite``: start a new run over an existing log file
         that holds something else.  ``batch_size``: prompts per forward pass
         (times the population).  ``threads``: CPU threads torch uses (None:
-        one for a small model, two for a larger one; see
-        :mod:`autosteer.search._threads`); restored after.
+        one for a small model, two for a larger one when the machine has an
+        idle core; see :mod:`autosteer.search._threads`), decided once when the
+        run starts (``runner.threads`` says what was chosen), so the run's own
+        load never talks it down to one thread halfway; restored after.
 
         The run stops early when the search has tried everything it can reach
         (``results["stopped_early"]`` says so).  On KeyboardInterrupt the
@@ -471,9 +473,13 @@ class AutoSteerRunner:
         if self.model is not None:
             _check_unsteered(self.model)  # steering added since __init__ would be in every score
         self._check_concept_directions()
+        # Ray workers decide for their own machine (the setup keeps the user's value); in this
+        # process the policy is applied once, before the run's own load enters the load average
+        self._setup.evaluator.update(batch_size=batch_size, threads=threads)
+        if threads is None and self.model is not None:
+            threads = auto_threads(self.model)
         self.verbose, self.overwrite, self.batch_size, self.threads = verbose, overwrite, batch_size, threads
         self.evaluator.batch_size, self.evaluator.threads = batch_size, threads
-        self._setup.evaluator.update(batch_size=batch_size, threads=threads)
         prior = self._load_for_resume() if resume else None
         if not resume:
             self._check_fresh_start()

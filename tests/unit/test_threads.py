@@ -28,3 +28,30 @@ def test_thread_count_follows_model_size_and_idle_cores(monkeypatch, load, cores
     monkeypatch.setattr(os, "cpu_count", lambda: cores)
     monkeypatch.setattr(os, "getloadavg", lambda: (load, load, load))
     assert auto_threads(_Model(n)) == want
+
+
+def test_a_run_decides_its_threads_once_so_its_own_load_cannot_talk_it_down(monkeypatch, tmp_path):
+    """The load average rises while a run works (its own threads count in it); asked at every
+    evaluation, the policy would drop to one thread halfway.  The runner asks once, at run()."""
+    from tiny_models import make_model, make_tokenizer
+
+    from autosteer import AutoSteerRunner, SteerSearchSpace
+    from autosteer.search import _threads
+
+    monkeypatch.setattr(_threads, "SMALL_MODEL_PARAMETERS", 0)  # the tiny model counts as large here
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    loads = iter([0.0])  # idle when the run starts, busy (its own load) at every later look
+    monkeypatch.setattr(os, "getloadavg", lambda: (next(loads, 2.0),) * 3)
+    seen = []
+
+    def metric(model, tok, prompts):
+        seen.append(torch.get_num_threads())
+        return float(len(seen) % 3)
+
+    before = torch.get_num_threads()
+    runner = AutoSteerRunner(make_model("llama"), make_tokenizer(), ["a dog", "the cat"], metric=metric,
+                             search_space=SteerSearchSpace(layer_range=(0, 1), texts=["happy"]), log_path=None)
+    runner.run(4, verbose=False)
+    assert runner.threads == 2 and seen == [2] * 5  # the baseline and four trials, all on two threads
+    assert torch.get_num_threads() == before
+    assert auto_threads(runner.model) == 1  # asked now, under the run's own load, the policy says one
