@@ -86,6 +86,9 @@ CONCEPT_DEMO: dict[str, Any] = {
     "population": 8,
     "num_prompts": 8,
     "num_holdout": 16,
+    # the keep rule screens each round on the first 4 prompts and prunes a candidate that a
+    # Wilcoxon test says is worse than the best there (in practice: over the fluency budget)
+    "screen": 4,
     # prompting is the baseline to beat, and prompt + steering did best of all: the demo searches
     # this system message as one more dimension (alone, with steering, or not at all)
     "system_prompt": "Whatever the question, work a mention of weddings into your answer.",
@@ -311,7 +314,11 @@ def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs, 
     prompts = prompts[: n_prompts or CONCEPT_DEMO["num_prompts"]]
     held = held[: n_holdout or CONCEPT_DEMO["num_holdout"]]
     metric = SteeredAnswer(pattern=pattern, fluency_margin=CONCEPT_DEMO["fluency_margin"])
-    runner = {"metric": metric, "chat": chat, "max_new_tokens": CONCEPT_DEMO["max_new_tokens"]}
+    runner: dict[str, Any] = {"metric": metric, "chat": chat, "max_new_tokens": CONCEPT_DEMO["max_new_tokens"]}
+    if CONCEPT_DEMO.get("screen") and CONCEPT_DEMO["screen"] < len(prompts):
+        from autosteer.search.keep import MeanRule
+
+        runner["keep_rule"] = MeanRule(screen=CONCEPT_DEMO["screen"])
     label = (
         f"concept {concept.name!r} ({len(concept.positive)} contrastive pairs) | metric steered_answer "
         f"(on-concept AND on-request AND fluent per answer; fluency budget +{CONCEPT_DEMO['fluency_margin']} "

@@ -16,13 +16,19 @@ every time and collapsed once (OpenMP threads spin-wait for a core).  ``threads=
 
 A search decides once, when ``AutoSteerRunner.run()`` starts: asked at every
 evaluation, the policy counted the run's own threads in the load average and
-talked a SmolLM2 demo on an idle 2-core machine down to one thread.
+talked a SmolLM2 demo on an idle 2-core machine down to one thread.  For the
+same reason the load this process itself put into the 1-minute average (loading
+the model, calibrating) is estimated from its CPU time since AutoSteer was
+imported and subtracted: measured, a demo started at a load average of 0.34
+had pushed it past 0.5 by the time its run began and ran on one thread.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +38,20 @@ __all__ = ["LARGE_MODEL_THREADS", "SMALL_MODEL_PARAMETERS", "auto_threads", "che
 
 SMALL_MODEL_PARAMETERS = 20_000_000
 LARGE_MODEL_THREADS = 2
+
+# when this module was imported: what this process's own load is estimated from
+_STARTED = (time.monotonic(), time.process_time())
+
+
+def own_load(cores: int) -> float:
+    """This process's estimated share of the 1-minute load average: its mean number of busy
+    CPUs since AutoSteer was imported (CPU time over wall time, at most ``cores``), weighted as
+    the kernel's exponential 1-minute average weighs that much of the past."""
+    wall = time.monotonic() - _STARTED[0]
+    if wall <= 0:
+        return 0.0
+    busy = min(float(cores), max(0.0, (time.process_time() - _STARTED[1]) / wall))
+    return busy * (1.0 - math.exp(-wall / 60.0))
 
 
 def check_threads(threads: Any) -> int | None:
@@ -52,9 +72,10 @@ def auto_threads(model: Any) -> int:
     cores = os.cpu_count() or 1
     want = max(1, min(LARGE_MODEL_THREADS, cores))
     try:
-        idle = cores - os.getloadavg()[0]
+        others = max(0.0, os.getloadavg()[0] - own_load(cores))
     except (AttributeError, OSError):  # no load average on this platform
         return want
+    idle = cores - others
     return max(1, min(want, int(idle + 0.5)))
 
 
