@@ -344,6 +344,8 @@ SEARCH_REAL_METHODS = {
     "grid": "20-point grid, best feasible by `steered_answer`",
     "prompt": "prompting alone (a system prompt)",
     "new+prompt": "the system prompt + new default",
+    "new+sys": "new default with the system prompt as a search dimension (`system_prompts`)",
+    "new+sys+warm": "`new+sys` with warmup schedules, coefficients 1-3x calibrated",
 }
 
 
@@ -359,8 +361,9 @@ def search_real() -> str:
         h = u["held"]
         vecs = (u.get("candidate") or {}).get("vectors", []) if isinstance(u.get("candidate"), dict) else []
         choice = " + ".join(f"L{v['layer_idx']} {v['coeff']:+.3g}" for v in vecs) or "no steering"
+        system = u.get("system") or (u.get("candidate") or {}).get("system")
         rows.append((u["concept"], u["seed"], SEARCH_REAL_METHODS.get(u["method"], u["method"]),
-                     choice + (" + system prompt" if u.get("system") else ""),
+                     choice + (" + system prompt" if system else ""),
                      f"{100 * h['concept_rate']:.0f}%", f"{h['relevance']:.2f}", f"{100 * h['judge_on_request']:.0f}%",
                      f"{h['fluency_excess']:+.2f}", f"{100 * h['stuck']:.0f}%", f"{h['combined']:.3f}",
                      f"{100 * h['judged_success']:.0f}%", u["evaluations"], f"{u['wall_s']:.0f}"))
@@ -374,7 +377,36 @@ def search_real() -> str:
             + _md(rows, ("concept", "seed", "method", "choice", "concept rate", "relevance (nat/token)",
                          "judge: on-request", "fluency excess", "stuck", "combined", "success (judged)",
                          "evaluations", "search wall s"))
-            + (f"\n\nNot measured: {'; '.join(missing)}." if missing else ""))
+            + (f"\n\nNot measured: {'; '.join(missing)}." if missing else "")
+            + _search_real_medians(d))
+
+
+def _search_real_medians(d) -> str:
+    """Per method, medians over the (concept, seed) runs where every configured method ran."""
+    import statistics
+
+    methods = d["config"]["methods"].split(",")
+    by: dict = {}
+    for u in d["units"].values():
+        by.setdefault((u["concept"], u["seed"]), {})[u["method"]] = u
+    runs = [ms for ms in by.values() if all(m in ms for m in methods)]
+    if len(runs) < 2:
+        return ""
+    rows = []
+    for m in methods:
+        h = [r[m]["held"] for r in runs]
+        med = lambda k, h=h: statistics.median(x[k] for x in h)  # noqa: E731
+        rows.append((SEARCH_REAL_METHODS.get(m, m), f"{100 * med('concept_rate'):.0f}%",
+                     f"{100 * med('judge_on_request'):.0f}%", f"{med('fluency_excess'):+.2f}",
+                     f"{100 * med('stuck'):.0f}%", f"{med('combined'):.3f}", f"{100 * med('judged_success'):.0f}%",
+                     f"{sum(x['judged_success'] for x in h) / len(h) * 100:.0f}%",
+                     f"{sum(x['feasible'] for x in h):.0f}/{len(h)}",
+                     f"{statistics.median(r[m]['wall_s'] for r in runs):.0f}"))
+    concepts = sorted({r[methods[0]]["concept"] for r in runs})
+    return (f"\n\nMedians over the {len(runs)} (concept, seed) runs where all of {', '.join(methods)} ran "
+            f"(concepts {', '.join(concepts)}):\n\n"
+            + _md(rows, ("method", "concept rate", "judge: on-request", "fluency excess", "stuck", "combined",
+                         "success (judged), median", "success (judged), mean", "within budget", "search wall s")))
 
 
 def headline() -> str:
@@ -397,12 +429,18 @@ def headline() -> str:
     sr = _load("search_real")
     if sr and sr.get("units"):
         new = [u for u in sr["units"].values() if u["method"] == "new"]
+        both = [u for u in sr["units"].values() if u["method"] == "new+sys"]
         if new:
             rates = sorted(100 * u["held"]["judged_success"] for u in new)
-            lines.append(f"- The same model under the stricter default objective `steered_answer`: "
-                         f"{rates[0]:.0f}%{'' if len(rates) == 1 else f'-{rates[-1]:.0f}%'} of held-out answers on "
-                         f"the concept AND on their request by an independent judge, in {len(new)} measured "
-                         f"run{'s' if len(new) > 1 else ''} so far ([measured](docs/search-real.md)).")
+            line = (f"- The same model under the stricter default objective `steered_answer`: "
+                    f"{rates[0]:.0f}%{'' if len(rates) == 1 else f'-{rates[-1]:.0f}%'} of held-out answers on "
+                    f"the concept AND on their request by an independent judge, in {len(new)} measured "
+                    f"run{'s' if len(new) > 1 else ''}")
+            if both:
+                r2 = sorted(100 * u["held"]["judged_success"] for u in both)
+                line += (f"; {r2[0]:.0f}%{'' if len(r2) == 1 else f'-{r2[-1]:.0f}%'} when the search may also add "
+                         f"a system prompt ({len(both)} run{'s' if len(both) > 1 else ''})")
+            lines.append(line + " ([measured](docs/search-real.md)).")
     th = _load("eval_throughput")
     if th:
         lines.append(f"- Scoring candidates: {th['ratio']:.1f}x the candidates per minute of a naive loop, with "

@@ -18,6 +18,12 @@ Methods, per (concept, seed), in an order rotated by the seed:
 ``prompt``  no steering: a system prompt asking for the concept.
 ``new+prompt`` the new default run on the requests WITH that system prompt: its baseline is
             prompting alone, so it keeps only steering that beats prompting on the objective.
+``new+sys`` the new default with the system prompt as a search dimension of the library
+            (``SteerSearchSpace(system_prompts=[...])``): it tries the prompt alone, steering
+            alone and both, judged against the plain requests, same budget.
+``new+sys+warm`` ``new+sys`` with every vector on a warmup schedule (the coefficient rises from 0
+            over the first 12-32 tokens, so the answer starts unsteered, on its request) and
+            coefficients 1-3 times the calibrated ones, same budget.
 
 Each method's choice is judged on held-out requests it never saw (greedy answers): the concept
 pattern, relevance (PMI, nat/token), fluency excess over the unsteered model, the stuck share, the
@@ -43,7 +49,7 @@ from pathlib import Path
 
 from _common import RESULTS, ROOT, machine, table
 
-METHODS = ("prev", "new", "random", "grid", "prompt", "new+prompt")
+METHODS = ("prev", "new", "random", "grid", "prompt", "new+prompt", "new+sys", "new+sys+warm")
 GRID_LAYERS = (8, 11, 14, 17, 20)
 GRID_COEFFS = (0.2, 0.35, 0.5, 0.75)
 SYSTEM = {
@@ -140,6 +146,22 @@ class Bench:
             system, prompts = SYSTEM[name], self.conv(name, prompts)
         if method == "grid":
             return self.run_grid(name, prompts, t)
+        if method in ("new+sys", "new+sys+warm"):
+            space, _cal, extra = self.space_of(name)
+            space = space.replace(system_prompts=[SYSTEM[name]])
+            if method == "new+sys+warm":
+                lo, hi = space.coeff_range  # 0.5x the smallest .. 1.5x the largest calibrated coefficient
+                space = space.replace(coeff_range=(round(2 * lo, 4), round(2 * hi, 4)), schedules=["warmup"],
+                                      schedule_ranges={"warmup": {"steps": (12, 32), "start": 0.0}})
+            info = {"space": space.to_dict()["layer_range"], "coeff_range": list(space.coeff_range)}
+            runner = self.runner(prompts, space, "steered_answer", pattern, "local", seed)
+            res = runner.run(self.args.budget, verbose=False, batch_size=len(prompts))
+            best = res["best_candidate"]
+            alone = res["prompt_alone"]
+            return {"candidate": None if best is None else best.to_dict(), "system": None,
+                    "evaluations": res["iterations"], "wall_s": time.perf_counter() - t + extra,
+                    "calibration_s": extra, "prompt_alone_search": None if alone is None else alone.score,
+                    "best_search": res["best_score"], **info}
         if method == "prev":
             runner = self.runner(prompts, SteerSearchSpace(texts=[concept]), "steered_concept", pattern, "local", seed)
         else:
@@ -189,7 +211,8 @@ class Bench:
             ev.held = held
             self.held_ev[name] = ev
         cand = SteerCandidate.from_dict(result["candidate"] or [], [concept])
-        prompts = self.conv(name, held) if result.get("system") else held
+        # a candidate with its own system prompt adds it itself (new+sys); the others get the prompt here
+        prompts = self.conv(name, held) if result.get("system") and cand.system is None else held
         with ev.eval_mode(), torch.inference_mode():
             texts, ids = ev.generate_with_ids(MetricJob(prompts, None, [cand], self.steer), early_stop=False)
             (s,) = answer_scores(ev, held, texts, ids, concept=lambda t: concept_score(pattern, t), margin=MARGIN)
@@ -258,7 +281,7 @@ def runs_of(data):
 def _describe(unit):
     vecs = (unit.get("candidate") or {}).get("vectors", []) if isinstance(unit.get("candidate"), dict) else []
     steer = " + ".join(f"L{v['layer_idx']} {v['coeff']:+.3g}" for v in vecs) or "no steering"
-    return steer + (" + system prompt" if unit.get("system") else "")
+    return steer + (" + system prompt" if unit.get("system") or (unit.get("candidate") or {}).get("system") else "")
 
 
 def _median(held, key):
@@ -300,7 +323,7 @@ def report(data):
     print("(medians over runs of held-out answers; relevance in nat/token; fluency = excess NLL over the unsteered "
           "model's answers, budget +1; success = on-concept AND on-request by the judge AND not stuck)")
     data["targets"] = {}
-    for lead in ("new", "new+prompt"):
+    for lead in ("new", "new+prompt", "new+sys", "new+sys+warm"):
         if lead in methods:
             data["targets"][lead] = _targets(runs, methods, concepts, seeds, lead, paired_p)
 
@@ -332,6 +355,8 @@ def _targets(runs, methods, concepts, seeds, lead, paired_p):
              f"p = {p:.3g} over runs, p = {p_prompts:.3g} over {len(pa)} held-out answers"))
     ratios = []
     for r in runs:
+        if "prev" not in r["methods"]:
+            continue
         prev, new = r["methods"]["prev"], r["methods"][lead]
         goal = prev.get("search_concept_rate") or 0.0
         hit = next((t for t, rate in new.get("trace", []) if rate is not None and rate >= goal), None)
@@ -340,7 +365,7 @@ def _targets(runs, methods, concepts, seeds, lead, paired_p):
     targets[f"{lead} reaches prev's search concept rate in <= 1/4 of prev's wall time"] = (
         bool(reached) and len(reached) == len(ratios) and statistics.median(reached) <= 0.25,
         (f"reached in {len(reached)}/{len(ratios)} runs; median time ratio {statistics.median(reached):.2f}"
-         if reached else "never reached"))
+         if reached else "never reached" if ratios else "prev not measured in these runs"))
     print(f"Targets for {lead}:")
     for k, (met, why) in targets.items():
         print(f"  {'MET   ' if met else 'MISSED'} {k}: {why}")
