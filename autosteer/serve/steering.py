@@ -241,6 +241,18 @@ def load_preset(name: str, path: str | os.PathLike, model, tokenizer) -> Preset:
         cand = SteerCandidate.from_dict(data, concepts_raw)
     except InvalidArgumentError as exc:
         raise _preset_error(path, str(exc)) from None
+    if cand.system is not None:
+        import warnings
+
+        # the server steers; the messages are the client's: the search's prompt is not added to them
+        warnings.warn(
+            f"preset {name!r} ({path}) was found with a system prompt ({cand.system!r}); the server applies its "
+            "steering only: send that system message in the requests' messages to get what the search measured",
+            UserWarning,
+            stacklevel=2,
+        )
+    if not cand.vectors and cand.system is not None:
+        raise _preset_error(path, "the configuration is a system prompt alone, no vectors: nothing to steer with")
     steer = Steer(model, tokenizer)  # validates the layers against the model
     specs, concepts = [], {}
     for i, cv in enumerate(cand.vectors):

@@ -24,7 +24,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 from fastapi import APIRouter, Request
 
-from autosteer import Concept, Steer, SteerCandidate
+from autosteer import Concept, InvalidArgumentError, Steer, SteerCandidate
 from autosteer.organism import load_organism
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -606,3 +606,20 @@ def test_cli_refuses_bad_options_before_loading(argv, words, capsys):
 
     assert cli.main(["serve", "--model", "organism", *argv]) == cli.EXIT_BAD_INPUT
     assert words in capsys.readouterr().err
+
+
+def test_a_preset_found_with_a_system_prompt_warns_that_the_server_steers_only(organism, tmp_path):
+    """A best.json from a search with system prompts: the server loads its vectors and says that
+    the system message is the client's to send; a system prompt alone is no preset."""
+    from autosteer.serve.steering import load_preset
+
+    model, tok = organism
+    both = SteerCandidate(SteerCandidate.from_dict([{"layer_idx": 1, "coeff": 0.5, "text": CONCEPT}]).vectors,
+                          "be careful")
+    (tmp_path / "both.json").write_text(json.dumps(both.to_dict(full=True)))
+    with pytest.warns(UserWarning, match="send that system message in the requests' messages"):
+        preset = load_preset("both", tmp_path / "both.json", model, tok)
+    assert [(v.layer_idx, v.coeff) for v in preset.steering.vectors] == [(1, 0.5)]
+    (tmp_path / "alone.json").write_text(json.dumps(SteerCandidate((), "be careful").to_dict()))
+    with pytest.warns(UserWarning), pytest.raises(InvalidArgumentError, match="a system prompt alone, no vectors"):
+        load_preset("alone", tmp_path / "alone.json", model, tok)
