@@ -336,7 +336,7 @@ def _export(runner, best, out: Path, say) -> list[Path]:
         path.unlink(missing_ok=True)
     if best is None:
         return []
-    if not len(best):
+    if best.prompt_only:
         say("(the best is a system prompt alone: no vectors to write to best.safetensors / best.gguf)")
         return []
     written = []

@@ -279,6 +279,16 @@ class SteerCandidate:
         return iter(self.vectors)
 
     @property
+    def empty(self) -> bool:
+        """No vectors and no system prompt: the unsteered model (the baseline)."""
+        return not self.vectors and self.system is None
+
+    @property
+    def prompt_only(self) -> bool:
+        """A system prompt and no vectors: prompting alone."""
+        return not self.vectors and self.system is not None
+
+    @property
     def concepts(self) -> dict[str, Concept]:
         """The concepts the vectors use, by hash."""
         return {v.text.hash: v.text for v in self.vectors if isinstance(v.text, Concept)}

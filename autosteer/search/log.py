@@ -397,7 +397,7 @@ def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> Trial
     if cand.key() != raw["candidate"]:
         raise LogFormatError(f"{where}: the candidate is not in canonical form (was the log edited?)")
     if status == "baseline":
-        if len(cand) or cand.system is not None:
+        if not cand.empty:
             raise LogFormatError(f"{where}: the baseline row must hold the empty candidate")
         try:
             config = json.loads(raw["config"])
@@ -415,7 +415,7 @@ def _parse_row(line: str, where: str, hist: LogHistory, st: _ReadState) -> Trial
         st.metric = config.get("metric")
     elif raw["config"]:
         raise LogFormatError(f"{where}: only the baseline row carries a config")
-    elif not len(cand) and cand.system is None:
+    elif cand.empty:
         raise LogFormatError(f"{where}: a {status} row needs a non-empty candidate (vectors or a system prompt)")
     score = _parse_float(raw["score"], "score", where, optional=status == "crash", nonfinite=status == "crash")
     if status != "crash" and not math.isfinite(score):  # type: ignore[arg-type]  # only a crash's is optional

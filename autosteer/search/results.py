@@ -189,14 +189,7 @@ def describe_axes(results: Mapping[str, Any]) -> list[str]:
 
 def prompt_alone_record(history: Sequence[TrialRecord], lower_is_better: bool) -> TrialRecord | None:
     """The best scored record of a system prompt alone (no vectors), or None."""
-    rows = [
-        r
-        for r in history
-        if r.status in ("keep", "discard")
-        and r.candidate.system is not None
-        and not len(r.candidate)
-        and r.score is not None
-    ]
+    rows = [r for r in history if r.status in ("keep", "discard") and r.candidate.prompt_only and r.score is not None]
     if not rows:
         return None
     return (min if lower_is_better else max)(rows, key=lambda r: r.score)  # type: ignore[arg-type, return-value]

@@ -698,7 +698,7 @@ class AutoSteerRunner:
         for i, (result, error) in enumerate(stage):
             if error is not None or result is None or not math.isfinite(result.value) or result.per_prompt is None:
                 continue  # a crash, or a non-finite score: decided as such
-            if candidates[i].system is not None and not len(candidates[i]):
+            if candidates[i].prompt_only:
                 survivors.append(i)  # prompting alone is reported beside the best: always on every prompt
                 continue
             prune, p = rule.prunes(result.per_prompt, reference, self.lower_is_better)
@@ -783,11 +783,7 @@ class AutoSteerRunner:
         decide (a failure is reported in the record's error).  ``done`` holds the outcomes
         already measured in this round, by position, so a re-decided round scores nothing twice."""
         keeps = [i for i, r in enumerate(records) if r.status == "keep"]
-        alone = [
-            i
-            for i, r in enumerate(records)
-            if r.status in ("keep", "discard") and r.candidate.system is not None and not len(r.candidate)
-        ]
+        alone = [i for i, r in enumerate(records) if r.status in ("keep", "discard") and r.candidate.prompt_only]
         want = sorted(set(keeps[-1:] + alone))
         if self.holdout_prompts is None or not want:
             return records

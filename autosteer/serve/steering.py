@@ -251,7 +251,7 @@ def load_preset(name: str, path: str | os.PathLike, model, tokenizer) -> Preset:
             UserWarning,
             stacklevel=2,
         )
-    if not cand.vectors and cand.system is not None:
+    if cand.prompt_only:
         raise _preset_error(path, "the configuration is a system prompt alone, no vectors: nothing to steer with")
     steer = Steer(model, tokenizer)  # validates the layers against the model
     specs, concepts = [], {}

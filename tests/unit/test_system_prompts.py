@@ -57,6 +57,8 @@ def test_candidate_keys_are_unchanged_without_a_system_prompt():
     assert both.describe() == 'system "be brief" + L1 +0.5 "happy"'
     alone = SteerCandidate((), "be brief")
     assert len(alone) == 0 and alone.describe() == 'system "be brief"'
+    assert alone.prompt_only and not alone.empty and not both.prompt_only and not both.empty
+    assert SteerCandidate().empty and not SteerCandidate().prompt_only
     assert "'content': \"be brief\"" in both.to_code()
     assert both.messages("hi") == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
     assert plain.messages("hi") == "hi"
