@@ -885,7 +885,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         executor=executor,
         holdout=holdout,
     )
-    try:
+    from autosteer.search.progress import reporting_interrupt
+
+    with reporting_interrupt(runner, args.log):
         results = runner.run(
             max_iterations=args.iterations,
             resume=args.resume,
@@ -894,13 +896,6 @@ def cmd_search(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             threads=args.threads,
         )
-    except KeyboardInterrupt as exc:
-        done = runner.results
-        n = 0 if done is None else done["iterations"]
-        print(f"interrupted after {n} trial(s); {args.log} holds every finished trial.", file=sys.stderr)
-        from autosteer.errors import InterruptReported
-
-        raise InterruptReported(*exc.args) from exc
     summary = _summary(results, log=args.log, model=args.model)
     if args.json:
         _print_json(summary)

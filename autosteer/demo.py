@@ -454,7 +454,9 @@ def run_demo(
     runner = AutoSteerRunner(
         lm, tokenizer, setup.prompts, log_path=out / LOG_NAME, seed=seed, population=population, **setup.runner_kwargs
     )
-    try:
+    from autosteer.search.progress import reporting_interrupt
+
+    with reporting_interrupt(runner, out / LOG_NAME):
         results = runner.run(
             max_iterations=iterations,
             resume=resume,
@@ -463,13 +465,6 @@ def run_demo(
             threads=threads,
             batch_size=setup.batch_size,
         )
-    except KeyboardInterrupt as exc:
-        done = runner.results
-        n = 0 if done is None else done["iterations"]
-        print(f"interrupted after {n} trial(s); {out / LOG_NAME} holds every finished trial.", file=sys.stderr)
-        from autosteer.errors import InterruptReported
-
-        raise InterruptReported(*exc.args) from exc
     name = runner.metric
     say("")
     say(results.summary())

@@ -3,10 +3,29 @@ line per trial on a pipe or a file, nothing when silent."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
+from collections.abc import Iterator
+from typing import Any
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "reporting_interrupt"]
+
+
+@contextlib.contextmanager
+def reporting_interrupt(runner: Any, log: Any) -> Iterator[None]:
+    """Around ``runner.run()`` in ``autosteer search`` and the demo: on Ctrl-C say how many
+    trials ``log`` kept, then raise :class:`~autosteer.errors.InterruptReported` (the command
+    line then prints the command that resumes, not a bare "interrupted")."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        from autosteer.errors import InterruptReported
+
+        done = runner.results
+        n = 0 if done is None else done["iterations"]
+        print(f"interrupted after {n} trial(s); {log} holds every finished trial.", file=sys.stderr)
+        raise InterruptReported(*exc.args) from exc
 
 
 def _in_notebook() -> bool:
