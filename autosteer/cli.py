@@ -419,6 +419,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a system message the search may put before each request, alone or with steering "
         "(repeatable; needs --chat; each one alone is evaluated first and reported beside the best)",
     )
+    s.add_argument(
+        "--prompt-role",
+        choices=("system", "user"),
+        default=None,
+        help="where --system-prompt goes: a system message (default), or after the request's text in the "
+        "user's turn (for models that ignore system messages)",
+    )
     s.add_argument("--max-vectors", type=_positive_int, metavar="N", help="most vectors per candidate (default: 2)")
     s.add_argument(
         "--schedules",
@@ -844,6 +851,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         if not args.chat:
             raise UsageError("--system-prompt puts a system message before each request: give --chat as well")
         space_kwargs["system_prompts"] = tuple(args.system_prompt)
+    if args.prompt_role is not None:
+        if not args.system_prompt:
+            raise UsageError("--prompt-role says where --system-prompt goes: give --system-prompt as well")
+        space_kwargs["prompt_role"] = args.prompt_role
     space = SteerSearchSpace(**space_kwargs)
     executor = None
     if args.ray is not None:
@@ -1126,7 +1137,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         steer = Steer(model, tokenizer)
         if candidate is not None:
             with steer.applied(candidate):
-                after = _generate(model, tokenizer, args.prompts, args.max_new_tokens, args.chat, system)
+                after = _generate(model, tokenizer, args.prompts, args.max_new_tokens, args.chat, candidate)
         else:
             after = _generate(model, tokenizer, args.prompts, args.max_new_tokens, args.chat)
     rows = []
@@ -1153,10 +1164,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _generate(
-    model, tokenizer, prompts: Sequence[str], max_new_tokens: int, chat: bool = False, system: str | None = None
+    model, tokenizer, prompts: Sequence[str], max_new_tokens: int, chat: bool = False, candidate: Any = None
 ) -> list[str]:
     """Greedy continuations, one prompt at a time (no padding questions), new tokens only;
-    ``system``: a system message before each (chat) request."""
+    a ``candidate`` with a prompt adds it to each (chat) request where its ``prompt_role`` says."""
     import torch
 
     device = next(model.parameters()).device
@@ -1167,8 +1178,8 @@ def _generate(
     for prompt in prompts:
         if chat:
             messages = [{"role": "user", "content": prompt}]
-            if system is not None:
-                messages.insert(0, {"role": "system", "content": system})
+            if candidate is not None:
+                messages = candidate.messages(messages)
             text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
         else:

@@ -368,6 +368,7 @@ def _alone_json(rec) -> dict[str, Any] | None:
     d = rec.details or {}
     return {
         "system": rec.candidate.system,
+        "prompt_role": rec.candidate.prompt_role,
         "iteration": rec.iteration,
         "score": rec.score,
         "holdout_score": rec.holdout_score,

@@ -343,7 +343,12 @@ SEARCH_REAL_METHODS = {
     "random": "random, same space and objective",
     "grid": "20-point grid, best feasible by `steered_answer`",
     "prompt": "prompting alone (a system prompt)",
+    "user": "prompting alone (the instruction in the user's turn)",
     "new+prompt": "the system prompt + new default",
+    "new+user": "the user-turn instruction + new default",
+    "new+user+ans": "`new+user` steering the answer's tokens only, coefficients up to 2x calibrated",
+    "new+usr": "`new+sys` with `prompt_role=\"user\"` (the library's prompt in the user's turn)",
+    "new+usr+ans": "`new+usr` steering the answer's tokens only, coefficients up to 2x calibrated",
     "new+sys": "new default with the system prompt as a search dimension (`system_prompts`)",
     "new+sys+warm": "`new+sys` with warmup schedules, coefficients 1-3x calibrated",
 }
@@ -363,7 +368,9 @@ def search_real() -> str:
         choice = " + ".join(f"L{v['layer_idx']} {v['coeff']:+.3g}" for v in vecs) or "no steering"
         system = u.get("system") or (u.get("candidate") or {}).get("system")
         rows.append((u["concept"], u["seed"], SEARCH_REAL_METHODS.get(u["method"], u["method"]),
-                     choice + (" + system prompt" if system else ""),
+                     choice + ((" + user-turn instruction" if "user" in (u.get("placement"), (u.get("candidate") or {}).get("prompt_role"))
+                                else " + system prompt")
+                               if system else ""),
                      f"{100 * h['concept_rate']:.0f}%", f"{h['relevance']:.2f}", f"{100 * h['judge_on_request']:.0f}%",
                      f"{h['fluency_excess']:+.2f}", f"{100 * h['stuck']:.0f}%", f"{h['combined']:.3f}",
                      f"{100 * h['judged_success']:.0f}%", u["evaluations"], f"{u['wall_s']:.0f}"))
@@ -407,6 +414,57 @@ def _search_real_medians(d) -> str:
             f"(concepts {', '.join(concepts)}):\n\n"
             + _md(rows, ("method", "concept rate", "judge: on-request", "fluency excess", "stuck", "combined",
                          "success (judged), median", "success (judged), mean", "within budget", "search wall s")))
+
+
+def steer_ceiling() -> str:
+    """The oracle sweep: every (layer, strength, mode) scored on held-out requests, and prompting."""
+    d = _load("steer_ceiling")
+    if not d:
+        return "Not measured yet: `python benchmarks/steer_ceiling.py --prompts`."
+    cells = list(d["cells"].values())
+    n = len(d["holdout"])
+    out = [f"`benchmarks/results/steer_ceiling.json` ({_machine(d['machine'])}): the {n} held-out requests of "
+           f"seed {d['config']['seed']}, {d['config']['max_new_tokens']}-token greedy answers, one vector of the "
+           "concept; strength as a multiple of the layer's calibrated coefficient. Each cell: judged success "
+           "(on-concept AND on-request by the judge AND not stuck), then the fluency excess in nat/token "
+           "(budget +1; **bold** within it)."]
+    fmt = lambda h: (f"{100 * h['judged_success']:.0f}% " + (f"**{h['fluency_excess']:+.2f}**"  # noqa: E731
+                     if h["fluency_excess"] <= 1.0 else f"{h['fluency_excess']:+.2f}"))
+    summary = []
+    for name in sorted({c["concept"] for c in cells}):
+        mine = [c for c in cells if c["concept"] == name]
+        grid = [c for c in mine if c["mode"] in ("all", "answer")]
+        mults = sorted({c["mult"] for c in grid})
+        rows = []
+        for mode in ("all", "answer"):
+            for layer in sorted({c["layer"] for c in grid if c["mode"] == mode}):
+                by = {c["mult"]: c for c in grid if c["mode"] == mode and c["layer"] == layer}
+                rows.append((mode, layer, *(fmt(by[m]["held"]) if m in by else "" for m in mults)))
+        out.append(f"**{name}**:\n\n" + _md(rows, ("steered positions", "layer", *(f"x{m:g}" for m in mults))))
+
+        def best(pred, budget=True, mine=mine, mode=False):
+            ok = [c for c in mine if pred(c) and (not budget or c["held"]["fluency_excess"] <= 1.0)]
+            if not ok:
+                return "-"
+            b = max(ok, key=lambda c: (c["held"]["judged_success"], -c["held"]["fluency_excess"]))
+            where = "" if b["layer"] is None else f" ({b['mode'] + ' ' if mode else ''}L{b['layer']} x{b['mult']:g})"
+            return f"{100 * b['held']['judged_success']:.0f}%{where}"
+
+        one = lambda kind: next((c["held"] for c in mine if c["mode"] == kind), None)  # noqa: E731
+        sysh, userh, none = one("system"), one("user"), one("none")
+        summary.append((name, f"{100 * none['judged_success']:.0f}%" if none else "-",
+                        f"{100 * sysh['judged_success']:.0f}%" if sysh else "-",
+                        f"{100 * userh['judged_success']:.0f}% ({userh['fluency_excess']:+.2f})" if userh else "-",
+                        best(lambda c: c["mode"] == "all"), best(lambda c: c["mode"] == "answer"),
+                        best(lambda c: c["mode"].startswith("user+")),
+                        best(lambda c: c["mode"] in ("all", "answer") or c["mode"].startswith("user+"), budget=False,
+                             mode=True)))
+    out.append("Best per concept (chosen on these held-out requests, so an upper bound for a search over the same "
+               "cells):\n\n" + _md(summary, (
+                   "concept", "unsteered", "system prompt", "user-turn prompt (fluency)",
+                   "steering, all positions, within budget", "steering, answer only, within budget",
+                   "user-turn prompt + steering, within budget", "any steering, any fluency")))
+    return "\n\n".join(out)
 
 
 def headline() -> str:
@@ -464,7 +522,7 @@ def headline() -> str:
 
 SECTIONS = {"headline": headline, "performance": performance, "real-model": real_model, "llamacpp": llamacpp,
             "search-quality": search_quality, "real-demo-output": real_demo_output, "reasoning": reasoning,
-            "organism-targets": organism_targets, "search-real": search_real,
+            "organism-targets": organism_targets, "search-real": search_real, "steer-ceiling": steer_ceiling,
             "serve-load": serve_load}
 
 

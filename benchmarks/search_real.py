@@ -18,6 +18,17 @@ Methods, per (concept, seed), in an order rotated by the seed:
 ``prompt``  no steering: a system prompt asking for the concept.
 ``new+prompt`` the new default run on the requests WITH that system prompt: its baseline is
             prompting alone, so it keeps only steering that beats prompting on the objective.
+``user``    no steering: the same instruction after the request, in the user's turn.  SmolLM2-135M
+            ignores system messages but partly follows this (benchmarks/steer_ceiling.py), so it
+            is the stronger prompting baseline.
+``new+user`` the new default run on the requests WITH that user-turn instruction (its baseline is
+            ``user``), the answers judged against the plain requests.
+``new+user+ans`` ``new+user`` steering the generated tokens only (``WarmupSchedule(steps=1,
+            start=0)``: the request is read unsteered) with coefficients up to 2x the calibrated
+            ones (answer-only steering costs about half the fluency at equal strength).
+``new+usr`` ``new+sys`` with ``prompt_role="user"``: the library's prompt dimension putting the
+            instruction after the request in the user's turn.
+``new+usr+ans`` ``new+usr`` steering the generated tokens only (as ``new+user+ans``).
 ``new+sys`` the new default with the system prompt as a search dimension of the library
             (``SteerSearchSpace(system_prompts=[...])``): it tries the prompt alone, steering
             alone and both, judged against the plain requests, same budget.
@@ -49,7 +60,7 @@ from pathlib import Path
 
 from _common import RESULTS, ROOT, machine, table
 
-METHODS = ("prev", "new", "random", "grid", "prompt", "new+prompt", "new+sys", "new+sys+warm")
+METHODS = ("prev", "new", "random", "grid", "prompt", "user", "new+prompt", "new+user", "new+user+ans", "new+usr", "new+usr+ans", "new+sys", "new+sys+warm")
 GRID_LAYERS = (8, 11, 14, 17, 20)
 GRID_COEFFS = (0.2, 0.35, 0.5, 0.75)
 SYSTEM = {
@@ -120,7 +131,10 @@ class Bench:
 
         return SteeredAnswer(pattern=pattern, fluency_margin=MARGIN)
 
-    def conv(self, name, prompts):
+    def conv(self, name, prompts, placement="system"):
+        """The requests with the concept's instruction: a system message, or after the request in the user's turn."""
+        if placement == "user":
+            return [[{"role": "user", "content": f"{p}\n\n{SYSTEM[name]}"}] for p in prompts]
         return [[{"role": "system", "content": SYSTEM[name]}, {"role": "user", "content": p}] for p in prompts]
 
     def runner(self, prompts, space, metric, pattern, strategy, seed):
@@ -139,16 +153,23 @@ class Bench:
         t = time.perf_counter()
         extra = 0.0
         info = {}
-        if method == "prompt":
-            return {"candidate": None, "system": SYSTEM[name], "evaluations": 0, "wall_s": 0.0}
+        if method in ("prompt", "user"):
+            return {"candidate": None, "system": SYSTEM[name], "placement": "user" if method == "user" else "system",
+                    "evaluations": 0, "wall_s": 0.0}
         system = None
-        if method == "new+prompt":
-            system, prompts = SYSTEM[name], self.conv(name, prompts)
+        placement = "user" if method.startswith("new+user") else "system"
+        if method in ("new+prompt", "new+user", "new+user+ans"):
+            system, prompts = SYSTEM[name], self.conv(name, prompts, placement)
         if method == "grid":
             return self.run_grid(name, prompts, t)
-        if method in ("new+sys", "new+sys+warm"):
+        if method in ("new+sys", "new+sys+warm", "new+usr", "new+usr+ans"):
             space, _cal, extra = self.space_of(name)
-            space = space.replace(system_prompts=[SYSTEM[name]])
+            space = space.replace(system_prompts=[SYSTEM[name]],
+                                  prompt_role="user" if method.startswith("new+usr") else "system")
+            if method == "new+usr+ans":
+                lo, hi = space.coeff_range
+                space = space.replace(coeff_range=(lo, round(hi * 4 / 3, 4)), schedules=["warmup"],
+                                      schedule_ranges={"warmup": {"steps": 1, "start": 0.0}})
             if method == "new+sys+warm":
                 lo, hi = space.coeff_range  # 0.5x the smallest .. 1.5x the largest calibrated coefficient
                 space = space.replace(coeff_range=(round(2 * lo, 4), round(2 * hi, 4)), schedules=["warmup"],
@@ -166,6 +187,10 @@ class Bench:
             runner = self.runner(prompts, SteerSearchSpace(texts=[concept]), "steered_concept", pattern, "local", seed)
         else:
             space, _cal, extra = self.space_of(name)
+            if method == "new+user+ans":
+                lo, hi = space.coeff_range  # 0.5x the smallest .. 1.5x the largest calibrated coefficient
+                space = space.replace(coeff_range=(lo, round(hi * 4 / 3, 4)), schedules=["warmup"],
+                                      schedule_ranges={"warmup": {"steps": 1, "start": 0.0}})
             info = {"space": space.to_dict()["layer_range"], "coeff_range": list(space.coeff_range)}
             runner = self.runner(prompts, space, "steered_answer", pattern, "random" if method == "random" else "local",
                                  seed)
@@ -174,7 +199,7 @@ class Bench:
         trace = [(r.elapsed_s + extra, r.details.get("concept_rate")) for r in res["history"]
                  if r.status in ("baseline", "keep") and r.details]
         best = res["best_candidate"]
-        return {"candidate": None if best is None else best.to_dict(), "system": system,
+        return {"candidate": None if best is None else best.to_dict(), "system": system, "placement": placement,
                 "evaluations": res["iterations"],
                 "wall_s": wall, "search_concept_rate": trace[-1][1] if trace else None, "trace": trace,
                 "calibration_s": extra, **info}
@@ -212,7 +237,10 @@ class Bench:
             self.held_ev[name] = ev
         cand = SteerCandidate.from_dict(result["candidate"] or [], [concept])
         # a candidate with its own system prompt adds it itself (new+sys); the others get the prompt here
-        prompts = self.conv(name, held) if result.get("system") and cand.system is None else held
+        if result.get("system") and cand.system is None:
+            prompts = self.conv(name, held, result.get("placement", "system"))
+        else:
+            prompts = held
         with ev.eval_mode(), torch.inference_mode():
             texts, ids = ev.generate_with_ids(MetricJob(prompts, None, [cand], self.steer), early_stop=False)
             (s,) = answer_scores(ev, held, texts, ids, concept=lambda t: concept_score(pattern, t), margin=MARGIN)
@@ -281,7 +309,10 @@ def runs_of(data):
 def _describe(unit):
     vecs = (unit.get("candidate") or {}).get("vectors", []) if isinstance(unit.get("candidate"), dict) else []
     steer = " + ".join(f"L{v['layer_idx']} {v['coeff']:+.3g}" for v in vecs) or "no steering"
-    return steer + (" + system prompt" if unit.get("system") or (unit.get("candidate") or {}).get("system") else "")
+    if not (unit.get("system") or (unit.get("candidate") or {}).get("system")):
+        return steer
+    return steer + (" + user-turn instruction" if "user" in (unit.get("placement"), (unit.get("candidate") or {}).get("prompt_role"))
+                   else " + system prompt")
 
 
 def _median(held, key):
@@ -323,7 +354,7 @@ def report(data):
     print("(medians over runs of held-out answers; relevance in nat/token; fluency = excess NLL over the unsteered "
           "model's answers, budget +1; success = on-concept AND on-request by the judge AND not stuck)")
     data["targets"] = {}
-    for lead in ("new", "new+prompt", "new+sys", "new+sys+warm"):
+    for lead in ("new", "new+prompt", "new+user", "new+user+ans", "new+usr", "new+usr+ans", "new+sys", "new+sys+warm"):
         if lead in methods:
             data["targets"][lead] = _targets(runs, methods, concepts, seeds, lead, paired_p)
 

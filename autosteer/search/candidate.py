@@ -239,6 +239,10 @@ class SteerVector:
         steer.add(layer_idx=self.layer_idx, coeff=self.coeff, coeff_schedule=schedule_object(self.schedule), **kwargs)
 
 
+#: Where a candidate's prompt goes: a system message, or after the request in the user's turn.
+PROMPT_ROLES = ("system", "user")
+
+
 @dataclass(frozen=True)
 class SteerCandidate:
     """An immutable set of :class:`SteerVector` s, and optionally a system prompt: the unit the
@@ -247,18 +251,27 @@ class SteerCandidate:
     The vectors are kept in a canonical order (by layer, then text, then
     coefficient, then schedule), so two candidates holding the same vectors are
     equal and have the same :meth:`key`.  They are applied in that order.
-    ``system``: a system message put before each request when the candidate
-    generates (a search space with ``system_prompts``; chat models only), or
-    None.  A candidate with a system prompt and no vectors is prompting alone;
-    an empty candidate means "no steering, no prompt" (the baseline).
+    ``system``: a prompt (an instruction) the candidate generates with (a
+    search space with ``system_prompts``; chat models only), or None.
+    ``prompt_role`` says where it goes: ``"system"`` (default), a system
+    message before each request; ``"user"``, after the request's text in the
+    user's turn, separated by a blank line (for models that ignore system
+    messages, SmolLM2-135M among them).  A candidate with a prompt and no
+    vectors is prompting alone; an empty candidate means "no steering, no
+    prompt" (the baseline).
     """
 
     vectors: tuple[SteerVector, ...] = field(default_factory=tuple)
     system: str | None = None
+    prompt_role: str = "system"
 
     def __post_init__(self) -> None:
         if self.system is not None and (not isinstance(self.system, str) or not self.system.strip()):
             raise InvalidArgumentError(f"system must be None or a non-empty string, got {_describe(self.system)}")
+        if self.prompt_role not in PROMPT_ROLES:
+            raise InvalidArgumentError(f"prompt_role must be 'system' or 'user', got {_describe(self.prompt_role)}")
+        if self.system is None:
+            object.__setattr__(self, "prompt_role", "system")  # no prompt, no place: one key for "no prompt"
         vecs = []
         for i, v in enumerate(self.vectors):
             if isinstance(v, Mapping):
@@ -301,6 +314,8 @@ class SteerCandidate:
         d: dict[str, Any] = {"vectors": [v.to_dict() for v in self.vectors]}
         if self.system is not None:  # absent otherwise: keys (and logs) of steering-only candidates unchanged
             d["system"] = self.system
+        if self.prompt_role != "system":  # absent for a system message: keys of earlier logs unchanged
+            d["prompt_role"] = self.prompt_role
         if full and self.concepts:
             d["concepts"] = {h: c.to_dict() for h, c in sorted(self.concepts.items())}
         return d
@@ -314,20 +329,21 @@ class SteerCandidate:
         known = _concept_map(concepts)
         vectors: Any = d  # each item is checked by SteerVector.from_dict
         if isinstance(d, Mapping):
-            unknown = sorted(set(d) - {"vectors", "concepts", "system"})
+            unknown = sorted(set(d) - {"vectors", "concepts", "system", "prompt_role"})
             if unknown or "vectors" not in d:
                 raise InvalidArgumentError(
-                    f"a candidate is {{'vectors': [...], 'system': None or a string}}, got keys {sorted(d)}"
+                    "a candidate is {'vectors': [...], 'system': None or a string, 'prompt_role': 'system' or "
+                    f"'user'}}, got keys {sorted(d)}"
                 )
             if d.get("concepts") is not None:
                 known.update(_concept_map(d["concepts"]))
             vectors = d["vectors"]
-            system = d.get("system")
+            system, role = d.get("system"), d.get("prompt_role", "system")
         else:
-            system = None
+            system, role = None, "system"
         if isinstance(vectors, (str, bytes)) or not isinstance(vectors, Iterable):
             raise InvalidArgumentError(f"a candidate's vectors must be a list, got {_describe(vectors)}")
-        return cls(tuple(SteerVector.from_dict(v, known) for v in vectors), system)
+        return cls(tuple(SteerVector.from_dict(v, known) for v in vectors), system, role)
 
     @classmethod
     def from_json(cls, s: str, concepts=None) -> SteerCandidate:
@@ -346,18 +362,28 @@ class SteerCandidate:
 
     def describe(self) -> str:
         """One line such as ``L3 +0.4 "logical" + L5 -0.2 "confused" decay(...)``, with
-        ``system "..."`` in front when the candidate has a system prompt."""
-        parts = [f"system {json.dumps(self.system, ensure_ascii=False)}"] if self.system is not None else []
+        ``system "..."`` (or ``user "..."``, by ``prompt_role``) in front when the candidate has a prompt."""
+        prompt = f"{self.prompt_role} {json.dumps(self.system, ensure_ascii=False)}"
+        parts = [prompt] if self.system is not None else []
         parts += [v.describe() for v in self.vectors]
         return " + ".join(parts) if parts else "no steering"
 
     def messages(self, prompt: Any) -> Any:
         """The chat conversation the candidate generates from for ``prompt`` (a string: one user
-        message; or a conversation), with its system message first; ``prompt`` as it is when the
-        candidate has no system prompt."""
+        message; or a conversation): its system message first, or (``prompt_role="user"``) its
+        prompt after the last user message's text, a blank line between; ``prompt`` as it is when
+        the candidate has no prompt."""
         if self.system is None:
             return prompt
         conv = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        if self.prompt_role == "user":
+            last = conv[-1] if conv else None
+            if not isinstance(last, Mapping) or last.get("role") != "user" or not isinstance(last.get("content"), str):
+                raise InvalidArgumentError(
+                    "a candidate with prompt_role='user' adds its prompt to the request's last message, which must "
+                    f"be a user message with text content, got {_describe(last)}"
+                )
+            return [*conv[:-1], {**last, "content": f"{last['content']}\n\n{self.system}"}]
         if conv and conv[0].get("role") == "system":
             raise InvalidArgumentError(
                 "a prompt already starts with a system message, and the candidate adds its own system prompt: "
@@ -398,7 +424,10 @@ class SteerCandidate:
             lines.append(f"{name} = Concept.from_dict({json.dumps(c.to_dict(), ensure_ascii=False)})")
         lines.append(f"{var} = Steer(model, tokenizer)")
         lines.extend(v.to_code(var, variables) for v in self.vectors)
-        if self.system is not None:
+        if self.system is not None and self.prompt_role == "user":
+            lines.append("# and add this after each request's text, a blank line between (in the user's turn):")
+            lines.append(f"instruction = {json.dumps(self.system, ensure_ascii=False)}")
+        elif self.system is not None:
             lines.append("# and put this system message before each request (tokenizer.apply_chat_template):")
             lines.append(f"system = {{'role': 'system', 'content': {json.dumps(self.system, ensure_ascii=False)}}}")
         return "\n".join(lines)

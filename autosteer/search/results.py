@@ -199,7 +199,8 @@ def describe_prompt_alone(rec: TrialRecord) -> str:
     """One line: prompting alone's score (search, held-out) and, for the answer objective, its
     held-out concept rate and share of answers good on all three axes."""
     d = rec.details or {}
-    line = f"Prompting alone (system {rec.candidate.system!r}, iteration {rec.iteration}): {_fmt(rec.score)}"
+    where = rec.candidate.prompt_role
+    line = f"Prompting alone ({where} {rec.candidate.system!r}, iteration {rec.iteration}): {_fmt(rec.score)}"
     if rec.holdout_score is not None:
         line += f", held-out {_fmt(rec.holdout_score)}"
     if "holdout_success" in d:

@@ -116,13 +116,24 @@ def _check_system_prompts(space, spec, evaluator, prompts, holdout_prompts, expe
             "search_space.system_prompts with metric='perplexity' needs expected_outputs: without them the "
             "perplexity of the prompt itself is scored, and a system prompt would change what is scored"
         )
+    user = space.prompt_role == "user"
     for name, items in (("prompts", prompts), ("holdout", holdout_prompts or [])):
         for i, p in enumerate(items):
-            if not isinstance(p, str) and p and p[0].get("role") == "system":
+            if isinstance(p, str) or not p:
+                continue
+            last = p[-1]
+            if user and (not isinstance(last, dict) or last.get("role") != "user" or not isinstance(last.get("content"), str)):
+                raise SearchSpaceError(
+                    f"{name}[{i}] does not end with a user message of text, and search_space.prompt_role='user' adds "
+                    "the system prompt after the request's text in the user's turn"
+                )
+            if not user and p[0].get("role") == "system":
                 raise SearchSpaceError(
                     f"{name}[{i}] starts with a system message, and search_space.system_prompts adds its own: "
                     "give the requests without a system message"
                 )
+    if user:
+        return  # no system message is rendered
     probe = [{"role": "system", "content": space.system_prompts[0]}, {"role": "user", "content": "Hi"}]
     try:
         evaluator._prompt_ids(probe)

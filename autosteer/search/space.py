@@ -20,7 +20,7 @@ from autosteer._canonical import canonical_json
 from autosteer._checks import check_list, is_int, is_real
 from autosteer._checks import describe as _describe
 from autosteer.errors import AutoSteerError, InvalidArgumentError, SearchSpaceError
-from autosteer.search.candidate import SteerCandidate
+from autosteer.search.candidate import PROMPT_ROLES, SteerCandidate
 from autosteer.steering.concept import Concept
 
 __all__ = ["DEFAULT_TEXTS", "SteerSearchSpace", "schedule_types"]
@@ -187,6 +187,12 @@ class SteerSearchSpace:
         steered candidates.  Needs ``chat=True`` (the tokenizer's chat template).
         Answers are judged against the plain request either way (see
         :mod:`autosteer.search.objective`).
+    prompt_role:
+        Where a system prompt goes: ``"system"`` (default), a system message
+        before the request; ``"user"``, after the request's text in the
+        user's turn, a blank line between.  Small chat models often ignore
+        system messages (SmolLM2-135M-Instruct does) but partly follow the
+        same sentence in the user's turn.
 
     Strategies round coefficients to 4 significant digits and float schedule
     parameters to 3, so the candidates' JSON is short and exact.
@@ -202,6 +208,7 @@ class SteerSearchSpace:
     schedule_ranges: Mapping[str, Mapping[str, tuple]] = None  # type: ignore[assignment]  # see above
     coeff_scale: str = "log"
     system_prompts: tuple[str, ...] = ()
+    prompt_role: str = "system"
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -256,6 +263,8 @@ class SteerSearchSpace:
             if not isinstance(t, str) or not t.strip():
                 raise SearchSpaceError(f"system_prompts[{i}] must be a non-empty string, got {_describe(t)}")
         set_("system_prompts", tuple(dict.fromkeys(items)))
+        if self.prompt_role not in PROMPT_ROLES:
+            raise SearchSpaceError(f"prompt_role must be 'system' or 'user', got {_describe(self.prompt_role)}")
 
     # -- model binding ------------------------------------------------------
 
@@ -300,6 +309,8 @@ class SteerSearchSpace:
         }
         if self.system_prompts:  # absent otherwise: steering-only spaces keep their key (and run ids)
             d["system_prompts"] = list(self.system_prompts)
+        if self.prompt_role != "system":  # absent by default: earlier spaces keep their key (and run ids)
+            d["prompt_role"] = self.prompt_role
         return d
 
     @classmethod
@@ -355,7 +366,7 @@ class SteerSearchSpace:
         """Whether a strategy could propose ``candidate`` (layers, texts, signs, magnitudes,
         schedules, system prompt)."""
         system = candidate.system
-        if system is not None and system not in self.system_prompts:
+        if system is not None and (system not in self.system_prompts or candidate.prompt_role != self.prompt_role):
             return False
         least = 0 if system is not None else 1  # a system prompt alone is prompting alone
         if not least <= len(candidate) <= self.max_vectors or self.layer_range is None:

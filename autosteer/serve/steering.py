@@ -247,7 +247,13 @@ def load_preset(name: str, path: str | os.PathLike, model, tokenizer) -> Preset:
         # the server steers; the messages are the client's: the search's prompt is not added to them
         warnings.warn(
             f"preset {name!r} ({path}) was found with a system prompt ({cand.system!r}); the server applies its "
-            "steering only: send that system message in the requests' messages to get what the search measured",
+            "steering only: "
+            + (
+                "add that text after each request's text (the user's turn)"
+                if cand.prompt_role == "user"
+                else "send that system message in the requests' messages"
+            )
+            + " to get what the search measured",
             UserWarning,
             stacklevel=2,
         )

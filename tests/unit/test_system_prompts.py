@@ -233,3 +233,117 @@ def test_the_cli_searches_system_prompts_and_generates_with_the_best(model, tmp_
     want = greedy(model, chat_tok(), rendered_ids(chat_tok(), [{"role": "system", "content": SYSTEMS[0]},
                                                                {"role": "user", "content": PROMPTS[0]}]), N_NEW)
     assert out["generations"][0]["steered"] == chat_tok().decode(want, skip_special_tokens=True).strip()
+
+
+# -- prompt_role="user": the prompt after the request's text, in the user's turn -------------------
+
+
+def user_turn(prompt, text):
+    return [{"role": "user", "content": f"{prompt}\n\n{text}"}]
+
+
+def test_a_user_turn_prompt_is_its_own_candidate_and_keeps_system_keys():
+    vec = {"layer_idx": 1, "coeff": 0.5, "text": "happy", "schedule": None}
+    system = SteerCandidate.from_dict({"vectors": [vec], "system": "be brief"})
+    user = SteerCandidate(system.vectors, "be brief", "user")
+    assert system.key() == '{"system":"be brief","vectors":[{"coeff":0.5,"layer_idx":1,"schedule":null,"text":"happy"}]}'
+    assert user != system and '"prompt_role":"user"' in user.key()
+    assert SteerCandidate.from_json(user.key()) == user
+    assert user.describe() == 'user "be brief" + L1 +0.5 "happy"'
+    assert user.messages("hi") == user_turn("hi", "be brief")
+    conv = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"}]
+    assert user.messages(conv) == [*conv[:2], {"role": "user", "content": "c\n\nbe brief"}]
+    assert conv[2]["content"] == "c"  # the caller's conversation is not changed
+    assert "instruction = \"be brief\"" in user.to_code()
+    assert SteerCandidate((), None, "user") == SteerCandidate()  # no prompt, no place
+    with pytest.raises(InvalidArgumentError, match="must be a user message with text content"):
+        user.messages([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}])
+    with pytest.raises(InvalidArgumentError, match="prompt_role must be 'system' or 'user', got str 'assistant'"):
+        SteerCandidate((), "x", "assistant")
+
+
+def test_the_space_places_every_prompt_where_it_says():
+    import random
+
+    space = SteerSearchSpace(layer_range=(0, 2), texts=["happy", "calm"], system_prompts=SYSTEMS,
+                             schedules=("none",), prompt_role="user")
+    assert SteerSearchSpace.from_dict(space.to_dict()) == space
+    assert "prompt_role" not in space.replace(prompt_role="system").to_dict()  # earlier keys unchanged
+    assert space.contains(SteerCandidate((), SYSTEMS[0], "user"))
+    assert not space.contains(SteerCandidate((), SYSTEMS[0]))
+    with pytest.raises(SearchSpaceError, match="prompt_role must be 'system' or 'user'"):
+        SteerSearchSpace(texts=["happy"], prompt_role="User")
+    from autosteer.search.strategies.tpe import TPE
+    from autosteer.search.trial import TrialRecord
+
+    rng = random.Random(1)
+    drawn = [random_candidate(rng, space) for _ in range(100)]
+    drawn += [perturb(rng, space, c) for c in drawn]
+    history = [TrialRecord(0, "baseline", SteerCandidate(), score=0.0)]
+    tpe = TPE(space, seed=0, n_startup=2)
+    for i, cand in enumerate(tpe.propose_round(history, 4)):
+        history.append(TrialRecord(i + 1, "discard", cand, score=0.1 * i))
+    drawn += tpe.propose_round(history, 6) + LocalSearch(space, seed=2).propose_round([], 4)
+    prompted = [c for c in drawn if c is not None and c.system is not None]
+    assert prompted and all(c.prompt_role == "user" and space.contains(c) for c in prompted)
+
+
+def test_generation_puts_the_prompt_in_the_users_turn(model):
+    tok = chat_tok()
+    ev = SteerEvaluator(model, tok, "task_accuracy", max_new_tokens=N_NEW, batch_size=3, chat=True)
+    steer = Steer(model, tok)
+    cands = [SteerCandidate((), s, "user") for s in SYSTEMS]
+    from autosteer.search.metrics import MetricJob
+
+    with torch.inference_mode():
+        _, ids = ev.generate_with_ids(MetricJob(PROMPTS, None, cands, steer), early_stop=False)
+        logp = ev.next_token_logprobs(MetricJob(PROMPTS, None, cands, steer))
+    for g, system in enumerate(SYSTEMS):
+        for p, prompt in enumerate(PROMPTS):
+            rendered = rendered_ids(tok, user_turn(prompt, system))
+            assert ids[g][p] == greedy(model, tok, rendered, N_NEW), (system, prompt)
+            with torch.inference_mode():
+                want = torch.log_softmax(model(input_ids=torch.tensor([rendered])).logits[0, -1].float(), -1)
+            torch.testing.assert_close(logp[g][p], want, atol=1e-4, rtol=1e-4)
+
+
+def test_a_user_turn_search_needs_no_system_role_and_generates_with_the_best(model, tmp_path, capsys):
+    import json
+
+    from autosteer import cli
+
+    refusing = chat_tok()  # a template without a system role: fine when the prompt goes in the user's turn
+    refusing.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('no system role') }}"
+        "{% endif %}<{{ m['role'] }}> {{ m['content'] }}\n{% endfor %}<assistant>")
+    space = SteerSearchSpace(layer_range=(1, 2), coeff_range=(0.2, 0.8), texts=["happy"], max_vectors=1,
+                             schedules=("none",), system_prompts=SYSTEMS, prompt_role="user")
+    metric = SteeredAnswer(pattern=r"the|a", fluency_margin=100.0)
+    kw = dict(metric=metric, search_space=space, chat=True, population=3, max_new_tokens=N_NEW, seed=1)
+    ended = [[{"role": "user", "content": p}, {"role": "assistant", "content": "ok"}] for p in PROMPTS]
+    with pytest.raises(SearchSpaceError, match=r"prompts\[0\] does not end with a user message"):
+        AutoSteerRunner(model, refusing, ended, log_path=tmp_path / "no.tsv", **kw)
+    assert not (tmp_path / "no.tsv").exists()
+    res = AutoSteerRunner(model, refusing, PROMPTS, log_path=tmp_path / "r.tsv", **kw).run(4, verbose=False)
+    assert res["prompt_alone"].candidate == SteerCandidate((), res["prompt_alone"].candidate.system, "user")
+    assert "Prompting alone (user " in str(res)
+    assert [r.candidate for r in read_log(tmp_path / "r.tsv")] == [r.candidate for r in res["history"]]
+
+    folder = tmp_path / "tiny-chat"
+    model.save_pretrained(folder)
+    chat_tok().save_pretrained(folder)
+    (tmp_path / "p.txt").write_text("\n".join(PROMPTS) + "\n")
+    argv = ["search", "--model", str(folder), "--prompts", str(tmp_path / "p.txt"), "--concept-pattern", "the|a",
+            "--layers", "1:2", "--texts", "happy", "--iterations", "3", "--max-new-tokens", str(N_NEW),
+            "--log", str(tmp_path / "log.tsv"), "--chat", "--prompt-role", "user", "--json"]
+    assert cli.main(argv) == 2 and "give --system-prompt as well" in capsys.readouterr().err
+    assert cli.main([*argv, "--system-prompt", SYSTEMS[0]]) == 0
+    capsys.readouterr()
+    assert read_log(tmp_path / "log.tsv")[1].candidate == SteerCandidate((), SYSTEMS[0], "user")
+    (tmp_path / "best.json").write_text(json.dumps({"candidate": SteerCandidate((), SYSTEMS[1], "user").to_dict()}))
+    gen = ["generate", "--model", str(folder), "--config", str(tmp_path / "best.json"), "--max-new-tokens",
+           str(N_NEW), "--json", "--chat", PROMPTS[2]]
+    assert cli.main(gen) == 0
+    out = json.loads(capsys.readouterr().out)
+    want = greedy(model, chat_tok(), rendered_ids(chat_tok(), user_turn(PROMPTS[2], SYSTEMS[1])), N_NEW)
+    assert out["generations"][0]["steered"] == chat_tok().decode(want, skip_special_tokens=True).strip()

@@ -112,13 +112,13 @@ def random_candidate(rng: random.Random, space: SteerSearchSpace) -> SteerCandid
         return None
     # no draw without system prompts: steering-only searches propose what they always did
     system = rng.choice((None, *space.system_prompts)) if space.system_prompts else None
-    return SteerCandidate(tuple(vecs), system)
+    return SteerCandidate(tuple(vecs), system, space.prompt_role)
 
 
 def prompt_only(space: SteerSearchSpace) -> list[SteerCandidate]:
     """Each system prompt of the space alone (no vectors): prompting alone, the reference a
     prompt + steering search is reported beside."""
-    return [SteerCandidate((), s) for s in space.system_prompts]
+    return [SteerCandidate((), s, space.prompt_role) for s in space.system_prompts]
 
 
 def perturb(rng: random.Random, space: SteerSearchSpace, best: SteerCandidate) -> SteerCandidate | None:
@@ -150,10 +150,10 @@ def perturb(rng: random.Random, space: SteerSearchSpace, best: SteerCandidate) -
         return None
     move = rng.choice(moves)
     if move == "swap_system":
-        return SteerCandidate(tuple(vecs), rng.choice(systems))
+        return SteerCandidate(tuple(vecs), rng.choice(systems), space.prompt_role)
     if move == "add_vector" and not vecs:  # prompting alone gets its first vector
         w = random_vector(rng, space, set())
-        return None if w is None else SteerCandidate((w,), system)
+        return None if w is None else SteerCandidate((w,), system, space.prompt_role)
     i = rng.randrange(len(vecs))
     v = vecs[i]
     taken = {(w.layer_idx, w.text) for j, w in enumerate(vecs) if j != i}
@@ -189,4 +189,4 @@ def perturb(rng: random.Random, space: SteerSearchSpace, best: SteerCandidate) -
         vecs.append(w)
     elif move == "remove_vector":
         del vecs[i]
-    return SteerCandidate(tuple(vecs), system)
+    return SteerCandidate(tuple(vecs), system, space.prompt_role)

@@ -190,7 +190,7 @@ class TPE(Strategy):
                 continue  # the same (layer, text) twice: one vector of it is enough
             taken.add((layer, text))
             vecs.append(SteerVector(layer, sign * mag, text, schedule))
-        return SteerCandidate(tuple(vecs), system) if vecs else None
+        return SteerCandidate(tuple(vecs), system, sp.prompt_role) if vecs else None
 
     # -- proposals ---------------------------------------------------------------
 
