@@ -122,7 +122,8 @@ def _check_system_prompts(space, spec, evaluator, prompts, holdout_prompts, expe
             if isinstance(p, str) or not p:
                 continue
             last = p[-1]
-            if user and (not isinstance(last, dict) or last.get("role") != "user" or not isinstance(last.get("content"), str)):
+            text = isinstance(last, dict) and last.get("role") == "user" and isinstance(last.get("content"), str)
+            if user and not text:
                 raise SearchSpaceError(
                     f"{name}[{i}] does not end with a user message of text, and search_space.prompt_role='user' adds "
                     "the system prompt after the request's text in the user's turn"
