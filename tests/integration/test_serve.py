@@ -623,3 +623,7 @@ def test_a_preset_found_with_a_system_prompt_warns_that_the_server_steers_only(o
     (tmp_path / "alone.json").write_text(json.dumps(SteerCandidate((), "be careful").to_dict()))
     with pytest.warns(UserWarning), pytest.raises(InvalidArgumentError, match="a system prompt alone, no vectors"):
         load_preset("alone", tmp_path / "alone.json", model, tok)
+    user = SteerCandidate(both.vectors, "be careful", "user")  # the prompt goes after the request's text
+    (tmp_path / "user.json").write_text(json.dumps(user.to_dict(full=True)))
+    with pytest.warns(UserWarning, match=r"add that text after each request's text \(the user's turn\)"):
+        assert load_preset("user", tmp_path / "user.json", model, tok).steering.vectors == preset.steering.vectors
