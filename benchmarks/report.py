@@ -442,8 +442,9 @@ def steer_ceiling() -> str:
                 rows.append((mode, layer, *(fmt(by[m]["held"]) if m in by else "" for m in mults)))
         out.append(f"**{name}**:\n\n" + _md(rows, ("steered positions", "layer", *(f"x{m:g}" for m in mults))))
 
-        def best(pred, budget=True, mine=mine, mode=False):
-            ok = [c for c in mine if pred(c) and (not budget or c["held"]["fluency_excess"] <= 1.0)]
+        def best(pred, budget=True, mine=mine, mode=False, key="fluency_excess"):
+            ok = [c for c in mine if pred(c) and (not budget or (c["held"].get(key) is not None
+                                                                 and c["held"][key] <= 1.0))]
             if not ok:
                 return "-"
             b = max(ok, key=lambda c: (c["held"]["judged_success"], -c["held"]["fluency_excess"]))
@@ -458,12 +459,18 @@ def steer_ceiling() -> str:
                         best(lambda c: c["mode"] == "all"), best(lambda c: c["mode"] == "answer"),
                         best(lambda c: c["mode"].startswith("user+")),
                         best(lambda c: c["mode"] in ("all", "answer") or c["mode"].startswith("user+"), budget=False,
-                             mode=True)))
+                             mode=True),
+                        best(lambda c: c["mode"] in ("all", "answer") or c["mode"].startswith("user+"), mode=True,
+                             key="fluency_instructed")))
     out.append("Best per concept (chosen on these held-out requests, so an upper bound for a search over the same "
                "cells):\n\n" + _md(summary, (
                    "concept", "unsteered", "system prompt", "user-turn prompt (fluency)",
                    "steering, all positions, within budget", "steering, answer only, within budget",
-                   "user-turn prompt + steering, within budget", "any steering, any fluency")))
+                   "user-turn prompt + steering, within budget", "any steering, any fluency",
+                   "any steering, within budget by the instructed fluency")))
+    out.append("The instructed fluency (`--rescore`): the answers' excess NLL under the unsteered model given the "
+               "request WITH the user-turn instruction, over the model's own answers to that instructed request "
+               "(the objective's measure conditions on the plain request).")
     return "\n\n".join(out)
 
 

@@ -25,6 +25,13 @@ next-token distribution by KL 0.5 on neutral prompts).  Modes:
 "Whatever the question, work a mention of X into your answer.") and ``user`` (the same
 sentence after the request, in the user's turn), and ``user`` + each steering cell named in
 ``--with-user`` (e.g. ``L13x1all``).  Every answer is judged against the plain request.
+
+``--rescore`` adds to every cell a second fluency measure, from the answers already recorded:
+the excess NLL of the answers under the unsteered model given the request WITH the user-turn
+instruction, over the NLL of the model's own answers to that instructed request.  The first
+measure (the objective's) conditions on the plain request, so it also charges an answer for
+being about the concept at all; this one asks how unlikely the answer is for a model that was
+asked to mention the concept.  Plain torch, teacher-forced, the answers' texts re-tokenised.
 """
 
 from __future__ import annotations
@@ -137,6 +144,49 @@ def prompt_cells(args, bench, held, data, path):
                   f"fluency {h['fluency_excess']:+.2f}, success {100 * h['judged_success']:.0f}%", flush=True)
 
 
+def rescore(args):
+    """Add ``fluency_instructed`` to every cell of the JSON (see the module docstring)."""
+    import search_real
+    import torch
+
+    from autosteer import load_model
+
+    path = Path(args.json)
+    data = json.loads(path.read_text())
+    model, tok = load_model("smollm2", progress=False)
+    held = data["holdout"]
+
+    def ids_of(messages):
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    def nll(prompt_ids, answer):
+        a = tok(answer, add_special_tokens=False)["input_ids"]
+        if not a:
+            return None
+        x = torch.tensor([prompt_ids + a])
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(input_ids=x).logits[0].double(), -1)
+        n = len(prompt_ids)
+        return -sum(float(logp[n + i - 1, t]) for i, t in enumerate(a)) / len(a)
+
+    for name in sorted({c["concept"] for c in data["cells"].values()}):
+        ctx = [ids_of([{"role": "user", "content": f"{p}\n\n{search_real.SYSTEM[name]}"}]) for p in held]
+        ref_answers = data["cells"][f"{name}|user"]["held"]["answers"]
+        ref = [nll(c, a) for c, a in zip(ctx, ref_answers)]
+        ref_mean = sum(x for x in ref if x is not None) / sum(1 for x in ref if x is not None)
+        for key, cell in data["cells"].items():
+            if cell["concept"] != name or "fluency_instructed" in cell["held"]:
+                continue
+            vals = [nll(c, a) for c, a in zip(ctx, cell["held"]["answers"])]
+            vals = [x for x in vals if x is not None]
+            # None: every answer of the cell is empty (the concept's strongest cells can end at once)
+            cell["held"]["fluency_instructed"] = sum(vals) / len(vals) - ref_mean if vals else None
+            print(f"{key}: fluency {cell['held']['fluency_excess']:+.2f}, instructed "
+                  f"{cell['held']['fluency_instructed']}", flush=True)
+        path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+
 def report(data, budget=1.0):
     cells = list(data["cells"].values())
     for name in sorted({c["concept"] for c in cells}):
@@ -172,9 +222,12 @@ def main(argv=None):
     p.add_argument("--json", default=str(RESULTS / "steer_ceiling.json"))
     p.add_argument("--prompts", action="store_true", help="add the prompting cells (see above)")
     p.add_argument("--with-user", default="", help="steering cells to add to the user-turn prompt, e.g. L13x1all")
+    p.add_argument("--rescore", action="store_true", help="add the instructed fluency measure (see above)")
     p.add_argument("--report", action="store_true")
     args = p.parse_args(argv)
-    data = json.loads(Path(args.json).read_text()) if args.report else run(args)
+    if args.rescore:
+        rescore(args)
+    data = json.loads(Path(args.json).read_text()) if args.report or args.rescore else run(args)
     report(data)
 
 
