@@ -90,8 +90,12 @@ CONCEPT_DEMO: dict[str, Any] = {
     # Wilcoxon test says is worse than the best there (in practice: over the fluency budget)
     "screen": 4,
     # prompting is the baseline to beat, and prompt + steering did best of all: the demo searches
-    # this system message as one more dimension (alone, with steering, or not at all)
+    # this prompt as one more dimension (alone, with steering, or not at all)
     "system_prompt": "Whatever the question, work a mention of weddings into your answer.",
+    # after the request in the user's turn: SmolLM2-135M ignores it as a system message (0 of 48
+    # held-out answers took the concept) and partly follows it there (9 of 48), see
+    # docs/search-real.md "How far one vector goes"
+    "prompt_role": "user",
 }
 
 #: Before/after generations printed on held-out prompts (organism, real model).
@@ -310,7 +314,7 @@ def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs, 
         )
     chat = bool(getattr(tokenizer, "chat_template", None))
     if chat and CONCEPT_DEMO.get("system_prompt"):
-        space = space.replace(system_prompts=[CONCEPT_DEMO["system_prompt"]])
+        space = space.replace(system_prompts=[CONCEPT_DEMO["system_prompt"]], prompt_role=CONCEPT_DEMO["prompt_role"])
     prompts = prompts[: n_prompts or CONCEPT_DEMO["num_prompts"]]
     held = held[: n_holdout or CONCEPT_DEMO["num_holdout"]]
     metric = SteeredAnswer(pattern=pattern, fluency_margin=CONCEPT_DEMO["fluency_margin"])
@@ -324,7 +328,12 @@ def _concept_setup(num_layers, tokenizer, n_prompts, n_holdout, layers, coeffs, 
         f"(on-concept AND on-request AND fluent per answer; fluency budget +{CONCEPT_DEMO['fluency_margin']} "
         "nat/token, a hard limit)"
         + calibrated
-        + (f" | system prompt searched too: {space.system_prompts[0]!r}" if space.system_prompts else "")
+        + (
+            f" | prompt searched too ({'after the request' if space.prompt_role == 'user' else 'system message'}): "
+            f"{space.system_prompts[0]!r}"
+            if space.system_prompts
+            else ""
+        )
     )
     return _Setup(label, prompts, held, None, None, space, runner, concept, batch_size=len(prompts))
 
@@ -337,7 +346,7 @@ def _export(runner, best, out: Path, say) -> list[Path]:
     if best is None:
         return []
     if best.prompt_only:
-        say("(the best is a system prompt alone: no vectors to write to best.safetensors / best.gguf)")
+        say("(the best is a prompt alone: no vectors to write to best.safetensors / best.gguf)")
         return []
     written = []
     from autosteer.errors import InvalidArgumentError
@@ -353,7 +362,7 @@ def _export(runner, best, out: Path, say) -> list[Path]:
 
 def _generations(runner, prompts: list, candidate) -> list[str]:
     """Greedy continuations of ``prompts``, steered by ``candidate`` (None: unsteered), with
-    the candidate's system message before each request when it has one."""
+    the candidate's prompt where its ``prompt_role`` puts it, when it has one."""
     if candidate is None:
         return runner.evaluator.generate(prompts)
     prompts = [candidate.messages(p) for p in prompts]
