@@ -285,6 +285,7 @@ def concept_space(
     steps: int = 3,
     screen_texts: int = 2,
     cache: bool = True,
+    positions: str = "all",
 ):
     """``(space, calibration)``: a search space for ``concept`` from the model alone.
 
@@ -300,7 +301,17 @@ def concept_space(
     coefficient among them, constant schedules, up to ``max_vectors``.
     With ``cache`` the calibration is remembered on disk (:func:`cached_calibration`);
     ``calibration.passes`` is 0 when it came from there.
+
+    ``positions="answer"`` steers the generated tokens only: every vector gets
+    ``WarmupSchedule(steps=1, start=0)`` (multiplier 0 at the prefill, 1 from
+    the first decode step), so the request is read unsteered, and the top of
+    the coefficient range doubles the largest calibrated coefficient instead of
+    1.5x it (on SmolLM2 answer-only steering cost about half the fluency at
+    equal strength; docs/search-real.md).  ``"all"`` (default) steers every
+    position, llm_steer's semantics.
     """
+    if positions not in ("all", "answer"):
+        raise InvalidArgumentError(f"positions must be 'all' or 'answer', got {positions!r}")
     from autosteer.search.space import SteerSearchSpace
     from autosteer.steering.steer import Steer
 
@@ -323,10 +334,13 @@ def concept_space(
     )
     a, b = cal.best_window(window)
     cs = [cal.coeff[layer] for layer in layers if a <= layer <= b]
-    coeff_range = (_round(coeff_multiples[0] * min(cs)), _round(coeff_multiples[1] * max(cs)))
+    top = coeff_multiples[1] * (4 / 3 if positions == "answer" else 1.0)
+    coeff_range = (_round(coeff_multiples[0] * min(cs)), _round(top * max(cs)))
     space = SteerSearchSpace(
         layer_range=(a, b), coeff_range=coeff_range, texts=(concept,), max_vectors=max_vectors, schedules=("none",)
     )
+    if positions == "answer":
+        space = space.replace(schedules=("warmup",), schedule_ranges={"warmup": {"steps": 1, "start": 0.0}})
     return space, cal
 
 

@@ -83,6 +83,27 @@ def test_concept_space_covers_the_best_window(model):
     assert list(space.texts) == [CONCEPT]
 
 
+def test_an_answer_only_space_steers_the_generated_tokens_only(model):
+    import random
+
+    from autosteer.search.strategies._sampling import random_candidate
+
+    tok = make_tokenizer()
+    kw = dict(layer_fraction=(0.0, 1.0), stride=1, window=2, target_kl=0.002, cache=False)
+    space, cal = concept_space(model, tok, CONCEPT, positions="answer", **kw)
+    cs = [cal.coeff[x] for x in range(space.layer_range[0], space.layer_range[1] + 1)]
+    assert space.coeff_range[1] == pytest.approx(2.0 * max(cs), rel=1e-2)
+    assert space.schedules == ("warmup",)
+    rng = random.Random(0)
+    drawn = [v for _ in range(20) for v in random_candidate(rng, space)]
+    assert drawn and all(dict(v.schedule) == {"type": "warmup", "steps": 1, "start": 0.0} for v in drawn)
+    from autosteer import WarmupSchedule
+
+    assert WarmupSchedule(1, 0.0)(0) == 0.0 and WarmupSchedule(1, 0.0)(1) == 1.0  # the prefill is step 0
+    with pytest.raises(InvalidArgumentError, match="positions must be 'all' or 'answer', got 'prompt'"):
+        concept_space(model, tok, CONCEPT, positions="prompt", **kw)
+
+
 def test_bad_calibration_input_is_refused(model):
     tok = make_tokenizer()
     with pytest.raises(InvalidArgumentError, match="target_kl"):
