@@ -92,13 +92,13 @@ CONCEPT_DEMO: dict[str, Any] = {
     # prompting is the baseline to beat, and prompt + steering did best of all: the demo searches
     # this prompt as one more dimension (alone, with steering, or not at all)
     "system_prompt": "Whatever the question, work a mention of weddings into your answer.",
-    # after the request in the user's turn: SmolLM2-135M ignores it as a system message (0 of 48
-    # held-out answers took the concept) and partly follows it there (9 of 48), see
-    # docs/search-real.md "How far one vector goes"
-    "prompt_role": "user",
-    # the calibrated space steers the answer's tokens only (the request is read unsteered): with the
-    # prompt in the user's turn this beat steering every position in 6 of 6 benchmark runs
-    "positions": "answer",
+    # where the prompt goes and which positions are steered.  In the benchmark (16 candidates, 6
+    # runs) the prompt after the request ("user") with answer-only steering did best, but the
+    # demo's one round of 8 candidates with them picked the prompt alone, which scored 0% on the
+    # held-out requests (one run, 2026-12-03); with these settings the demo's held-out result was
+    # 0% -> 25% on all three axes.  docs/search-real.md has both.
+    "prompt_role": "system",
+    "positions": "all",
 }
 
 #: Before/after generations printed on held-out prompts (organism, real model).

@@ -505,6 +505,11 @@ def headline() -> str:
                 r2 = sorted(100 * u["held"]["judged_success"] for u in both)
                 line += (f"; {r2[0]:.0f}%{'' if len(r2) == 1 else f'-{r2[-1]:.0f}%'} when the search may also add "
                          f"a system prompt ({len(both)} run{'s' if len(both) > 1 else ''})")
+            ua = [u for u in sr["units"].values() if u["method"] == "new+usr+ans"]
+            if ua:
+                r3 = sorted(100 * u["held"]["judged_success"] for u in ua)
+                line += (f"; {r3[0]:.0f}%{'' if len(r3) == 1 else f'-{r3[-1]:.0f}%'} with the prompt after the "
+                         f"request and only the answer steered ({len(ua)} run{'s' if len(ua) > 1 else ''})")
             lines.append(line + " ([measured](docs/search-real.md)).")
     th = _load("eval_throughput")
     if th:

@@ -163,8 +163,7 @@ def test_the_demo_configuration_meets_its_held_out_targets(smollm2):
 
 
 def test_the_demo_searches_its_prompt_and_reports_prompting_alone(smollm2, tmp_path):
-    """A tiny run of `autosteer demo --model smollm2`: the prompt alone (after the request, in the
-    user's turn) is the first trial,
+    """A tiny run of `autosteer demo --model smollm2`: the prompt alone is the first trial,
     is scored on the held-out requests, and its answers are printed beside the before/after ones;
     each printed answer is what plain transformers generates for that conversation."""
     import io
@@ -181,9 +180,9 @@ def test_the_demo_searches_its_prompt_and_reports_prompting_alone(smollm2, tmp_p
     assert hist[1].candidate.system == system and len(hist[1].candidate) == 0
     alone = report["prompt_alone"]
     assert alone is not None and alone.holdout_score is not None
-    assert f"Prompting alone (user {system!r}" in text and "prompt searched too (after the request)" in text
+    assert f"Prompting alone (system {system!r}" in text and "prompt searched too (system message)" in text
     example = report["examples"][0]
-    conv = [{"role": "user", "content": f"{example['prompt']}\n\n{system}"}]  # prompt_role "user"
+    conv = [{"role": "system", "content": system}, {"role": "user", "content": example["prompt"]}]
     ids = tok(tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=False), return_tensors="pt",
               add_special_tokens=False)["input_ids"]
     with torch.inference_mode():
