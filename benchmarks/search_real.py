@@ -83,6 +83,14 @@ def load_concepts():
     return out, search, held
 
 
+def answer_only(space):
+    """The calibrated space steering the generated tokens only, with the top coefficient 2x the largest
+    calibrated one instead of 1.5x: what ``concept_space(positions="answer")`` builds, from the cached space."""
+    lo, hi = space.coeff_range  # 0.5x the smallest .. 1.5x the largest calibrated coefficient
+    return space.replace(coeff_range=(lo, round(hi * 4 / 3, 4)), schedules=["warmup"],
+                         schedule_ranges={"warmup": {"steps": 1, "start": 0.0}})
+
+
 def parse_seeds(text: str) -> list[int]:
     if "-" in text:
         a, b = text.split("-")
@@ -167,9 +175,7 @@ class Bench:
             space = space.replace(system_prompts=[SYSTEM[name]],
                                   prompt_role="user" if method.startswith("new+usr") else "system")
             if method == "new+usr+ans":
-                lo, hi = space.coeff_range
-                space = space.replace(coeff_range=(lo, round(hi * 4 / 3, 4)), schedules=["warmup"],
-                                      schedule_ranges={"warmup": {"steps": 1, "start": 0.0}})
+                space = answer_only(space)
             if method == "new+sys+warm":
                 lo, hi = space.coeff_range  # 0.5x the smallest .. 1.5x the largest calibrated coefficient
                 space = space.replace(coeff_range=(round(2 * lo, 4), round(2 * hi, 4)), schedules=["warmup"],
@@ -188,9 +194,7 @@ class Bench:
         else:
             space, _cal, extra = self.space_of(name)
             if method == "new+user+ans":
-                lo, hi = space.coeff_range  # 0.5x the smallest .. 1.5x the largest calibrated coefficient
-                space = space.replace(coeff_range=(lo, round(hi * 4 / 3, 4)), schedules=["warmup"],
-                                      schedule_ranges={"warmup": {"steps": 1, "start": 0.0}})
+                space = answer_only(space)
             info = {"space": space.to_dict()["layer_range"], "coeff_range": list(space.coeff_range)}
             runner = self.runner(prompts, space, "steered_answer", pattern, "random" if method == "random" else "local",
                                  seed)

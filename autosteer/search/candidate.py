@@ -243,6 +243,13 @@ class SteerVector:
 PROMPT_ROLES = ("system", "user")
 
 
+def ends_in_user_text(conv: Sequence[Any]) -> bool:
+    """Whether a conversation's last message is a user message with text content: where a
+    ``prompt_role="user"`` prompt is added."""
+    last = conv[-1] if conv else None
+    return isinstance(last, Mapping) and last.get("role") == "user" and isinstance(last.get("content"), str)
+
+
 @dataclass(frozen=True)
 class SteerCandidate:
     """An immutable set of :class:`SteerVector` s, and optionally a system prompt: the unit the
@@ -377,12 +384,12 @@ class SteerCandidate:
             return prompt
         conv = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         if self.prompt_role == "user":
-            last = conv[-1] if conv else None
-            if not isinstance(last, Mapping) or last.get("role") != "user" or not isinstance(last.get("content"), str):
+            if not ends_in_user_text(conv):
                 raise InvalidArgumentError(
                     "a candidate with prompt_role='user' adds its prompt to the request's last message, which must "
-                    f"be a user message with text content, got {_describe(last)}"
+                    f"be a user message with text content, got {_describe(conv[-1] if conv else None)}"
                 )
+            last = conv[-1]
             return [*conv[:-1], {**last, "content": f"{last['content']}\n\n{self.system}"}]
         if conv and conv[0].get("role") == "system":
             raise InvalidArgumentError(

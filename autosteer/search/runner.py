@@ -37,7 +37,7 @@ from autosteer._checks import check_bool, check_int
 from autosteer._checks import describe as _describe
 from autosteer.errors import AutoSteerError, InvalidArgumentError, LogFormatError, SearchSpaceError
 from autosteer.search._threads import auto_threads, check_threads, using_threads
-from autosteer.search.candidate import SteerCandidate
+from autosteer.search.candidate import SteerCandidate, ends_in_user_text
 from autosteer.search.evaluator import SteerEvaluator
 from autosteer.search.executor import EvalSetup, WorkersLostError, check_executor
 from autosteer.search.keep import DEFAULT_KEEP_RULE, KeepRule, as_keep_rule
@@ -121,9 +121,7 @@ def _check_system_prompts(space, spec, evaluator, prompts, holdout_prompts, expe
         for i, p in enumerate(items):
             if isinstance(p, str) or not p:
                 continue
-            last = p[-1]
-            text = isinstance(last, dict) and last.get("role") == "user" and isinstance(last.get("content"), str)
-            if user and not text:
+            if user and not ends_in_user_text(p):
                 raise SearchSpaceError(
                     f"{name}[{i}] does not end with a user message of text, and search_space.prompt_role='user' adds "
                     "the system prompt after the request's text in the user's turn"

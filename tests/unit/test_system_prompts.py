@@ -47,6 +47,18 @@ def greedy(model, tok, ids, n):
     return gen
 
 
+def cli_search(model, tmp_path, *flags):
+    """The tiny chat model saved as a folder, and `autosteer search` arguments for it (log at
+    tmp_path/log.tsv, JSON output) with ``flags`` added."""
+    folder = tmp_path / "tiny-chat"
+    model.save_pretrained(folder)
+    chat_tok().save_pretrained(folder)
+    (tmp_path / "p.txt").write_text("\n".join(PROMPTS) + "\n")
+    return folder, ["search", "--model", str(folder), "--prompts", str(tmp_path / "p.txt"), "--concept-pattern",
+                    "the|a", "--layers", "1:2", "--texts", "happy", "--iterations", "3", "--max-new-tokens",
+                    str(N_NEW), "--log", str(tmp_path / "log.tsv"), *flags, "--json"]
+
+
 def test_candidate_keys_are_unchanged_without_a_system_prompt():
     vec = {"layer_idx": 1, "coeff": 0.5, "text": "happy", "schedule": None}
     plain = SteerCandidate.from_dict([vec])
@@ -211,13 +223,7 @@ def test_the_cli_searches_system_prompts_and_generates_with_the_best(model, tmp_
 
     from autosteer import cli
 
-    folder = tmp_path / "tiny-chat"
-    model.save_pretrained(folder)
-    chat_tok().save_pretrained(folder)
-    (tmp_path / "p.txt").write_text("\n".join(PROMPTS) + "\n")
-    argv = ["search", "--model", str(folder), "--prompts", str(tmp_path / "p.txt"), "--concept-pattern", "the|a",
-            "--layers", "1:2", "--texts", "happy", "--iterations", "3", "--max-new-tokens", str(N_NEW),
-            "--log", str(tmp_path / "log.tsv"), "--system-prompt", SYSTEMS[0], "--json"]
+    folder, argv = cli_search(model, tmp_path, "--system-prompt", SYSTEMS[0])
     assert cli.main(argv) == 2 and "give --chat as well" in capsys.readouterr().err
     assert cli.main([*argv, "--chat"]) == 0
     capsys.readouterr()
@@ -329,13 +335,7 @@ def test_a_user_turn_search_needs_no_system_role_and_generates_with_the_best(mod
     assert "Prompting alone (user " in str(res)
     assert [r.candidate for r in read_log(tmp_path / "r.tsv")] == [r.candidate for r in res["history"]]
 
-    folder = tmp_path / "tiny-chat"
-    model.save_pretrained(folder)
-    chat_tok().save_pretrained(folder)
-    (tmp_path / "p.txt").write_text("\n".join(PROMPTS) + "\n")
-    argv = ["search", "--model", str(folder), "--prompts", str(tmp_path / "p.txt"), "--concept-pattern", "the|a",
-            "--layers", "1:2", "--texts", "happy", "--iterations", "3", "--max-new-tokens", str(N_NEW),
-            "--log", str(tmp_path / "log.tsv"), "--chat", "--prompt-role", "user", "--json"]
+    folder, argv = cli_search(model, tmp_path, "--chat", "--prompt-role", "user")
     assert cli.main(argv) == 2 and "give --system-prompt as well" in capsys.readouterr().err
     assert cli.main([*argv, "--system-prompt", SYSTEMS[0]]) == 0
     capsys.readouterr()
