@@ -158,10 +158,11 @@ def test_answers_are_judged_against_the_plain_request(model):
     assert got.details["fluency"] == pytest.approx(sum(nll) / len(nll), abs=1e-5)
 
 
-def test_the_runner_reports_prompting_alone_and_resumes_exactly(model, tmp_path):
+@pytest.mark.parametrize("role", ["system", "user"])
+def test_the_runner_reports_prompting_alone_and_resumes_exactly(model, tmp_path, role):
     tok = chat_tok()
     space = SteerSearchSpace(layer_range=(1, 2), coeff_range=(0.2, 0.8), texts=["happy"], max_vectors=1,
-                             schedules=("none",), system_prompts=SYSTEMS)
+                             schedules=("none",), system_prompts=SYSTEMS, prompt_role=role)
     metric = SteeredAnswer(pattern=r"the|a", fluency_margin=100.0)
 
     def runner(path):
@@ -171,9 +172,10 @@ def test_the_runner_reports_prompting_alone_and_resumes_exactly(model, tmp_path)
     full = runner(tmp_path / "full.tsv").run(6, verbose=False)
     hist = full["history"]
     assert [r.candidate.system for r in hist[1:3]] == list(SYSTEMS) and len(hist[1].candidate) == 0
+    assert {r.candidate.prompt_role for r in hist[1:] if r.candidate.system} == {role}
     alone = full["prompt_alone"]
     assert alone is not None and alone.iteration in (1, 2) and alone.holdout_score is not None
-    assert "Prompting alone (system" in str(full)
+    assert f"Prompting alone ({role}" in str(full)
     assert any(r.candidate.system is not None and len(r.candidate) for r in hist)  # prompt + steering tried
     cut = runner(tmp_path / "cut.tsv")
     cut.run(3, verbose=False)
