@@ -137,6 +137,18 @@ def performance() -> str:
             f"save at most **{100 * sp['max_saving']:.1f}%** of a round, before the cost of copying the shared "
             "states and caches into every row. Not worth its complexity on a CPU; the decode steps, where the rows "
             "differ, are the cost.")
+    ps = _load("shared_prefix_scoring")
+    if ps:
+        parts.append(
+            f"**Shared prompt prefix in scoring** (`benchmarks/shared_prefix_scoring.py`; SmolLM2, one round of "
+            f"the answer objective: {ps['candidates']} candidates x {ps['prompts']} chat prompts, "
+            f"{ps['max_new_tokens']} new tokens, generation and scoring; medians of {ps['repeats']} interleaved runs; "
+            f"{_machine(ps['machine'])}): each answer is scored under the unsteered model after its own request "
+            f"and two others, so every prompt heads 3 x K rows. Running each prompt once and the rows' own tokens "
+            f"on a copy of its key/value cache takes a round from {ps['median_s']['full passes']:.1f} s to "
+            f"{ps['median_s']['shared prefix']:.1f} s: **{ps['ratio']:.2f}x**, with "
+            f"{'the same' if ps['same_scores'] else 'DIFFERENT'} per-prompt scores (largest difference in fluency "
+            f"or relevance {ps['max_abs_diff']:.1e} nat/token).")
     me = _load("memory")
     if me:
         parts.append(f"**Memory** (`benchmarks/memory.py`; a {me['trials']}-trial search on the organism; "
@@ -340,8 +352,8 @@ def serve_load() -> str:
 SEARCH_REAL_METHODS = {
     "prev": "previous default (`SteerSearchSpace(texts=[concept])`, `steered_concept`)",
     "new": "new default (calibrated space, `steered_answer`)",
-    "random": "random, same space and objective",
-    "grid": "20-point grid, best feasible by `steered_answer`",
+    "random": "random search in the new default's space (steering only), `steered_answer`, same budget",
+    "grid": "20-point hand grid (layers 8-20 x coefficients 0.2-0.75, steering only), best feasible by `steered_answer`",
     "prompt": "prompting alone (a system prompt)",
     "user": "prompting alone (the instruction in the user's turn)",
     "new+prompt": "the system prompt + new default",
@@ -367,7 +379,7 @@ def search_real() -> str:
         vecs = (u.get("candidate") or {}).get("vectors", []) if isinstance(u.get("candidate"), dict) else []
         choice = " + ".join(f"L{v['layer_idx']} {v['coeff']:+.3g}" for v in vecs) or "no steering"
         system = u.get("system") or (u.get("candidate") or {}).get("system")
-        rows.append((u["concept"], u["seed"], SEARCH_REAL_METHODS.get(u["method"], u["method"]),
+        rows.append((u["concept"], u["seed"], f"`{u['method']}`",
                      choice + ((" + user-turn instruction" if "user" in (u.get("placement"), (u.get("candidate") or {}).get("prompt_role"))
                                 else " + system prompt")
                                if system else ""),
@@ -377,7 +389,9 @@ def search_real() -> str:
     c = d["config"]
     measured = {u["method"] for u in units}
     missing = [SEARCH_REAL_METHODS.get(m, m) for m in c["methods"].split(",") if m not in measured]
-    return (f"`benchmarks/results/search_real.json` ({_machine(d['machine'])}): {len(units)} units measured, each one "
+    legend = "\n".join(f"- `{m}`: {text}" for m, text in SEARCH_REAL_METHODS.items() if m in measured)
+    return ("Methods:\n\n" + legend + "\n\n"
+            f"`benchmarks/results/search_real.json` ({_machine(d['machine'])}): {len(units)} units measured, each one "
             f"method on one concept and seed; {c['search_prompts']} search requests, {c['holdout']} held-out requests, "
             f"{c['max_new_tokens']}-token greedy answers, {c['budget']} candidates per search in rounds of "
             f"{c['population']}. Held-out answers:\n\n"
@@ -389,31 +403,55 @@ def search_real() -> str:
 
 
 def _search_real_medians(d) -> str:
-    """Per method, medians over the (concept, seed) runs where every configured method ran."""
+    """Per method, medians over the (concept, seed) runs where it ran; then the paired comparisons
+    of the leading methods with each other method, over the runs where both ran."""
     import statistics
 
-    methods = d["config"]["methods"].split(",")
+    from autosteer.search.stats import paired_p
+
     by: dict = {}
     for u in d["units"].values():
         by.setdefault((u["concept"], u["seed"]), {})[u["method"]] = u
-    runs = [ms for ms in by.values() if all(m in ms for m in methods)]
-    if len(runs) < 2:
+    runs = list(by.values())
+    methods = [m for m in SEARCH_REAL_METHODS if sum(m in r for r in runs) >= 2]
+    if not methods:
         return ""
     rows = []
     for m in methods:
-        h = [r[m]["held"] for r in runs]
+        mine = [r for r in runs if m in r]
+        h = [r[m]["held"] for r in mine]
         med = lambda k, h=h: statistics.median(x[k] for x in h)  # noqa: E731
-        rows.append((SEARCH_REAL_METHODS.get(m, m), f"{100 * med('concept_rate'):.0f}%",
+        rows.append((f"`{m}`", len(mine), f"{100 * med('concept_rate'):.0f}%",
                      f"{100 * med('judge_on_request'):.0f}%", f"{med('fluency_excess'):+.2f}",
                      f"{100 * med('stuck'):.0f}%", f"{med('combined'):.3f}", f"{100 * med('judged_success'):.0f}%",
                      f"{sum(x['judged_success'] for x in h) / len(h) * 100:.0f}%",
                      f"{sum(x['feasible'] for x in h):.0f}/{len(h)}",
-                     f"{statistics.median(r[m]['wall_s'] for r in runs):.0f}"))
-    concepts = sorted({r[methods[0]]["concept"] for r in runs})
-    return (f"\n\nMedians over the {len(runs)} (concept, seed) runs where all of {', '.join(methods)} ran "
-            f"(concepts {', '.join(concepts)}):\n\n"
-            + _md(rows, ("method", "concept rate", "judge: on-request", "fluency excess", "stuck", "combined",
-                         "success (judged), median", "success (judged), mean", "within budget", "search wall s")))
+                     f"{statistics.median(r[m]['wall_s'] for r in mine):.0f}"))
+    out = ("\n\nPer method, medians over the (concept, seed) runs where it ran (not every method ran in every run; "
+           "the comparisons below pair runs):\n\n"
+           + _md(rows, ("method", "runs", "concept rate", "judge: on-request", "fluency excess", "stuck", "combined",
+                        "success (judged), median", "success (judged), mean", "within budget", "search wall s")))
+    pairs = []
+    for lead in ("new+usr+ans", "new"):
+        if lead not in methods:
+            continue
+        for other in methods:
+            both = [r for r in runs if lead in r and other in r]
+            if other == lead or len(both) < 2:
+                continue
+            a = [r[lead]["held"]["combined"] for r in both]
+            b = [r[other]["held"]["combined"] for r in both]
+            wins = sum(x > y for x, y in zip(a, b))
+            losses = sum(x < y for x, y in zip(a, b))
+            pairs.append((f"`{lead}`", f"`{other}`", len(both), f"{statistics.median(a):.3f}",
+                          f"{statistics.median(b):.3f}", f"{wins} / {losses}",
+                          f"{paired_p(a, b, False, 'wilcoxon'):.3g}", f"{paired_p(b, a, False, 'wilcoxon'):.3g}"))
+    if pairs:
+        out += ("\n\nPaired over the runs where both methods ran (held-out combined score; one-sided Wilcoxon "
+                "signed-rank p that the first is higher, and that the second is higher):\n\n"
+                + _md(pairs, ("method", "vs", "runs", "median", "median (vs)", "higher / lower in runs",
+                              "p (method higher)", "p (vs higher)")))
+    return out
 
 
 def steer_ceiling() -> str:

@@ -91,6 +91,12 @@ def answer_only(space):
                          schedule_ranges={"warmup": {"steps": 1, "start": 0.0}})
 
 
+def _trace(res, extra):
+    """(seconds since the search started, search concept rate) at the baseline and each keep."""
+    return [(r.elapsed_s + extra, r.details.get("concept_rate")) for r in res["history"]
+            if r.status in ("baseline", "keep") and r.details]
+
+
 def parse_seeds(text: str) -> list[int]:
     if "-" in text:
         a, b = text.split("-")
@@ -185,7 +191,9 @@ class Bench:
             res = runner.run(self.args.budget, verbose=False, batch_size=len(prompts))
             best = res["best_candidate"]
             alone = res["prompt_alone"]
+            trace = _trace(res, extra)
             return {"candidate": None if best is None else best.to_dict(), "system": None,
+                    "search_concept_rate": trace[-1][1] if trace else None, "trace": trace,
                     "evaluations": res["iterations"], "wall_s": time.perf_counter() - t + extra,
                     "calibration_s": extra, "prompt_alone_search": None if alone is None else alone.score,
                     "best_search": res["best_score"], **info}
@@ -200,8 +208,7 @@ class Bench:
                                  seed)
         res = runner.run(self.args.budget, verbose=False, batch_size=len(prompts))
         wall = time.perf_counter() - t + extra
-        trace = [(r.elapsed_s + extra, r.details.get("concept_rate")) for r in res["history"]
-                 if r.status in ("baseline", "keep") and r.details]
+        trace = _trace(res, extra)
         best = res["best_candidate"]
         return {"candidate": None if best is None else best.to_dict(), "system": system, "placement": placement,
                 "evaluations": res["iterations"],
@@ -301,13 +308,12 @@ def run(args):
 
 
 def runs_of(data):
-    """Complete (concept, seed) runs: every method present."""
+    """Every (concept, seed) run with the methods measured in it (not every run has every method: a
+    comparison uses the runs where both of its methods ran)."""
     by = {}
     for u in data["units"].values():
         by.setdefault((u["concept"], u["seed"]), {})[u["method"]] = u
-    methods = data["config"]["methods"].split(",")
-    return [{"concept": c, "seed": s, "methods": ms} for (c, s), ms in sorted(by.items())
-            if all(m in ms for m in methods)]
+    return [{"concept": c, "seed": s, "methods": ms} for (c, s), ms in sorted(by.items())]
 
 
 def _describe(unit):
@@ -337,57 +343,61 @@ def report(data):
                  "stuck", "combined", "success (judged)", "evaluations", "wall s")))
     runs = runs_of(data)
     if not runs:
-        print("no complete (concept, seed) run yet: no medians, no paired tests, no targets")
+        print("no (concept, seed) run yet: no medians, no paired tests, no targets")
         return
-    methods = [m for m in METHODS if all(m in r["methods"] for r in runs)]
-    concepts = sorted({r["concept"] for r in runs})
-    seeds = sorted({r["seed"] for r in runs})
-    print(f"{len(runs)} (concept, seed) runs: concepts {', '.join(concepts)}; seeds {seeds}; config {data['config']}")
+    methods = [m for m in METHODS if any(m in r["methods"] for r in runs)]
+    print(f"{len(runs)} (concept, seed) runs; config {data['config']}")
     rows = []
     for m in methods:
-        h = [r["methods"][m]["held"] for r in runs]
-        rows.append((m, f"{100 * _median(h, 'concept_rate'):.0f}%", f"{_median(h, 'relevance'):.2f}",
+        mine = [r for r in runs if m in r["methods"]]
+        h = [r["methods"][m]["held"] for r in mine]
+        rows.append((m, len(mine), f"{100 * _median(h, 'concept_rate'):.0f}%", f"{_median(h, 'relevance'):.2f}",
                      f"{100 * _median(h, 'judge_on_request'):.0f}%", f"{_median(h, 'fluency_excess'):+.2f}",
                      f"{100 * _median(h, 'stuck'):.0f}%", f"{_median(h, 'combined'):.3f}",
                      f"{100 * _median(h, 'judged_success'):.0f}%",
                      f"{sum(x['feasible'] for x in h):.0f}/{len(h)}",
-                     f"{statistics.median(r['methods'][m]['evaluations'] for r in runs):.0f}",
-                     f"{statistics.median(r['methods'][m]['wall_s'] for r in runs):.0f}"))
-    print(table(rows, ("method", "concept", "relevance", "judge on-request", "fluency", "stuck", "combined",
+                     f"{statistics.median(r['methods'][m]['evaluations'] for r in mine):.0f}",
+                     f"{statistics.median(r['methods'][m]['wall_s'] for r in mine):.0f}"))
+    print(table(rows, ("method", "runs", "concept", "relevance", "judge on-request", "fluency", "stuck", "combined",
                        "success (judged)", "within budget", "evaluations", "wall s")))
-    print("(medians over runs of held-out answers; relevance in nat/token; fluency = excess NLL over the unsteered "
-          "model's answers, budget +1; success = on-concept AND on-request by the judge AND not stuck)")
+    print("(medians over the runs of each method, of held-out answers; relevance in nat/token; fluency = excess NLL "
+          "over the unsteered model's answers, budget +1; success = on-concept AND on-request by the judge AND not "
+          "stuck)")
     data["targets"] = {}
     for lead in ("new", "new+prompt", "new+user", "new+user+ans", "new+usr", "new+usr+ans", "new+sys", "new+sys+warm"):
         if lead in methods:
-            data["targets"][lead] = _targets(runs, methods, concepts, seeds, lead, paired_p)
+            data["targets"][lead] = _targets(runs, methods, lead, paired_p)
 
 
-def _targets(runs, methods, concepts, seeds, lead, paired_p):
+def _targets(runs, methods, lead, paired_p):
+    """The issue's targets for ``lead``, each comparison over the runs where both methods ran."""
     targets = {}
     per_concept = {}
-    for c in concepts:
-        rs = [r for r in runs if r["concept"] == c]
+    mine = [r for r in runs if lead in r["methods"]]
+    for c in sorted({r["concept"] for r in mine}):
+        rs = [r for r in mine if r["concept"] == c]
         ok = sum(1 for r in rs if r["methods"][lead]["held"]["judged_success"] >= 0.5
                  and r["methods"][lead]["held"]["feasible"] == 1.0)
         per_concept[c] = (ok, len(rs))
     targets["judged success >= 50% within budget in >= 9 of 10 seeds, every concept"] = (
-        len(seeds) >= 10 and all(ok >= math.ceil(0.9 * n) for ok, n in per_concept.values()),
+        all(n >= 10 and ok >= math.ceil(0.9 * n) for ok, n in per_concept.values()),
         "; ".join(f"{c}: {ok}/{n} runs" for c, (ok, n) in per_concept.items()))
-    a = [r["methods"][lead]["held"]["combined"] for r in runs]
     for other in methods:
-        if other == lead:
+        both = [r for r in mine if other in r["methods"]]
+        if other == lead or len(both) < 2:
             continue
-        b = [r["methods"][other]["held"]["combined"] for r in runs]
+        a = [r["methods"][lead]["held"]["combined"] for r in both]
+        b = [r["methods"][other]["held"]["combined"] for r in both]
         p = paired_p(a, b, False, "wilcoxon")
-        pa = [x for r in runs for x in r["methods"][lead]["held"]["per_prompt_combined"]]
-        pb = [x for r in runs for x in r["methods"][other]["held"]["per_prompt_combined"]]
+        pa = [x for r in both for x in r["methods"][lead]["held"]["per_prompt_combined"]]
+        pb = [x for r in both for x in r["methods"][other]["held"]["per_prompt_combined"]]
         p_prompts = paired_p(pa, pb, False, "wilcoxon")
         wins = sum(x > y for x, y in zip(a, b))
         targets[f"combined: {lead} beats {other} (paired over runs, p < 0.05)"] = (
             p < 0.05,
             (f"median {statistics.median(a):.3f} vs {statistics.median(b):.3f}; higher in {wins}/{len(a)} runs; "
              f"p = {p:.3g} over runs, p = {p_prompts:.3g} over {len(pa)} held-out answers"))
+    runs = mine
     ratios = []
     for r in runs:
         if "prev" not in r["methods"]:

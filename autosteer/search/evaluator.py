@@ -157,6 +157,7 @@ class SteerEvaluator:
         self._reference: dict[str, tuple[float, tuple[float, ...]]] = {}
         self._keep_mask_ok: bool | None = None  # does the model take logits_to_keep as a per-row mask?
         self._keep_last_ok: bool | None = None  # does it take logits_to_keep=1?
+        self._prefix_ok: bool | None = None  # does sharing a prefix's key/value cache give the full pass's NLL?
         self.last_outputs: list[str] = []
         if spec.batched:
             self._batch_pad_id()
@@ -407,7 +408,6 @@ class SteerEvaluator:
         """Mean per-token NLL of each continuation (token ids; one list per candidate group)
         given its prompt, scored by the model with every AutoSteer steering switched off (the
         unsteered model), all groups in the same batched passes."""
-        from autosteer.steering.steer import steering_paused
 
         prompt_ids = [self._prompt_ids(p) for p in prompts]
         examples = []
@@ -415,11 +415,137 @@ class SteerEvaluator:
             for ids, cont in zip(prompt_ids, group):
                 cont = list(cont)
                 examples.append((ids + cont, range(len(ids), len(ids) + len(cont))))
-        with steering_paused(self.model):
-            rows = self._nll(MetricJob([None] * len(examples), None), examples)[0]
+        rows = self.unsteered_nll(examples)
         per_token = [s / n if n else 0.0 for s, n in rows]
         n = len(prompt_ids)
         return [per_token[g * n : (g + 1) * n] for g in range(len(continuations))]
+
+    def unsteered_nll(self, examples: Sequence[tuple[list[int], range]]) -> list[tuple[float, int]]:
+        """Per example ``(ids, scored)``: ``(sum of the scored tokens' NLL, tokens scored)``
+        under the unsteered model (every AutoSteer hook off), as :meth:`_nll` computes them,
+        with each distinct prefix run once.
+
+        The prefix of an example is ``ids[:scored.start - 1]`` (its prompt but the last
+        token).  Scoring one answer against several requests, for every candidate of a
+        round, repeats each prompt many times (24 rows per prompt in a SmolLM2 round of 8
+        candidates), and the prompt is about half of each row.  So each distinct prefix
+        runs once, batch 1, and the rows that share it run only their own tokens (the
+        prompt's last token, then the scored ones) on a copy of its key/value cache,
+        ``batch_size`` rows at a time (benchmarks/shared_prefix_scoring.py measures it).
+
+        The first call checks the shared passes against full passes on one batch; a model
+        whose cache cannot be shared this way, or whose results differ by more than
+        rounding, is scored with full passes from then on (``_prefix_ok`` says which).
+        """
+        import torch
+
+        from autosteer.search.metrics import MetricJob
+        from autosteer.steering.steer import steering_paused
+
+        out: list[tuple[float, int] | None] = [None] * len(examples)
+        plain: list[int] = []
+        by_prefix: dict[tuple[int, ...], list[int]] = {}
+        for i, (ids, scored) in enumerate(examples):
+            if self._prefix_ok is False or scored.start < 2 or not len(scored) or scored.stop > len(ids):
+                plain.append(i)
+            else:
+                by_prefix.setdefault(tuple(ids[: scored.start - 1]), []).append(i)
+        with steering_paused(self.model), torch.inference_mode():
+            if self._prefix_ok is None and by_prefix:
+                prefix, rows = next(iter(by_prefix.items()))
+                rows = rows[: self.batch_size]
+                full = self._nll(MetricJob([None] * len(rows), None), [examples[i] for i in rows])[0]
+                shared = self._shared_prefix_nll(prefix, [examples[i] for i in rows])
+                self._prefix_ok = shared is not None and _same_nll(shared, full, self._dtype())
+                if not self._prefix_ok:
+                    plain += [i for group in by_prefix.values() for i in group]
+                    by_prefix = {}
+            for prefix, rows in by_prefix.items():
+                for start in range(0, len(rows), self.batch_size):
+                    chunk = rows[start : start + self.batch_size]
+                    got = self._shared_prefix_nll(prefix, [examples[i] for i in chunk])
+                    if got is None:  # checked once already: a later failure is a real error
+                        raise AutoSteerError("scoring with a shared prefix cache failed after it had worked")
+                    for i, value in zip(chunk, got):
+                        out[i] = value
+            if plain:
+                rest = self._nll(MetricJob([None] * len(plain), None), [examples[i] for i in plain])[0]
+                for i, value in zip(plain, rest):
+                    out[i] = value
+        return out  # type: ignore[return-value]
+
+    def _shared_prefix_nll(
+        self, prefix: Sequence[int], rows: Sequence[tuple[list[int], range]]
+    ) -> list[tuple[float, int]] | None:
+        """The rows' NLL sums, all sharing ``prefix`` (their ids up to the token before the
+        first scored one): the prefix runs once, then each row's remaining tokens on a copy of
+        its cache.  None when the model does not take a cache this way."""
+        import copy
+
+        import torch
+
+        device = self._device()
+        try:
+            first = self.model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True)
+            cache = getattr(first, "cache", None)  # transformers 5.2x; "past_key_values" before
+            cache = cache if cache is not None else getattr(first, "past_key_values", None)
+            if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+                return None
+            cache = copy.deepcopy(cache)
+            cache.batch_repeat_interleave(len(rows))
+        except (TypeError, ValueError, RuntimeError, IndexError, AttributeError, NotImplementedError):
+            return None
+        p = len(prefix)
+        tails = [list(ids[p:]) for ids, _ in rows]
+        input_ids, tail_mask = _pad(tails, self._batch_pad_id(), "right")
+        keep = torch.zeros_like(tail_mask, dtype=torch.bool)
+        for r, (_, scored) in enumerate(rows):
+            for pos in scored:
+                keep[r, pos - 1 - p] = True
+        attention = torch.cat([torch.ones(len(rows), p, dtype=tail_mask.dtype), tail_mask], dim=1)
+        positions = torch.arange(p, p + input_ids.shape[1]).expand(len(rows), -1)
+        targets = input_ids[:, 1:][keep[:, :-1]].to(device)
+        keep = keep.to(device)
+        forward = dict(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            position_ids=positions.to(device),
+            **{self._cache_kwarg(): cache},
+        )
+        try:  # the vocabulary projection only where it scores, when the full pass found that works
+            if self._keep_mask_ok:
+                logits = self.model(**forward, logits_to_keep=keep).logits
+            else:
+                logits = self.model(**forward).logits[keep]
+        except (TypeError, ValueError, RuntimeError, IndexError, AttributeError, NotImplementedError):
+            return None
+        if logits.dim() != 2 or logits.shape[0] != int(keep.sum()):
+            return None
+        if not bool(torch.isfinite(logits).all()):
+            raise NonFiniteOutputError("the model produced non-finite logits (NaN or inf) while scoring")
+        nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none").double().cpu()
+        owner = keep.nonzero()[:, 0].cpu()
+        sums = torch.zeros(len(rows), dtype=torch.float64).index_add_(0, owner, nll)
+        counts = keep.sum(dim=1).cpu()
+        return [(float(sums[r]), int(counts[r])) for r in range(len(rows))]
+
+    def _cache_kwarg(self) -> str:
+        """The forward argument that takes a key/value cache: ``cache`` from transformers 5.2x,
+        ``past_key_values`` before (and for wrappers that only pass ``**kwargs`` on)."""
+        import inspect
+
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # PEFT
+        try:
+            params = inspect.signature(model.forward).parameters
+        except (TypeError, ValueError, AttributeError):
+            return "past_key_values"
+        return "cache" if "cache" in params else "past_key_values"
+
+    def _dtype(self):
+        try:
+            return next(self.model.parameters()).dtype
+        except (StopIteration, AttributeError):
+            return None
 
     def unsteered_reference(self, prompts: Sequence[Any]) -> tuple[float, tuple[float, ...]]:
         """The unsteered model's own greedy continuations scored by itself: (mean NLL, per prompt);
@@ -658,6 +784,15 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int, side: str):
             ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
             mask[i, : len(r)] = 1
     return ids, mask
+
+
+def _same_nll(a: Sequence[tuple[float, int]], b: Sequence[tuple[float, int]], dtype) -> bool:
+    """Do two scorings of the same rows agree up to rounding (per-token mean NLL within
+    1e-3 nat, 5e-2 in half precision)?"""
+    import torch
+
+    tol = 5e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-3
+    return all(na == nb and abs(sa - sb) <= tol * max(1, na) for (sa, na), (sb, nb) in zip(a, b))
 
 
 def _greedy_overrides(model) -> dict[str, Any]:

@@ -173,8 +173,6 @@ def _answer_logps(
     ``prompts``: the whole prompt set; answer ``j`` of a group answers ``prompts[own[j]]``
     (``own`` None: answer ``j`` answers ``prompts[j]``) and is scored against the requests
     ``prompts[others[j]]``."""
-    from autosteer.search.metrics import MetricJob
-    from autosteer.steering.steer import steering_paused
 
     n = len(groups_ids[0]) if groups_ids else 0
     answers: Sequence[int] = range(n) if own is None else own
@@ -189,8 +187,7 @@ def _answer_logps(
             for src in [answers[p]] + others[p]:
                 ids = prompt_ids[src]
                 examples.append((ids + cont, range(len(ids), len(ids) + len(cont))))
-    with steering_paused(ev.model):
-        rows = ev._nll(MetricJob([None] * len(examples), None), examples)[0]
+    rows = ev.unsteered_nll(examples)
     logp = _mean_logp(rows)
     own_all, other_all = [], []
     step = 1 + k
