@@ -455,7 +455,7 @@ class SteerEvaluator:
                 prefix, rows = next(iter(by_prefix.items()))
                 rows = rows[: self.batch_size]
                 full = self._nll(MetricJob([None] * len(rows), None), [examples[i] for i in rows])[0]
-                shared = self._shared_prefix_nll(prefix, [examples[i] for i in rows])
+                shared = self._shared_prefix_nll(prefix, [examples[i] for i in rows], probe=True)
                 self._prefix_ok = shared is not None and _same_nll(shared, full, self._dtype())
                 if not self._prefix_ok:
                     plain += [i for group in by_prefix.values() for i in group]
@@ -464,9 +464,7 @@ class SteerEvaluator:
                 for start in range(0, len(rows), self.batch_size):
                     chunk = rows[start : start + self.batch_size]
                     got = self._shared_prefix_nll(prefix, [examples[i] for i in chunk])
-                    if got is None:  # checked once already: a later failure is a real error
-                        raise AutoSteerError("scoring with a shared prefix cache failed after it had worked")
-                    for i, value in zip(chunk, got):
+                    for i, value in zip(chunk, got):  # type: ignore[arg-type]
                         out[i] = value
             if plain:
                 rest = self._nll(MetricJob([None] * len(plain), None), [examples[i] for i in plain])[0]
@@ -475,26 +473,33 @@ class SteerEvaluator:
         return out  # type: ignore[return-value]
 
     def _shared_prefix_nll(
-        self, prefix: Sequence[int], rows: Sequence[tuple[list[int], range]]
+        self, prefix: Sequence[int], rows: Sequence[tuple[list[int], range]], probe: bool = False
     ) -> list[tuple[float, int]] | None:
         """The rows' NLL sums, all sharing ``prefix`` (their ids up to the token before the
         first scored one): the prefix runs once, then each row's remaining tokens on a copy of
-        its cache.  None when the model does not take a cache this way."""
+        its cache.  With ``probe`` (the first try on a model), None when the model does not
+        take a cache this way; afterwards its errors are the model's, and propagate."""
         import copy
 
         import torch
 
+        failures = (TypeError, ValueError, RuntimeError, IndexError, AttributeError, NotImplementedError)
         device = self._device()
+        last = {"logits_to_keep": 1} if self._keep_mask_ok else {}  # the prefix's logits are not used
         try:
-            first = self.model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True)
+            first = self.model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True, **last)
             cache = getattr(first, "cache", None)  # transformers 5.2x; "past_key_values" before
             cache = cache if cache is not None else getattr(first, "past_key_values", None)
             if cache is None or not hasattr(cache, "batch_repeat_interleave"):
-                return None
+                if probe:
+                    return None
+                raise AutoSteerError(f"{type(self.model).__name__} returned no key/value cache for a prompt")
             cache = copy.deepcopy(cache)
             cache.batch_repeat_interleave(len(rows))
-        except (TypeError, ValueError, RuntimeError, IndexError, AttributeError, NotImplementedError):
-            return None
+        except failures:
+            if probe:
+                return None
+            raise
         p = len(prefix)
         tails = [list(ids[p:]) for ids, _ in rows]
         input_ids, tail_mask = _pad(tails, self._batch_pad_id(), "right")
@@ -517,10 +522,14 @@ class SteerEvaluator:
                 logits = self.model(**forward, logits_to_keep=keep).logits
             else:
                 logits = self.model(**forward).logits[keep]
-        except (TypeError, ValueError, RuntimeError, IndexError, AttributeError, NotImplementedError):
-            return None
+        except failures:
+            if probe:
+                return None
+            raise
         if logits.dim() != 2 or logits.shape[0] != int(keep.sum()):
-            return None
+            if probe:
+                return None
+            raise AutoSteerError(f"scoring on a shared prompt cache gave logits of shape {tuple(logits.shape)}")
         if not bool(torch.isfinite(logits).all()):
             raise NonFiniteOutputError("the model produced non-finite logits (NaN or inf) while scoring")
         nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none").double().cpu()
