@@ -452,11 +452,14 @@ class SteerEvaluator:
                 by_prefix.setdefault(tuple(ids[: scored.start - 1]), []).append(i)
         with steering_paused(self.model), torch.inference_mode():
             if self._prefix_ok is None and by_prefix:
-                prefix, rows = next(iter(by_prefix.items()))
-                rows = rows[: self.batch_size]
-                full = self._nll(MetricJob([None] * len(rows), None), [examples[i] for i in rows])[0]
-                shared = self._shared_prefix_nll(prefix, [examples[i] for i in rows], probe=True)
+                prefix, group = next(iter(by_prefix.items()))
+                probed = group[: self.batch_size]
+                full = self._nll(MetricJob([None] * len(probed), None), [examples[i] for i in probed])[0]
+                shared = self._shared_prefix_nll(prefix, [examples[i] for i in probed], probe=True)
                 self._prefix_ok = shared is not None and _same_nll(shared, full, self._dtype())
+                for i, value in zip(probed, full):  # scored already, by the reference passes
+                    out[i] = value
+                by_prefix[prefix] = group[len(probed) :]
                 if not self._prefix_ok:
                     plain += [i for group in by_prefix.values() for i in group]
                     by_prefix = {}
@@ -482,6 +485,8 @@ class SteerEvaluator:
         import copy
 
         import torch
+
+        from autosteer.steering.layers import cache_argument
 
         failures = (TypeError, ValueError, RuntimeError, IndexError, AttributeError, NotImplementedError)
         device = self._device()
@@ -515,7 +520,7 @@ class SteerEvaluator:
             input_ids=input_ids.to(device),
             attention_mask=attention.to(device),
             position_ids=positions.to(device),
-            **{self._cache_kwarg(): cache},
+            **{cache_argument(self.model): cache},
         )
         try:  # the vocabulary projection only where it scores, when the full pass found that works
             if self._keep_mask_ok:
@@ -530,25 +535,7 @@ class SteerEvaluator:
             if probe:
                 return None
             raise AutoSteerError(f"scoring on a shared prompt cache gave logits of shape {tuple(logits.shape)}")
-        if not bool(torch.isfinite(logits).all()):
-            raise NonFiniteOutputError("the model produced non-finite logits (NaN or inf) while scoring")
-        nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none").double().cpu()
-        owner = keep.nonzero()[:, 0].cpu()
-        sums = torch.zeros(len(rows), dtype=torch.float64).index_add_(0, owner, nll)
-        counts = keep.sum(dim=1).cpu()
-        return [(float(sums[r]), int(counts[r])) for r in range(len(rows))]
-
-    def _cache_kwarg(self) -> str:
-        """The forward argument that takes a key/value cache: ``cache`` from transformers 5.2x,
-        ``past_key_values`` before (and for wrappers that only pass ``**kwargs`` on)."""
-        import inspect
-
-        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model  # PEFT
-        try:
-            params = inspect.signature(model.forward).parameters
-        except (TypeError, ValueError, AttributeError):
-            return "past_key_values"
-        return "cache" if "cache" in params else "past_key_values"
+        return _row_nll(logits, targets, keep)
 
     def _dtype(self):
         try:
@@ -661,14 +648,8 @@ class SteerEvaluator:
                 targets = input_ids[:, 1:][keep[:, :-1]].to(device)
                 with self._row_groups(job, groups):
                     logits = self._scored_logits(input_ids.to(device), attention.to(device), keep.to(device))
-                if not bool(torch.isfinite(logits).all()):
-                    raise NonFiniteOutputError("the model produced non-finite logits (NaN or inf) while scoring")
-                nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none").double().cpu()
-                owner = keep.nonzero()[:, 0]  # the row of each kept position, in the same order
-                sums = torch.zeros(len(rows), dtype=torch.float64).index_add_(0, owner, nll)
-                counts = keep.sum(dim=1)
-                for r in range(len(rows)):
-                    out[r // len(idx)][idx[r % len(idx)]] = (float(sums[r]), int(counts[r]))
+                for r, value in enumerate(_row_nll(logits, targets, keep)):
+                    out[r // len(idx)][idx[r % len(idx)]] = value
         return out  # type: ignore[return-value]
 
     def _scored_logits(self, input_ids, attention, keep):
@@ -793,6 +774,22 @@ def _pad(rows: Sequence[Sequence[int]], pad_id: int, side: str):
             ids[i, : len(r)] = torch.tensor(list(r), dtype=torch.long)
             mask[i, : len(r)] = 1
     return ids, mask
+
+
+def _row_nll(logits, targets, keep) -> list[tuple[float, int]]:
+    """Per row of ``keep`` ([rows, positions] bool: the positions whose logit predicts a scored
+    token), ``(sum of the scored tokens' NLL, tokens scored)``: ``logits`` [N, V] are those
+    positions' logits (row-major) and ``targets`` [N] the tokens they predict.  The NLL is a fused
+    cross-entropy; non-finite logits raise :class:`NonFiniteOutputError`."""
+    import torch
+
+    if not bool(torch.isfinite(logits).all()):
+        raise NonFiniteOutputError("the model produced non-finite logits (NaN or inf) while scoring")
+    nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none").double().cpu()
+    owner = keep.nonzero()[:, 0].cpu()  # the row of each kept position, in the same order
+    sums = torch.zeros(keep.shape[0], dtype=torch.float64).index_add_(0, owner, nll)
+    counts = keep.sum(dim=1).cpu()
+    return [(float(sums[r]), int(counts[r])) for r in range(keep.shape[0])]
 
 
 def _same_nll(a: Sequence[tuple[float, int]], b: Sequence[tuple[float, int]], dtype) -> bool:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from autosteer.serve.steering import RequestError, RowSteering
+from autosteer.steering.layers import cache_argument
 from autosteer.steering.steer import Steer
 
 __all__ = ["Engine", "Event", "Row"]
@@ -114,7 +115,7 @@ class Engine:
         import inspect
 
         params = inspect.signature(model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._cache_kw = cache_argument(model)
         self._keep = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         self._thread = threading.Thread(target=self._run, name="autosteer-serve-engine", daemon=True)
         self._thread.start()

@@ -34,6 +34,7 @@ __all__ = [
     "TRANSFORMERS_CONVENTION",
     "DecoderLayers",
     "ForwardConvention",
+    "cache_argument",
     "find_decoder_layers",
     "first_layernorm_eps",
     "hidden_size_of",
@@ -137,6 +138,19 @@ def _peft_unwrap(model: nn.Module) -> tuple[nn.Module, str]:
         else:
             break
     return model, ".".join(prefix)
+
+
+def cache_argument(model: nn.Module) -> str:
+    """The forward keyword a key/value cache is passed under: ``cache`` where the (PEFT-unwrapped)
+    model's forward names it (transformers 5.2x renamed it), else ``past_key_values``."""
+    import inspect
+
+    inner, _ = _peft_unwrap(model)
+    try:
+        params = inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError, AttributeError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _join(prefix: str, path: str) -> str:
