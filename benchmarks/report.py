@@ -408,12 +408,12 @@ def _search_real_medians(d) -> str:
     of the leading methods with each other method, over the runs where both ran."""
     import statistics
 
+    from search_real import paired_scores, runs_of
+
     from autosteer.search.stats import paired_p
 
-    by: dict = {}
-    for u in d["units"].values():
-        by.setdefault((u["concept"], u["seed"]), {})[u["method"]] = u
-    runs = list(by.values())
+    measured = runs_of(d)
+    runs = [r["methods"] for r in measured]
     methods = [m for m in SEARCH_REAL_METHODS if sum(m in r for r in runs) >= 2]
     if not methods:
         return ""
@@ -441,9 +441,8 @@ def _search_real_medians(d) -> str:
             if other == lead or len(both) < 2:
                 continue
             cells = [f"`{lead}`", f"`{other}`", len(both)]
-            for gated in (False, True):  # gated: a run over the fluency budget on held-out answers scores 0
-                a = [r[lead]["held"]["combined"] * (r[lead]["held"]["feasible"] if gated else 1) for r in both]
-                b = [r[other]["held"]["combined"] * (r[other]["held"]["feasible"] if gated else 1) for r in both]
+            for gated in (False, True):
+                a, b = paired_scores(measured, lead, other, gated)
                 cells += [f"{statistics.median(a):.3f} vs {statistics.median(b):.3f}",
                           f"{sum(x > y for x, y in zip(a, b))} / {sum(x < y for x, y in zip(a, b))}",
                           f"{paired_p(a, b, False, 'wilcoxon'):.3g} / {paired_p(b, a, False, 'wilcoxon'):.3g}"]

@@ -316,6 +316,18 @@ def runs_of(data):
     return [{"concept": c, "seed": s, "methods": ms} for (c, s), ms in sorted(by.items())]
 
 
+def paired_scores(runs, lead, other, gated=False):
+    """The held-out combined scores of ``lead`` and of ``other`` over the runs (of :func:`runs_of`)
+    where both ran; ``gated``: a run whose held-out answers are over the fluency budget scores 0,
+    as the objective treats an infeasible candidate."""
+    both = [r for r in runs if lead in r["methods"] and other in r["methods"]]
+
+    def score(u):
+        return u["held"]["combined"] * (u["held"]["feasible"] if gated else 1)
+
+    return [score(r["methods"][lead]) for r in both], [score(r["methods"][other]) for r in both]
+
+
 def _describe(unit):
     vecs = (unit.get("candidate") or {}).get("vectors", []) if isinstance(unit.get("candidate"), dict) else []
     steer = " + ".join(f"L{v['layer_idx']} {v['coeff']:+.3g}" for v in vecs) or "no steering"
@@ -386,15 +398,13 @@ def _targets(runs, methods, lead, paired_p):
         both = [r for r in mine if other in r["methods"]]
         if other == lead or len(both) < 2:
             continue
-        a = [r["methods"][lead]["held"]["combined"] for r in both]
-        b = [r["methods"][other]["held"]["combined"] for r in both]
+        a, b = paired_scores(both, lead, other)
         p = paired_p(a, b, False, "wilcoxon")
         pa = [x for r in both for x in r["methods"][lead]["held"]["per_prompt_combined"]]
         pb = [x for r in both for x in r["methods"][other]["held"]["per_prompt_combined"]]
         p_prompts = paired_p(pa, pb, False, "wilcoxon")
         wins = sum(x > y for x, y in zip(a, b))
-        ga = [r["methods"][lead]["held"]["combined"] * r["methods"][lead]["held"]["feasible"] for r in both]
-        gb = [r["methods"][other]["held"]["combined"] * r["methods"][other]["held"]["feasible"] for r in both]
+        ga, gb = paired_scores(both, lead, other, gated=True)
         targets[f"combined: {lead} beats {other} (paired over runs, p < 0.05)"] = (
             p < 0.05,
             (f"median {statistics.median(a):.3f} vs {statistics.median(b):.3f}; higher in {wins}/{len(a)} runs; "
