@@ -16,6 +16,16 @@ An answer addresses its request when BOTH hold:
 
 The second test is what stops an answer that restates its request and then drifts to the
 topic from counting as on-request.
+
+Those two tests are generous: the other requests of a set are unrelated to each other, so an
+answer needs only a few of its request's words to retrieve it ("Why is the sky blue?" -> "The
+Sky Blue: the celestial melody ... the Blue at the Blue" passes).  :meth:`Judge.verdicts` adds
+the **strict** reading, which the benchmarks' targets use: the whole answer AND its second half
+must each be closer to their own request than to every text of the concept (the concept's
+positive examples, which the judge gets and the search never sees).  An answer about the topic
+more than about its request fails it, wherever in the answer the drift happens.  On the answers
+of ``benchmarks/search_real.py`` the strict reading keeps 98% of the answers of the
+(ignored) system-prompt baseline on-request, against 99% by the two retrieval tests alone.
 """
 
 from __future__ import annotations
@@ -65,6 +75,15 @@ class Judge:
 
     def on_request(self, requests: list[str], answers: list[str]) -> list[bool]:
         """Per answer: does it address its own request (the two retrieval tests above)?"""
+        return self.verdicts(requests, answers)[0]
+
+    def verdicts(self, requests: list[str], answers: list[str],
+                 concept_texts: list[str] | None = None) -> tuple[list[bool], list[bool]]:
+        """``(loose, strict)`` per answer: the two retrieval tests, and those AND the whole answer
+        and its second half each closer to their own request than to any of ``concept_texts``
+        (without concept texts the strict reading equals the loose one)."""
+        if len(requests) != len(answers):
+            raise ValueError(f"one answer per request: got {len(requests)} requests and {len(answers)} answers")
         reqs = self.embed(requests)
         whole = self.embed([a if a.strip() else "." for a in answers])
         tails = []
@@ -74,9 +93,17 @@ class Judge:
         tail = self.embed(tails)
         sim_whole = whole @ reqs.T
         sim_tail = tail @ reqs.T
-        out = []
+        if concept_texts:
+            topic = self.embed(list(concept_texts))
+            topic_whole = (whole @ topic.T).max(1).values
+            topic_tail = (tail @ topic.T).max(1).values
+        loose, strict = [], []
         for i in range(len(answers)):
             top1 = int(sim_whole[i].argmax()) == i
             rank = int((sim_tail[i] > sim_tail[i, i]).sum())  # how many requests beat its own
-            out.append(bool(top1 and rank < TAIL_TOP and answers[i].strip()))
-        return out
+            ok = bool(top1 and rank < TAIL_TOP and answers[i].strip())
+            loose.append(ok)
+            if concept_texts:
+                ok = ok and bool(sim_whole[i, i] > topic_whole[i]) and bool(sim_tail[i, i] > topic_tail[i])
+            strict.append(ok)
+        return loose, strict

@@ -386,7 +386,8 @@ def search_real() -> str:
                                if system else ""),
                      f"{100 * h['concept_rate']:.0f}%", f"{h['relevance']:.2f}", f"{100 * h['judge_on_request']:.0f}%",
                      f"{h['fluency_excess']:+.2f}", f"{100 * h['stuck']:.0f}%", f"{h['combined']:.3f}",
-                     f"{100 * h['judged_success']:.0f}%", u["evaluations"], f"{u['wall_s']:.0f}"))
+                     f"{100 * h['judged_success']:.0f}%", f"{100 * h['judged_success_strict']:.0f}%",
+                     u["evaluations"], f"{u['wall_s']:.0f}"))
     c = d["config"]
     measured = {u["method"] for u in units}
     missing = [SEARCH_REAL_METHODS.get(m, m) for m in c["methods"].split(",") if m not in measured]
@@ -398,7 +399,7 @@ def search_real() -> str:
             f"{c['population']}. Held-out answers:\n\n"
             + _md(rows, ("concept", "seed", "method", "choice", "concept rate", "relevance (nat/token)",
                          "judge: on-request", "fluency excess", "stuck", "combined", "success (judged)",
-                         "evaluations", "search wall s"))
+                         "success (strict judge)", "evaluations", "search wall s"))
             + (f"\n\nNot measured: {'; '.join(missing)}." if missing else "")
             + _search_real_medians(d))
 
@@ -426,13 +427,16 @@ def _search_real_medians(d) -> str:
                      f"{100 * med('judge_on_request'):.0f}%", f"{med('fluency_excess'):+.2f}",
                      f"{100 * med('stuck'):.0f}%", f"{med('combined'):.3f}", f"{100 * med('judged_success'):.0f}%",
                      f"{sum(x['judged_success'] for x in h) / len(h) * 100:.0f}%",
+                     f"{100 * med('judge_on_request_strict'):.0f}%", f"{100 * med('judged_success_strict'):.0f}%",
+                     f"{sum(x['judged_success_strict'] for x in h) / len(h) * 100:.0f}%",
                      f"{sum(x['feasible'] for x in h):.0f}/{len(h)}",
                      f"{statistics.median(r[m]['wall_s'] for r in mine):.0f}"))
     out = ("\n\nPer method, medians over the (concept, seed) runs where it ran (not every method ran in every run; "
            "the comparisons below pair runs):\n\n"
            + _md(rows, ("method", "runs", "concept rate", "judge: on-request", "fluency excess", "stuck", "combined",
-                        "success (judged), median", "success (judged), mean", "within budget", "search wall s")))
-    pairs = []
+                        "success (judged), median", "success (judged), mean", "strict judge: on-request",
+                        "success (strict), median", "success (strict), mean", "within budget", "search wall s")))
+    pairs, strict = [], []
     for lead in ("new+usr+ans", "new"):
         if lead not in methods:
             continue
@@ -447,6 +451,11 @@ def _search_real_medians(d) -> str:
                           f"{sum(x > y for x, y in zip(a, b))} / {sum(x < y for x, y in zip(a, b))}",
                           f"{paired_p(a, b, False, 'wilcoxon'):.3g} / {paired_p(b, a, False, 'wilcoxon'):.3g}"]
             pairs.append(tuple(cells))
+            sa, sb = ([r[m]["held"]["judged_success_strict"] for r in both] for m in (lead, other))
+            strict.append((f"`{lead}`", f"`{other}`", len(both),
+                           f"{100 * statistics.mean(sa):.0f}% vs {100 * statistics.mean(sb):.0f}%",
+                           f"{sum(x > y for x, y in zip(sa, sb))} / {sum(x < y for x, y in zip(sa, sb))}",
+                           f"{paired_p(sa, sb, False, 'wilcoxon'):.3g} / {paired_p(sb, sa, False, 'wilcoxon'):.3g}"))
     if pairs:
         out += ("\n\nPaired over the runs where both methods ran: the held-out combined score as measured, and "
                 "gated (a run whose held-out answers are over the fluency budget scores 0, as the objective treats "
@@ -454,6 +463,10 @@ def _search_real_medians(d) -> str:
                 "other is higher:\n\n"
                 + _md(pairs, ("method", "vs", "runs", "medians", "higher / lower", "p", "gated medians",
                               "gated higher / lower", "gated p")))
+        out += ("\n\nThe same pairs by the share of held-out answers that succeed by the strict judge (on-concept, "
+                "on-request by the strict reading, not stuck), which no method optimises; means over the runs, "
+                "one-sided Wilcoxon p that the method is higher / that the other is higher:\n\n"
+                + _md(strict, ("method", "vs", "runs", "success (strict), means", "higher / lower", "p")))
     return out
 
 
@@ -467,9 +480,11 @@ def steer_ceiling() -> str:
     out = [f"`benchmarks/results/steer_ceiling.json` ({_machine(d['machine'])}): the {n} held-out requests of "
            f"seed {d['config']['seed']}, {d['config']['max_new_tokens']}-token greedy answers, one vector of the "
            "concept; strength as a multiple of the layer's calibrated coefficient. Each cell: judged success "
-           "(on-concept AND on-request by the judge AND not stuck), then the fluency excess in nat/token "
+           "(on-concept AND on-request by the judge AND not stuck) by the judge / by its strict reading, then "
+           "the fluency excess in nat/token "
            "(budget +1; **bold** within it)."]
-    fmt = lambda h: (f"{100 * h['judged_success']:.0f}% " + (f"**{h['fluency_excess']:+.2f}**"  # noqa: E731
+    fmt = lambda h: (f"{100 * h['judged_success']:.0f}% / {100 * h['judged_success_strict']:.0f}% "  # noqa: E731
+                     + (f"**{h['fluency_excess']:+.2f}**"
                      if h["fluency_excess"] <= 1.0 else f"{h['fluency_excess']:+.2f}"))
     summary = []
     for name in sorted({c["concept"] for c in cells}):
@@ -483,14 +498,14 @@ def steer_ceiling() -> str:
                 rows.append((mode, layer, *(fmt(by[m]["held"]) if m in by else "" for m in mults)))
         out.append(f"**{name}**:\n\n" + _md(rows, ("steered positions", "layer", *(f"x{m:g}" for m in mults))))
 
-        def best(pred, budget=True, mine=mine, mode=False, key="fluency_excess"):
+        def best(pred, budget=True, mine=mine, mode=False, key="fluency_excess", by="judged_success"):
             ok = [c for c in mine if pred(c) and (not budget or (c["held"].get(key) is not None
                                                                  and c["held"][key] <= 1.0))]
             if not ok:
                 return "-"
-            b = max(ok, key=lambda c: (c["held"]["judged_success"], -c["held"]["fluency_excess"]))
+            b = max(ok, key=lambda c: (c["held"][by], -c["held"]["fluency_excess"]))
             where = "" if b["layer"] is None else f" ({b['mode'] + ' ' if mode else ''}L{b['layer']} x{b['mult']:g})"
-            return f"{100 * b['held']['judged_success']:.0f}%{where}"
+            return f"{100 * b['held'][by]:.0f}%{where}"
 
         one = lambda kind: next((c["held"] for c in mine if c["mode"] == kind), None)  # noqa: E731
         sysh, userh, none = one("system"), one("user"), one("none")
@@ -502,13 +517,17 @@ def steer_ceiling() -> str:
                         best(lambda c: c["mode"] in ("all", "answer") or c["mode"].startswith("user+"), budget=False,
                              mode=True),
                         best(lambda c: c["mode"] in ("all", "answer") or c["mode"].startswith("user+"), mode=True,
-                             key="fluency_instructed")))
+                             key="fluency_instructed"),
+                        best(lambda c: c["mode"] in ("all", "answer") or c["mode"].startswith("user+"), mode=True,
+                             by="judged_success_strict"),
+                        f"{100 * userh['judged_success_strict']:.0f}%" if userh else "-"))
     out.append("Best per concept (chosen on these held-out requests, so an upper bound for a search over the same "
                "cells):\n\n" + _md(summary, (
                    "concept", "unsteered", "system prompt", "user-turn prompt (fluency)",
                    "steering, all positions, within budget", "steering, answer only, within budget",
                    "user-turn prompt + steering, within budget", "any steering, any fluency",
-                   "any steering, within budget by the instructed fluency")))
+                   "any steering, within budget by the instructed fluency",
+                   "any steering, within budget, by the strict judge", "user-turn prompt, by the strict judge")))
     out.append("The instructed fluency (`--rescore`): the answers' excess NLL under the unsteered model given the "
                "request WITH the user-turn instruction, over the model's own answers to that instructed request "
                "(the objective's measure conditions on the plain request).")
@@ -535,24 +554,23 @@ def headline() -> str:
                      "([benchmarks](docs/benchmarks.md#a-real-model-smollm2)).")
     sr = _load("search_real")
     if sr and sr.get("units"):
-        new = [u for u in sr["units"].values() if u["method"] == "new"]
-        both = [u for u in sr["units"].values() if u["method"] == "new+sys"]
-        if new:
-            rates = sorted(100 * u["held"]["judged_success"] for u in new)
-            line = (f"- The same model under the stricter default objective `steered_answer`: "
-                    f"{rates[0]:.0f}%{'' if len(rates) == 1 else f'-{rates[-1]:.0f}%'} of held-out answers on "
-                    f"the concept AND on their request by an independent judge, in {len(new)} measured "
-                    f"run{'s' if len(new) > 1 else ''}")
-            if both:
-                r2 = sorted(100 * u["held"]["judged_success"] for u in both)
-                line += (f"; {r2[0]:.0f}%{'' if len(r2) == 1 else f'-{r2[-1]:.0f}%'} when the search may also add "
-                         f"a system prompt ({len(both)} run{'s' if len(both) > 1 else ''})")
-            ua = [u for u in sr["units"].values() if u["method"] == "new+usr+ans"]
-            if ua:
-                r3 = sorted(100 * u["held"]["judged_success"] for u in ua)
-                line += (f"; {r3[0]:.0f}%{'' if len(r3) == 1 else f'-{r3[-1]:.0f}%'} with the prompt after the "
-                         f"request and only the answer steered ({len(ua)} run{'s' if len(ua) > 1 else ''})")
-            lines.append(line + " ([measured](docs/search-real.md)).")
+        import statistics
+
+        by = {}
+        for u in sr["units"].values():
+            by.setdefault(u["method"], []).append(u["held"])
+        shown = [(m, what) for m, what in (("new", "the steering-only default"),
+                                           ("new+usr+ans", "the instruction after the request + answer-only steering"),
+                                           ("user", "that instruction alone, no steering")) if m in by]
+        if shown:
+            med = lambda m, k: 100 * statistics.median(h[k] for h in by[m])  # noqa: E731
+            parts = [f"{what} {med(m, 'judged_success'):.0f}% ({med(m, 'judged_success_strict'):.0f}%)"
+                     for m, what in shown]
+            lines.append(f"- The same model under the default objective `steered_answer`, {len(by[shown[0][0]])} "
+                         "runs (concept x seed) over 3 concepts: the median share of held-out answers on the concept AND on "
+                         "their request by an independent judge AND not stuck (in brackets: by the judge's strict "
+                         "reading) is " + "; ".join(parts) + ". The target was 50%: missed "
+                         "([measured](docs/search-real.md)).")
     th = _load("eval_throughput")
     if th:
         lines.append(f"- Scoring candidates: {th['ratio']:.1f}x the candidates per minute of a naive loop, with "

@@ -4,7 +4,7 @@
     python benchmarks/search_real.py [--concepts weddings,music,castles] [--seeds 0-9] [--budget 16]
                                      [--population 8] [--search-prompts 12] [--holdout 20]
                                      [--max-new-tokens 40] [--methods prev,new,random,grid,prompt]
-                                     [--json PATH] [--continue] [--report]
+                                     [--json PATH] [--continue] [--report] [--rejudge]
 
 Methods, per (concept, seed), in an order rotated by the seed:
 
@@ -40,7 +40,11 @@ Each method's choice is judged on held-out requests it never saw (greedy answers
 pattern, relevance (PMI, nat/token), fluency excess over the unsteered model, the stuck share, the
 combined score of docs/metrics.md, and an independent judge the search never sees (a
 sentence-embedding model, benchmarks/_judge.py) deciding whether each answer addresses its
-request.  "success" = on-concept (pattern) AND on-request (judge) AND not stuck.
+request, in two readings (benchmarks/_judge.py): loose (retrieval among the held-out requests)
+and strict (also closer to its request than to any of the concept's texts, for the whole answer
+and its second half).  "success" = on-concept (pattern) AND on-request (judge) AND not stuck;
+the targets use the strict judge.  ``--rejudge`` recomputes both verdicts of every stored unit
+from its recorded answers (no generation), e.g. after a change of the judge.
 
 Every finished (concept, seed) is appended to the JSON at once, so a run cut by a time limit
 continues with ``--continue``.  ``--report`` prints the tables and targets from the JSON alone.
@@ -255,19 +259,68 @@ class Bench:
         with ev.eval_mode(), torch.inference_mode():
             texts, ids = ev.generate_with_ids(MetricJob(prompts, None, [cand], self.steer), early_stop=False)
             (s,) = answer_scores(ev, held, texts, ids, concept=lambda t: concept_score(pattern, t), margin=MARGIN)
+        tx = [" ".join(a.split()) for a in texts[0]]
+        on_concept_not_stuck = [c >= 0.5 and not st for c, st in zip(s.concept, s.stuck)]
+        d = s.details()
+        out = {**{k: d[k] for k in ("concept_rate", "relevance", "on_request", "fluency_excess", "stuck",
+                                    "combined", "success", "feasible")},
+               "per_prompt_combined": list(s.combined), "per_prompt_concept_ok": [float(x) for x in on_concept_not_stuck],
+               "answers": tx}
         if self.judge is None:
             from _judge import Judge
 
             self.judge = Judge()
-        tx = list(texts[0])
-        on_req = self.judge.on_request(held, tx)
-        success = [c >= 0.5 and j and not st for c, j, st in zip(s.concept, on_req, s.stuck)]
-        d = s.details()
-        return {**{k: d[k] for k in ("concept_rate", "relevance", "on_request", "fluency_excess", "stuck",
-                                     "combined", "success", "feasible")},
-                "judge_on_request": sum(on_req) / len(on_req), "judged_success": sum(success) / len(success),
-                "per_prompt_combined": list(s.combined), "per_prompt_success": [float(x) for x in success],
-                "per_prompt_judge": [float(x) for x in on_req], "answers": [" ".join(a.split()) for a in tx]}
+        return judge_record(self.judge, concept, held, out)
+
+
+def judge_record(judge, concept, held, out):
+    """``out`` (a unit's held-out record, with its answers and per-answer on-concept-and-not-stuck
+    flags) with the judge's verdicts on its answers in both readings, and the successes by each."""
+    loose, strict = judge.verdicts(held, out["answers"], concept_texts(concept))
+    ok = out["per_prompt_concept_ok"]
+    for suffix, verdict in (("", loose), ("_strict", strict)):
+        success = [bool(c) and j for c, j in zip(ok, verdict)]
+        out.update({f"judge_on_request{suffix}": sum(verdict) / len(verdict),
+                    f"judged_success{suffix}": sum(success) / len(success),
+                    f"per_prompt_judge{suffix}": [float(x) for x in verdict],
+                    f"per_prompt_success{suffix}": [float(x) for x in success]})
+    return out
+
+
+def concept_texts(concept):
+    """What the strict judge compares an answer with: the concept's positive examples."""
+    return list(concept.positive)
+
+
+def rejudge(records):
+    """Both judge verdicts again for ``(concept name, held-out requests, held-out record)`` triples
+    (a stored unit here, a cell of steer_ceiling.py), from the recorded answers (no generation).
+
+    A unit recorded before the strict reading existed has no per-answer on-concept-and-not-stuck
+    flags; they are recovered from its loose successes and verdicts (a loose success is on-concept,
+    not stuck and on-request) and, where the loose judge said off-request, from the concept
+    pattern on the recorded answer (a stuck answer among those counts as not stuck; it cannot
+    succeed unless the judge changes its mind on the same text).  Returns how many loose verdicts
+    changed, which should be none.
+    """
+    from _judge import Judge
+
+    from autosteer.search.metrics import compile_pattern, concept_score
+
+    concepts = load_concepts()[0]
+    judge = Judge()
+    changed = 0
+    for name, holdout, h in records:
+        concept, pattern = concepts[name]
+        if "per_prompt_concept_ok" not in h:
+            pattern = compile_pattern(pattern)
+            h["per_prompt_concept_ok"] = [
+                float(s) if j else float(concept_score(pattern, a) >= 0.5)
+                for s, j, a in zip(h["per_prompt_success"], h["per_prompt_judge"], h["answers"])]
+        before = list(h["per_prompt_judge"])
+        judge_record(judge, concept, holdout, h)
+        changed += sum(a != b for a, b in zip(before, h["per_prompt_judge"]))
+    return changed
 
 
 def run(args):
@@ -350,9 +403,10 @@ def report(data):
                   f"{u['held']['relevance']:.2f}", f"{100 * u['held']['judge_on_request']:.0f}%",
                   f"{u['held']['fluency_excess']:+.2f}", f"{100 * u['held']['stuck']:.0f}%",
                   f"{u['held']['combined']:.3f}", f"{100 * u['held']['judged_success']:.0f}%",
+                  f"{100 * u['held']['judged_success_strict']:.0f}%",
                   u["evaluations"], f"{u['wall_s']:.0f}") for u in units],
                 ("concept", "seed", "method", "choice", "concept", "relevance", "judge on-request", "fluency",
-                 "stuck", "combined", "success (judged)", "evaluations", "wall s")))
+                 "stuck", "combined", "success (judged)", "success (strict)", "evaluations", "wall s")))
     runs = runs_of(data)
     if not runs:
         print("no (concept, seed) run yet: no medians, no paired tests, no targets")
@@ -367,14 +421,17 @@ def report(data):
                      f"{100 * _median(h, 'judge_on_request'):.0f}%", f"{_median(h, 'fluency_excess'):+.2f}",
                      f"{100 * _median(h, 'stuck'):.0f}%", f"{_median(h, 'combined'):.3f}",
                      f"{100 * _median(h, 'judged_success'):.0f}%",
+                     f"{100 * _median(h, 'judge_on_request_strict'):.0f}%",
+                     f"{100 * _median(h, 'judged_success_strict'):.0f}%",
                      f"{sum(x['feasible'] for x in h):.0f}/{len(h)}",
                      f"{statistics.median(r['methods'][m]['evaluations'] for r in mine):.0f}",
                      f"{statistics.median(r['methods'][m]['wall_s'] for r in mine):.0f}"))
     print(table(rows, ("method", "runs", "concept", "relevance", "judge on-request", "fluency", "stuck", "combined",
-                       "success (judged)", "within budget", "evaluations", "wall s")))
+                       "success (judged)", "strict judge on-request", "success (strict)", "within budget",
+                       "evaluations", "wall s")))
     print("(medians over the runs of each method, of held-out answers; relevance in nat/token; fluency = excess NLL "
           "over the unsteered model's answers, budget +1; success = on-concept AND on-request by the judge AND not "
-          "stuck)")
+          "stuck; strict = the judge's strict reading, also closer to its request than to the concept's texts)")
     data["targets"] = {}
     for lead in ("new", "new+prompt", "new+user", "new+user+ans", "new+usr", "new+usr+ans", "new+sys", "new+sys+warm"):
         if lead in methods:
@@ -388,12 +445,12 @@ def _targets(runs, methods, lead, paired_p):
     mine = [r for r in runs if lead in r["methods"]]
     for c in sorted({r["concept"] for r in mine}):
         rs = [r for r in mine if r["concept"] == c]
-        ok = sum(1 for r in rs if r["methods"][lead]["held"]["judged_success"] >= 0.5
-                 and r["methods"][lead]["held"]["feasible"] == 1.0)
-        per_concept[c] = (ok, len(rs))
-    targets["judged success >= 50% within budget in >= 9 of 10 seeds, every concept"] = (
-        all(n >= 10 and ok >= math.ceil(0.9 * n) for ok, n in per_concept.values()),
-        "; ".join(f"{c}: {ok}/{n} runs" for c, (ok, n) in per_concept.items()))
+        per_concept[c] = [sum(1 for r in rs if r["methods"][lead]["held"][key] >= 0.5
+                              and r["methods"][lead]["held"]["feasible"] == 1.0)
+                          for key in ("judged_success_strict", "judged_success")] + [len(rs)]
+    targets["judged success (strict judge) >= 50% within budget in >= 9 of 10 seeds, every concept"] = (
+        all(n >= 10 and ok >= math.ceil(0.9 * n) for ok, _loose, n in per_concept.values()),
+        "; ".join(f"{c}: {ok}/{n} runs (loose judge: {loose}/{n})" for c, (ok, loose, n) in per_concept.items()))
     for other in methods:
         both = [r for r in mine if other in r["methods"]]
         if other == lead or len(both) < 2:
@@ -405,11 +462,15 @@ def _targets(runs, methods, lead, paired_p):
         p_prompts = paired_p(pa, pb, False, "wilcoxon")
         wins = sum(x > y for x, y in zip(a, b))
         ga, gb = paired_scores(both, lead, other, gated=True)
+        sa, sb = ([r["methods"][m]["held"]["judged_success_strict"] for r in both] for m in (lead, other))
         targets[f"combined: {lead} beats {other} (paired over runs, p < 0.05)"] = (
             p < 0.05,
             (f"median {statistics.median(a):.3f} vs {statistics.median(b):.3f}; higher in {wins}/{len(a)} runs; "
              f"p = {p:.3g} over runs, p = {p_prompts:.3g} over {len(pa)} held-out answers; gated by the budget "
-             f"(a run over it scores 0): p = {paired_p(ga, gb, False, 'wilcoxon'):.3g}"))
+             f"(a run over it scores 0): p = {paired_p(ga, gb, False, 'wilcoxon'):.3g}; success by the strict judge "
+             f"{100 * statistics.mean(sa):.0f}% vs {100 * statistics.mean(sb):.0f}% (means), "
+             f"higher in {sum(x > y for x, y in zip(sa, sb))}/{len(sa)} runs, lower in "
+             f"{sum(x < y for x, y in zip(sa, sb))}, p = {paired_p(sa, sb, False, 'wilcoxon'):.3g}"))
     runs = mine
     ratios = []
     for r in runs:
@@ -446,11 +507,16 @@ def main(argv=None):
     p.add_argument("--max-minutes", type=float, default=8.0,
                    help="start no new unit after this many minutes (then run again with --continue)")
     p.add_argument("--report", action="store_true", help="only print the report of --json")
+    p.add_argument("--rejudge", action="store_true",
+                   help="recompute the judge's verdicts of every stored unit from its answers, then report")
     args = p.parse_args(argv)
-    if args.report:
+    if args.report or args.rejudge:
         data = json.loads(Path(args.json).read_text())
     else:
         data = run(args)
+    if args.rejudge or any("judged_success_strict" not in u["held"] for u in data["units"].values()):
+        changed = rejudge((u["concept"], u["holdout"], u["held"]) for u in data["units"].values())
+        print(f"re-judged {len(data['units'])} units from their recorded answers; {changed} loose verdicts changed")
     report(data)
     Path(args.json).write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 

@@ -198,16 +198,17 @@ def report(data, budget=1.0):
             rows.append((c["mode"], c["layer"] if c["layer"] is not None else "-", f"{c['mult']:g}",
                          f"{100 * h['concept_rate']:.0f}%", f"{100 * h['judge_on_request']:.0f}%",
                          f"{h['fluency_excess']:+.2f}", f"{100 * h['stuck']:.0f}%", f"{h['combined']:.3f}",
-                         f"{100 * h['judged_success']:.0f}%"))
+                         f"{100 * h['judged_success']:.0f}%", f"{100 * h['judged_success_strict']:.0f}%"))
         print(f"\n{name} (held-out requests of seed {data['config']['seed']}, {len(data['holdout'])} of them):")
         print(table(rows, ("mode", "layer", "x calibrated", "concept", "judge on-request", "fluency", "stuck",
-                           "combined", "success (judged)")))
+                           "combined", "success (judged)", "success (strict)")))
         for mode in sorted({c["mode"] for c in mine} - {"none"}):
             ok = [c for c in mine if c["mode"] == mode and c["held"]["fluency_excess"] <= budget]
-            if ok:
-                b = max(ok, key=lambda c: c["held"]["judged_success"])
-                print(f"  best {mode} within the fluency budget: L{b['layer']} x{b['mult']:g}: judged success "
-                      f"{100 * b['held']['judged_success']:.0f}%")
+            for key, judge in (("judged_success", "judge"), ("judged_success_strict", "strict judge")):
+                if ok:
+                    b = max(ok, key=lambda c, key=key: c["held"][key])
+                    print(f"  best {mode} within the fluency budget by the {judge}: L{b['layer']} x{b['mult']:g}: "
+                          f"success {100 * b['held'][key]:.0f}%")
 
 
 def main(argv=None):
@@ -224,10 +225,18 @@ def main(argv=None):
     p.add_argument("--with-user", default="", help="steering cells to add to the user-turn prompt, e.g. L13x1all")
     p.add_argument("--rescore", action="store_true", help="add the instructed fluency measure (see above)")
     p.add_argument("--report", action="store_true")
+    p.add_argument("--rejudge", action="store_true",
+                   help="recompute the judge's verdicts of every cell from its recorded answers, then report")
     args = p.parse_args(argv)
     if args.rescore:
         rescore(args)
-    data = json.loads(Path(args.json).read_text()) if args.report or args.rescore else run(args)
+    data = json.loads(Path(args.json).read_text()) if args.report or args.rescore or args.rejudge else run(args)
+    if args.rejudge or any("judged_success_strict" not in c["held"] for c in data["cells"].values()):
+        import search_real
+
+        changed = search_real.rejudge((c["concept"], data["holdout"], c["held"]) for c in data["cells"].values())
+        print(f"re-judged {len(data['cells'])} cells from their recorded answers; {changed} loose verdicts changed")
+        Path(args.json).write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
     report(data)
 
 
