@@ -33,11 +33,11 @@ def main(argv=None):
     a = p.parse_args(argv)
     import torch
 
-    from autosteer import SteerEvaluator, SteerSearchSpace, Steer, load_model
-    from autosteer.search._threads import auto_threads
+    from autosteer import Steer, SteerEvaluator, SteerSearchSpace, load_model
     from autosteer.demo import DEMO_SPACE
-    from autosteer.search.metrics import normalize_answer
     from autosteer.organism import world
+    from autosteer.search._threads import auto_threads
+    from autosteer.search.metrics import normalize_answer
     from autosteer.search.strategies import make_strategy
 
     model, tok = load_model(a.model, progress=False)

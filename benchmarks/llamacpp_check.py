@@ -156,7 +156,7 @@ def main(argv=None):
                        "concept_left": concept_x, "concept_right": concept_y})
     print(f"candidate: {candidate.describe()}; file {out_file.name}: tensors "
           f"{', '.join(f'direction.{il}' for il in sorted(vectors))}")
-    print(table(table_rows, ("greedy continuations (%d prompts, %d tokens)" % (len(rows), a.tokens),
+    print(table(table_rows, (f"greedy continuations ({len(rows)} prompts, {a.tokens} tokens)",
                              "identical", "mean common prefix (tokens)", "on concept (left/right)")))
     for i, q in enumerate(prompts[:2]):
         print(f"\n{q}\n  llama.cpp + vector: {text(lc_steered[i])!r}\n  AutoSteer imported: {text(hf['imported'][i])!r}"

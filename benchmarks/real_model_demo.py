@@ -32,7 +32,7 @@ def main(argv=None):
     p.add_argument("--no-recipe", action="store_true", help="skip the single-word llm_steer recipe grid")
     a = p.parse_args(argv)
 
-    from autosteer import SteeredConcept, Steer, SteerEvaluator, load_model
+    from autosteer import Steer, SteeredConcept, SteerEvaluator, load_model
     from autosteer.demo import CONCEPT_DEMO, load_concept_demo, run_demo
 
     t0 = time.perf_counter()

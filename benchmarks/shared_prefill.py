@@ -18,7 +18,6 @@ import argparse
 import sys
 
 import torch
-
 from _common import interleaved, machine, median, write
 
 
@@ -36,8 +35,8 @@ def main(argv=None):
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     from autosteer import load_model
-    from autosteer.search._threads import auto_threads
     from autosteer.demo import load_concept_demo
+    from autosteer.search._threads import auto_threads
 
     model, tok = load_model("smollm2", progress=False)
     torch.set_num_threads(auto_threads(model))

@@ -32,7 +32,6 @@ import argparse
 import sys
 
 import torch
-
 from _common import interleaved, machine, median, table, write
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test of the project, as the README's test command and CI run them:
 #   1. the plain-C unit tests of csrc/ under ASan + UBSan
-#   2. ruff (lint, format check) and mypy over autosteer/, then the Python test suite (warnings are errors, see pyproject.toml)
+#   2. ruff (lint over autosteer/, benchmarks/, scripts/ and tests/; format check over autosteer/) and mypy, then the Python test suite (warnings are errors, see pyproject.toml)
 #   3. the C-heavy Python tests again against an ASan + UBSan build of autosteer._C
 #   4. the documentation site (mkdocs.yml, docs/), strict: a warning fails
 set -euo pipefail
@@ -12,7 +12,7 @@ export AUTOSTEER_REQUIRE_BROWSER=1
 echo "== C unit tests (ASan/UBSan)"
 bash tests/c/run_c_tests.sh
 echo "== Lint and format check (ruff; its settings are [tool.ruff] in pyproject.toml)"
-python -m ruff check autosteer
+python -m ruff check autosteer benchmarks scripts tests
 python -m ruff format --check autosteer
 echo "== Type check (mypy; its settings are [tool.mypy] in pyproject.toml)"
 python -m mypy

@@ -105,7 +105,7 @@ def sample_sentences(n: int = 400, seed: int = 0) -> list[str]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tokenizer_dir() -> str:
     """Train the byte-level BPE once per process and save it as a transformers tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -152,7 +152,7 @@ def make_tokenizer(padding_side: str = "right"):
     return tok
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _special_ids() -> dict[str, int]:
     tok = make_tokenizer()
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
@@ -384,7 +384,6 @@ def save_and_reload(model: nn.Module, directory: str | os.PathLike) -> nn.Module
     Uses the real loading path (``from_pretrained``), in float32, eval mode.
     """
     from transformers import AutoModelForCausalLM
-
     from transformers.utils import logging as hf_logging
 
     directory = os.fspath(directory)

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 import tiny_models
+
 from autosteer import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -181,7 +181,7 @@ def test_prompt_files_text_and_jsonl(tmp_path):
         if value == "null":
             continue  # null means "no expected answer" (and then every line must lack one)
         bad = tmp_path / "b.jsonl"
-        bad.write_text('{"prompt": "a", "expected": "1"}\n{"prompt": "b", "expected": %s}\n' % value)
+        bad.write_text('{"prompt": "a", "expected": "1"}\n{"prompt": "b", "expected": ' + value + "}\n")
         with pytest.raises(cli.UsageError, match=r'b\.jsonl line 2: "expected" must be a string'):
             cli.read_prompts(str(bad))
     mixed = tmp_path / "m.jsonl"

@@ -21,10 +21,10 @@ from ray_cluster import EXIT_S, RAY_ENV, Killer, calls_of, pid_alive, short_temp
 
 from autosteer import AutoSteerRunner, MeanRule, RayExecutor, SteerSearchSpace  # noqa: E402
 from autosteer.errors import InvalidArgumentError  # noqa: E402
-from autosteer.search.executor import WorkersLostError  # noqa: E402
-from autosteer.search.log import COLUMNS, read_log  # noqa: E402
 from autosteer.models import load_model  # noqa: E402
 from autosteer.organism import world  # noqa: E402
+from autosteer.search.executor import WorkersLostError  # noqa: E402
+from autosteer.search.log import COLUMNS, read_log  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPACE = SteerSearchSpace(layer_range=(0, 3), coeff_range=(0.05, 1.0), texts=["analytical", "logical"],

@@ -19,9 +19,9 @@ ray = pytest.importorskip("ray", reason="the Ray tests need the ray extra: pip i
 from ray_cluster import EXIT_S, RAY_ENV, Killer, pid_alive, start_cluster, watched_metric  # noqa: E402
 
 from autosteer import AutoSteerRunner, RayExecutor, SteerSearchSpace  # noqa: E402
-from autosteer.search.log import COLUMNS  # noqa: E402
 from autosteer.models import load_model  # noqa: E402
 from autosteer.organism import world  # noqa: E402
+from autosteer.search.log import COLUMNS  # noqa: E402
 
 SPACE = SteerSearchSpace(layer_range=(0, 3), coeff_range=(0.05, 1.0), texts=["analytical", "logical"],
                          negative_texts=["confused"], max_vectors=2, schedules=("none", "decay"))

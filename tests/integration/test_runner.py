@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tiny_models import make_config, make_model, make_tokenizer
 
 from autosteer import (
@@ -17,8 +16,8 @@ from autosteer import (
     CustomMetric,
     InvalidArgumentError,
     LocalSearch,
-    MeanRule,
     LogFormatError,
+    MeanRule,
     SearchSpaceError,
     Steer,
     SteerCandidate,

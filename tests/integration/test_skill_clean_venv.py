@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_cli import quick_start_blocks
 
 ROOT = Path(__file__).resolve().parents[2]

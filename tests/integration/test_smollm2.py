@@ -145,7 +145,7 @@ def test_a_short_concept_search_end_to_end(smollm2, tmp_path):
 def test_the_demo_configuration_meets_its_held_out_targets(smollm2):
     """The configuration benchmarks/real_model_demo.py found (benchmarks/results/), on the 40
     held-out requests: concept rate from <= 10% to >= 60%, fluency within +1 nat/token."""
-    from autosteer import SteerCandidate, SteerEvaluator, Steer, SteeredConcept
+    from autosteer import Steer, SteerCandidate, SteeredConcept, SteerEvaluator
     from autosteer.demo import load_concept_demo
 
     model, tok = smollm2

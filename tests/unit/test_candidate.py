@@ -8,7 +8,6 @@ import pytest
 from autosteer import SteerCandidate, SteerVector
 from autosteer.errors import InvalidArgumentError
 
-
 # ---------------------------------------------------------------------------
 # values
 

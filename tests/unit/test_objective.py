@@ -9,8 +9,8 @@ from tiny_models import make_model, make_tokenizer
 from autosteer import (
     AutoSteerRunner,
     Steer,
-    SteeredAnswer,
     SteerCandidate,
+    SteeredAnswer,
     SteerEvaluator,
     SteerSearchSpace,
 )

@@ -9,9 +9,9 @@ import sys
 
 import numpy as np
 import torch
+from test_steer import make_hook, make_tracker
 
 from autosteer import CosineSchedule, DecaySchedule, WarmupSchedule
-from test_steer import make_hook, make_tracker
 
 N = 100_000
 
@@ -137,7 +137,7 @@ def test_error_paths_do_not_leak():
     """Refused schedules, bad schedule returns, bad rows and deep copies leave reference counts flat."""
     import copy
 
-    from autosteer import InvalidArgumentError, ScheduleError, _C
+    from autosteer import _C, InvalidArgumentError, ScheduleError
 
     tracker = make_tracker()
     dirs = torch.randn(2, 8)

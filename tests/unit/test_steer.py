@@ -7,9 +7,10 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
-
 import tiny_models
+import torch
+from reference import ReferenceSteer, reference_direction
+
 from autosteer import (
     AutoSteerError,
     CosineSchedule,
@@ -22,7 +23,6 @@ from autosteer import (
     VectorShapeError,
     WarmupSchedule,
 )
-from reference import ReferenceSteer, reference_direction
 
 PROMPTS = ["the cat sees a small red ball", "my friend likes"]
 

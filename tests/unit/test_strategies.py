@@ -195,7 +195,7 @@ def test_schedule_draws_respect_ranges():
 
 
 def test_an_unbound_strategy_holds_its_options_and_binds_to_a_copy():
-    from autosteer import LocalSearch, RandomSearch, TPE, TPESearch
+    from autosteer import TPE, LocalSearch, RandomSearch, TPESearch
 
     assert AutoSteerSearch is LocalSearch and TPESearch is TPE  # the former names still work
     s = LocalSearch(patience=3, n_init=2)

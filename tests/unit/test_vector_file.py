@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from tiny_models import make_model, make_tokenizer
 
 from autosteer import Concept, CosineSchedule, DecaySchedule, InvalidArgumentError, Steer
@@ -191,12 +190,20 @@ def test_what_cannot_be_exported_is_refused(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def _finish(w):
+    """Write a GGUFWriter's header, metadata and tensors, then close it."""
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def _bad_files(tmp_path, model, tok):
     s = steered(model, tok)
     good = s.save(tmp_path / "good.safetensors")
     s.reset_all()
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     with safe_open(str(good), framework="pt") as f:
         meta = dict(f.metadata())
@@ -216,19 +223,19 @@ def _bad_files(tmp_path, model, tok):
     out["wide.safetensors"] = "made for a model with hidden_size 64"
     w = gguf.GGUFWriter(str(tmp_path / "deep.gguf"), "controlvector")
     w.add_tensor("direction.7", np.ones(32, dtype=np.float32))
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    _finish(w)
     out["deep.gguf"] = r"'direction.7' is for layer 7, but LlamaForCausalLM has 3 layers"
     w = gguf.GGUFWriter(str(tmp_path / "narrow.gguf"), "controlvector")
     w.add_tensor("direction.1", np.ones(16, dtype=np.float32))
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    _finish(w)
     out["narrow.gguf"] = "has 16 values, but LlamaForCausalLM's hidden size is 32"
     w = gguf.GGUFWriter(str(tmp_path / "nan.gguf"), "controlvector")
     w.add_tensor("direction.1", np.full(32, np.nan, dtype=np.float32))
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    _finish(w)
     out["nan.gguf"] = "'direction.1' holds NaN"
     w = gguf.GGUFWriter(str(tmp_path / "model.gguf"), "llama")
     w.add_tensor("token_embd.weight", np.ones((4, 32), dtype=np.float32))
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    _finish(w)
     out["model.gguf"] = "'general.architecture' is 'llama', expected 'controlvector'"
     (tmp_path / "cut.gguf").write_bytes((tmp_path / "nan.gguf").read_bytes()[:40])
     out["cut.gguf"] = "not a readable GGUF file"
