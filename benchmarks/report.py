@@ -534,6 +534,21 @@ def steer_ceiling() -> str:
     return "\n\n".join(out)
 
 
+def objective_alignment() -> str:
+    """How well the objective's measures separate the strict judge's on-request answers (AUC)."""
+    d = _load("objective_alignment")
+    if not d:
+        return "Not measured yet: `python benchmarks/objective_alignment.py`."
+    c = d["counts"]
+    rows = [(f"`{name}`", *(f"{v:.3f}" for v in aucs.values())) for name, aucs in d["auc"].items()]
+    return (f"`benchmarks/results/objective_alignment.json` ({_machine(d['machine'])}): the "
+            f"{sum(c.values())} on-concept, not-stuck held-out answers of {d['source_units']} units of "
+            f"`search_real.json`: {c['strict']} on-request by the strict judge, {c['loose only']} by the loose "
+            f"judge only (drifted to the topic), {c['off']} off-request by both. Area under the ROC curve of each "
+            "measure for telling the strict judge's on-request answers from the others (0.5 = chance):\n\n"
+            + _md(rows, ("measure", "vs loose only", "vs off-request", "vs both")))
+
+
 def headline() -> str:
     """The README's few numbers, each with the page that has the rest."""
     lines = []
@@ -595,7 +610,7 @@ def headline() -> str:
 SECTIONS = {"headline": headline, "performance": performance, "real-model": real_model, "llamacpp": llamacpp,
             "search-quality": search_quality, "real-demo-output": real_demo_output, "reasoning": reasoning,
             "organism-targets": organism_targets, "search-real": search_real, "steer-ceiling": steer_ceiling,
-            "serve-load": serve_load}
+            "serve-load": serve_load, "objective-alignment": objective_alignment}
 
 
 def _pattern(name: str) -> re.Pattern:
