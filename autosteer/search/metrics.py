@@ -283,6 +283,17 @@ def _check_judge(name: str, value: Any) -> Any:
     return value
 
 
+def _check_topic(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidArgumentError(
+            f"{name} must be a non-empty request for the concept itself (e.g. 'Tell me about weddings.') or None, "
+            f"got {_describe(value)}"
+        )
+    return value
+
+
 def _positive_real(name: str, value: Any) -> float:
     value = check_real(name, value, minimum=0.0)
     if value <= 0.0:
@@ -587,13 +598,17 @@ class SteeredConcept(Metric):
 class SteeredAnswer(Metric):
     """The default objective of a concept search (``"steered_answer"``): on-concept AND on-request AND fluent.
 
-    ``SteeredAnswer(pattern=..., fluency_margin=1.0, fluency_scale=3.0, relevance_judge=None)``:
+    ``SteeredAnswer(pattern=..., fluency_margin=1.0, fluency_scale=3.0, relevance_judge=None,
+    topic_request=None)``:
     per prompt the harmonic mean of the concept, relevance and fluency scores
     (0 when the answer is stuck), with the fluency budget ``fluency_margin`` as
     a hard constraint; ``fluency_scale`` is the excess NLL (nat/token) at which
     an answer's fluency score reaches 0, and ``relevance_judge(request,
-    answer) -> [0, 1]`` may replace the relevance measure.  See
-    :mod:`autosteer.search.objective` for the formulas.
+    answer) -> [0, 1]`` may replace the relevance measure.  ``topic_request``
+    (e.g. "Tell me about weddings."): relevance is also taken against this
+    request, so an answer more about the topic than about its request scores
+    low (measured answer by answer, not yet in a search: docs/search-real.md).
+    See :mod:`autosteer.search.objective` for the formulas.
     """
 
     name = "steered_answer"
@@ -621,11 +636,20 @@ class SteeredAnswer(Metric):
             check=_check_judge,
             fingerprint=_label,
         ),
+        Option(
+            "topic_request",
+            None,
+            "a plain request for the concept (e.g. 'Tell me about weddings.'): relevance is also taken against it",
+            check=_check_topic,
+            parse=str,
+            metavar="TEXT",
+        ),
     )
     pattern: Any
     fluency_margin: float
     fluency_scale: float
     relevance_judge: Callable[[Any, str], float] | None
+    topic_request: str | None
 
     mergeable = True
 
@@ -645,6 +669,7 @@ class SteeredAnswer(Metric):
             unsteered=job.candidates is None and job.whole and not _steered(ev.model),
             context=job.context,
             positions=job.positions,
+            topic=self.topic_request,
         )
         return [_answer_result(s, tuple(t)) for s, t in zip(scores, texts)]
 

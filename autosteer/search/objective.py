@@ -17,8 +17,12 @@ relevance ``ρ_p`` (nat/token)
     *unsteered* model: a pointwise mutual information, how much the answer is
     about its request.  Its score is ``r_p = clip(ρ_p / ρ_0, 0, 1)`` where
     ``ρ_0`` is the mean relevance of the unsteered model's own answers to the
-    same prompts (floored at ``RELEVANCE_FLOOR``).  A user judge
-    ``(request, answer) -> [0, 1]`` may replace ``r_p``.
+    same prompts (floored at ``RELEVANCE_FLOOR``).  With a *topic request*
+    ``t`` (a plain request for the concept, e.g. "Tell me about weddings."),
+    ``ρ_p = min(ℓ(a_p | x_p) - mean_q ℓ(a_p | x_q), ℓ(a_p | x_p) - ℓ(a_p | t))``:
+    the answer must also be more about its request than about the topic (the
+    same formula gives ``ρ_0``).  A user judge ``(request, answer) -> [0, 1]``
+    may replace ``r_p``.
 fluency ``e_p`` (nat/token)
     the answer's mean per-token NLL under the unsteered model minus ``F_0p``,
     the same for the unsteered model's own (greedy) answer to the same prompt.
@@ -166,58 +170,65 @@ def _answer_logps(
     groups_ids: Sequence[Sequence[Sequence[int]]],
     others: list[list[int]],
     own: Sequence[int] | None = None,
+    topic: Any = None,
 ) -> tuple[list[list[float]], list[list[float]]]:
     """Per group and answer: the mean per-token log-prob of the answer given its own request,
     and the mean over the other requests of the same given each of them (unsteered model).
 
     ``prompts``: the whole prompt set; answer ``j`` of a group answers ``prompts[own[j]]``
     (``own`` None: answer ``j`` answers ``prompts[j]``) and is scored against the requests
-    ``prompts[others[j]]``."""
+    ``prompts[others[j]]``.  With a ``topic`` request, the second value is the larger of that
+    mean and the log-prob given the topic request, so that own minus it is the smaller PMI."""
 
     n = len(groups_ids[0]) if groups_ids else 0
     answers: Sequence[int] = range(n) if own is None else own
     prompt_ids: dict[int, list[int]] = {}
     for src in {i for j in range(n) for i in [answers[j], *others[j]]}:
         prompt_ids[src] = ev._prompt_ids(prompts[src])
+    extra = [] if topic is None else [-1]
+    if topic is not None:
+        prompt_ids[-1] = ev._prompt_ids(topic)
     k = len(others[0]) if others else 0
     examples = []
     for group in groups_ids:
         for p, cont in enumerate(group):
             cont = list(cont)
-            for src in [answers[p]] + others[p]:
+            for src in [answers[p], *others[p], *extra]:
                 ids = prompt_ids[src]
                 examples.append((ids + cont, range(len(ids), len(ids) + len(cont))))
     rows = ev.unsteered_nll(examples)
     logp = _mean_logp(rows)
     own_all, other_all = [], []
-    step = 1 + k
+    step = 1 + k + len(extra)
     for g in range(len(groups_ids)):
         mine, theirs = [], []
         for p in range(n):
             base = (g * n + p) * step
             mine.append(logp[base])
-            theirs.append(sum(logp[base + 1 : base + step]) / k if k else math.nan)
+            mean_other = sum(logp[base + 1 : base + 1 + k]) / k if k else math.nan
+            theirs.append(max(mean_other, logp[base + 1 + k]) if extra else mean_other)
         own_all.append(mine)
         other_all.append(theirs)
     return own_all, other_all
 
 
 def answer_references(
-    ev, prompts: Sequence[Any], ids: Sequence[Sequence[Sequence[int]]] | None = None
+    ev, prompts: Sequence[Any], ids: Sequence[Sequence[Sequence[int]]] | None = None, topic: Any = None
 ) -> tuple[tuple[float, ...], float]:
     """``(F_0p, ρ_0)``: the NLL of the unsteered model's own answer to each prompt, and the mean
-    relevance of those answers; computed once per prompt set and generation length (``ids``:
-    those answers, when the caller has just generated them unsteered)."""
+    relevance of those answers (against ``topic`` too, when given); computed once per prompt set,
+    generation length and topic request (``ids``: those answers, when the caller has just
+    generated them unsteered)."""
     from autosteer._canonical import digest
     from autosteer.search.metrics import MetricJob
     from autosteer.steering.steer import steering_paused
 
-    key = "answer:" + digest([list(prompts), ev.max_new_tokens])
+    key = "answer:" + digest([list(prompts), ev.max_new_tokens] + ([] if topic is None else [topic]))
     if key not in ev._reference:
         if ids is None:
             with steering_paused(ev.model):
                 _, ids = ev.generate_with_ids(MetricJob(list(prompts), None), early_stop=False)
-        own, other = _answer_logps(ev, prompts, ids, relevance_others(len(prompts)))
+        own, other = _answer_logps(ev, prompts, ids, relevance_others(len(prompts)), topic=topic)
         nll = [-x for x in own[0]]
         pmi = [a - b for a, b in zip(own[0], other[0])]
         ev._reference[key] = (tuple(nll), sum(pmi) / len(pmi))
@@ -237,6 +248,7 @@ def answer_scores(
     unsteered: bool = False,
     context: Sequence[Any] | None = None,
     positions: Sequence[int] | None = None,
+    topic: Any = None,
 ) -> list[AnswerScores]:
     """The :class:`AnswerScores` of each candidate group's answers (``texts`` and their token
     ``ids``, one list per group) to ``prompts``; ``unsteered``: the answers are the unsteered
@@ -246,7 +258,8 @@ def answer_scores(
     the position of each prompt in it.  The references (``F_0p``, ``ρ_0``) and the other requests
     of each answer's relevance then come from the whole set, so every per-prompt score is what
     scoring the whole set gives; only the set-level terms (``F``, ``F_0``, feasibility) are those
-    of the part (:func:`join_scores` joins parts into the whole set's scores)."""
+    of the part (:func:`join_scores` joins parts into the whole set's scores).  ``topic``: a
+    request for the concept itself; relevance is then also taken against it (module docstring)."""
     from autosteer.search.metrics import REPETITION_LIMIT, repetition
 
     full = list(prompts) if context is None else list(context)
@@ -258,11 +271,11 @@ def answer_scores(
             "the answer objective scores relevance against the other prompts of the set, so it needs at least 2 "
             f"prompts (got {len(full)}), or a relevance judge"
         )
-    f0p_all, rho0 = answer_references(ev, full, ids if unsteered and context is None else None)
+    f0p_all, rho0 = answer_references(ev, full, ids if unsteered and context is None else None, topic)
     f0p = tuple(f0p_all[i] for i in where)
     f0 = sum(f0p) / len(f0p)
     others_all = relevance_others(len(full))
-    own, other = _answer_logps(ev, full, ids, [others_all[i] for i in where], where)
+    own, other = _answer_logps(ev, full, ids, [others_all[i] for i in where], where, topic)
     ref = max(rho0, RELEVANCE_FLOOR)
     out = []
     for g, (group_texts, group_ids) in enumerate(zip(texts, ids)):

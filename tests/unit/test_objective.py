@@ -53,15 +53,19 @@ def rep3(ids):
     return 0.0 if not wins else sum(1 for i, w in enumerate(wins) if w in wins[:i]) / len(wins)
 
 
-def reference(model, tok, prompts, answers, concept, margin, scale):
-    """The objective by hand: references from the unsteered model's own greedy answers."""
+def reference(model, tok, prompts, answers, concept, margin, scale, topic=None):
+    """The objective by hand: references from the unsteered model's own greedy answers; with a
+    ``topic`` request, relevance is the smaller of the PMI against the other requests and against it."""
     n = len(prompts)
     others = [[(p + 1) % n, (p + 2) % n] for p in range(n)]
 
     def axes(conts):
         own = [mean_logp(model, tok, prompts[p], c) for p, c in enumerate(conts)]
         other = [sum(mean_logp(model, tok, prompts[q], c) for q in others[p]) / 2 for p, c in enumerate(conts)]
-        return [-x for x in own], [a - b for a, b in zip(own, other)]
+        pmi = [a - b for a, b in zip(own, other)]
+        if topic is not None:
+            pmi = [min(x, a - mean_logp(model, tok, topic, c)) for x, a, c in zip(pmi, own, conts)]
+        return [-x for x in own], pmi
 
     plain = [greedy_ids(model, tok, p, N_NEW) for p in prompts]
     nll0, pmi0 = axes(plain)
@@ -90,14 +94,16 @@ def test_combine_and_others_by_hand():
     assert relevance_others(2) == [[1], [0]]
 
 
+@pytest.mark.parametrize("topic", [None, "I feel happy and the cat likes"])
 @pytest.mark.parametrize("steered", [False, True])
-def test_steered_answer_matches_a_plain_torch_reference(model, steered):
+def test_steered_answer_matches_a_plain_torch_reference(model, steered, topic):
     tok = make_tokenizer()
     plain = [greedy_ids(model, tok, p, N_NEW) for p in PROMPTS]
     # on-concept: the answers that contain the unsteered first answer's first word
     word = tok.decode(plain[0][:1]).strip()
     concept = lambda text: 1.0 if word in text else 0.0
-    ev = SteerEvaluator(model, tok, SteeredAnswer(pattern=concept, fluency_margin=10.0, fluency_scale=2.0),
+    ev = SteerEvaluator(model, tok, SteeredAnswer(pattern=concept, fluency_margin=10.0, fluency_scale=2.0,
+                                                  topic_request=topic),
                         max_new_tokens=N_NEW, batch_size=2)
     steer = Steer(model, tok)
     cand = SteerCandidate.from_dict([{"layer_idx": 1, "coeff": 0.5, "text": "happy"}])
@@ -109,7 +115,9 @@ def test_steered_answer_matches_a_plain_torch_reference(model, steered):
         got = ev.evaluate_result(PROMPTS)
         answers = plain
     assert list(got.outputs) == [tok.decode(a, skip_special_tokens=True) for a in answers]
-    want, details = reference(model, tok, PROMPTS, answers, concept, 10.0, 2.0)
+    want, details = reference(model, tok, PROMPTS, answers, concept, 10.0, 2.0, topic)
+    if topic is not None:  # the topic term changes the measure here: the test can tell it was applied
+        assert details["relevance"] < reference(model, tok, PROMPTS, answers, concept, 10.0, 2.0)[1]["relevance"]
     assert got.per_prompt == pytest.approx(want, abs=1e-5)
     assert got.value == pytest.approx(sum(want) / len(want), abs=1e-5)
     for k, v in details.items():
