@@ -353,6 +353,7 @@ def serve_load() -> str:
 SEARCH_REAL_METHODS = {
     "prev": "previous default (`SteerSearchSpace(texts=[concept])`, `steered_concept`)",
     "new": "new default (calibrated space, `steered_answer`)",
+    "new+topic": "the new default with `steered_answer(topic_request=\"Tell me about <concept>.\")` (relevance against the topic too)",
     "random": "random search in the new default's space (steering only), `steered_answer`, same budget",
     "grid": "20-point hand grid (layers 8-20 x coefficients 0.2-0.75, steering only), best feasible by `steered_answer`",
     "prompt": "prompting alone (a system prompt)",
@@ -437,7 +438,7 @@ def _search_real_medians(d) -> str:
                         "success (judged), median", "success (judged), mean", "strict judge: on-request",
                         "success (strict), median", "success (strict), mean", "within budget", "search wall s")))
     pairs, strict = [], []
-    for lead in ("new+usr+ans", "new"):
+    for lead in ("new+usr+ans", "new", "new+topic"):
         if lead not in methods:
             continue
         for other in methods:

@@ -29,6 +29,9 @@ Methods, per (concept, seed), in an order rotated by the seed:
 ``new+usr`` ``new+sys`` with ``prompt_role="user"``: the library's prompt dimension putting the
             instruction after the request in the user's turn.
 ``new+usr+ans`` ``new+usr`` steering the generated tokens only (as ``new+user+ans``).
+``new+topic`` the new default with ``SteeredAnswer(topic_request="Tell me about <concept>.")``: its
+            relevance is also taken against that request (docs/metrics.md); held-out answers are
+            scored by the plain objective like every other method's.
 ``new+sys`` the new default with the system prompt as a search dimension of the library
             (``SteerSearchSpace(system_prompts=[...])``): it tries the prompt alone, steering
             alone and both, judged against the plain requests, same budget.
@@ -64,7 +67,8 @@ from pathlib import Path
 
 from _common import RESULTS, ROOT, machine, table
 
-METHODS = ("prev", "new", "random", "grid", "prompt", "user", "new+prompt", "new+user", "new+user+ans", "new+usr", "new+usr+ans", "new+sys", "new+sys+warm")
+METHODS = ("prev", "new", "new+topic", "random", "grid", "prompt", "user", "new+prompt", "new+user", "new+user+ans", "new+usr",
+           "new+usr+ans", "new+sys", "new+sys+warm")
 GRID_LAYERS = (8, 11, 14, 17, 20)
 GRID_COEFFS = (0.2, 0.35, 0.5, 0.75)
 SYSTEM = {
@@ -155,12 +159,15 @@ class Bench:
             return [[{"role": "user", "content": f"{p}\n\n{SYSTEM[name]}"}] for p in prompts]
         return [[{"role": "system", "content": SYSTEM[name]}, {"role": "user", "content": p}] for p in prompts]
 
-    def runner(self, prompts, space, metric, pattern, strategy, seed):
+    def runner(self, prompts, space, metric, pattern, strategy, seed, topic=None):
         from autosteer import AutoSteerRunner
         from autosteer.search.metrics import SteeredAnswer, SteeredConcept
 
-        cls = SteeredAnswer if metric == "steered_answer" else SteeredConcept
-        return AutoSteerRunner(self.model, self.tok, prompts, metric=cls(pattern=pattern, fluency_margin=MARGIN),
+        if metric == "steered_answer":
+            objective = SteeredAnswer(pattern=pattern, fluency_margin=MARGIN, topic_request=topic)
+        else:
+            objective = SteeredConcept(pattern=pattern, fluency_margin=MARGIN)
+        return AutoSteerRunner(self.model, self.tok, prompts, metric=objective,
                                chat=True, max_new_tokens=self.args.max_new_tokens, search_space=space,
                                log_path=None, seed=seed, strategy=strategy, population=self.args.population)
 
@@ -209,7 +216,7 @@ class Bench:
                 space = answer_only(space)
             info = {"space": space.to_dict()["layer_range"], "coeff_range": list(space.coeff_range)}
             runner = self.runner(prompts, space, "steered_answer", pattern, "random" if method == "random" else "local",
-                                 seed)
+                                 seed, topic=f"Tell me about {name}." if method == "new+topic" else None)
         res = runner.run(self.args.budget, verbose=False, batch_size=len(prompts))
         wall = time.perf_counter() - t + extra
         trace = _trace(res, extra)
@@ -433,7 +440,7 @@ def report(data):
           "over the unsteered model's answers, budget +1; success = on-concept AND on-request by the judge AND not "
           "stuck; strict = the judge's strict reading, also closer to its request than to the concept's texts)")
     data["targets"] = {}
-    for lead in ("new", "new+prompt", "new+user", "new+user+ans", "new+usr", "new+usr+ans", "new+sys", "new+sys+warm"):
+    for lead in ("new", "new+topic", "new+prompt", "new+user", "new+user+ans", "new+usr", "new+usr+ans", "new+sys", "new+sys+warm"):
         if lead in methods:
             data["targets"][lead] = _targets(runs, methods, lead, paired_p)
 
