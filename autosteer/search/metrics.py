@@ -607,7 +607,9 @@ class SteeredAnswer(Metric):
     answer) -> [0, 1]`` may replace the relevance measure.  ``topic_request``
     (e.g. "Tell me about weddings."): relevance is also taken against this
     request, so an answer more about the topic than about its request scores
-    low (measured answer by answer, not yet in a search: docs/search-real.md).
+    low.  It separates drifted answers better answer by answer, but searches
+    with it on SmolLM2 did no better, rather worse (docs/search-real.md), so it is
+    not the default.
     See :mod:`autosteer.search.objective` for the formulas.
     """
 
