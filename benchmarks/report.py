@@ -579,14 +579,25 @@ def headline() -> str:
                                            ("new+usr+ans", "the instruction after the request + answer-only steering"),
                                            ("user", "that instruction alone, no steering")) if m in by]
         if shown:
-            med = lambda m, k: 100 * statistics.median(h[k] for h in by[m])  # noqa: E731
-            parts = [f"{what} {med(m, 'judged_success'):.0f}% ({med(m, 'judged_success_strict'):.0f}%)"
+            from search_real import runs_of
+
+            from autosteer.search.stats import paired_p
+
+            mean = lambda m, k: 100 * statistics.mean(h[k] for h in by[m])  # noqa: E731
+            parts = [f"{what} {mean(m, 'judged_success'):.0f}% ({mean(m, 'judged_success_strict'):.0f}%)"
                      for m, what in shown]
-            lines.append(f"- The same model under the default objective `steered_answer`, {len(by[shown[0][0]])} "
-                         "runs (concept x seed) over 3 concepts: the median share of held-out answers on the concept AND on "
-                         "their request by an independent judge AND not stuck (in brackets: by the judge's strict "
-                         "reading) is " + "; ".join(parts) + ". The target was 50%: missed "
-                         "([measured](docs/search-real.md)).")
+            line = (f"- The same model under the default objective `steered_answer`, {len(by[shown[0][0]])} "
+                    "runs (concept x seed) over 3 concepts: the mean share of held-out answers on the concept AND "
+                    "on their request by an independent judge AND not stuck (in brackets: by the judge's strict "
+                    "reading) is " + "; ".join(parts))
+            both = [r["methods"] for r in runs_of(sr) if "new+usr+ans" in r["methods"] and "user" in r["methods"]]
+            if len(both) >= 2:
+                a = [r["new+usr+ans"]["held"]["judged_success_strict"] for r in both]
+                b = [r["user"]["held"]["judged_success_strict"] for r in both]
+                line += (f". By the strict judge, instruction + steering beats the instruction alone in "
+                         f"{sum(x > y for x, y in zip(a, b))} of {len(both)} runs (lower in "
+                         f"{sum(x < y for x, y in zip(a, b))}; p = {paired_p(a, b, False, 'wilcoxon'):.2g})")
+            lines.append(line + ". The target was 50%: missed ([measured](docs/search-real.md)).")
     th = _load("eval_throughput")
     if th:
         lines.append(f"- Scoring candidates: {th['ratio']:.1f}x the candidates per minute of a naive loop, with "
