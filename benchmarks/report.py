@@ -452,7 +452,7 @@ def _search_real_medians(d) -> str:
                           f"{sum(x > y for x, y in zip(a, b))} / {sum(x < y for x, y in zip(a, b))}",
                           f"{paired_p(a, b, False, 'wilcoxon'):.3g} / {paired_p(b, a, False, 'wilcoxon'):.3g}"]
             pairs.append(tuple(cells))
-            sa, sb = ([r[m]["held"]["judged_success_strict"] for r in both] for m in (lead, other))
+            sa, sb = paired_scores(measured, lead, other, key="judged_success_strict")
             strict.append((f"`{lead}`", f"`{other}`", len(both),
                            f"{100 * statistics.mean(sa):.0f}% vs {100 * statistics.mean(sb):.0f}%",
                            f"{sum(x > y for x, y in zip(sa, sb))} / {sum(x < y for x, y in zip(sa, sb))}",
@@ -579,7 +579,7 @@ def headline() -> str:
                                            ("new+usr+ans", "the instruction after the request + answer-only steering"),
                                            ("user", "that instruction alone, no steering")) if m in by]
         if shown:
-            from search_real import runs_of
+            from search_real import paired_scores, runs_of
 
             from autosteer.search.stats import paired_p
 
@@ -590,12 +590,10 @@ def headline() -> str:
                     "runs (concept x seed) over 3 concepts: the mean share of held-out answers on the concept AND "
                     "on their request by an independent judge AND not stuck (in brackets: by the judge's strict "
                     "reading) is " + "; ".join(parts))
-            both = [r["methods"] for r in runs_of(sr) if "new+usr+ans" in r["methods"] and "user" in r["methods"]]
-            if len(both) >= 2:
-                a = [r["new+usr+ans"]["held"]["judged_success_strict"] for r in both]
-                b = [r["user"]["held"]["judged_success_strict"] for r in both]
+            a, b = paired_scores(runs_of(sr), "new+usr+ans", "user", key="judged_success_strict")
+            if len(a) >= 2:
                 line += (f". By the strict judge, instruction + steering beats the instruction alone in "
-                         f"{sum(x > y for x, y in zip(a, b))} of {len(both)} runs (lower in "
+                         f"{sum(x > y for x, y in zip(a, b))} of {len(a)} runs (lower in "
                          f"{sum(x < y for x, y in zip(a, b))}; p = {paired_p(a, b, False, 'wilcoxon'):.2g})")
             lines.append(line + ". The target was 50%: missed ([measured](docs/search-real.md)).")
     th = _load("eval_throughput")

@@ -376,14 +376,14 @@ def runs_of(data):
     return [{"concept": c, "seed": s, "methods": ms} for (c, s), ms in sorted(by.items())]
 
 
-def paired_scores(runs, lead, other, gated=False):
-    """The held-out combined scores of ``lead`` and of ``other`` over the runs (of :func:`runs_of`)
-    where both ran; ``gated``: a run whose held-out answers are over the fluency budget scores 0,
-    as the objective treats an infeasible candidate."""
+def paired_scores(runs, lead, other, gated=False, key="combined"):
+    """The held-out ``key`` (the combined score, or e.g. ``judged_success_strict``) of ``lead`` and
+    of ``other`` over the runs (of :func:`runs_of`) where both ran; ``gated``: a run whose held-out
+    answers are over the fluency budget scores 0, as the objective treats an infeasible candidate."""
     both = [r for r in runs if lead in r["methods"] and other in r["methods"]]
 
     def score(u):
-        return u["held"]["combined"] * (u["held"]["feasible"] if gated else 1)
+        return u["held"][key] * (u["held"]["feasible"] if gated else 1)
 
     return [score(r["methods"][lead]) for r in both], [score(r["methods"][other]) for r in both]
 
@@ -469,7 +469,7 @@ def _targets(runs, methods, lead, paired_p):
         p_prompts = paired_p(pa, pb, False, "wilcoxon")
         wins = sum(x > y for x, y in zip(a, b))
         ga, gb = paired_scores(both, lead, other, gated=True)
-        sa, sb = ([r["methods"][m]["held"]["judged_success_strict"] for r in both] for m in (lead, other))
+        sa, sb = paired_scores(both, lead, other, key="judged_success_strict")
         targets[f"combined: {lead} beats {other} (paired over runs, p < 0.05)"] = (
             p < 0.05,
             (f"median {statistics.median(a):.3f} vs {statistics.median(b):.3f}; higher in {wins}/{len(a)} runs; "
