@@ -8,12 +8,16 @@
 A section sits between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` markers in one of
 PAGES (README.md and docs/*.md); every section must appear at least once:
 ``headline`` (the README's few numbers, with links), ``performance`` (steering overhead,
-evaluation throughput, population, search wall time, memory), ``real-model`` (the SmolLM2
-demo's held-out targets and the llm_steer recipe beside it), ``real-demo-output`` (what the
-SmolLM2 demo printed), ``reasoning`` (the seed example on SmolLM2), ``llamacpp`` (the exported
+evaluation throughput, population, search wall time, memory), ``real-model`` (the earlier SmolLM2
+demo's held-out targets and the llm_steer recipe beside it), ``real-demo-output`` (what that
+demo printed), ``demo-smollm2`` (the current SmolLM2 demo: its time, output and judged answers),
+``demo-smollm2-output`` (what it printed),
+``reasoning`` (the seed example on SmolLM2), ``llamacpp`` (the exported
 control vector in llama.cpp), ``search-quality`` (the strategies and keep rules side by side)
 ``organism-targets`` (the embedded model's targets), ``search-real`` (the concept search on
-a real model, method by method) and ``serve-load`` (``autosteer serve`` under concurrent clients).
+a real model, method by method), ``steer-ceiling`` (one vector's best cells),
+``objective-alignment`` (the objective's measures against the judge) and ``serve-load``
+(``autosteer serve`` under concurrent clients).
 """
 
 from __future__ import annotations
@@ -550,6 +554,47 @@ def objective_alignment() -> str:
             + _md(rows, ("measure", "vs loose only", "vs off-request", "vs both")))
 
 
+JUDGED_ORDER = ["unsteered", "prompt alone", "demo's choice"]
+
+
+def demo_smollm2_output() -> str:
+    """What the current real-model demo printed (for the getting-started page)."""
+    d = _load("demo_smollm2")
+    if not d or d.get("smaller_settings"):
+        return "Not measured yet: `python benchmarks/demo_smollm2.py`."
+    return (f"What `benchmarks/demo_smollm2.py` recorded ({_machine(d['machine'])}; one run, "
+            f"{d['demo_s']:.0f} s):\n\n```text\n" + d["demo_output"] + "\n```")
+
+
+def demo_smollm2() -> str:
+    """The current real-model demo as ``benchmarks/demo_smollm2.py`` ran it: time, output, judged answers."""
+    d = _load("demo_smollm2")
+    if not d:
+        return "Not measured yet: `python benchmarks/demo_smollm2.py`."
+    if d.get("smaller_settings"):
+        return f"Only a smaller run is recorded ({d['smaller_settings']}): run `python benchmarks/demo_smollm2.py`."
+    met = "met" if d["demo_s"] <= d["target_s"] else "**missed**"
+    threads = "the demo's default" if d["threads_asked"] is None else f"`--threads {d['threads_asked']}`"
+    rows = [(k, f"{100 * v['concept_rate']:.0f}%", f"{100 * v['judge_on_request']:.0f}% / "
+             f"{100 * v['judge_on_request_strict']:.0f}%", f"{v['fluency_excess']:+.2f}", f"{100 * v['stuck']:.0f}%",
+             f"{100 * v['judged_success']:.0f}% / {100 * v['judged_success_strict']:.0f}%")
+            for k, v in sorted(d["judged"].items(), key=lambda kv: JUDGED_ORDER.index(kv[0]))]
+    cell = lambda t: " ".join(t.split()).replace("|", "\\|")  # noqa: E731
+    examples = [(cell(e["prompt"]), cell(e["before"]), cell(e.get("prompt_alone", e["after"])), cell(e["after"]))
+                for e in d["examples"]]
+    return (f"`benchmarks/demo_smollm2.py` ({_machine(d['machine'])}; threads: {threads}, load average "
+            f"{d['load_average_at_start']:.2f} when it started; one run): **{d['demo_s']:.0f} s** by the demo's "
+            f"clock (target {d['target_s']:.0f} s: {met}), {d['cpu_s']:.0f} s of CPU, {d['peak_gb']:.2f} GB peak "
+            "memory. What it printed:\n\n```text\n" + d["demo_output"] + "\n```\n\n"
+            f"The {len(d['held_requests'])} held-out requests answered again after the demo and judged as "
+            "`benchmarks/search_real.py` judges a method's choice (judge: loose / strict reading; success = on the "
+            "concept AND on request by the judge AND not stuck):\n\n"
+            + _md(rows, ("held-out answers", "concept", "judge on-request", "fluency (nat/token)", "stuck",
+                         "success"))
+            + "\n\nThe demo's examples in full (40 greedy tokens each), to read as a user would:\n\n"
+            + _md(examples, ("request", "unsteered", "prompting alone", "the demo's choice")))
+
+
 def headline() -> str:
     """The README's few numbers, each with the page that has the rest."""
     lines = []
@@ -559,15 +604,19 @@ def headline() -> str:
         lines.append(f"- The embedded model: held-out task accuracy {100 * a['baseline_heldout']:.0f}% -> "
                      f"{100 * a['best_heldout']:.0f}% on 200 prompts the search never saw, with the configuration "
                      "`autosteer demo` finds in seconds ([the organism](docs/organism.md)).")
-    d = _load("real_model_demo")
-    if d:
-        u, b = d["heldout_unsteered"], d["heldout_best"]
-        lines.append(f"- SmolLM2-135M-Instruct, concept *weddings*, the earlier demo configuration (objective "
-                     f"`steered_concept`, whose answers stop answering their requests): held-out concept "
-                     f"rate {100 * u['concept_rate']:.0f}% -> {100 * b['concept_rate']:.0f}% at "
-                     f"{b['fluency'] - u['fluency']:+.2f} nat/token of fluency (budget +1), a search of "
-                     f"{d['iterations']} candidates in {d['demo_s']:.0f} s on {d['machine']['cores']} CPU cores "
-                     "([benchmarks](docs/benchmarks.md#a-real-model-smollm2)).")
+    d = _load("demo_smollm2")
+    if d and not d.get("smaller_settings"):
+        j = d["judged"]
+        choice = j.get("demo's choice", j["unsteered"])
+        alone = j.get("prompt alone")
+        lines.append(f"- `autosteer demo --model smollm2` (SmolLM2-135M-Instruct, concept *weddings*, default "
+                     f"settings): {d['demo_s']:.0f} s on {d['machine']['cores']} CPU cores (target "
+                     f"{d['target_s']:.0f} s); of its {len(d['held_requests'])} held-out answers, on the concept AND "
+                     "on their request by an independent judge's strict reading AND not stuck: "
+                     f"{100 * j['unsteered']['judged_success_strict']:.0f}% unsteered, "
+                     + (f"{100 * alone['judged_success_strict']:.0f}% with its prompt alone, " if alone else "")
+                     + f"{100 * choice['judged_success_strict']:.0f}% with its choice "
+                     "([the demo](docs/search-real.md#the-real-model-demo)).")
     sr = _load("search_real")
     if sr and sr.get("units"):
         import statistics
@@ -620,7 +669,8 @@ def headline() -> str:
 SECTIONS = {"headline": headline, "performance": performance, "real-model": real_model, "llamacpp": llamacpp,
             "search-quality": search_quality, "real-demo-output": real_demo_output, "reasoning": reasoning,
             "organism-targets": organism_targets, "search-real": search_real, "steer-ceiling": steer_ceiling,
-            "serve-load": serve_load, "objective-alignment": objective_alignment}
+            "serve-load": serve_load, "objective-alignment": objective_alignment,
+            "demo-smollm2": demo_smollm2, "demo-smollm2-output": demo_smollm2_output}
 
 
 def _pattern(name: str) -> re.Pattern:
