@@ -71,7 +71,6 @@ def main(argv=None):
 
     torch.set_num_threads(2)
     bench = Bench(SimpleNamespace(max_new_tokens=CONCEPT_DEMO["max_new_tokens"]))
-    bench.held_ev = {}
     held = load_concept_demo()[3][: a.num_holdout or CONCEPT_DEMO["num_holdout"]]
     best = report["best_candidate"]
     alone = report["prompt_alone"]

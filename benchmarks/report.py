@@ -606,22 +606,22 @@ def _issue_targets(sr) -> str:
 
     runs = runs_of(sr)
     methods = [m for m in METHODS if any(m in r["methods"] for r in runs)]
-    parts, strict = [], []
+    parts, strict, targets = [], [], {}
     for lead, what in (("new", "the steering-only default"), ("new+usr+ans", "instruction + answer-only steering")):
         with contextlib.redirect_stdout(io.StringIO()):
-            t = _targets(runs, methods, lead, paired_p)
-        beats = [(o, v) for o in ("user", "grid", "random") for k, v in t.items()
-                 if k.startswith(f"combined: {lead} beats {o} ")]
-        ps = ", ".join(f"{o} p = {v['detail'].split('p = ')[1].split(' ')[0]}" for o, v in beats)
-        ok = all(v["met"] for _, v in beats)
-        a, b = paired_scores([r for r in runs if lead in r["methods"] and "user" in r["methods"]], lead, "user",
-                             key="judged_success_strict")
+            targets[lead] = _targets(runs, methods, lead, paired_p)
+        ps = []
+        for other in ("user", "grid", "random"):
+            both = [r for r in runs if lead in r["methods"] and other in r["methods"]]
+            ps.append(f"{other} p = {paired_p(*paired_scores(both, lead, other), False, 'wilcoxon'):.3g}")
+        ok = all(v["met"] for k, v in targets[lead].items()
+                 if any(k.startswith(f"combined: {lead} beats {o} ") for o in ("user", "grid", "random")))
+        both = [r for r in runs if lead in r["methods"] and "user" in r["methods"]]
+        a, b = paired_scores(both, lead, "user", key="judged_success_strict")
         strict.append(paired_p(a, b, False, "wilcoxon") < 0.05)
         parts.append(f"{what} {'beats' if ok else 'does not beat'} the user-turn prompt, the grid and random search "
-                     f"on the combined score ({ps})")
-    with contextlib.redirect_stdout(io.StringIO()):
-        t_new = _targets(runs, methods, "new", paired_p)
-    (wall,) = [v for k, v in t_new.items() if "wall time" in k]
+                     f"on the combined score ({', '.join(ps)})")
+    (wall,) = [v for k, v in targets["new"].items() if "wall time" in k]
     return ("- Issue 18's other targets, same runs: " + "; ".join(parts)
             + ("" if any(strict) else " (by the judge's strict reading neither beats the instruction alone, p >= 0.05)")
             + "; the new default reaching the "

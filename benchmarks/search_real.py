@@ -123,6 +123,7 @@ class Bench:
         self.concepts, self.search_pool, self.held_pool = load_concepts()
         self.spaces = {}
         self.judge = None
+        self.held_ev = {}  # held-out evaluators by concept, their unsteered references cached
 
     def split(self, seed):
         rng = random.Random(1000 + seed)
@@ -337,7 +338,6 @@ def run(args):
     data["config"] = {k: getattr(args, k) for k in ("concepts", "seeds", "budget", "population", "search_prompts",
                                                     "holdout", "max_new_tokens", "methods")}
     bench = Bench(args)
-    bench.held_ev = {}
     bench.data = data
     methods = args.methods.split(",")
     t_start = time.perf_counter()

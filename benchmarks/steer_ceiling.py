@@ -64,7 +64,6 @@ def run(args):
                                                     "max_new_tokens")}
     sargs = argparse.Namespace(search_prompts=8, holdout=args.holdout, max_new_tokens=args.max_new_tokens)
     bench = search_real.Bench(sargs)
-    bench.held_ev = {}
     bench.data = {}
     _, held = bench.split(args.seed)
     data["holdout"] = held
